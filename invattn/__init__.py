@@ -1,0 +1,27 @@
+"""invattn: invertible attention and invertible residual networks, certified and taught.
+
+Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solvers`` → ``blocks`` →
+``lesson``, ``plots``, ``bench``.
+"""
+
+from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze
+from .lipschitz import LipSwish, SpectralNorm, estimate_lipschitz, lipschitz_bound, operator_norm, spectral_norm
+from .solvers import InverseInfo, InversionError, InversionWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActNorm",
+    "InverseInfo",
+    "InversionError",
+    "InversionWarning",
+    "InvertibleResidual",
+    "InvertibleSequential",
+    "LipSwish",
+    "SpectralNorm",
+    "Squeeze",
+    "estimate_lipschitz",
+    "lipschitz_bound",
+    "operator_norm",
+    "spectral_norm",
+]

@@ -1,0 +1,58 @@
+"""Checks shared by every floor of the library: clear errors instead of silent wrong answers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_coeff(coeff: float, name: str = "coeff") -> float:
+    """Return ``coeff`` as a float if it lies in (0, 1), the range that keeps x + g(x) invertible."""
+    try:
+        value = float(coeff)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number in (0, 1), got {coeff!r}") from None
+    if not (0.0 < value < 1.0) or math.isnan(value):
+        raise ValueError(
+            f"{name} must be in (0, 1) for the block to be invertible "
+            f"(Lip(g) < 1 is what Banach's fixed-point theorem needs), got {coeff!r}"
+        )
+    return value
+
+
+def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or infinity; return it unchanged otherwise."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); refusing to compute with it")
+    return tensor
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= ``minimum``; raise a clear error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is finite and > 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``; otherwise say what is allowed."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+    return value

@@ -1,0 +1,153 @@
+"""Invertible building blocks: the residual block x + g(x), ActNorm, Squeeze and their composition.
+
+Every block has ``forward(x)`` and ``inverse(y)``; ``inverse(forward(x)) = x`` up to the solver's
+tolerance (residual blocks) or exactly (ActNorm, Squeeze).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import check_finite
+from .lipschitz import lipschitz_bound
+from .solvers import InverseInfo, check_scale, solve_fixed_point
+
+__all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential"]
+
+
+class InvertibleResidual(nn.Module):
+    """F(x) = x + g(x), invertible when Lip(g) < 1; ``inverse`` solves x = y − g(x) to a tolerance.
+
+    ``g`` is any module whose Lipschitz constant is below 1, for example a stack of
+    :func:`invattn.spectral_norm` layers with 1-Lipschitz activations, or an attention module.
+    """
+
+    def __init__(self, g: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(g, nn.Module):
+            raise TypeError(f"g must be an nn.Module, got {type(g).__name__}")
+        self.g = g
+
+    def lipschitz_bound(self) -> float:
+        """Certified bound L on Lip(g) (so Lip(F) ≤ 1 + L and Lip(F⁻¹) ≤ 1/(1 − L))."""
+        return lipschitz_bound(self.g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_finite(x, "x")
+        return x + self.g(x)
+
+    def inverse(
+        self,
+        y: torch.Tensor,
+        method: str = "anderson",
+        tol: float | None = None,
+        max_iter: int = 1000,
+        on_failure: str = "raise",
+        return_info: bool = False,
+        memory: int = 15,
+        callback: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
+        """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").
+
+        Stops when ‖x_k + g(x_k) − y‖/‖y‖ ≤ ``tol`` for every sample (default 1e-10 in float64, 1e-5
+        otherwise). If that does not happen within ``max_iter`` evaluations of g, raises
+        :class:`invattn.InversionError` or, with ``on_failure="warn"``, warns and returns the last iterate.
+        With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` is the certified relative
+        error when Lip(g) has a known bound below 1. ``callback(k, x_k)`` sees every iterate. ``memory`` is
+        the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration).
+        """
+        scale = check_scale(y)
+        try:
+            bound = self.lipschitz_bound()
+        except ValueError:
+            bound = None
+        if bound is not None and bound >= 1:
+            raise ValueError(f"Lip(g) ≤ {bound:.4g} is not below 1: x + g(x) may not be invertible")
+        with torch.no_grad():
+            x, info = solve_fixed_point(
+                lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,
+                memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback,
+            )
+        return (x, info) if return_info else x
+
+
+class ActNorm(nn.Module):
+    """y = x·exp(s) + b per channel, with s and b set from the first training batch so y has zero mean
+    and unit variance per channel (Kingma & Dhariwal, 2018). log|det| = (positions per channel)·Σ s."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, *[1] * (x.dim() - 2))
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_finite(x, "x")
+        if x.dim() < 2 or x.shape[1] != self.log_scale.numel():
+            raise ValueError(f"ActNorm({self.log_scale.numel()}) needs inputs [B, {self.log_scale.numel()}, ...], got {tuple(x.shape)}")
+
+    @torch.no_grad()
+    def _initialize(self, x: torch.Tensor) -> None:
+        per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
+        mean, var = per_channel.mean(dim=1), per_channel.var(dim=1, unbiased=False)
+        self.log_scale.copy_(-0.5 * torch.log(var + 1e-5))
+        self.bias.copy_(-mean * self.log_scale.exp())
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+        return x * self._view(self.log_scale.exp(), x) + self._view(self.bias, x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y)
+        return (y - self._view(self.bias, y)) * self._view(torch.exp(-self.log_scale), y)
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        """log|det ∂y/∂x| for each sample: positions·Σ s."""
+        positions = x[0, 0].numel()
+        return (positions * self.log_scale.sum()).expand(x.shape[0])
+
+
+class Squeeze(nn.Module):
+    """Space-to-depth: [B, C, H, W] → [B, 4C, H/2, W/2] (``pixel_unshuffle``); a permutation, log|det| = 0."""
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_finite(x, "x")
+        if x.dim() != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
+            raise ValueError(f"Squeeze({self.factor}) needs [B, C, H, W] with H and W divisible by {self.factor}, got {tuple(x.shape)}")
+        return F.pixel_unshuffle(x, self.factor)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        check_finite(y, "y")
+        if y.dim() != 4 or y.shape[1] % (self.factor**2):
+            raise ValueError(f"Squeeze.inverse needs [B, C, H, W] with C divisible by {self.factor ** 2}, got {tuple(y.shape)}")
+        return F.pixel_shuffle(y, self.factor)
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+
+class InvertibleSequential(nn.Sequential):
+    """A chain of invertible blocks; ``inverse`` runs the parts backwards. Extra keyword arguments of
+    ``inverse`` (method, tol, ...) go to the residual blocks."""
+
+    def inverse(self, y: torch.Tensor, **solver_options) -> torch.Tensor:
+        for block in reversed(self):
+            if isinstance(block, (InvertibleResidual, InvertibleSequential)):
+                y = block.inverse(y, **solver_options)
+            else:
+                y = block.inverse(y)
+        return y

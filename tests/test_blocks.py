@@ -1,0 +1,181 @@
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import invattn as ia
+
+
+def dense_block(dim, coeff, depth=1):
+    layers = []
+    for _ in range(depth):
+        layers += [ia.spectral_norm(nn.Linear(dim, dim), coeff=coeff), nn.ELU()]
+    return ia.InvertibleResidual(nn.Sequential(*layers)).double().eval()
+
+
+def conv_block(channels, size, coeff):
+    g = nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(channels, 8, 3, padding=1), coeff=coeff, input_size=size),
+        nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(8, channels, 3, padding=1), coeff=coeff, input_size=size),
+    )
+    return ia.InvertibleResidual(g).double().eval()
+
+
+@pytest.mark.parametrize("method", ["anderson", "fixed_point"])
+@pytest.mark.parametrize("coeff", [0.5, 0.9, 0.99])
+def test_inverse_recovers_input_float64(method, coeff):
+    block = dense_block(12, coeff)
+    x = torch.randn(5, 12, dtype=torch.float64) * 3
+    x_hat, info = block.inverse(block(x), method=method, return_info=True, max_iter=5000)
+    assert info.converged
+    assert torch.allclose(x_hat, x, atol=1e-8, rtol=0)
+    assert len(info.residuals) == info.iterations == info.function_evals
+    relative_error = float((x_hat - x).norm() / x.norm())
+    assert relative_error <= info.error_bound  # the certified bound holds
+
+
+def test_conv_block_inverse():
+    block = conv_block(3, (6, 6), 0.9)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.allclose(block.inverse(block(x)), x, atol=1e-8, rtol=0)
+
+
+def test_anderson_needs_fewer_evaluations_near_one():
+    block = dense_block(32, 0.99, depth=1)
+    # A linear branch (no activation) makes the contraction factor really reach 0.99.
+    block.g = nn.Sequential(block.g[0])
+    x = torch.randn(4, 32, dtype=torch.float64)
+    y = block(x)
+    _, fp = block.inverse(y, method="fixed_point", tol=1e-10, max_iter=20_000, return_info=True)
+    _, aa = block.inverse(y, method="anderson", tol=1e-10, max_iter=20_000, return_info=True)
+    assert aa.function_evals < fp.function_evals
+
+
+def test_not_converging_raises_with_info():
+    block = dense_block(8, 0.9)
+    y = block(torch.randn(2, 8, dtype=torch.float64))
+    with pytest.raises(ia.InversionError, match="did not reach") as caught:
+        block.inverse(y, method="fixed_point", tol=1e-14, max_iter=3)
+    assert caught.value.info.converged is False and caught.value.info.function_evals == 3
+
+
+def test_not_converging_warns_when_asked():
+    block = dense_block(8, 0.9)
+    y = block(torch.randn(2, 8, dtype=torch.float64))
+    with pytest.warns(ia.InversionWarning):
+        x, info = block.inverse(y, method="anderson", tol=1e-14, max_iter=2, on_failure="warn", return_info=True)
+    assert not info.converged and x.shape == y.shape
+
+
+def test_divergence_is_reported_not_returned():
+    g = nn.Linear(4, 4, bias=False).double()
+    with torch.no_grad():
+        g.weight.copy_(-3 * torch.eye(4))  # Lip = 3: the fixed-point iteration explodes
+    block = ia.InvertibleResidual(g)
+    with pytest.raises(ia.InversionError):
+        block.inverse(torch.ones(1, 4, dtype=torch.float64), method="fixed_point", max_iter=2000)
+
+
+def test_non_finite_inputs_are_refused():
+    block = dense_block(4, 0.5)
+    bad = torch.tensor([[0.0, float("nan"), 1.0, 2.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="non-finite"):
+        block(bad)
+    with pytest.raises(ValueError, match="non-finite"):
+        block.inverse(bad)
+
+
+def test_bad_solver_options_are_refused():
+    block = dense_block(4, 0.5)
+    y = torch.ones(1, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="method must be one of"):
+        block.inverse(y, method="newton")
+    with pytest.raises(ValueError, match="max_iter"):
+        block.inverse(y, max_iter=0)
+    with pytest.raises(ValueError, match="tol"):
+        block.inverse(y, tol=-1.0)
+
+
+def test_callback_sees_every_iterate():
+    block = dense_block(6, 0.7)
+    y = block(torch.randn(3, 6, dtype=torch.float64))
+    seen = []
+    x_hat, info = block.inverse(y, method="fixed_point", return_info=True, callback=lambda k, x: seen.append(k))
+    assert seen == list(range(info.iterations + 1))
+
+
+def test_actnorm_initialises_from_data_and_inverts():
+    norm = ia.ActNorm(3).double()
+    x = torch.randn(64, 3, 4, 4, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2]).view(1, 3, 1, 1).double() + 2
+    y = norm(x)
+    per_channel = y.transpose(0, 1).reshape(3, -1)
+    var_x = x.transpose(0, 1).reshape(3, -1).var(1, unbiased=False)
+    assert torch.allclose(per_channel.mean(1), torch.zeros(3, dtype=torch.float64), atol=1e-10)
+    # unit variance up to the 1e-5 that keeps the scale finite: var(y) = var(x)/(var(x) + 1e-5)
+    assert torch.allclose(per_channel.var(1, unbiased=False), var_x / (var_x + 1e-5), rtol=1e-10)
+    assert torch.allclose(norm.inverse(y), x, atol=1e-12)
+    jac = torch.func.jacrev(lambda t: norm(t.view(1, 3, 4, 4)).flatten())(x[:1].flatten())
+    assert torch.allclose(norm.logdet(x[:1]), torch.linalg.slogdet(jac).logabsdet)
+
+
+def test_actnorm_shape_errors():
+    with pytest.raises(ValueError, match="ActNorm"):
+        ia.ActNorm(3)(torch.randn(2, 4, 5, 5))
+
+
+def test_squeeze_round_trip_and_shape_errors():
+    squeeze = ia.Squeeze()
+    x = torch.randn(2, 3, 4, 6)
+    y = squeeze(x)
+    assert y.shape == (2, 12, 2, 3)
+    assert torch.equal(squeeze.inverse(y), x)
+    with pytest.raises(ValueError, match="divisible"):
+        squeeze(torch.randn(1, 3, 5, 4))
+
+
+def test_sequence_inverse_runs_backwards():
+    chain = ia.InvertibleSequential(ia.ActNorm(3), ia.Squeeze(), conv_block(12, (2, 2), 0.8)).double()
+    x = torch.randn(4, 3, 4, 4, dtype=torch.float64)
+    y = chain(x)  # initialises ActNorm in training mode...
+    chain.eval()
+    y = chain(x)
+    assert torch.allclose(chain.inverse(y, method="anderson"), x, atol=1e-8)
+
+
+def test_refuses_to_invert_a_block_with_certified_bound_not_below_one():
+    g = nn.Sequential(ia.spectral_norm(nn.Linear(3, 3), coeff=0.9), nn.ELU(alpha=2.0)).eval()
+    with pytest.raises(ValueError, match="not below 1"):
+        ia.InvertibleResidual(g).inverse(torch.ones(1, 3))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    dim=st.integers(1, 16), batch=st.integers(1, 4), coeff=st.floats(0.05, 0.97),
+    method=st.sampled_from(["anderson", "fixed_point"]), seed=st.integers(0, 10_000),
+)
+def test_property_inverse_of_forward_is_identity(dim, batch, coeff, method, seed):
+    torch.manual_seed(seed)
+    block = dense_block(dim, coeff, depth=2)
+    x = torch.randn(batch, dim, dtype=torch.float64) * 4
+    x_hat = block.inverse(block(x), method=method, max_iter=10_000)
+    assert float((x_hat - x).norm() / x.norm()) < 1e-6
+
+
+def test_gradcheck_forward_small():
+    block = dense_block(3, 0.8)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x,))
+
+
+def test_float32_inverse_to_default_tolerance():
+    block = dense_block(16, 0.9).float()
+    x = torch.randn(3, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x_hat, info = block.inverse(block(x), return_info=True)
+    assert info.tol == 1e-5 and info.converged
+    assert float((x_hat - x).norm() / x.norm()) < 1e-4
