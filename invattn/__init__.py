@@ -4,8 +4,9 @@ Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solver
 ``lesson``, ``plots``, ``bench``.
 """
 
-from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze
+from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze, logdet
 from .lipschitz import LipSwish, SpectralNorm, estimate_lipschitz, lipschitz_bound, operator_norm, spectral_norm
+from .logdet import series_truncation_bound
 from .solvers import InverseInfo, InversionError, InversionWarning
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "Squeeze",
     "estimate_lipschitz",
     "lipschitz_bound",
+    "logdet",
     "operator_norm",
+    "series_truncation_bound",
     "spectral_norm",
 ]

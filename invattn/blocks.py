@@ -14,9 +14,10 @@ from torch import nn
 
 from ._validation import check_finite
 from .lipschitz import lipschitz_bound
+from .logdet import residual_logdet
 from .solvers import InverseInfo, check_scale, solve_fixed_point
 
-__all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential"]
+__all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential", "logdet"]
 
 
 class InvertibleResidual(nn.Module):
@@ -39,6 +40,12 @@ class InvertibleResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_finite(x, "x")
         return x + self.g(x)
+
+    def forward_and_logdet(self, x: torch.Tensor, estimator: str = "series", **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x + g(x), ln|det(I + J_g(x))|)`` per sample; see :func:`invattn.logdet` for the estimators."""
+        check_finite(x, "x")
+        gx, value = residual_logdet(self.g, x, estimator, **options)
+        return x + gx, value
 
     def inverse(
         self,
@@ -151,3 +158,24 @@ class InvertibleSequential(nn.Sequential):
             else:
                 y = block.inverse(y)
         return y
+
+
+def logdet(block: nn.Module, x: torch.Tensor, estimator: str = "series", **options) -> torch.Tensor:
+    """ln|det ∂block(x)/∂x| per sample.
+
+    Residual blocks use ``estimator``: ``"exact"`` (jacrev + slogdet), ``"series"`` (truncated power series
+    with Hutchinson probes; ``n_terms``, ``n_probes``) or ``"roulette"`` (unbiased; ``n_exact_terms``,
+    ``distribution``), and ``neumann_gradient=True`` for flat memory; see :mod:`invattn.logdet`.
+    ActNorm and Squeeze are exact; a sequence sums its parts along the forward pass.
+    """
+    if isinstance(block, InvertibleResidual):
+        return block.forward_and_logdet(x, estimator, **options)[1]
+    if isinstance(block, InvertibleSequential):
+        total = x.new_zeros(x.shape[0])
+        for part in block:
+            total = total + logdet(part, x, estimator, **options)
+            x = part(x)
+        return total
+    if hasattr(block, "logdet"):
+        return block.logdet(x)
+    raise TypeError(f"no log-determinant for {type(block).__name__}")

@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS = {
     "inverse": "invattn.bench.inverse",
+    "logdet": "invattn.bench.logdet",
 }
 
 

@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import invattn as ia
+
+
+def small_block(dim=6, coeff=0.8, seed=0):
+    torch.manual_seed(seed)
+    g = nn.Sequential(
+        ia.spectral_norm(nn.Linear(dim, dim), coeff=coeff), nn.ELU(), ia.spectral_norm(nn.Linear(dim, dim), coeff=0.99)
+    )
+    return ia.InvertibleResidual(g).double().eval()
+
+
+def conv_block(size=4):
+    torch.manual_seed(1)
+    g = nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(2, 4, 3, padding=1), coeff=0.9, input_size=(size, size)),
+        ia.LipSwish(),
+        ia.spectral_norm(nn.Conv2d(4, 2, 3, padding=1), coeff=0.9, input_size=(size, size)),
+    )
+    return ia.InvertibleResidual(g).double().eval()
+
+
+def test_exact_matches_dense_slogdet():
+    block = conv_block()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    for b in range(2):
+        jac = torch.autograd.functional.jacobian(lambda z: block(z.view(1, 2, 4, 4)).flatten(), x[b].flatten())
+        assert float(ia.logdet(block, x, "exact")[b].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-12)
+
+
+def test_series_converges_within_truncation_bound():
+    block = small_block()
+    x = torch.randn(4, 6, dtype=torch.float64) * 2
+    exact = ia.logdet(block, x, "exact").detach()
+    lipschitz = block.lipschitz_bound()
+    previous = math.inf
+    for n in [1, 2, 4, 8, 16, 32]:
+        series = ia.logdet(block, x, "series", n_terms=n, probe="basis").detach()  # exact traces: bias only
+        error = float((series - exact).abs().max())
+        assert error <= ia.series_truncation_bound(lipschitz, n, 6)
+        assert error <= previous + 1e-15 or error < 1e-12
+        previous = error
+    assert previous < 1e-6
+
+
+def test_hutchinson_series_is_unbiased_for_its_truncation():
+    block = small_block()
+    x = torch.randn(2, 6, dtype=torch.float64)
+    target = ia.logdet(block, x, "series", n_terms=5, probe="basis")
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([ia.logdet(block, x, "series", n_terms=5, generator=generator) for _ in range(2000)])
+    standard_error = draws.std(0) / math.sqrt(len(draws))
+    assert torch.all((draws.mean(0) - target).abs() < 4 * standard_error)
+
+
+@pytest.mark.parametrize("distribution", ["geometric", "poisson"])
+def test_roulette_estimator_is_unbiased(distribution):
+    block = small_block(coeff=0.9)
+    x = torch.randn(2, 6, dtype=torch.float64)
+    exact = ia.logdet(block, x, "exact")
+    generator = torch.Generator().manual_seed(1)
+    draws = torch.stack(
+        [ia.logdet(block, x, "roulette", distribution=distribution, generator=generator) for _ in range(3000)]
+    )
+    standard_error = draws.std(0) / math.sqrt(len(draws))
+    assert torch.all((draws.mean(0) - exact).abs() < 4 * standard_error)
+
+
+def _exact_gradient(block, x, direction):
+    return _gradient(block, x, direction, estimator="exact")
+
+
+def _gradient(block, x, direction, **options):
+    """The gradient of Σ_b logdet_b w.r.t. all parameters, projected on a fixed random direction."""
+    block.zero_grad(set_to_none=True)
+    ia.logdet(block, x, **options).sum().backward()
+    # a parameter the log-det does not depend on (the last bias) gets no gradient: it counts as zero
+    return sum((p.grad * d).sum() for p, d in zip(block.parameters(), direction) if p.grad is not None).detach()
+
+
+@pytest.mark.parametrize("neumann", [False, True])
+def test_series_gradient_matches_exact_gradient_with_exact_traces(neumann):
+    block = small_block()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    direction = [torch.randn_like(p) for p in block.parameters()]
+    exact = _exact_gradient(block, x, direction)
+    approx = _gradient(block, x, direction, estimator="series", n_terms=60, probe="basis", neumann_gradient=neumann)
+    assert float(approx) == pytest.approx(float(exact), rel=1e-6)
+
+
+def test_neumann_gradient_matches_exact_gradient_on_average():
+    block = small_block(coeff=0.9)
+    x = torch.randn(2, 6, dtype=torch.float64)
+    direction = [torch.randn_like(p) for p in block.parameters()]
+    exact = float(_exact_gradient(block, x, direction))
+    generator = torch.Generator().manual_seed(2)
+    draws = torch.tensor([
+        float(_gradient(block, x, direction, estimator="roulette", neumann_gradient=True, generator=generator))
+        for _ in range(2000)
+    ])
+    assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / math.sqrt(len(draws))
+
+
+def test_neumann_value_equals_power_series_value():
+    block = small_block()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    a = ia.logdet(block, x, "series", n_terms=7, generator=torch.Generator().manual_seed(5))
+    b = ia.logdet(block, x, "series", n_terms=7, neumann_gradient=True, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_gradient_flows_to_the_input():
+    block = small_block()
+    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    ia.logdet(block, x, "exact").sum().backward()
+    exact = x.grad.clone()
+    x.grad = None
+    ia.logdet(block, x, "series", n_terms=60, probe="basis", neumann_gradient=True).sum().backward()
+    assert torch.allclose(x.grad, exact, atol=1e-8)
+
+
+def test_sequence_logdet_sums_its_parts():
+    chain = ia.InvertibleSequential(ia.ActNorm(2), conv_block()).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    chain(x)
+    chain.eval()
+    total = ia.logdet(chain, x, "exact")
+    jac = torch.autograd.functional.jacobian(lambda z: chain(z.view(1, 2, 4, 4)).flatten(), x[0].flatten())
+    assert float(total[0]) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-10)
+
+
+def test_bad_estimator_options_are_refused():
+    block = small_block()
+    x = torch.randn(1, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        ia.logdet(block, x, "magic")
+    with pytest.raises(ValueError, match="n_terms"):
+        ia.logdet(block, x, "series", n_terms=0)
+    with pytest.raises(ValueError, match="distribution"):
+        ia.logdet(block, x, "roulette", distribution="uniform")
+    with pytest.raises(ValueError, match="non-finite"):
+        ia.logdet(block, torch.full((1, 6), float("inf"), dtype=torch.float64))
