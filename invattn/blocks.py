@@ -55,7 +55,7 @@ class InvertibleResidual(nn.Module):
         max_iter: int = 1000,
         on_failure: str = "raise",
         return_info: bool = False,
-        memory: int = 15,
+        memory: int = 20,
         callback: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
         """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").

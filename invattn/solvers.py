@@ -75,7 +75,7 @@ def solve_fixed_point(
     method: str = "anderson",
     tol: float | None = None,
     max_iter: int = 1000,
-    memory: int = 15,
+    memory: int = 20,
     on_failure: str = "raise",
     lipschitz: float | None = None,
     callback: Callable[[int, torch.Tensor], None] | None = None,

@@ -55,13 +55,13 @@ def conv_block(lipschitz: float, channels: int, width: int, size: int) -> Invert
     return InvertibleResidual(g).double().eval()
 
 
-def solve(block: InvertibleResidual, x: torch.Tensor, method: str, lipschitz: float, memory: int = 6) -> dict:
+def solve(block: InvertibleResidual, x: torch.Tensor, method: str, lipschitz: float) -> dict:
     y = block(x).detach()
     per_sample = lambda t: t.reshape(t.shape[0], -1).norm(dim=1)  # noqa: E731
     # residual/‖y‖ ≤ tol ⇒ ‖x̂ − x‖ ≤ tol·‖y‖/(1 − L) ≤ 1e-6·‖x‖
     tol = TARGET_ERROR * (1 - lipschitz) * float((per_sample(x) / per_sample(y)).min())
     start = time.perf_counter()
-    x_hat, info = block.inverse(y, method=method, tol=tol, max_iter=100_000, return_info=True, memory=memory)
+    x_hat, info = block.inverse(y, method=method, tol=tol, max_iter=100_000, return_info=True)
     seconds = time.perf_counter() - start
     error = float((per_sample(x_hat - x) / per_sample(x)).max())
     return dict(evals=info.function_evals, seconds=seconds, error=error)
