@@ -15,7 +15,7 @@ from torch import nn
 from ._validation import check_finite
 from .lipschitz import lipschitz_bound
 from .logdet import residual_logdet
-from .solvers import InverseInfo, check_scale, solve_fixed_point
+from .solvers import ANDERSON_MEMORY, InverseInfo, check_scale, solve_fixed_point
 
 __all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential", "logdet"]
 
@@ -55,7 +55,7 @@ class InvertibleResidual(nn.Module):
         max_iter: int = 1000,
         on_failure: str = "raise",
         return_info: bool = False,
-        memory: int = 20,
+        memory: int = ANDERSON_MEMORY,
         callback: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
         """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").
@@ -173,8 +173,12 @@ def logdet(block: nn.Module, x: torch.Tensor, estimator: str = "series", **optio
     if isinstance(block, InvertibleSequential):
         total = x.new_zeros(x.shape[0])
         for part in block:
-            total = total + logdet(part, x, estimator, **options)
-            x = part(x)
+            if isinstance(part, InvertibleResidual):  # one evaluation of g serves both the output and the log-det
+                x, value = part.forward_and_logdet(x, estimator, **options)
+            else:
+                value = logdet(part, x, estimator, **options)
+                x = part(x)
+            total = total + value
         return total
     if hasattr(block, "logdet"):
         return block.logdet(x)

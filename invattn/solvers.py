@@ -19,6 +19,9 @@ from ._validation import check_choice, check_finite, check_positive_float, check
 __all__ = ["InverseInfo", "InversionError", "InversionWarning", "solve_fixed_point", "default_tol"]
 
 METHODS = ("anderson", "fixed_point")
+# Past iterates Anderson mixes by default: enough to need ≤ 1/4 of plain iteration's evaluations at
+# Lip(g) = 0.9 and ≤ 1/10 at 0.99 (python -m invattn.bench inverse).
+ANDERSON_MEMORY = 20
 ON_FAILURE = ("raise", "warn")
 
 
@@ -75,7 +78,7 @@ def solve_fixed_point(
     method: str = "anderson",
     tol: float | None = None,
     max_iter: int = 1000,
-    memory: int = 20,
+    memory: int = ANDERSON_MEMORY,
     on_failure: str = "raise",
     lipschitz: float | None = None,
     callback: Callable[[int, torch.Tensor], None] | None = None,
