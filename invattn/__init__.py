@@ -1,9 +1,10 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
 Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solvers`` → ``blocks`` →
-``lesson``, ``plots``, ``bench``.
+``attention`` → ``lesson``, ``plots``, ``data``, ``memory``, ``bench``.
 """
 
+from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze, logdet
 from .lipschitz import LipSwish, SpectralNorm, estimate_lipschitz, lipschitz_bound, operator_norm, spectral_norm
 from .logdet import series_truncation_bound
@@ -12,6 +13,9 @@ from .solvers import InverseInfo, InversionError, InversionWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "KINDS",
+    "PAPER_KINDS",
+    "make_attention",
     "ActNorm",
     "InverseInfo",
     "InversionError",

@@ -57,6 +57,7 @@ class InvertibleResidual(nn.Module):
         return_info: bool = False,
         memory: int = ANDERSON_MEMORY,
         callback: Callable[[int, torch.Tensor], None] | None = None,
+        allow_uncertified: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
         """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").
 
@@ -66,6 +67,10 @@ class InvertibleResidual(nn.Module):
         With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` is the certified relative
         error when Lip(g) has a known bound below 1. ``callback(k, x_k)`` sees every iterate. ``memory`` is
         the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration).
+
+        A g whose certified bound is not below 1 (for example the paper's attention formulation, bound
+        ``inf``) is refused unless ``allow_uncertified=True``: then the solver just tries, and non-convergence
+        is reported as usual.
         """
         scale = check_scale(y)
         try:
@@ -73,7 +78,12 @@ class InvertibleResidual(nn.Module):
         except ValueError:
             bound = None
         if bound is not None and bound >= 1:
-            raise ValueError(f"Lip(g) ≤ {bound:.4g} is not below 1: x + g(x) may not be invertible")
+            if not allow_uncertified:
+                raise ValueError(
+                    f"Lip(g) ≤ {bound:.4g} is not below 1: x + g(x) may not be invertible "
+                    "(pass allow_uncertified=True to try anyway)"
+                )
+            bound = None
         with torch.no_grad():
             x, info = solve_fixed_point(
                 lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,

@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "inverse": "invattn.bench.inverse",
     "logdet": "invattn.bench.logdet",
+    "attention": "invattn.bench.attention",
 }
 
 

@@ -1,0 +1,242 @@
+"""Every attention kind: certified bound ≥ measured Lipschitz constant (random, large and trained inputs),
+inversion on real images, gradients of the memory-lean core, memory, and the paper formulation's failures."""
+
+import math
+
+import pytest
+import torch
+
+import invattn as ia
+from invattn.attention import KINDS, PAPER_KINDS, _AttentionCore, l2_attention_constant, lambert_w0
+from invattn.data import dequantize, full_scale_photograph, photograph_crops
+from invattn.memory import TensorMemory
+
+CHANNELS = 12  # an RGB image after one 2×2 squeeze, as in the paper
+
+
+def measured(g, x):
+    return ia.estimate_lipschitz(g, x, n_iterations=30, pair_steps=60)
+
+
+def image_batch(count=4, size=32, seed=0):
+    """Real photograph crops, dequantised to [−0.5, 0.5) and squeezed to [count, 12, size/2, size/2]."""
+    images = dequantize(photograph_crops(count, size, seed=seed), torch.Generator().manual_seed(seed))
+    return ia.Squeeze()(images)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One module per kind after 200 Adam steps (lr 3e-3) regressing x + g(x) onto a fixed noise target:
+    the paper's validation loss, which pushes g far from its initialisation."""
+    torch.manual_seed(1)
+    x = image_batch(16, 16, seed=3)
+    target = torch.randn_like(x)
+    modules, raw_before = {}, {}
+    for kind in KINDS:
+        g = ia.make_attention(kind, CHANNELS)
+        raw_before[kind] = g.raw_lipschitz_bound(x[0, 0].numel())
+        optimizer = torch.optim.Adam(g.parameters(), lr=3e-3)
+        for _ in range(200):
+            loss = (x + g(x) - target).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        modules[kind] = g
+    return modules, raw_before, x
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scale", [1.0, 50.0])
+@pytest.mark.parametrize("weight_scale", [1.0, 10.0])
+def test_bound_holds_for_random_and_large_inputs(kind, scale, weight_scale):
+    g = ia.make_attention(kind, CHANNELS, coeff=0.9).double()
+    with torch.no_grad():  # large weights push every projection and score to its limit
+        for p in g.parameters():
+            p.mul_(weight_scale)
+    x = (torch.rand(3, CHANNELS, 8, 8, dtype=torch.float64) - 0.5) * scale
+    bound = g.lipschitz_bound(n_positions=64)
+    lip = measured(g, x)
+    assert 0 < lip <= bound <= 0.9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bound_holds_after_training(kind, trained):
+    modules, raw_before, x = trained
+    g = modules[kind].double()
+    n = x[0, 0].numel()
+    assert g.raw_lipschitz_bound(n) != pytest.approx(raw_before[kind], rel=1e-3)  # computed from the weights
+    bound = g.lipschitz_bound(n_positions=n)
+    for inputs in (x[:4].double(), 30 * x[:4].double()):
+        lip = measured(g, inputs)
+        assert 0 < lip <= bound <= 0.9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inverse_on_real_images_float32(kind, trained):
+    x = image_batch(4, 32, seed=7)
+    for g in (ia.make_attention(kind, CHANNELS), trained[0][kind].float()):
+        block = ia.InvertibleResidual(g).eval()
+        y = block(x)
+        assert (y - x).abs().max() > 1e-3  # the attention does something
+        # relative residual ≤ 1e-6 certifies relative error ≤ 1e-6/(1 − L) ≤ 1e-5 for L ≤ 0.9
+        x_hat, info = block.inverse(y, tol=1e-6, return_info=True)
+        assert info.converged and info.error_bound <= 1.1e-5
+        relative = (x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+        assert float(relative.max()) < 1e-5
+
+
+def test_full_scale_forward_and_inverse():
+    """The paper's full-scale CelebA size: 218×178 RGB, squeezed to 12×109×89 (N = 9701)."""
+    x = ia.Squeeze()(dequantize(full_scale_photograph(), torch.Generator().manual_seed(0)))
+    assert x.shape == (1, 12, 109, 89)
+    block = ia.InvertibleResidual(ia.make_attention("concat", CHANNELS)).eval()
+    with TensorMemory() as memory, torch.no_grad():
+        y = block(x)
+    n = 109 * 89
+    assert memory.peak_bytes < 1.5 * n * n * 4  # one N×N float32 map, never N×N×2C/k
+    x_hat = block.inverse(y, tol=1e-6)
+    assert float((x_hat - x).norm() / x.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_map_is_a_distribution_per_output_position(kind):
+    g = ia.make_attention(kind, CHANNELS)
+    x = image_batch(2, 16)
+    p = g.attention_map(x)
+    assert p.shape == (2, 64, 64)
+    assert (p >= 0).all()
+    assert torch.allclose(p.sum(-1), torch.ones(2, 64), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_module_gradients(kind):
+    g = ia.make_attention(kind, 4, reduction=2).double()
+    x = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(g, (x,))
+    # second derivatives (the log-det's vector–Jacobian products are differentiated in training), where
+    # queries, keys and values all depend on the same x
+    assert torch.autograd.gradgradcheck(g, (x,))
+
+
+@pytest.mark.parametrize("mode", ["sum", "dot"])
+@pytest.mark.parametrize("kernel,shift", [("exp", None), ("exp", 2.0), ("elu1", None)])
+def test_lean_core_gradients_and_second_derivatives(mode, kernel, shift):
+    shape = (2, 5) if mode == "sum" else (2, 3, 5)
+    values = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    left = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    right = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, shift, v, a, b)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (values, left, right))
+    assert torch.autograd.gradgradcheck(fn, (values, left, right))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lean_backward_equals_plain_autograd(kind):
+    """The custom backward (autograd) and the plain ops (seen by torch.func) give the same gradient."""
+    g = ia.make_attention(kind, CHANNELS).double()
+    x = image_batch(2, 16).double().requires_grad_(True)
+    cotangent = torch.randn_like(x)
+    (lean,) = torch.autograd.grad(g(x), x, cotangent)
+    _, vjp = torch.func.vjp(g, x.detach())
+    (plain,) = vjp(cotangent)
+    assert torch.allclose(lean, plain, rtol=1e-10, atol=1e-12)
+
+
+def test_concat_memory_is_one_map_not_the_concatenation():
+    g = ia.make_attention("concat", CHANNELS)
+    x = image_batch(2, 32)
+    batch, n = 2, 256
+    one_map = batch * n * n * 4
+    with TensorMemory() as memory, torch.no_grad():
+        g(x)
+    assert memory.largest_shape == (batch, n, n)
+    assert memory.peak_bytes < 1.5 * one_map
+    with TensorMemory() as memory:
+        g(x).square().sum().backward()
+    assert memory.peak_bytes < 3 * one_map  # the naive [B, 2C/k, N, N] tensor alone would be 6 maps
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_log_determinant_estimators_agree_with_exact(kind):
+    block = ia.InvertibleResidual(ia.make_attention(kind, CHANNELS)).double().eval()
+    x = image_batch(2, 8).double()
+    exact = ia.logdet(block, x, "exact")
+    series = ia.logdet(block, x, "series", n_terms=20, probe="basis")
+    assert torch.allclose(series, exact, atol=1e-8)
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ia.make_attention("softmax", CHANNELS)
+    with pytest.raises(ValueError, match=r"coeff must be in \(0, 1\)"):
+        ia.make_attention("dot", CHANNELS, coeff=1.0)
+    with pytest.raises(ValueError, match="variant='paper'"):
+        ia.make_attention("l2", CHANNELS, variant="paper")
+    with pytest.raises(TypeError, match="radius"):
+        ia.make_attention("lipnorm", CHANNELS, radius=2.0)
+    with pytest.raises(ValueError, match="radius"):
+        ia.make_attention("dot", CHANNELS, radius=0.0)
+    g = ia.make_attention("dot", CHANNELS)
+    with pytest.raises(ValueError, match=r"\[B, 12, H, W\]"):
+        g(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="non-finite"):
+        g(torch.full((1, CHANNELS, 4, 4), math.nan))
+
+
+def test_l2_constant_and_lambert_w():
+    assert lambert_w0(0.0) == 0.0
+    assert lambert_w0(math.e) == pytest.approx(1.0, abs=1e-14)
+    w = lambert_w0(123.4)
+    assert w * math.exp(w) == pytest.approx(123.4, rel=1e-13)
+    values = [l2_attention_constant(n) for n in (1, 16, 256, 4096)]
+    assert values[0] == pytest.approx(1.0)  # one token: the output is the token itself
+    assert values == sorted(values)
+    g = ia.make_attention("l2", CHANNELS)
+    assert g.lipschitz_bound() == 0.9  # no N given: the gain's guarantee, which holds for every N
+    assert g.raw_lipschitz_bound(256) < g.raw_lipschitz_bound(4096)
+
+
+@pytest.mark.parametrize("kind", PAPER_KINDS)
+def test_paper_variant_reports_an_honest_bound(kind):
+    g = ia.make_attention(kind, CHANNELS, variant="paper").eval()
+    assert g.lipschitz_bound() == math.inf
+    assert len(g.bound_reason) > 40
+    block = ia.InvertibleResidual(g)
+    with pytest.raises(ValueError, match="allow_uncertified"):
+        block.inverse(torch.zeros(1, CHANNELS, 4, 4))
+    if kind in ("concat", "dot"):
+        assert g.local_lipschitz_bound(1.0) == math.inf
+    else:  # on inputs inside the ball the local bound holds (Jacobians at those inputs: no pair search,
+        # which would leave the ball)
+        x = image_batch(2, 16).double()
+        radius = float(x.norm(dim=1).max())
+        assert ia.estimate_lipschitz(g.double(), x, n_iterations=30, pair_steps=0) <= g.local_lipschitz_bound(radius)
+
+
+@pytest.mark.parametrize("kind", ["concat", "dot"])
+def test_paper_dot_and_concat_are_not_contractive(kind):
+    """The original ELU formulation at initialisation: ‖J_g‖ far above 1 on real images, so x + g(x)
+    is not certified invertible, and 100 fixed-point iterations (the original's count) do not invert it."""
+    x = image_batch(2, 32).double()
+    torch.manual_seed(0)
+    g = ia.make_attention(kind, CHANNELS, variant="paper").double().eval()
+    assert ia.estimate_lipschitz(g, x, n_iterations=30, pair_steps=0) > 100.0
+    block = ia.InvertibleResidual(g)
+    with pytest.warns(ia.InversionWarning):
+        x_hat, info = block.inverse(
+            block(x), method="fixed_point", max_iter=100, allow_uncertified=True, on_failure="warn", return_info=True
+        )
+    assert not info.converged
+    assert float((x_hat - x).norm() / x.norm()) > 0.1
+
+
+def test_tensor_memory_counts_live_and_peak():
+    with TensorMemory() as memory:
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(500)  # 2000 bytes
+        del a
+        c = b + 1  # a is gone: 4000 live
+        assert memory.live_bytes == 4000
+    assert memory.peak_bytes == 6000
+    assert memory.largest_shape == (1000,)
+    del b, c
