@@ -63,7 +63,8 @@ class InvertibleResidual(nn.Module):
 
         Stops when ‖x_k + g(x_k) − y‖/‖y‖ ≤ ``tol`` for every sample (default 1e-10 in float64, 1e-5
         otherwise). If that does not happen within ``max_iter`` evaluations of g, raises
-        :class:`invattn.InversionError` or, with ``on_failure="warn"``, warns and returns the last iterate.
+        :class:`invattn.InversionError` or, with ``on_failure="warn"``, warns and returns the last iterate
+        (``on_failure="return"``: returns it silently, for a deliberate fixed iteration count).
         With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` is the certified relative
         error when Lip(g) has a known bound below 1. ``callback(k, x_k)`` sees every iterate. ``memory`` is
         the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration).

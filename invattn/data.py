@@ -1,9 +1,18 @@
-"""Real images that need no download, and the paper's pixel pre-processing.
+"""Real images that need no download, the data sets the papers used, and the paper's pre-processing.
 
-* :func:`photograph`: a real 600×512 RGB photograph (Grace Hopper) that ships inside matplotlib.
-* :func:`photograph_crops`: many 32×32 (or any size) real-image crops of it, for experiments at CIFAR scale.
-* :func:`full_scale_photograph`: the photograph at CelebA's aligned size, 218×178 (the paper's full scale).
-* :func:`dequantize`: x ↦ (255·x + U(0, 1))/256 − 0.5, the paper's input range [−0.5, 0.5).
+Offline (shipped inside installed packages):
+
+* :func:`photograph`: a 600×512 RGB photograph (Grace Hopper) from matplotlib; :func:`sample_photographs`
+  adds scikit-learn's two 427×640 photographs (a temple in China, a flower).
+* :func:`photograph_crops`: many 32×32 (or any size) crops of those photographs, for experiments at CIFAR scale.
+* :func:`full_scale_photograph`: a photograph at CelebA's aligned size, 218×178 (the paper's full scale).
+* :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits.
+
+Online data sets (torchvision; never downloaded implicitly): :func:`load_images` with ``"cifar10"``,
+``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"``, and a :class:`DatasetNotFoundError` that says where
+the files were looked for and how to get them.
+
+:func:`dequantize`: x ↦ (255·x + U(0, 1))/256 − 0.5, the paper's input range [−0.5, 0.5).
 """
 
 from __future__ import annotations
@@ -16,7 +25,23 @@ import torch.nn.functional as F
 
 from ._validation import check_positive_int
 
-__all__ = ["photograph", "photograph_crops", "full_scale_photograph", "dequantize"]
+__all__ = [
+    "photograph",
+    "sample_photographs",
+    "photograph_crops",
+    "full_scale_photograph",
+    "digits",
+    "load_images",
+    "DATASETS",
+    "DatasetNotFoundError",
+    "dequantize",
+]
+
+DATASETS = ("photos", "cifar10", "svhn", "mnist", "celeba", "folder")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A requested data set is not on disk (nothing is downloaded without being asked)."""
 
 
 @lru_cache(maxsize=1)
@@ -39,21 +64,47 @@ def photograph() -> torch.Tensor:
     return torch.from_numpy(_photograph_uint8()).permute(2, 0, 1).float().div_(255.0)
 
 
+@lru_cache(maxsize=1)
+def _sklearn_photographs_uint8() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_sample_images
+
+    return tuple(np.array(image) for image in load_sample_images().images)
+
+
+def sample_photographs() -> list[torch.Tensor]:
+    """The offline photographs: Grace Hopper (matplotlib), then scikit-learn's china and flower; [3, H, W] in [0, 1]."""
+    photos = [photograph()]
+    for image in _sklearn_photographs_uint8():
+        photos.append(torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0))
+    return photos
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's handwritten digits: images [1797, 1, 8, 8] in [0, 1] (16 grey levels) and labels [1797]."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.from_numpy(data.images).float().div_(16.0).unsqueeze(1)
+    return images, torch.from_numpy(data.target)
+
+
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
 
 
 def photograph_crops(count: int, size: int = 32, seed: int = 0, min_side: int = 48, max_side: int = 256) -> torch.Tensor:
-    """``count`` square crops of random position and side (``min_side``..``max_side`` pixels), resized to
-    ``size``×``size``: [count, 3, size, size] in [0, 1]. Deterministic for a given ``seed``."""
+    """``count`` square crops of the offline photographs (each from a random photograph, position and side of
+    ``min_side``..``max_side`` pixels), resized to ``size``×``size``: [count, 3, size, size] in [0, 1].
+    Deterministic for a given ``seed``."""
     check_positive_int(count, "count")
     check_positive_int(size, "size")
-    image = photograph()
-    height, width = image.shape[1:]
+    photos = sample_photographs()
     generator = torch.Generator().manual_seed(seed)
-    sides = torch.randint(min_side, min(max_side, height, width) + 1, (count,), generator=generator)
     crops = []
-    for side in sides.tolist():
+    for _ in range(count):
+        image = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        height, width = image.shape[1:]
+        side = int(torch.randint(min_side, min(max_side, height, width) + 1, (1,), generator=generator))
         top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
         left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
         crops.append(_resize(image[None, :, top : top + side, left : left + side], (size, size)))
@@ -74,3 +125,89 @@ def dequantize(images: torch.Tensor, generator: torch.Generator | None = None) -
     """The paper's pre-processing of [0, 1] images: (255·x + u)/256 − 0.5 with u ~ U(0, 1), in [−0.5, 0.5)."""
     noise = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
     return (torch.round(images * 255.0) + noise) / 256.0 - 0.5
+
+
+_HOW_TO_GET = {
+    "cifar10": "torchvision.datasets.CIFAR10(root, download=True) on a machine with internet, then copy "
+    "the folder cifar-10-batches-py here",
+    "svhn": "torchvision.datasets.SVHN(root, split='train'/'test', download=True) on a machine with internet "
+    "(files train_32x32.mat, test_32x32.mat)",
+    "mnist": "torchvision.datasets.MNIST(root, download=True) on a machine with internet (folder MNIST/raw)",
+    "celeba": "the aligned CelebA images (img_align_celeba.zip from the CelebA site), unzipped to "
+    "ROOT/celeba/img_align_celeba/*.jpg",
+    "folder": "any folder of images (sub-folders allowed), as torchvision.datasets.ImageFolder reads it",
+}
+
+
+def _not_found(name: str, root: str, detail: str = "") -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"data set {name!r} is not under {root!r}{': ' + detail if detail else ''}. Nothing is downloaded "
+        f"implicitly (this may be an offline machine). To get it: {_HOW_TO_GET[name]}. Or use "
+        "dataset='photos', the offline default."
+    )
+
+
+def _take(dataset, count: int | None, size: int, center_crop: int | None = None, channels: int = 3) -> torch.Tensor:
+    from torchvision.transforms import functional as TF
+
+    total = len(dataset) if count is None else min(count, len(dataset))
+    images = []
+    for index in range(total):
+        tensor = TF.to_tensor(dataset[index][0])
+        if tensor.shape[0] != channels:  # a grey picture in a colour data set
+            tensor = tensor[:1].expand(channels, -1, -1)
+        if center_crop is not None:
+            tensor = TF.center_crop(tensor, [center_crop, center_crop])
+        if size and tuple(tensor.shape[-2:]) != (size, size):
+            tensor = _resize(tensor[None], (size, size))[0]
+        images.append(tensor)
+    return torch.stack(images)
+
+
+def load_images(
+    name: str, root: str = "data", split: str = "train", count: int | None = 1000, size: int | None = 32, seed: int = 0
+) -> torch.Tensor:
+    """Images [count, C, size, size] in [0, 1] from ``name`` (one of :data:`DATASETS`).
+
+    ``"photos"`` is offline (crops of :func:`sample_photographs`; the split only changes the seed). The others
+    read ``root`` with torchvision and never download: a missing data set raises :class:`DatasetNotFoundError`
+    saying how to get it. CelebA follows the paper: centre crop 178×178, then resize (``size=None`` keeps
+    the full 218×178 aligned image). ``count`` takes the first images (``None``: all).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}; got {name!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "photos":
+        return photograph_crops(count or 1000, size or 32, seed=seed + (0 if split == "train" else 10_000))
+    import os
+
+    import torchvision.datasets as datasets
+
+    train = split == "train"
+    try:
+        if name == "cifar10":
+            return _take(datasets.CIFAR10(root, train=train, download=False), count, size)
+        if name == "svhn":
+            return _take(datasets.SVHN(root, split=split, download=False), count, size)
+        if name == "mnist":
+            return _take(datasets.MNIST(root, train=train, download=False), count, size, channels=1)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise _not_found(name, root, str(error).split(".")[0]) from None
+    if name == "celeba":
+        folder = next((f for f in (os.path.join(root, "celeba", "img_align_celeba"), os.path.join(root, "img_align_celeba"))
+                       if os.path.isdir(f)), None)
+        if folder is None:
+            raise _not_found(name, root, "no img_align_celeba folder")
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpg", ".png")))
+        if not files:
+            raise _not_found(name, root, f"{folder} holds no images")
+        # the paper: first images for training, last ones for testing (sorted here, so the split is reproducible)
+        chosen = files[: count or len(files)] if train else files[-(count or len(files)):]
+        from PIL import Image
+
+        pictures = [(Image.open(os.path.join(folder, f)).convert("RGB"), 0) for f in chosen]
+        return _take(pictures, None, size or 0, center_crop=178 if size else None)
+    if not os.path.isdir(root):
+        raise _not_found(name, root)
+    return _take(datasets.ImageFolder(root), count, size)

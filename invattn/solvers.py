@@ -22,7 +22,7 @@ METHODS = ("anderson", "fixed_point")
 # Past iterates Anderson mixes by default: enough to need ≤ 1/4 of plain iteration's evaluations at
 # Lip(g) = 0.9 and ≤ 1/10 at 0.99 (python -m invattn.bench inverse).
 ANDERSON_MEMORY = 20
-ON_FAILURE = ("raise", "warn")
+ON_FAILURE = ("raise", "warn", "return")
 
 
 @dataclass
@@ -87,8 +87,9 @@ def solve_fixed_point(
 
     ``scale`` holds one positive number per sample (e.g. ‖y‖). Returns ``(x, info)``. If the tolerance
     is not reached within ``max_iter`` evaluations, or an iterate becomes non-finite, raises
-    :class:`InversionError` (``on_failure="raise"``) or warns and returns the last iterate
-    (``on_failure="warn"``). With ``lipschitz`` = a bound L < 1 on Lip(G), ``info.error_bound`` is the
+    :class:`InversionError` (``on_failure="raise"``), warns and returns the last iterate
+    (``on_failure="warn"``), or just returns it (``on_failure="return"``: for demonstrations that stop
+    after a set number of iterations on purpose; ``info.converged`` says what happened). With ``lipschitz`` = a bound L < 1 on Lip(G), ``info.error_bound`` is the
     certified relative error L/(1−L)·‖x_{k+1} − x_k‖/scale of the returned point.
     ``callback(k, x_k)``, if given, sees every iterate (x_0 = ``x0`` first, the returned point last).
     """
@@ -168,6 +169,8 @@ def _fail(info: InverseInfo, x: torch.Tensor, reason: str, on_failure: str) -> t
     message = f"inverse ({info.method}) {reason}; last relative residual {last} after {info.function_evals} evaluations"
     if on_failure == "raise":
         raise InversionError(message, info)
+    if on_failure == "return":
+        return x, info
     warnings.warn(message, InversionWarning, stacklevel=3)
     return x, info
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import invattn as ia
-from invattn.attention import KINDS, PAPER_KINDS, _AttentionCore, l2_attention_constant, lambert_w0
+from invattn.attention import KINDS, PAPER_KINDS, l2_attention_constant, lambert_w0
+from invattn.attention.core import _AttentionCore
 from invattn.data import dequantize, full_scale_photograph, photograph_crops
 from invattn.memory import TensorMemory
 
@@ -215,19 +216,27 @@ def test_paper_variant_reports_an_honest_bound(kind):
 
 @pytest.mark.parametrize("kind", ["concat", "dot"])
 def test_paper_dot_and_concat_are_not_contractive(kind):
-    """The original ELU formulation at initialisation: ‖J_g‖ far above 1 on real images, so x + g(x)
-    is not certified invertible, and 100 fixed-point iterations (the original's count) do not invert it."""
+    """The original ELU formulation over five initialisations on real images: ‖J_g‖ reaches far above 1, and
+    100 fixed-point iterations (the original's count) fail to return the input for most of them, either
+    not converging or converging to another preimage (x + g(x) is then not even injective). The certified
+    kind, same seeds, inverts every time."""
     x = image_batch(2, 32).double()
-    torch.manual_seed(0)
-    g = ia.make_attention(kind, CHANNELS, variant="paper").double().eval()
-    assert ia.estimate_lipschitz(g, x, n_iterations=30, pair_steps=0) > 100.0
-    block = ia.InvertibleResidual(g)
-    with pytest.warns(ia.InversionWarning):
-        x_hat, info = block.inverse(
-            block(x), method="fixed_point", max_iter=100, allow_uncertified=True, on_failure="warn", return_info=True
-        )
-    assert not info.converged
-    assert float((x_hat - x).norm() / x.norm()) > 0.1
+    failures, largest = 0, 0.0
+    for seed in range(5):
+        for variant in ("paper", "certified"):
+            torch.manual_seed(seed)
+            g = ia.make_attention(kind, CHANNELS, variant=variant).double().eval()
+            block = ia.InvertibleResidual(g)
+            x_hat, info = block.inverse(block(x), method="fixed_point", max_iter=100, allow_uncertified=True,
+                                        on_failure="return", return_info=True)
+            error = float((x_hat - x).norm() / x.norm())
+            if variant == "certified":
+                assert info.converged and error < 1e-8
+            else:
+                largest = max(largest, ia.estimate_lipschitz(g, x, n_iterations=30, pair_steps=0))
+                failures += (not info.converged) or error > 1e-3
+    assert largest > 100.0
+    assert failures >= 3
 
 
 def test_tensor_memory_counts_live_and_peak():

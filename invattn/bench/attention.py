@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from ..attention import KINDS, PAPER_KINDS, KernelAttention, _project_to_ball, _row_normalise, make_attention
+from ..attention import KINDS, PAPER_KINDS, KernelAttention, make_attention
+from ..attention.core import _project_to_ball, _row_normalise
 from ..blocks import InvertibleResidual, Squeeze
 from ..data import dequantize, full_scale_photograph, photograph_crops
 from ..lipschitz import estimate_lipschitz

@@ -1,0 +1,88 @@
+"""Invertible attention: six attention types with a certified Lipschitz bound below 1, plus the original
+paper's formulation for comparison.
+
+Every module here is a residual branch g acting on feature maps ``[B, C, H, W]`` (N = H·W positions):
+put it in :class:`invattn.InvertibleResidual` to get the invertible block x + g(x). Notation used in the
+docstrings (derivations in lesson 02): x_i ∈ R^C is the feature at position i; row j of the attention
+map P holds the weights with which output position j averages the values v_i,
+
+    o_j = Σ_i P_ji v_i,        g(x)_j = gain · W_o o_j + b_o.
+
+How the certificate works, for every certified kind:
+
+1. A bound L_attn on Lip(X ↦ O) is computed **from the current weights** (exact spectral norms of the
+   small projection matrices, so it follows training) and holds for **every** input: kinds whose raw
+   formula is only locally Lipschitz enforce their domain themselves (1-Lipschitz projections of
+   queries, keys and values onto balls, or of scalar scores onto intervals).
+2. The output gain is ``coeff / max(coeff, ‖W_o‖·L_attn)``, so Lip(g) ≤ min(coeff, ‖W_o‖·L_attn) ≤ coeff
+   during and after training, which is what :meth:`lipschitz_bound` returns.
+
+The kinds, their scores and kernels:
+
+============================ =============================================== =================================
+kind                         scores s_ji                                     weights P_ji (normalised over i)
+============================ =============================================== =================================
+``"concat"``                 w_qᵀq_j + w_kᵀk_i, q, k projected onto r-balls    ELU(s) + 1 (positive)
+``"dot"``                    τ q_jᵀk_i, q, k projected onto the ball of r       ELU(s) + 1
+``"embedded_gaussian"``      τ q_jᵀk_i, q, k projected onto the ball of r       exp(s) (softmax)
+``"gaussian"``               τ x̃_jᵀx̃_i, x̃ = x projected onto the ball of r     exp(s)
+``"l2"``                     −τ‖q_j − q_i‖², q = W x (tied), values M q         exp(s), no projection
+``"lipnorm"``                q_jᵀk_i / max(‖Q‖_F·max‖k‖, ‖Q‖_F·max‖v‖, …)      exp(s), no projection
+============================ =============================================== =================================
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .._validation import check_choice
+from .core import CertifiedAttention
+from .kernel import PAPER_KINDS, KernelAttention
+from .l2 import L2Attention, l2_attention_constant, lambert_w0
+from .lipnorm import LipNormAttention
+from .paper import PaperAttention
+
+__all__ = [
+    "KINDS",
+    "PAPER_KINDS",
+    "make_attention",
+    "CertifiedAttention",
+    "KernelAttention",
+    "L2Attention",
+    "LipNormAttention",
+    "PaperAttention",
+    "lambert_w0",
+    "l2_attention_constant",
+]
+
+KINDS = ("concat", "dot", "embedded_gaussian", "gaussian", "l2", "lipnorm")
+
+
+def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = "certified", **options) -> nn.Module:
+    """The residual branch g of an invertible attention block over ``channels`` feature channels.
+
+    ``kind``: one of :data:`KINDS`. ``variant="certified"`` (default) returns a module whose
+    ``lipschitz_bound()`` is a certified L ≤ ``coeff`` < 1 for every input; ``variant="paper"`` (the four
+    paper kinds) returns the original formulation, whose bound is ``inf`` (see :class:`PaperAttention`).
+    ``options`` go to the kind's class: :class:`KernelAttention` (``reduction``, ``radius``,
+    ``value_radius``, ``temperature``), :class:`L2Attention` (``reduction``, ``temperature``),
+    :class:`LipNormAttention` (``reduction``), :class:`PaperAttention` (``reduction``, ``n_power_iterations``).
+    """
+    check_choice(kind, "kind", KINDS)
+    check_choice(variant, "variant", ("certified", "paper"))
+    if variant == "paper":
+        if kind not in PAPER_KINDS:
+            raise ValueError(f"variant='paper' exists for the paper's kinds {PAPER_KINDS}; {kind!r} is not one of them")
+        builder = lambda: PaperAttention(kind, channels, coeff, **options)  # noqa: E731
+    elif kind == "l2":
+        builder = lambda: L2Attention(channels, coeff, **options)  # noqa: E731
+    elif kind == "lipnorm":
+        builder = lambda: LipNormAttention(channels, coeff, **options)  # noqa: E731
+    else:
+        builder = lambda: KernelAttention(kind, channels, coeff, **options)  # noqa: E731
+    try:
+        return builder()
+    except TypeError as error:
+        if "unexpected keyword argument" in str(error):
+            raise TypeError(f"make_attention({kind!r}, variant={variant!r}): {error}") from None
+        raise

@@ -1,0 +1,97 @@
+"""``concat``, ``dot``, ``embedded_gaussian`` and ``gaussian``: the paper's four kinds, on an enforced domain."""
+
+from __future__ import annotations
+
+import torch
+
+from .._validation import check_choice, check_positive_float, check_positive_int
+from .core import CertifiedAttention, _affine, _Core, _norm2, _project_to_ball, _uniform
+
+PAPER_KINDS = ("concat", "dot", "embedded_gaussian", "gaussian")
+
+
+class KernelAttention(CertifiedAttention):
+    """``"concat"``, ``"dot"``, ``"embedded_gaussian"`` and ``"gaussian"`` attention on an enforced domain.
+
+    Bound: Lip(g) ≤ min(c, ‖W_o‖·√ρ·(‖W_v‖ + r_v·(L_a + L_b))), where |s_ji| ≤ B on the enforced domain,
+    ρ = max k / min k over [−B, B] (e^{2B} for exp, (1+B)e^B for ELU+1), and L_a, L_b bound the scores'
+    sensitivity to the queries and keys (τ·r·‖W_q‖ and τ·r·‖W_k‖; ‖w_q‖·‖W_q‖ and ‖w_k‖·‖W_k‖ for concat,
+    whose B = r·(‖w_q‖ + ‖w_k‖) follows the weights).
+
+    Options: ``reduction`` (query/key width C/reduction, 4 as in the paper), ``radius`` r of the query/key
+    balls, ``value_radius`` r_v of the value balls, ``temperature`` τ (not used by concat).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        coeff: float = 0.9,
+        reduction: int = 4,
+        radius: float = 1.0,
+        value_radius: float = 1.0,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(channels, coeff)
+        self.kind = check_choice(kind, "kind", PAPER_KINDS)
+        self.reduction = check_positive_int(reduction, "reduction")
+        self.radius = check_positive_float(radius, "radius")
+        self.value_radius = check_positive_float(value_radius, "value_radius")
+        self.temperature = check_positive_float(temperature, "temperature")
+        self.kernel = "elu1" if kind in ("concat", "dot") else "exp"
+        self.head_dim = max(1, channels // self.reduction)
+        d = self.head_dim
+        if kind != "gaussian":
+            self.query_weight, self.query_bias = _uniform((d, channels), channels), _uniform((d,), channels)
+            self.key_weight, self.key_bias = _uniform((d, channels), channels), _uniform((d,), channels)
+        if kind == "concat":  # the paper's 1×1 conv from [q; k] (2d channels) to one score, split in two
+            self.query_score, self.key_score = _uniform((d,), 2 * d), _uniform((d,), 2 * d)
+        self.value_weight, self.value_bias = _uniform((channels, channels), channels), _uniform((channels,), channels)
+
+    def score_bound(self) -> torch.Tensor:
+        """B with |s_ji| ≤ B for every input: τr² (dot kinds), r·(‖w_q‖ + ‖w_k‖) (concat; follows the weights)."""
+        if self.kind == "concat":
+            return self.radius * (self.query_score.norm() + self.key_score.norm())
+        return self.value_weight.new_tensor(self.temperature * self.radius**2)
+
+    def _sqrt_kernel_ratio(self, bound: torch.Tensor) -> torch.Tensor:
+        """√ρ, ρ = max k(s) / min k(s) over |s| ≤ B: every weight P_ji ≤ ρ/N, so P's column sums are ≤ ρ."""
+        if self.kernel == "exp":
+            return torch.exp(bound)
+        return torch.sqrt(1.0 + bound) * torch.exp(0.5 * bound)
+
+    def _score_sensitivities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_a, L_b with ‖dS‖_F ≤ √N·(L_a‖dX‖ + L_b‖dX‖)."""
+        if self.kind == "concat":
+            return self.query_score.norm() * _norm2(self.query_weight), self.key_score.norm() * _norm2(self.key_weight)
+        if self.kind == "gaussian":
+            one = self.value_weight.new_tensor(self.temperature * self.radius)
+            return one, one
+        scale = self.temperature * self.radius
+        return scale * _norm2(self.query_weight), scale * _norm2(self.key_weight)
+
+    def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
+        sensitivity_q, sensitivity_k = self._score_sensitivities()
+        spread = _norm2(self.value_weight) + self.value_radius * (sensitivity_q + sensitivity_k)
+        return self._sqrt_kernel_ratio(self.score_bound()) * spread
+
+    def _core(self, x: torch.Tensor) -> _Core:
+        values = _project_to_ball(_affine(self.value_weight, self.value_bias, x), self.value_radius)
+        if self.kind == "gaussian":
+            queries = keys = _project_to_ball(x, self.radius)
+        else:
+            queries = _project_to_ball(_affine(self.query_weight, self.query_bias, x), self.radius)
+            keys = _project_to_ball(_affine(self.key_weight, self.key_bias, x), self.radius)
+        if self.kind == "concat":
+            # w_qᵀq_j + w_kᵀk_i by broadcasting two N-vectors: never the [B, 2d, N, N] concatenation.
+            a = torch.einsum("d,bdn->bn", self.query_score, queries)
+            b = torch.einsum("d,bdn->bn", self.key_score, keys)
+            return _Core("sum", self.kernel, None, values, a, b)
+        shift = self.temperature * self.radius**2  # |s| ≤ B: exp(s − B) ≤ 1 never overflows
+        return _Core("dot", self.kernel, shift, values, self.temperature * queries, keys)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, head_dim={self.head_dim}, radius={self.radius}, "
+            f"value_radius={self.value_radius}, temperature={self.temperature}, kernel={self.kernel!r}"
+        )

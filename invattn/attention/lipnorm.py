@@ -1,0 +1,46 @@
+"""``lipnorm``: dot-product attention with LipschitzNorm (Dasoulas et al., 2021), Lipschitz on every input."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import check_positive_int
+from .core import CertifiedAttention, _affine, _Core, _norm2, _uniform
+
+
+class LipNormAttention(CertifiedAttention):
+    """``"lipnorm"``: dot-product attention with LipschitzNorm (Dasoulas et al., 2021), Lipschitz on all inputs.
+
+    Scores q_jᵀk_i / max(u·v, u·w, v·w), u = ‖Q‖_F, v = max_i‖k_i‖, w = max_i‖v_i‖ (recomputed per input).
+    Bound: Lip(g) ≤ min(c, ‖W_o‖·e·(‖W_v‖ + ‖W_q‖ + ‖W_k‖/√N + max(‖W_q‖+‖W_k‖, ‖W_q‖+‖W_v‖, ‖W_k‖+‖W_v‖))).
+    """
+
+    kind = "lipnorm"
+    EPS = 1e-12
+
+    def __init__(self, channels: int, coeff: float = 0.9, reduction: int = 4) -> None:
+        super().__init__(channels, coeff)
+        self.reduction = check_positive_int(reduction, "reduction")
+        self.head_dim = d = max(1, channels // self.reduction)
+        self.query_weight, self.query_bias = _uniform((d, channels), channels), _uniform((d,), channels)
+        self.key_weight, self.key_bias = _uniform((d, channels), channels), _uniform((d,), channels)
+        self.value_weight, self.value_bias = _uniform((channels, channels), channels), _uniform((channels,), channels)
+
+    def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
+        q, k, v = _norm2(self.query_weight), _norm2(self.key_weight), _norm2(self.value_weight)
+        key_term = k / math.sqrt(n_positions) if n_positions is not None else k
+        pairs = torch.stack([q + k, q + v, k + v]).max()
+        return math.e * (v + q + key_term + pairs)
+
+    def _core(self, x: torch.Tensor) -> _Core:
+        queries = _affine(self.query_weight, self.query_bias, x)
+        keys = _affine(self.key_weight, self.key_bias, x)
+        values = _affine(self.value_weight, self.value_bias, x)
+        u = queries.flatten(1).norm(dim=1)
+        v = keys.norm(dim=1).amax(dim=1)
+        w = values.norm(dim=1).amax(dim=1)
+        scale = torch.stack([u * v, u * w, v * w]).amax(dim=0) + self.EPS
+        # |s_ji| ≤ ‖q_j‖‖k_i‖/(u·v) ≤ 1, so exp(s − 1) ≤ 1.
+        return _Core("dot", "exp", 1.0, values, queries / scale[:, None, None], keys)

@@ -1,0 +1,206 @@
+"""The inversion demo of lesson 04: its logic as plain functions (tested without a browser) and the
+ipywidgets front end that calls them.
+
+:func:`inversion_demo_state` squeezes an image to 12 channels, applies one invertible attention block
+y = x + g(x), perturbs y with noise, and inverts with a fixed number of iterations of the chosen method,
+recording the relative reconstruction error after every iteration beside the a-priori bound.
+:func:`plot_inversion_demo` draws a state; :func:`inversion_demo` wires both to sliders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from ._validation import check_choice, check_coeff, check_finite, check_positive_int
+from .attention import KINDS, PAPER_KINDS, make_attention
+from .blocks import InvertibleResidual, Squeeze
+from .solvers import METHODS
+
+__all__ = ["DemoState", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
+
+VARIANTS = ("certified", "paper")
+
+
+@dataclass
+class DemoState:
+    """One state of the demo: the pictures ([3, H, W] / [H, W], in [0, 1]) and the error curve."""
+
+    kind: str
+    variant: str
+    coeff: float
+    method: str
+    iterations: int
+    noise: float
+    original: torch.Tensor
+    reconstruction: torch.Tensor
+    error_map: torch.Tensor
+    errors: list[float] = field(default_factory=list)  # relative error ‖x_k − x‖/‖x‖ after k = 0..iterations steps
+    bound: list[float] = field(default_factory=list)  # a-priori bound L^k/(1 − L)·‖x_1 − x_0‖/‖x‖ (certified only)
+    noise_floor: float = 0.0  # ‖δ‖/((1 − L)‖x‖): where the error must level off for noise δ on y
+    lipschitz: float = math.inf
+
+    @property
+    def final_error(self) -> float:
+        return self.errors[-1]
+
+    def summary(self) -> str:
+        return (f"{self.kind} ({self.variant}), c = {self.coeff:.2f}, {self.method}, {self.iterations} iterations, "
+                f"noise {self.noise:.0e}: relative error {self.final_error:.2e}")
+
+
+@lru_cache(maxsize=32)
+def _block(kind: str, variant: str, coeff: float, seed: int) -> InvertibleResidual:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        g = make_attention(kind, 12, coeff=coeff, variant=variant)
+    return InvertibleResidual(g.double()).eval()
+
+
+def inversion_demo_state(
+    image: torch.Tensor,
+    kind: str = "concat",
+    coeff: float = 0.9,
+    iterations: int = 20,
+    method: str = "fixed_point",
+    noise: float = 0.0,
+    variant: str = "certified",
+    seed: int = 0,
+) -> DemoState:
+    """Invert one attention block on ``image`` ([3, H, W] in [0, 1], H and W even) with ``iterations``
+    steps of ``method``, after adding Gaussian noise of standard deviation ``noise`` to y = F(x).
+
+    Everything runs in float64 so that the curve shows the method, not rounding. The block's weights
+    depend only on (kind, variant, coeff, seed), so moving the iteration or noise sliders re-uses them.
+    """
+    check_choice(kind, "kind", KINDS)
+    check_choice(variant, "variant", VARIANTS)
+    if variant == "paper" and kind not in PAPER_KINDS:
+        raise ValueError(f"variant='paper' exists for {PAPER_KINDS}; pick one of those for kind")
+    coeff = check_coeff(coeff)
+    check_positive_int(iterations, "iterations")
+    check_choice(method, "method", METHODS)
+    check_finite(image, "image")
+    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] % 2 or image.shape[2] % 2:
+        raise ValueError(f"image must be [3, H, W] with H and W even, got {tuple(image.shape)}")
+    if not (0.0 <= float(noise) < 1.0):
+        raise ValueError(f"noise must be in [0, 1) (a standard deviation, images are in [0, 1]); got {noise}")
+    block = _block(kind, variant, coeff, seed)
+    squeeze = Squeeze()
+    x = squeeze(image[None].double() - 0.5)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        y = block(x)
+        delta = noise * torch.randn(y.shape, generator=generator, dtype=y.dtype)
+        y = y + delta
+    norm_x = float(x.norm())
+    errors: list[float] = []
+    steps: list[torch.Tensor] = []
+
+    def record(k: int, iterate: torch.Tensor) -> None:
+        errors.append(float((iterate - x).norm()) / norm_x)
+        if len(steps) < 2:
+            steps.append(iterate.detach().clone())
+
+    allow = variant == "paper"
+    x_hat, info = block.inverse(
+        y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", return_info=True,
+        callback=record, allow_uncertified=allow,
+    )
+    errors = errors[: iterations + 1]
+    lipschitz = block.lipschitz_bound() if variant == "certified" else math.inf
+    bound: list[float] = []
+    floor = 0.0
+    if math.isfinite(lipschitz) and len(steps) == 2:
+        first_step = float((steps[1] - steps[0]).norm()) / norm_x
+        bound = [lipschitz**k / (1 - lipschitz) * first_step for k in range(len(errors))]
+        floor = float(delta.norm()) / ((1 - lipschitz) * norm_x)
+    unsqueezed = lambda t: (squeeze.inverse(t)[0] + 0.5).float()  # noqa: E731
+    reconstruction = unsqueezed(x_hat).nan_to_num(0.5).clamp(0, 1)
+    error_map = (unsqueezed(x_hat) - unsqueezed(x)).abs().amax(dim=0).nan_to_num(1.0)
+    return DemoState(
+        kind=kind, variant=variant, coeff=coeff, method=method, iterations=iterations, noise=float(noise),
+        original=image.float(), reconstruction=reconstruction, error_map=error_map, errors=errors, bound=bound,
+        noise_floor=floor, lipschitz=lipschitz,
+    )
+
+
+def plot_inversion_demo(state: DemoState, figure=None):
+    """Original | reconstruction | error map | error per iteration (log scale) beside the a-priori bound."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    fig = figure or plt.figure(figsize=(12, 3.1))
+    fig.clear()
+    axes = fig.subplots(1, 4, gridspec_kw=dict(width_ratios=[1, 1, 1.15, 1.6]))
+    axes[0].imshow(state.original.permute(1, 2, 0).numpy())
+    axes[0].set_title("original")
+    axes[1].imshow(state.reconstruction.permute(1, 2, 0).numpy())
+    axes[1].set_title(f"after {state.iterations} iterations")
+    shown = state.error_map.clamp_min(1e-12).numpy()
+    picture = axes[2].imshow(shown, cmap="magma", norm=LogNorm(vmin=1e-12, vmax=1.0))
+    axes[2].set_title("|error| per pixel")
+    fig.colorbar(picture, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes[:3]:
+        ax.set_axis_off()
+    curve = axes[3]
+    finite = [e if math.isfinite(e) else float("nan") for e in state.errors]
+    curve.semilogy(range(len(finite)), [max(e, 1e-17) for e in finite], "o-", ms=3, label=f"{state.method} error")
+    if state.bound:
+        curve.semilogy(range(len(state.bound)), state.bound, "--", color="grey", label="a-priori bound")
+    if state.noise_floor > 0:
+        curve.axhline(state.noise_floor, color="tab:red", lw=0.8, label="noise bound ‖δ‖/((1−L)‖x‖)")
+    curve.set_xlabel("iteration k")
+    curve.set_ylabel("‖x_k − x‖ / ‖x‖")
+    curve.set_title(f"{state.kind} ({state.variant}), c = {state.coeff:.2f}")
+    curve.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9, iterations: int = 20,
+                   method: str = "fixed_point", noise: float = 0.0, variant: str = "certified"):
+    """The interactive demo: sliders for kind, variant, c, iterations, method and noise; the figure and a
+    one-line summary update when a slider is released (``continuous_update=False``, so a slow kernel shows
+    the last state, never a mix). Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    controls = dict(
+        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+        variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
+        coeff=widgets.FloatSlider(value=coeff, min=0.05, max=0.99, step=0.01, description="c", continuous_update=False),
+        iterations=widgets.IntSlider(value=iterations, min=1, max=100, description="iterations", continuous_update=False),
+        method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
+        noise=widgets.FloatSlider(value=noise, min=0.0, max=0.1, step=0.001, readout_format=".3f",
+                                  description="noise on y", continuous_update=False),
+    )
+    summary = widgets.HTML()
+    output = widgets.Output()
+    box = widgets.VBox([widgets.HBox([controls["kind"], controls["coeff"], controls["iterations"]]),
+                        widgets.HBox([controls["method"], controls["variant"]]), controls["noise"], summary, output])
+
+    def update(change=None) -> None:
+        values = {name: control.value for name, control in controls.items()}
+        if values["variant"] == "paper" and values["kind"] not in PAPER_KINDS:
+            summary.value = f"<b>variant='paper' exists only for {', '.join(PAPER_KINDS)}</b>"
+            return
+        state = inversion_demo_state(image, **values)
+        box.state = state
+        summary.value = f"<code>{state.summary()}</code>"
+        output.clear_output(wait=True)
+        with output:
+            fig = plot_inversion_demo(state)
+            display(fig)
+            plt.close(fig)
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    box.controls = controls
+    box.summary = summary
+    update()
+    return box
