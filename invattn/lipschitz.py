@@ -158,15 +158,17 @@ class SpectralNorm(nn.Module):
         self.sigma.copy_(torch.dot(self._u.flatten(), self._forward_map(weight, self._v).flatten()))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self._power_iteration(weight.detach(), self.n_power_iterations)
-        elif self._converge_on_next_access:
-            self._power_iteration(weight.detach(), _CONVERGE_MAX_ITER, _CONVERGE_TOL)
-            self._converge_on_next_access = False
-        # Clones: the buffers change in place on the next access while autograd may still hold these.
-        u, v = self._u.clone(), self._v.clone()
-        sigma = torch.dot(u.flatten(), self._forward_map(weight, v).flatten())
-        return weight / torch.clamp(sigma / self.coeff, min=1.0)
+        # Never in reduced precision: under autocast a bfloat16 σ̂ could be off by ~1e-2 and the bound with it.
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            if self.training:
+                self._power_iteration(weight.detach(), self.n_power_iterations)
+            elif self._converge_on_next_access:
+                self._power_iteration(weight.detach(), _CONVERGE_MAX_ITER, _CONVERGE_TOL)
+                self._converge_on_next_access = False
+            # Clones: the buffers change in place on the next access while autograd may still hold these.
+            u, v = self._u.clone(), self._v.clone()
+            sigma = torch.dot(u.flatten(), self._forward_map(weight, v).flatten())
+            return weight / torch.clamp(sigma / self.coeff, min=1.0)
 
     def train(self, mode: bool = True) -> "SpectralNorm":
         if self.training and not mode:

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     for notebook in lessons:
         check_known(notebook, parameters)
     os.environ["INVATTN_PLAIN_PROGRESS"] = "1"  # the kernels inherit it: text progress bars
+    if parameters:  # a run with custom parameters must not overwrite the stored lessons' figures
+        os.environ["INVATTN_FIGURES"] = str(args.folder / "runs" / "figures")
     total = 0.0
     for number, notebook in enumerate(lessons, 1):
         if parameters:

@@ -110,7 +110,10 @@ def inversion_demo_state(
         y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", return_info=True,
         callback=record, allow_uncertified=allow,
     )
-    errors = errors[: iterations + 1]
+    if not info.converged:  # the callback saw x_0 .. x_{k-1}; the returned point is x_k
+        errors.append(float((x_hat - x).norm()) / norm_x)
+    # A residual of exactly 0 stops the solver early (float64 reached its fixed point): the error stays there.
+    errors = (errors + errors[-1:] * (iterations + 1 - len(errors)))[: iterations + 1]
     lipschitz = block.lipschitz_bound() if variant == "certified" else math.inf
     bound: list[float] = []
     floor = 0.0
@@ -166,9 +169,10 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
     """The interactive demo: sliders for kind, variant, c, iterations, method and noise; the figure and a
     one-line summary update when a slider is released (``continuous_update=False``, so a slow kernel shows
     the last state, never a mix). Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
+    import io
+
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     controls = dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
@@ -180,9 +184,9 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
                                   description="noise on y", continuous_update=False),
     )
     summary = widgets.HTML()
-    output = widgets.Output()
+    picture = widgets.Image(format="png")  # the figure as PNG bytes: no output capture, nothing to interleave
     box = widgets.VBox([widgets.HBox([controls["kind"], controls["coeff"], controls["iterations"]]),
-                        widgets.HBox([controls["method"], controls["variant"]]), controls["noise"], summary, output])
+                        widgets.HBox([controls["method"], controls["variant"]]), controls["noise"], summary, picture])
 
     def update(change=None) -> None:
         values = {name: control.value for name, control in controls.items()}
@@ -190,13 +194,13 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
             summary.value = f"<b>variant='paper' exists only for {', '.join(PAPER_KINDS)}</b>"
             return
         state = inversion_demo_state(image, **values)
+        fig = plot_inversion_demo(state)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
         box.state = state
         summary.value = f"<code>{state.summary()}</code>"
-        output.clear_output(wait=True)
-        with output:
-            fig = plot_inversion_demo(state)
-            display(fig)
-            plt.close(fig)
+        picture.value = buffer.getvalue()
 
     for control in controls.values():
         control.observe(update, names="value")

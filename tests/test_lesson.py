@@ -1,8 +1,10 @@
+import ast
 import hashlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nbformat
+import papermill
 import pytest
 import torch
 
@@ -95,3 +97,7 @@ def test_lessons_follow_the_contract(notebook):
             text = output.get("text", "")
             assert not (output.get("name") == "stderr" and "Warning" in text), f"stored warning: {text[:200]}"
     assert "lesson.setup(" in "".join(c.source for c in code), "no set-up cell calling invattn.lesson.setup"
+    # papermill must see every parameter (a comment it cannot parse hides the name, and `-p name` is then refused)
+    parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(parameters.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert set(papermill.inspect_notebook(str(notebook))) == assigned

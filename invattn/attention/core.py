@@ -190,7 +190,8 @@ class CertifiedAttention(nn.Module):
 
     # -- the certificate ---------------------------------------------------------------------------
     def _raw_bound(self, n_positions: int | None) -> torch.Tensor:
-        return _norm2(self.out_weight) * self._attention_bound(n_positions)
+        with torch.autocast(device_type=self.out_weight.device.type, enabled=False):  # the bound in full precision
+            return _norm2(self.out_weight) * self._attention_bound(n_positions)
 
     @torch.no_grad()
     def raw_lipschitz_bound(self, n_positions: int | None = None) -> float:

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "inverse": "invattn.bench.inverse",
     "logdet": "invattn.bench.logdet",
     "attention": "invattn.bench.attention",
+    "train": "invattn.bench.train",
 }
 
 

@@ -1,0 +1,290 @@
+"""The multi-scale i-ResNet density model (Behrmann et al., 2019), with invertible attention in any scale
+(Zha et al., 2021) and the Residual Flows options (Chen et al., 2019).
+
+Layout for a 3×32×32 image with the paper's CIFAR-10 configuration (``PRESETS["cifar10-paper"]``):
+
+    x [3, 32, 32] → squeeze → [12, 16, 16]
+    scale 0: 16 × (ActNorm → x + g(x)) → attention block x + a(x) → split: z₀ = half [6, 16, 16]
+    scale 1: squeeze → [24, 8, 8], 16 blocks, split: z₁ [12, 8, 8]
+    scale 2: squeeze → [48, 4, 4], 16 blocks: z₂ [48, 4, 4]
+
+with g = [ELU] SN-conv3×3 (C→width) → ELU → SN-conv1×1 → ELU → SN-conv3×3 (width→C), every convolution's
+operator norm ≤ c, and a learned diagonal Gaussian prior on (z₀, z₁, z₂). log p(x) = log p(z) + Σ log|det|.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from ._validation import check_choice, check_coeff, check_finite, check_positive_int
+from .attention import KINDS, make_attention
+from .blocks import ActNorm, InvertibleResidual, Squeeze
+from .lipschitz import LipSwish, lipschitz_bound, spectral_norm
+
+__all__ = ["FlowConfig", "PRESETS", "ResidualFlow", "FlowStep", "conv_branch", "with_attention"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Everything that defines a model (saved in checkpoints, so a run can be rebuilt from its file)."""
+
+    in_channels: int = 3
+    image_size: int = 32
+    blocks: tuple[int, ...] = (16, 16, 16)
+    strides: tuple[int, ...] = (1, 2, 2)
+    width: int = 512
+    coeff: float = 0.9
+    n_power_iterations: int = 5
+    activation: str = "elu"  # "elu" (i-ResNet) or "lipswish" (Residual Flows)
+    actnorm: bool = True
+    attention: tuple[str | None, ...] = ("concat", None, None)  # a kind of invattn.KINDS per scale, or None
+    attention_coeff: float = 0.9
+    logdet: str = "series"  # "series" (i-ResNet, biased) or "roulette" (Residual Flows, unbiased)
+    n_terms: int = 5  # series terms, or the roulette's exact terms
+    n_probes: int = 1
+    neumann_gradient: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.in_channels, "in_channels")
+        check_positive_int(self.image_size, "image_size", minimum=2)
+        check_positive_int(self.width, "width")
+        check_coeff(self.coeff)
+        check_coeff(self.attention_coeff, "attention_coeff")
+        check_choice(self.activation, "activation", ("elu", "lipswish"))
+        check_choice(self.logdet, "logdet", ("series", "roulette"))
+        if not (len(self.blocks) == len(self.strides) == len(self.attention)) or not self.blocks:
+            raise ValueError("blocks, strides and attention need one entry per scale")
+        if self.strides[0] != 1 or any(s not in (1, 2) for s in self.strides):
+            raise ValueError(f"strides are 1 or 2, the first 1 (the initial squeeze precedes it); got {self.strides}")
+        for kind in self.attention:
+            if kind is not None:
+                check_choice(kind, "attention kind", KINDS)
+        if self.image_size % (2 * 2 ** sum(s == 2 for s in self.strides)):
+            raise ValueError(f"image_size {self.image_size} cannot be squeezed {1 + sum(s == 2 for s in self.strides)} times")
+
+    @property
+    def dims(self) -> int:
+        return self.in_channels * self.image_size**2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FlowConfig":
+        tuples = {k: tuple(v) for k, v in values.items() if k in ("blocks", "strides", "attention")}
+        return cls(**{**values, **tuples})
+
+
+PRESETS: dict[str, FlowConfig] = {
+    # seconds on a CPU: the pipeline end to end
+    "smoke": FlowConfig(in_channels=1, image_size=8, blocks=(2, 2), strides=(1, 2), width=16,
+                        attention=("concat", None), n_terms=3),
+    # real 8×8 handwritten digits (scikit-learn), minutes on a CPU
+    "digits": FlowConfig(in_channels=1, image_size=8, blocks=(4, 4), strides=(1, 2), width=64,
+                         attention=("concat", None), n_terms=5),
+    # the paper's CIFAR-10 model (GPU)
+    "cifar10-paper": FlowConfig(),
+}
+
+
+def conv_branch(channels: int, width: int, size: int, coeff: float, n_power_iterations: int,
+                activation: str = "elu", input_nonlinearity: bool = True) -> nn.Sequential:
+    """g = [act] SN-conv3×3 (C→width) → act → SN-conv1×1 → act → SN-conv3×3 (width→C), each norm ≤ coeff."""
+    act = (lambda: nn.ELU()) if activation == "elu" else (lambda: LipSwish())  # noqa: E731
+    sn = lambda conv, input_size=None: spectral_norm(conv, coeff, n_power_iterations, input_size=input_size)  # noqa: E731
+    layers = [act()] if input_nonlinearity else []
+    layers += [
+        sn(nn.Conv2d(channels, width, 3, padding=1), (size, size)), act(),
+        sn(nn.Conv2d(width, width, 1)), act(),
+        sn(nn.Conv2d(width, channels, 3, padding=1), (size, size)),
+    ]
+    return nn.Sequential(*layers)
+
+
+class FlowStep(nn.Module):
+    """ActNorm (exactly invertible, log-det in closed form) followed by a residual block x + g(x)."""
+
+    def __init__(self, residual: InvertibleResidual, channels: int, actnorm: bool) -> None:
+        super().__init__()
+        self.actnorm = ActNorm(channels) if actnorm else None
+        self.residual = residual
+
+    def forward_and_logdet(self, x: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        if self.actnorm is not None:
+            logdet = logdet + self.actnorm.logdet(x)
+            x = self.actnorm(x)
+        y, value = self.residual.forward_and_logdet(x, **options)
+        return y, logdet + value
+
+    def inverse(self, y: torch.Tensor, **solver) -> torch.Tensor:
+        x = self.residual.inverse(y, **solver)
+        return self.actnorm.inverse(x) if self.actnorm is not None else x
+
+
+class ResidualFlow(nn.Module):
+    """The multi-scale invertible residual density model described in the module docstring.
+
+    ``forward(x)`` returns ``(zs, logdet)`` (one z per scale); ``log_prob(x)``, ``bits_per_dim(x)`` for inputs
+    dequantised to [−0.5, 0.5) as in the paper; ``inverse(zs)``, ``sample(n)`` and ``reconstruct(x)`` invert the
+    whole model to a tolerance, block by block.
+    """
+
+    def __init__(self, config: FlowConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.squeeze = Squeeze()
+        channels, size = 4 * config.in_channels, config.image_size // 2
+        self.scales = nn.ModuleList()
+        self.z_shapes: list[tuple[int, int, int]] = []
+        for index, (n_blocks, stride, kind) in enumerate(zip(config.blocks, config.strides, config.attention)):
+            if stride == 2:
+                channels, size = channels * 4, size // 2
+            steps = nn.ModuleList()
+            for i in range(n_blocks):
+                g = conv_branch(channels, config.width, size, config.coeff, config.n_power_iterations,
+                                config.activation, input_nonlinearity=(index > 0 or i > 0))
+                steps.append(FlowStep(InvertibleResidual(g), channels, config.actnorm))
+            attention = None
+            if kind is not None:
+                attention = InvertibleResidual(make_attention(kind, channels, coeff=config.attention_coeff))
+            last = index == len(config.blocks) - 1
+            self.scales.append(nn.ModuleDict({"steps": steps, **({"attention": attention} if attention else {})}))
+            out_channels = channels if last else channels // 2
+            self.z_shapes.append((out_channels, size, size))
+            if not last:
+                channels //= 2
+        self.prior_mean = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in self.z_shapes])
+        self.prior_log_std = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in self.z_shapes])
+
+    # -- options of the log-det estimator -------------------------------------------------------
+    def _logdet_options(self) -> dict:
+        c = self.config
+        options = dict(estimator=c.logdet, n_probes=c.n_probes, neumann_gradient=c.neumann_gradient)
+        if c.logdet == "series":
+            options["n_terms"] = c.n_terms
+        else:
+            options["n_exact_terms"] = c.n_terms
+        return options
+
+    def forward(self, x: torch.Tensor, **logdet_options) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(zs, logdet)``: the latent pieces and Σ log|det ∂f/∂x| per sample."""
+        check_finite(x, "x")
+        expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}")
+        options = {**self._logdet_options(), **logdet_options}
+        h = self.squeeze(x)
+        logdet = x.new_zeros(x.shape[0])
+        zs = []
+        for index, (scale, stride) in enumerate(zip(self.scales, self.config.strides)):
+            if stride == 2:
+                h = self.squeeze(h)
+            for step in scale["steps"]:
+                h, value = step.forward_and_logdet(h, **options)
+                logdet = logdet + value
+            if "attention" in scale:
+                h, value = scale["attention"].forward_and_logdet(h, **options)
+                logdet = logdet + value
+            if index < len(self.scales) - 1:
+                half = h.shape[1] // 2
+                zs.append(h[:, :half])
+                h = h[:, half:]
+        zs.append(h)
+        return zs, logdet
+
+    def prior_log_prob(self, zs: list[torch.Tensor]) -> torch.Tensor:
+        total = zs[0].new_zeros(zs[0].shape[0])
+        for z, mean, log_std in zip(zs, self.prior_mean, self.prior_log_std):
+            standard = (z - mean) * torch.exp(-log_std)
+            total = total + (-0.5 * standard.square() - log_std - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+        return total
+
+    def log_prob(self, x: torch.Tensor, **logdet_options) -> torch.Tensor:
+        """log p(x) per sample (density of the dequantised input in [−0.5, 0.5)^D)."""
+        zs, logdet = self(x, **logdet_options)
+        return self.prior_log_prob(zs) + logdet
+
+    def bits_per_dim(self, x: torch.Tensor, **logdet_options) -> torch.Tensor:
+        """−log₂ p(x)/D + 8: the discrete 8-bit image's bits per dimension (x = (pixel + u)/256 − 0.5)."""
+        return -self.log_prob(x, **logdet_options) / (self.config.dims * math.log(2)) + 8.0
+
+    # -- inversion -------------------------------------------------------------------------------
+    def inverse(self, zs: list[torch.Tensor], **solver) -> torch.Tensor:
+        """The x with f(x) = zs; every residual block is solved to its tolerance (``solver`` options go to
+        :meth:`InvertibleResidual.inverse`, e.g. ``tol``, ``method``), raising if one does not converge."""
+        if len(zs) != len(self.scales):
+            raise ValueError(f"need {len(self.scales)} latent pieces, got {len(zs)}")
+        h = zs[-1]
+        for index in reversed(range(len(self.scales))):
+            scale = self.scales[index]
+            if index < len(self.scales) - 1:
+                h = torch.cat([zs[index], h], dim=1)
+            if "attention" in scale:
+                h = scale["attention"].inverse(h, **solver)
+            for step in reversed(scale["steps"]):
+                h = step.inverse(h, **solver)
+            if self.config.strides[index] == 2:
+                h = self.squeeze.inverse(h)
+        return self.squeeze.inverse(h)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver) -> torch.Tensor:
+        """n exact samples: z from the prior (std scaled by ``temperature``), then the inverse, to a tolerance."""
+        check_positive_int(n, "n")
+        device = self.prior_mean[0].device
+        zs = []
+        for mean, log_std in zip(self.prior_mean, self.prior_log_std):
+            noise = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype).to(device)
+            zs.append(mean + temperature * log_std.exp() * noise)
+        return self.inverse(zs, **solver)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, **solver) -> tuple[torch.Tensor, float]:
+        """(inverse(forward(x)), largest relative error over the batch): the whole model's inversion error."""
+        zs, _ = self(x, estimator="series", n_terms=1)
+        x_hat = self.inverse(zs, **solver)
+        error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+        return x_hat, error
+
+    def lipschitz_bounds(self) -> list[float]:
+        """The certified Lip(g) of every residual block, in order (all < 1)."""
+        bounds = []
+        for scale in self.scales:
+            bounds += [lipschitz_bound(step.residual.g) for step in scale["steps"]]
+            if "attention" in scale:
+                bounds.append(scale["attention"].lipschitz_bound())
+        return bounds
+
+    def attention_blocks(self) -> list[InvertibleResidual]:
+        return [scale["attention"] for scale in self.scales if "attention" in scale]
+
+    @torch.no_grad()
+    def attention_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps that enter each attention block (in scale order) for images ``x``: what
+        ``block.g.attention_map`` needs to show where the trained attention looks."""
+        h = self.squeeze(x)
+        inputs = []
+        for index, (scale, stride) in enumerate(zip(self.scales, self.config.strides)):
+            if stride == 2:
+                h = self.squeeze(h)
+            for step in scale["steps"]:
+                h = step.residual(step.actnorm(h) if step.actnorm is not None else h)
+            if "attention" in scale:
+                inputs.append(h)
+                h = scale["attention"](h)
+            if index < len(self.scales) - 1:
+                h = h[:, h.shape[1] // 2 :]
+        return inputs
+
+
+def with_attention(config: FlowConfig, kind: str | None, scale: int = 0) -> FlowConfig:
+    """``config`` with attention of ``kind`` (or none) after the blocks of ``scale`` and none elsewhere."""
+    kinds = [None] * len(config.blocks)
+    kinds[scale] = kind
+    return replace(config, attention=tuple(kinds))
+

@@ -1,0 +1,112 @@
+"""Training: the smoke preset end to end, exact resume after SIGKILL, two-process torchrun, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from invattn import train as training
+from invattn.data import DatasetNotFoundError, digits
+from invattn.models import PRESETS, ResidualFlow
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def command(*args):
+    return [sys.executable, "-m", "invattn.train", "--preset", "smoke", "--no-progress", *args]
+
+
+def test_smoke_training_learns_and_writes_everything(tmp_path):
+    result = training.train("smoke", tmp_path, steps=8, progress_bar=False,
+                            training_overrides=dict(checkpoint_every=4, samples_per_epoch=4))
+    history = result["history"]
+    assert [h["step"] for h in history] == list(range(1, 9))
+    assert history[-1]["bits_per_dim"] < history[0]["bits_per_dim"]
+    for name in ("checkpoint.pt", "metrics.jsonl", "curves.png", "samples_epoch1.png"):
+        assert (tmp_path / name).is_file()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 8
+    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 8 and not list(tmp_path.glob(".*tmp*"))
+    model = result["model"].eval()
+    assert max(model.lipschitz_bounds()) < 1
+    x = digits()[0][:4] - 0.5 + torch.rand(4, 1, 8, 8) / 256
+    _, error = model.reconstruct(x, tol=1e-6)
+    assert error < 1e-5
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    steps = ["--steps", "24", "--checkpoint-every", "4"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command("--out", str(straight), *steps), check=True, env=ENV, cwd=ROOT, capture_output=True)
+    process = subprocess.Popen(command("--out", str(killed), *steps), env=ENV, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 6:  # past the first checkpoint (step 4)
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = training.load_checkpoint(killed / "checkpoint.pt")["step"]
+    assert 4 <= saved < 24
+    subprocess.run(command("--out", str(killed), "--resume"), check=True, env=ENV, cwd=ROOT, capture_output=True)
+    a = training.load_checkpoint(straight / "checkpoint.pt")
+    b = training.load_checkpoint(killed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 24
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert [h["bits_per_dim"] for h in a["history"]] == [h["bits_per_dim"] for h in b["history"]]
+    logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 25))  # replayed steps are not logged twice
+
+
+def test_torchrun_two_cpu_processes_stay_in_step(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "invattn.train", "--preset", "smoke",
+         "--no-progress", "--out", str(tmp_path), "--steps", "6", "--checkpoint-every", "2"],
+        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # every checkpoint compared the two ranks' weights and buffers bit for bit (training raises otherwise)
+    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 6
+    model = ResidualFlow(PRESETS["smoke"])
+    model.load_state_dict(state["model"])
+
+
+def test_bad_requests_are_clear(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="Nothing is downloaded"):
+        training.train("smoke", tmp_path, training_overrides=dict(dataset="cifar10", data_root=str(tmp_path)),
+                       progress_bar=False)
+    with pytest.raises(ValueError, match="amp"):
+        training.train("smoke", tmp_path, amp=True, progress_bar=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.train("smoke", tmp_path / "empty", resume=True, progress_bar=False)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        training.train("imagenet", tmp_path)
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    training.save_checkpoint(path, {"step": 1})
+    with pytest.raises(Exception):
+        training.save_checkpoint(path, {"step": 2, "bad": lambda: None})  # cannot be pickled mid-write
+    assert training.load_checkpoint(path)["step"] == 1  # the old checkpoint survives
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_smoke_training_on_gpu_with_bfloat16(tmp_path):
+    result = training.train("smoke", tmp_path, steps=4, device="cuda", amp=True, progress_bar=False)
+    assert result["history"][-1]["bits_per_dim"] < result["history"][0]["bits_per_dim"] + 1.0

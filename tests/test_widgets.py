@@ -1,0 +1,76 @@
+"""The inversion demo's logic (no browser): states, their errors, and the widget callbacks."""
+
+import math
+
+import pytest
+import torch
+
+from invattn.data import photograph_crops
+from invattn.widgets import inversion_demo, inversion_demo_state, plot_inversion_demo
+
+
+@pytest.fixture(scope="module")
+def image():
+    return photograph_crops(1, 32, seed=5)[0]
+
+
+def test_more_iterations_give_a_smaller_error_within_the_bound(image):
+    few = inversion_demo_state(image, kind="dot", iterations=2)
+    many = inversion_demo_state(image, kind="dot", iterations=12)
+    assert len(few.errors) == 3 and len(many.errors) == 13
+    assert many.final_error < few.final_error
+    assert many.final_error < 1e-8
+    assert few.errors == pytest.approx(many.errors[:3])  # same block, same iterates
+    floor = 1e-15
+    assert all(e <= b + floor for e, b in zip(many.errors, many.bound))  # a-priori bound with the certified L
+    assert many.reconstruction.shape == image.shape and many.error_map.shape == image.shape[1:]
+
+
+def test_anderson_and_coefficient_change_the_curve(image):
+    fixed = inversion_demo_state(image, kind="embedded_gaussian", coeff=0.9, iterations=6, method="fixed_point")
+    anderson = inversion_demo_state(image, kind="embedded_gaussian", coeff=0.9, iterations=6, method="anderson")
+    assert anderson.final_error < fixed.final_error
+    weak = inversion_demo_state(image, kind="embedded_gaussian", coeff=0.3, iterations=3)
+    assert weak.lipschitz == pytest.approx(0.3) and weak.final_error < fixed.errors[3]
+
+
+def test_noise_on_y_levels_the_error_off_below_its_bound(image):
+    state = inversion_demo_state(image, kind="concat", iterations=30, noise=0.01)
+    assert 1e-4 < state.final_error <= state.noise_floor
+
+
+def test_paper_variant_has_no_bound_and_may_fail(image):
+    state = inversion_demo_state(image, kind="concat", variant="paper", iterations=20)
+    assert state.bound == [] and math.isinf(state.lipschitz)
+    assert torch.isfinite(state.reconstruction).all()
+
+
+def test_bad_demo_input_is_refused(image):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        inversion_demo_state(image, kind="softmax")
+    with pytest.raises(ValueError, match="variant='paper'"):
+        inversion_demo_state(image, kind="l2", variant="paper")
+    with pytest.raises(ValueError, match="noise"):
+        inversion_demo_state(image, noise=-0.1)
+    with pytest.raises(ValueError, match="H and W even"):
+        inversion_demo_state(image[:, :31])
+
+
+def test_widget_updates_when_a_slider_moves(image):
+    demo = inversion_demo(image, kind="dot", iterations=10)
+    before = demo.state.final_error
+    assert "10 iterations" in demo.summary.value
+    demo.controls["iterations"].value = 2  # what a user's slider move does
+    assert "2 iterations" in demo.summary.value
+    assert demo.state.final_error > before
+    assert demo.children[-1].value[:4] == b"\x89PNG"  # the figure, as a PNG image widget
+    demo.controls["kind"].value = "l2"
+    demo.controls["variant"].value = "paper"  # no paper variant of l2: a message, not a crash
+    assert "exists only for" in demo.summary.value
+    for control in ("coeff", "iterations", "noise"):
+        assert demo.controls[control].continuous_update is False  # a slow kernel shows the last state
+
+
+def test_plot_has_four_panels(image):
+    fig = plot_inversion_demo(inversion_demo_state(image, iterations=3))
+    assert len(fig.axes) == 5  # four panels and the error map's colour bar
