@@ -368,6 +368,8 @@ def estimate_lipschitz(
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
             _, jv = torch.func.jvp(fn, (x,), (v,))
         (jtjv,) = vjp_fn(jv)
+        # detached: through trainable parameters these carry history, and each step would keep the last one's graph
+        jv, jtjv = jv.detach(), jtjv.detach()
         jac_norm = per_sample_norm(jv)
         v = jtjv / per_sample_norm(jtjv).clamp_min(1e-30).view(batch, *[1] * (x.dim() - 1))
     measured = float(jac_norm.detach().max())

@@ -97,6 +97,8 @@ def test_lessons_follow_the_contract(notebook):
             text = output.get("text", "")
             assert not (output.get("name") == "stderr" and "Warning" in text), f"stored warning: {text[:200]}"
     assert "lesson.setup(" in "".join(c.source for c in code), "no set-up cell calling invattn.lesson.setup"
+    for cell in nb.cells:  # a LaTeX command written through an unescaped Python string ("\to", "\frac") breaks
+        assert not set(cell.source) & set("\t\x07\x08\x0b\x0c"), f"control character in {cell.source[:80]!r}"
     # papermill must see every parameter (a comment it cannot parse hides the name, and `-p name` is then refused)
     parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
     assigned = {t.id for node in ast.parse(parameters.source).body if isinstance(node, ast.Assign) for t in node.targets}
