@@ -1,7 +1,7 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
-Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solvers`` → ``blocks`` →
-``attention`` → ``lesson``, ``plots``, ``data``, ``memory``, ``bench``.
+Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solvers``, ``logdet`` → ``blocks`` →
+``attention`` → ``models``, ``data``, ``memory``, ``lesson``, ``plots`` → ``train``, ``widgets``, ``bench``.
 """
 
 from .attention import KINDS, PAPER_KINDS, make_attention
