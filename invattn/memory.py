@@ -4,6 +4,8 @@
 storage that PyTorch operators create while the context is active (inputs and parameters created before
 are not counted), keeping the live total, its peak, and the largest single storage. Storages are tracked
 with weak references, so a tensor that is freed stops counting at the next op.
+
+:class:`SavedTensorBytes` counts instead what autograd keeps for backward (the memory a longer graph costs).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["TensorMemory"]
+__all__ = ["TensorMemory", "SavedTensorBytes"]
 
 
 class TensorMemory(TorchDispatchMode):
@@ -53,3 +55,21 @@ class TensorMemory(TorchDispatchMode):
                 self.largest_bytes, self.largest_shape = size, tuple(tensor.shape)
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         return out
+
+
+class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: ``with SavedTensorBytes() as saved: ...``, then ``saved.bytes``, the total size of the
+    tensors autograd saved for backward while it was active (counted as saved; views are counted in full)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            self.bytes += tensor.numel() * tensor.element_size()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
+
+    def __enter__(self) -> "SavedTensorBytes":
+        super().__enter__()
+        return self

@@ -113,6 +113,9 @@ class FlowStep(nn.Module):
         self.actnorm = ActNorm(channels) if actnorm else None
         self.residual = residual
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(self.actnorm(x) if self.actnorm is not None else x)
+
     def forward_and_logdet(self, x: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.new_zeros(x.shape[0])
         if self.actnorm is not None:
@@ -173,23 +176,40 @@ class ResidualFlow(nn.Module):
 
     def forward(self, x: torch.Tensor, **logdet_options) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``(zs, logdet)``: the latent pieces and Σ log|det ∂f/∂x| per sample."""
+        return self._walk(x, {**self._logdet_options(), **logdet_options})
+
+    def latents(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """f(x) as its latent pieces, without the log-determinant (what an inverse or a reconstruction needs)."""
+        return self._walk(x, None)[0]
+
+    def _walk(self, x: torch.Tensor, options: dict | None, attention_inputs: list | None = None):
+        """The one pass through the network: ``(zs, logdet)``, log-dets estimated with ``options`` (``None``:
+        none, logdet = 0). The features entering each attention block are appended to ``attention_inputs``."""
         check_finite(x, "x")
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}")
-        options = {**self._logdet_options(), **logdet_options}
         h = self.squeeze(x)
         logdet = x.new_zeros(x.shape[0])
         zs = []
+
+        def apply(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            nonlocal logdet
+            if options is None:
+                return block(h)
+            h, value = block.forward_and_logdet(h, **options)
+            logdet = logdet + value
+            return h
+
         for index, (scale, stride) in enumerate(zip(self.scales, self.config.strides)):
             if stride == 2:
                 h = self.squeeze(h)
             for step in scale["steps"]:
-                h, value = step.forward_and_logdet(h, **options)
-                logdet = logdet + value
+                h = apply(step, h)
             if "attention" in scale:
-                h, value = scale["attention"].forward_and_logdet(h, **options)
-                logdet = logdet + value
+                if attention_inputs is not None:
+                    attention_inputs.append(h)
+                h = apply(scale["attention"], h)
             if index < len(self.scales) - 1:
                 half = h.shape[1] // 2
                 zs.append(h[:, :half])
@@ -246,8 +266,7 @@ class ResidualFlow(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **solver) -> tuple[torch.Tensor, float]:
         """(inverse(forward(x)), largest relative error over the batch): the whole model's inversion error."""
-        zs, _ = self(x, estimator="series", n_terms=1)
-        x_hat = self.inverse(zs, **solver)
+        x_hat = self.inverse(self.latents(x), **solver)
         error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
         return x_hat, error
 
@@ -267,18 +286,8 @@ class ResidualFlow(nn.Module):
     def attention_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps that enter each attention block (in scale order) for images ``x``: what
         ``block.g.attention_map`` needs to show where the trained attention looks."""
-        h = self.squeeze(x)
-        inputs = []
-        for index, (scale, stride) in enumerate(zip(self.scales, self.config.strides)):
-            if stride == 2:
-                h = self.squeeze(h)
-            for step in scale["steps"]:
-                h = step.residual(step.actnorm(h) if step.actnorm is not None else h)
-            if "attention" in scale:
-                inputs.append(h)
-                h = scale["attention"](h)
-            if index < len(self.scales) - 1:
-                h = h[:, h.shape[1] // 2 :]
+        inputs: list[torch.Tensor] = []
+        self._walk(x, None, attention_inputs=inputs)
         return inputs
 
 

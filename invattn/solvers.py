@@ -139,6 +139,8 @@ def solve_fixed_point(
         x = _anderson_step(hist_x[:, :, :stored], hist_g[:, :, :stored], slot).reshape(x0.shape)
     if result is None:
         info.iterations = max_iter
+        if callback is not None:  # the point handed back is the last iterate, seen like every other
+            callback(max_iter, x)
         return _fail(info, x, f"did not reach tol={tol:g} in max_iter={max_iter} iterations", on_failure)
     return result, info
 

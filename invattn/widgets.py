@@ -20,7 +20,7 @@ from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import InvertibleResidual, Squeeze
 from .solvers import METHODS
 
-__all__ = ["DemoState", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
+__all__ = ["DemoState", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
 
 VARIANTS = ("certified", "paper")
 
@@ -50,6 +50,20 @@ class DemoState:
     def summary(self) -> str:
         return (f"{self.kind} ({self.variant}), c = {self.coeff:.2f}, {self.method}, {self.iterations} iterations, "
                 f"noise {self.noise:.0e}: relative error {self.final_error:.2e}")
+
+
+def error_per_iteration(block: InvertibleResidual, x: torch.Tensor, y: torch.Tensor, method: str, iterations: int,
+                        **options) -> tuple[list[float], torch.Tensor]:
+    """Run exactly ``iterations`` steps of ``method`` towards the x with block(x) = y, starting at x_0 = y, and
+    return ([‖x_k − x‖/‖x‖ for k = 0..iterations] (the largest over the batch), the last iterate)."""
+    norms = x.flatten(1).norm(dim=1)
+    errors: list[float] = []
+    record = lambda k, iterate: errors.append(float(((iterate - x).flatten(1).norm(dim=1) / norms).max()))  # noqa: E731
+    x_last = block.inverse(y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", callback=record,
+                           **options)
+    # A residual of exactly 0 stops the solver early (float64 reached its fixed point): the error stays there.
+    errors += errors[-1:] * (iterations + 1 - len(errors))
+    return errors[: iterations + 1], x_last
 
 
 @lru_cache(maxsize=32)
@@ -97,28 +111,13 @@ def inversion_demo_state(
         delta = noise * torch.randn(y.shape, generator=generator, dtype=y.dtype)
         y = y + delta
     norm_x = float(x.norm())
-    errors: list[float] = []
-    steps: list[torch.Tensor] = []
-
-    def record(k: int, iterate: torch.Tensor) -> None:
-        errors.append(float((iterate - x).norm()) / norm_x)
-        if len(steps) < 2:
-            steps.append(iterate.detach().clone())
-
-    allow = variant == "paper"
-    x_hat, info = block.inverse(
-        y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", return_info=True,
-        callback=record, allow_uncertified=allow,
-    )
-    if not info.converged:  # the callback saw x_0 .. x_{k-1}; the returned point is x_k
-        errors.append(float((x_hat - x).norm()) / norm_x)
-    # A residual of exactly 0 stops the solver early (float64 reached its fixed point): the error stays there.
-    errors = (errors + errors[-1:] * (iterations + 1 - len(errors)))[: iterations + 1]
+    errors, x_hat = error_per_iteration(block, x, y, method, iterations, allow_uncertified=variant == "paper")
     lipschitz = block.lipschitz_bound() if variant == "certified" else math.inf
     bound: list[float] = []
     floor = 0.0
-    if math.isfinite(lipschitz) and len(steps) == 2:
-        first_step = float((steps[1] - steps[0]).norm()) / norm_x
+    if math.isfinite(lipschitz):
+        with torch.no_grad():  # x_1 − x_0 = (y − g(y)) − y
+            first_step = float(block.g(y).norm()) / norm_x
         bound = [lipschitz**k / (1 - lipschitz) * first_step for k in range(len(errors))]
         floor = float(delta.norm()) / ((1 - lipschitz) * norm_x)
     unsqueezed = lambda t: (squeeze.inverse(t)[0] + 0.5).float()  # noqa: E731

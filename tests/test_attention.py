@@ -10,7 +10,7 @@ import invattn as ia
 from invattn.attention import KINDS, PAPER_KINDS, l2_attention_constant, lambert_w0
 from invattn.attention.core import _AttentionCore
 from invattn.data import dequantize, full_scale_photograph, photograph_crops
-from invattn.memory import TensorMemory
+from invattn.memory import SavedTensorBytes, TensorMemory
 
 CHANNELS = 12  # an RGB image after one 2×2 squeeze, as in the paper
 
@@ -249,3 +249,11 @@ def test_tensor_memory_counts_live_and_peak():
     assert memory.peak_bytes == 6000
     assert memory.largest_shape == (1000,)
     del b, c
+
+
+def test_saved_tensor_bytes_counts_what_backward_keeps():
+    x = torch.ones(10, requires_grad=True)
+    with SavedTensorBytes() as saved:
+        y = (x * x).sum()  # mul saves both of its inputs: 2 × 40 bytes
+    assert saved.bytes == 80
+    y.backward()

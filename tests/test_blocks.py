@@ -106,6 +106,11 @@ def test_callback_sees_every_iterate():
     seen = []
     x_hat, info = block.inverse(y, method="fixed_point", return_info=True, callback=lambda k, x: seen.append(k))
     assert seen == list(range(info.iterations + 1))
+    seen.clear()  # stopped by max_iter: the returned point is still the last one the callback saw
+    returned = []
+    x_hat = block.inverse(y, method="fixed_point", tol=1e-300, max_iter=4, on_failure="return",
+                          callback=lambda k, x: (seen.append(k), returned.append(x)))
+    assert seen == [0, 1, 2, 3, 4] and torch.equal(returned[-1], x_hat)
 
 
 def test_actnorm_initialises_from_data_and_inverts():

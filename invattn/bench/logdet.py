@@ -3,7 +3,7 @@
 The power series keeps the graph of every vector–Jacobian product (memory grows with the number of
 terms); the Neumann gradient evaluates the terms without a graph and differentiates one product
 (memory flat). Memory is the bytes autograd saves for backward, counted exactly with
-``torch.autograd.graph.saved_tensors_hooks`` (the same on any device); time is one forward + backward.
+:class:`invattn.memory.SavedTensorBytes` (the same on any device); time is one forward + backward.
 """
 
 from __future__ import annotations
@@ -15,22 +15,16 @@ from torch import nn
 
 from ..blocks import InvertibleResidual, logdet
 from ..lipschitz import LipSwish, spectral_norm
+from ..memory import SavedTensorBytes
 
 
 def saved_bytes_and_seconds(block: InvertibleResidual, x: torch.Tensor, n_terms: int, neumann: bool) -> tuple[int, float]:
-    saved = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
-        return tensor
-
     start = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedTensorBytes() as saved:
         value = logdet(block, x, "series", n_terms=n_terms, neumann_gradient=neumann,
                        generator=torch.Generator().manual_seed(0))
     value.sum().backward()
-    return saved, time.perf_counter() - start
+    return saved.bytes, time.perf_counter() - start
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -45,20 +45,7 @@ def no_power_iterations():
 
 def forward_only_loss(model: ResidualFlow, x: torch.Tensor) -> torch.Tensor:
     """The same network without the log-determinant: prior log-density of f(x) only."""
-    h = model.squeeze(x)
-    zs = []
-    for index, (scale, stride) in enumerate(zip(model.scales, model.config.strides)):
-        if stride == 2:
-            h = model.squeeze(h)
-        for step in scale["steps"]:
-            h = step.residual(step.actnorm(h) if step.actnorm is not None else h)
-        if "attention" in scale:
-            h = scale["attention"](h)
-        if index < len(model.scales) - 1:
-            zs.append(h[:, : h.shape[1] // 2])
-            h = h[:, h.shape[1] // 2 :]
-    zs.append(h)
-    return -model.prior_log_prob(zs).mean()
+    return -model.prior_log_prob(model.latents(x)).mean()
 
 
 def time_steps(model, optimizer, batch, n_steps, device, amp, loss_fn) -> float:
