@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
         last = result["history"][-1]
         print(f"step {last['step']}: {last['bits_per_dim']:.4f} bits/dim; checkpoint {result['checkpoint']}")
     if dist.is_initialized():
+        # every rank reaches the end before any tears the group down: a rank that exits while another still
+        # talks to it can abort in gloo's background threads ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 

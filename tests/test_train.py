@@ -77,7 +77,7 @@ def test_torchrun_two_cpu_processes_stay_in_step(tmp_path):
          "--no-progress", "--out", str(tmp_path), "--steps", "6", "--checkpoint-every", "2"],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-6000:]
     # every checkpoint compared the two ranks' weights and buffers bit for bit (training raises otherwise)
     state = training.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 6
