@@ -6,7 +6,15 @@ Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solver
 
 from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze, logdet
-from .lipschitz import LipSwish, SpectralNorm, estimate_lipschitz, lipschitz_bound, operator_norm, spectral_norm
+from .lipschitz import (
+    LipSwish,
+    SpectralNorm,
+    estimate_lipschitz,
+    lipschitz_bound,
+    operator_norm,
+    power_iteration_norm,
+    spectral_norm,
+)
 from .logdet import series_truncation_bound
 from .solvers import InverseInfo, InversionError, InversionWarning
 
@@ -29,6 +37,7 @@ __all__ = [
     "lipschitz_bound",
     "logdet",
     "operator_norm",
+    "power_iteration_norm",
     "series_truncation_bound",
     "spectral_norm",
 ]

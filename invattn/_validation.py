@@ -22,13 +22,27 @@ def check_coeff(coeff: float, name: str = "coeff") -> float:
 
 
 def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or infinity; return it unchanged otherwise."""
+    """Raise ``ValueError`` if ``tensor`` holds NaN or infinity; return it unchanged otherwise.
+
+    Inside ``torch.func.vmap`` a value can't steer control flow, so a batched tensor is passed through unchecked.
+    """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if _is_batched(tensor):
+        return tensor
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); refusing to compute with it")
     return tensor
+
+
+def _is_batched(tensor: torch.Tensor) -> bool:
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(tensor):
+        if functorch.is_batchedtensor(tensor):
+            return True
+        tensor = functorch.get_unwrapped(tensor)
+    return False
 
 
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:

@@ -1,9 +1,12 @@
 """Lipschitz-constrained layers and Lipschitz measurement.
 
-* :func:`spectral_norm` registers ``W ← W / max(1, σ̂(W)/c)`` as a :mod:`torch.nn.utils.parametrize`
-  parametrization, where σ̂ is the operator norm of the layer's linear map estimated by power iteration
-  (for a k×k convolution: the convolution operator at the real input size, not the reshaped kernel).
-* :func:`operator_norm` computes that norm exactly (SVD of the dense operator) for tests and lessons.
+* :func:`spectral_norm` registers ``W ← s·W``, s = c/max(c, σ_up(W)) (with a rounding margin), as a
+  :mod:`torch.nn.utils.parametrize` parametrization, where σ_up is a **certified upper bound** on the operator
+  norm of the layer's linear map (:mod:`invattn.norms`: exact for matrices, the DFT bound for a k×k convolution
+  at its real input size). It is computed from the weights in use at every evaluation, in training and in eval
+  mode alike, so ‖layer‖ ≤ c holds for the function actually evaluated after any change of the weights.
+* :func:`operator_norm` computes a layer's norm exactly (SVD of the dense operator) for tests and lessons;
+  :func:`power_iteration_norm` is the classic estimate, a lower bound that cannot certify.
 * :func:`lipschitz_bound` composes certified bounds: Lip(f∘h) ≤ Lip(f)·Lip(h).
 * :func:`estimate_lipschitz` measures a lower bound on Lip(fn) to put beside every certified bound.
 """
@@ -20,179 +23,127 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._validation import check_coeff, check_positive_int
+from .norms import ConvGeometry, NormCertificate, certify_operator_norm, layer_geometry, unit_roundoff
 
 __all__ = [
     "SpectralNorm",
     "spectral_norm",
     "operator_norm",
+    "power_iteration_norm",
     "lipschitz_bound",
     "estimate_lipschitz",
     "LipSwish",
 ]
 
-# Power iteration run towards convergence (at construction and when a layer is frozen by ``eval()``).
-# Convolution spectra have clustered top singular values, so σ̂ typically lands within ~1e-5 of σ;
-# matrices (Linear, 1×1 conv) are instead converged exactly by an SVD.
-_CONVERGE_TOL = 1e-9
-_CONVERGE_MAX_ITER = 200
 
-
-def _normalize(t: torch.Tensor) -> torch.Tensor:
-    return t / t.norm().clamp_min(1e-30)
+def _plain(weight: torch.Tensor) -> torch.Tensor:
+    """The tensor under torch.func's gradient/jvp wrappers (same values); refuses weights batched by vmap."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(weight):
+        if functorch.is_batchedtensor(weight):
+            raise ValueError(
+                "torch.func.vmap over the weights of a spectral-normalised layer is not supported: each weight "
+                "needs its own certificate; vmap over the inputs instead"
+            )
+        weight = functorch.get_unwrapped(weight)
+    return weight
 
 
 class SpectralNorm(nn.Module):
-    """Parametrization ``W ↦ W / max(1, σ̂/c)``: the layer's operator norm becomes at most ``coeff``.
+    """Parametrization ``W ↦ s·W`` with ``s = c(1 − 2u)/max(c, σ_up + 2u·N_abs)``: ‖A(s·W)‖₂ ≤ c, certified.
 
-    σ̂ = uᵀA(W)v with (u, v) the power-iteration vectors of the linear map A(W). The vectors are
-    updated (``n_power_iterations`` steps, warm-started) on every access in training mode and frozen in
-    eval mode, so that an inverse inverts a fixed function. Switching to eval mode runs the iteration to
-    convergence first, so the frozen σ̂ is the operator norm to about 1e-7 relative accuracy.
+    σ_up ≥ ‖A(W)‖₂ is the certified bound of :func:`invattn.norms.certify_operator_norm` for the weights passed
+    in, u the unit roundoff of their dtype and N_abs ≥ ‖A(|W|)‖₂. Proof that the rounded weights actually used
+    obey the bound: with s′ = fl(s) ≤ s(1 + u) and fl(s′W_ij) = s′W_ij(1 + δ_ij), |δ_ij| ≤ u,
+    ‖A(fl(s′W))‖ ≤ s′(‖A(W)‖ + u·‖A(|W|)‖) ≤ c(1 − 2u)(1 + u)(σ_up + u·N_abs)/max(c, σ_up + 2u·N_abs) < c.
 
-    ``operator="matrix"`` treats W as an (out × in) matrix (``nn.Linear``; ``nn.Conv2d`` with a 1×1
-    kernel and stride 1, whose operator norm equals that matrix's norm). ``operator="conv"`` uses the
-    convolution itself on inputs of shape ``(C_in, *input_size)``.
+    The bound is recomputed whenever the weights differ from those it was computed for (compared by value, so an
+    optimiser step, ``load_state_dict``, an EMA copy, a write through ``.data`` or ``.to(dtype)`` are all seen),
+    in training and eval mode alike: there is no power-iteration state that can lag. Autograd differentiates
+    s through ⟨D, W⟩, D = ∂σ_max/∂W at the maximising frequency. The guarantee is for the layer evaluated in
+    its weights' dtype: under ``torch.autocast`` the convolution rounds s·W to bfloat16/float16, which it does not
+    cover.
     """
 
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        coeff: float = 0.9,
-        n_power_iterations: int = 5,
-        operator: str = "matrix",
-        input_size: tuple[int, int] | None = None,
-        conv_kwargs: dict | None = None,
-    ) -> None:
+    def __init__(self, coeff: float = 0.9, geometry: ConvGeometry | None = None) -> None:
         super().__init__()
         self.coeff = check_coeff(coeff)
-        self.n_power_iterations = check_positive_int(n_power_iterations, "n_power_iterations")
-        if operator not in ("matrix", "conv"):
-            raise ValueError(f"operator must be 'matrix' or 'conv', got {operator!r}")
-        self.operator = operator
-        self.conv_kwargs = dict(conv_kwargs or {})
-        generator = torch.Generator(device="cpu").manual_seed(0x5EED)
-        if operator == "matrix":
-            matrix = weight.detach().reshape(weight.shape[0], -1)
-            v = torch.randn(matrix.shape[1], generator=generator, dtype=weight.dtype)
-            self.input_size = None
-        else:
-            if input_size is None:
-                raise ValueError(
-                    "a k×k convolution's operator norm depends on the input size: pass input_size=(H, W)"
-                )
-            self.input_size = tuple(int(s) for s in input_size)
-            in_channels = weight.shape[1] * self.conv_kwargs.get("groups", 1)
-            v = torch.randn(1, in_channels, *self.input_size, generator=generator, dtype=weight.dtype)
-        v = _normalize(v).to(weight.device)
-        u = _normalize(self._forward_map(weight.detach(), v))
-        self.register_buffer("_u", u)
-        self.register_buffer("_v", v)
-        self.register_buffer("sigma", torch.zeros((), dtype=weight.dtype, device=weight.device))
-        self._converge_on_next_access = False
-        self._power_iteration(weight.detach(), _CONVERGE_MAX_ITER, _CONVERGE_TOL)
+        self.geometry = geometry if geometry is not None else ConvGeometry(torus=(1, 1))
+        self._cache: tuple[torch.Tensor, NormCertificate] | None = None
 
-    # A(W)v and its adjoint A(W)ᵀu.
-    def _forward_map(self, weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self.operator == "matrix":
-            return weight.reshape(weight.shape[0], -1) @ v
-        return F.conv2d(v, weight, **self.conv_kwargs)
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.geometry.input_size
 
-    def _adjoint_map(self, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        if self.operator == "matrix":
-            return weight.reshape(weight.shape[0], -1).t() @ u
-        return self._adjoint_map_batch(weight, u)
+    def certificate(self, weight: torch.Tensor, with_direction: bool = False) -> NormCertificate:
+        """The :class:`~invattn.norms.NormCertificate` of ``weight`` (the unconstrained tensor), cached by value."""
+        plain = _plain(weight)
+        cached = self._cache
+        if (
+            cached is not None
+            and cached[0].dtype == plain.dtype
+            and cached[0].device == plain.device
+            and cached[0].shape == plain.shape
+            and (not with_direction or cached[1].direction is not None)
+            and torch.equal(cached[0], plain.detach())
+        ):
+            return cached[1]
+        certificate = certify_operator_norm(plain, self.geometry, with_direction)
+        self._cache = (plain.detach().clone(), certificate)
+        return certificate
 
-    def _adjoint_map_batch(self, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        shape = (u.shape[0], *self._v.shape[1:])
-        return torch.nn.grad.conv2d_input(shape, weight, u, **self.conv_kwargs)
-
-    @torch.no_grad()
-    def _power_iteration(self, weight: torch.Tensor, max_iter: int, tol: float = 0.0) -> None:
-        """``max_iter`` warm-started power-iteration steps; with ``tol``, converge instead (see ``_converge``)."""
-        if tol:
-            self._converge(weight, max_iter, tol)
-            return
-        u, v = self._u, self._v
-        for _ in range(max_iter):
-            v = _normalize(self._adjoint_map(weight, u))
-            u = _normalize(self._forward_map(weight, v))
-        self._u.copy_(u)
-        self._v.copy_(v)
-        self.sigma.copy_(torch.dot(self._u.flatten(), self._forward_map(weight, self._v).flatten()))
-
-    @torch.no_grad()
-    def _converge(self, weight: torch.Tensor, max_iter: int, tol: float, block: int = 8) -> None:
-        """Top singular pair to high accuracy.
-
-        Matrices: an SVD. Convolutions: subspace iteration on AᵀA with ``block`` vectors (one batched
-        convolution per step) and a Rayleigh–Ritz step, which converges at rate (σ_{block+1}/σ_1)² instead of
-        plain power iteration's (σ_2/σ_1)², so clustered top singular values (common in convolutions) don't stall it.
-        """
-        if self.operator == "matrix":
-            left, _, right = torch.linalg.svd(weight.reshape(weight.shape[0], -1).double(), full_matrices=False)
-            self._u.copy_(left[:, 0])
-            self._v.copy_(right[0])
-        else:
-            shape = self._v.shape[1:]
-            dim = self._v.numel()
-            k = min(block, dim)
-            generator = torch.Generator(device="cpu").manual_seed(1)
-            basis = torch.randn(k, dim, generator=generator, dtype=weight.dtype).to(weight.device)
-            basis[0] = self._v.flatten()  # warm start from the current vector
-            basis = torch.linalg.qr(basis.t().double()).Q.t().to(weight.dtype)
-            previous = math.inf
-            top = basis[0]
-            for _ in range(max_iter):
-                images = self._forward_map(weight, basis.view(k, *shape))
-                gram = self._adjoint_map_batch(weight, images).reshape(k, dim)  # AᵀA applied to the basis
-                ritz = (basis.double() @ gram.double().t())
-                values, vectors = torch.linalg.eigh(0.5 * (ritz + ritz.t()))
-                top = (vectors[:, -1] @ basis.double()).to(weight.dtype)
-                sigma = math.sqrt(max(float(values[-1]), 0.0))
-                basis = torch.linalg.qr(gram.t().double()).Q.t().to(weight.dtype)
-                if abs(sigma - previous) <= tol * max(sigma, 1e-30):
-                    break
-                previous = sigma
-            self._v.copy_(_normalize(top).view_as(self._v))
-            self._u.copy_(_normalize(self._forward_map(weight, self._v)))
-        self.sigma.copy_(torch.dot(self._u.flatten(), self._forward_map(weight, self._v).flatten()))
+    def _scale(self, certificate: NormCertificate, dtype: torch.dtype) -> tuple[float, float]:
+        """(s, u): the scale in float64 before rounding to ``dtype``, and that dtype's unit roundoff."""
+        u = unit_roundoff(dtype)
+        return self.coeff * (1 - 2 * u) / max(self.coeff, certificate.sigma + 2 * u * certificate.abs_norm), u
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        # Never in reduced precision: under autocast a bfloat16 σ̂ could be off by ~1e-2 and the bound with it.
+        # Never in reduced precision: the scale and its margin are computed in float64.
         with torch.autocast(device_type=weight.device.type, enabled=False):
-            if self.training:
-                self._power_iteration(weight.detach(), self.n_power_iterations)
-            elif self._converge_on_next_access:
-                self._power_iteration(weight.detach(), _CONVERGE_MAX_ITER, _CONVERGE_TOL)
-                self._converge_on_next_access = False
-            # Clones: the buffers change in place on the next access while autograd may still hold these.
-            u, v = self._u.clone(), self._v.clone()
-            sigma = torch.dot(u.flatten(), self._forward_map(weight, v).flatten())
-            return weight / torch.clamp(sigma / self.coeff, min=1.0)
+            differentiate = torch.is_grad_enabled() and weight.requires_grad
+            certificate = self.certificate(weight, with_direction=differentiate)
+            u = unit_roundoff(weight.dtype)
+            sigma = torch.tensor(certificate.sigma + 2 * u * certificate.abs_norm, dtype=torch.float64, device=weight.device)
+            if differentiate:
+                # value: σ_up exactly; gradient: ∂σ_max/∂W = D
+                inner = (weight.to(torch.float64) * certificate.direction).sum()
+                sigma = sigma + (inner - inner.detach())
+            scale = self.coeff * (1 - 2 * u) / torch.clamp(sigma, min=self.coeff)
+            return weight * scale.to(weight.dtype)
 
-    def train(self, mode: bool = True) -> "SpectralNorm":
-        if self.training and not mode:
-            # Freezing: the next access converges the iteration, so the frozen norm is the one reported.
-            self._converge_on_next_access = True
-        return super().train(mode)
+    @torch.no_grad()
+    def lipschitz_bound(self, weight: torch.Tensor) -> float:
+        """Certified ‖A(s·W)‖₂ ≤ s′·(σ_up + u·N_abs) ≤ coeff for the rounded weights that ``forward(weight)`` returns."""
+        certificate = self.certificate(weight)
+        scale, u = self._scale(certificate, weight.dtype)
+        rounded = float(torch.tensor(scale, dtype=torch.float64).to(weight.dtype))
+        return rounded * (certificate.sigma + u * certificate.abs_norm)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D102
+        # Checkpoints from the power-iteration version carried _u, _v and sigma: nothing here needs them.
+        for name in ("_u", "_v", "sigma"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        size = f", input_size={self.input_size}" if self.input_size else ""
-        return f"coeff={self.coeff}, n_power_iterations={self.n_power_iterations}, operator={self.operator}{size}"
+        size = f", input_size={self.geometry.input_size}" if self.geometry.input_size else ""
+        torus = f", torus={self.geometry.torus}" if self.geometry.torus != (1, 1) else ""
+        return f"coeff={self.coeff}{size}{torus}"
 
 
 def spectral_norm(
     module: nn.Module,
     coeff: float = 0.9,
-    n_power_iterations: int = 5,
     input_size: tuple[int, int] | None = None,
     name: str = "weight",
 ) -> nn.Module:
-    """Constrain ``module``'s operator norm to at most ``coeff`` (in (0, 1)) and return the module.
+    """Constrain ``module``'s operator norm to at most ``coeff`` (in (0, 1)), certified; return the module.
 
-    Works for ``nn.Linear`` and ``nn.Conv2d``. A k×k convolution (or any strided one) needs
-    ``input_size=(H, W)``: its norm is that of the convolution on inputs of that size, and the module
-    refuses inputs of another size so the bound can't silently stop holding.
+    Works for ``nn.Linear`` and ``nn.Conv2d`` (any kernel, stride, dilation, groups, ``padding`` including
+    ``"same"``/``"valid"``, ``padding_mode`` ``"zeros"`` or ``"circular"``). A k×k or circular convolution
+    needs ``input_size=(H, W)``: its norm is that of the convolution on inputs of that size, and the module
+    refuses inputs of another size so the bound can't silently stop holding. Raises ``ValueError`` naming the
+    option for configurations without a certified bound (``padding_mode`` ``"reflect"``/``"replicate"``).
     """
     coeff = check_coeff(coeff)
     weight = getattr(module, name, None)
@@ -200,35 +151,26 @@ def spectral_norm(
         raise TypeError(f"{type(module).__name__} has no tensor attribute {name!r} to normalise")
     if parametrize.is_parametrized(module, name):
         raise ValueError(f"{type(module).__name__}.{name} is already parametrized")
-    if isinstance(module, nn.Linear):
-        parametrization = SpectralNorm(weight, coeff, n_power_iterations, "matrix")
-    elif isinstance(module, nn.Conv2d):
-        if module.padding_mode != "zeros":
-            raise ValueError("only zero padding is supported (padding_mode='zeros')")
-        pointwise = module.kernel_size == (1, 1) and module.stride == (1, 1) and module.groups == 1
-        if pointwise:
-            parametrization = SpectralNorm(weight, coeff, n_power_iterations, "matrix")
-        else:
-            if input_size is None:
-                raise ValueError(
-                    f"spectral_norm of a {module.kernel_size[0]}×{module.kernel_size[1]} convolution needs "
-                    "input_size=(H, W): the operator norm of a convolution depends on the input size"
-                )
-            kwargs = dict(stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups)
-            parametrization = SpectralNorm(weight, coeff, n_power_iterations, "conv", input_size, kwargs)
-            expected = parametrization.input_size
-
-            def _check_size(mod: nn.Module, args: tuple) -> None:
-                if tuple(args[0].shape[-2:]) != expected:
-                    raise ValueError(
-                        f"this spectral-normalised convolution was built for inputs of size {expected}, "
-                        f"got {tuple(args[0].shape[-2:])}; its Lipschitz bound holds only at the size it was built for"
-                    )
-
-            module.register_forward_pre_hook(_check_size)
-    else:
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
         raise TypeError(f"spectral_norm supports nn.Linear and nn.Conv2d, got {type(module).__name__}")
-    parametrize.register_parametrization(module, name, parametrization)
+    if isinstance(module, nn.Conv2d) and input_size is None and module.kernel_size != (1, 1):
+        raise ValueError(
+            f"spectral_norm of a {module.kernel_size[0]}×{module.kernel_size[1]} convolution needs "
+            "input_size=(H, W): the operator norm of a convolution depends on the input size"
+        )
+    geometry = layer_geometry(module, input_size)
+    if geometry.input_size is not None:
+        expected = geometry.input_size
+
+        def _check_size(mod: nn.Module, args: tuple) -> None:
+            if tuple(args[0].shape[-2:]) != expected:
+                raise ValueError(
+                    f"this spectral-normalised convolution was built for inputs of size {expected}, "
+                    f"got {tuple(args[0].shape[-2:])}; its Lipschitz bound holds only at the size it was built for"
+                )
+
+        module.register_forward_pre_hook(_check_size)
+    parametrize.register_parametrization(module, name, SpectralNorm(coeff, geometry))
     return module
 
 
@@ -240,34 +182,74 @@ def _spectral_parametrization(module: nn.Module) -> SpectralNorm | None:
     return None
 
 
-@torch.no_grad()
-def operator_norm(module: nn.Module, input_size: tuple[int, int] | None = None, max_dim: int = 8192) -> float:
-    """The exact operator norm ‖A‖₂ of a Linear or Conv2d layer's linear part (bias excluded).
-
-    For a convolution it is the largest singular value of the dense matrix of the convolution on inputs
-    of size ``input_size`` (zero padding, exactly what the layer computes); ``max_dim`` caps C·H·W.
-    """
-    weight = module.weight
+def _linear_map(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     if isinstance(module, nn.Linear):
-        return float(torch.linalg.matrix_norm(weight.double(), ord=2))
+        return lambda x: F.linear(x, module.weight)
+    return lambda x: module._conv_forward(x, module.weight, None)
+
+
+def _input_shape(module: nn.Module, input_size: tuple[int, int] | None) -> tuple[int, ...]:
+    if isinstance(module, nn.Linear):
+        return (module.in_features,)
     if not isinstance(module, nn.Conv2d):
-        raise TypeError(f"operator_norm supports nn.Linear and nn.Conv2d, got {type(module).__name__}")
+        raise TypeError(f"operator norms are for nn.Linear and nn.Conv2d, got {type(module).__name__}")
     if input_size is None:
         found = _spectral_parametrization(module)
         input_size = found.input_size if found is not None else None
     if input_size is None:
-        if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.groups == 1:
-            return float(torch.linalg.matrix_norm(weight.double().flatten(1), ord=2))
-        raise ValueError("pass input_size=(H, W): a convolution's operator norm depends on the input size")
-    channels = module.in_channels
-    dim = channels * input_size[0] * input_size[1]
+        if module.kernel_size == (1, 1) and module.padding_mode == "zeros":
+            input_size = (1, 1)  # a pointwise convolution's norm is its matrix's, at every size
+        else:
+            raise ValueError("pass input_size=(H, W): a convolution's operator norm depends on the input size")
+    return (module.in_channels, *(int(s) for s in input_size))
+
+
+@torch.no_grad()
+def operator_norm(module: nn.Module, input_size: tuple[int, int] | None = None, max_dim: int = 8192) -> float:
+    """The exact operator norm ‖A‖₂ of a Linear or Conv2d layer's linear part (bias excluded), in float64.
+
+    For a convolution: the largest singular value of the dense matrix of the layer's own convolution (its
+    padding and padding mode included) on inputs of size ``input_size`` (H, W), by default the size a
+    spectral-normalised layer was built for. For a spectral-normalised layer this is the norm of the weight it
+    uses. Raises ``ValueError`` without a known input size or when C·H·W > ``max_dim``.
+    """
+    shape = _input_shape(module, input_size)
+    dim = math.prod(shape)
     if dim > max_dim:
         raise ValueError(f"the dense operator has {dim} columns (> max_dim={max_dim}); use a smaller input_size")
-    basis = torch.eye(dim, dtype=torch.float64, device=weight.device).reshape(dim, channels, *input_size)
-    columns = F.conv2d(
-        basis, weight.double(), None, module.stride, module.padding, module.dilation, module.groups
-    ).reshape(dim, -1)
-    return float(torch.linalg.matrix_norm(columns, ord=2))
+    original = module.weight
+    basis = torch.eye(dim, dtype=torch.float64, device=original.device).reshape(dim, *shape)
+    weight = original.double()
+    if isinstance(module, nn.Linear):
+        columns = F.linear(basis, weight)
+    else:
+        columns = module._conv_forward(basis, weight, None)
+    return float(torch.linalg.matrix_norm(columns.reshape(dim, -1), ord=2))
+
+
+@torch.no_grad()
+def power_iteration_norm(
+    module: nn.Module, n_iterations: int, input_size: tuple[int, int] | None = None, seed: int = 0
+) -> float:
+    """σ̂ = ‖A v_n‖ after ``n_iterations`` power-iteration steps on AᵀA from a random unit v₀.
+
+    Since ‖Av‖ ≤ σ_max for every unit v, σ̂ is a **lower** bound on the operator norm and converges to it
+    from below: the classic spectral normalisation (Miyato et al., 2018; i-ResNet) divides by it, which is why
+    its layers can exceed c. Shown here for comparison, never used as a certificate.
+    """
+    check_positive_int(n_iterations, "n_iterations", minimum=0)
+    shape = _input_shape(module, input_size)
+    apply = _linear_map(module)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn((1, *shape), generator=generator, dtype=module.weight.dtype).to(module.weight.device)
+    v = v / v.norm()
+    for _ in range(n_iterations):
+        with torch.enable_grad():
+            probe = v.detach().requires_grad_(True)
+            image = apply(probe)
+            (adjoint,) = torch.autograd.grad(image, probe, image.detach())  # AᵀA v
+        v = adjoint / adjoint.norm().clamp_min(1e-30)
+    return float(apply(v).norm())
 
 
 _ONE_LIPSCHITZ = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity, nn.Softplus, nn.Dropout)
@@ -277,7 +259,7 @@ def lipschitz_bound(module: nn.Module) -> float:
     """A certified upper bound on Lip(module) w.r.t. the Euclidean norm, composed layer by layer.
 
     Known pieces: modules with their own ``lipschitz_bound()``; spectral-normalised Linear/Conv2d
-    (σ̂ after normalisation, at most ``coeff``); ``nn.Sequential`` (product); 1-Lipschitz activations
+    (the certified norm of the weights they use now, at most ``coeff``, in any mode); ``nn.Sequential`` (product); 1-Lipschitz activations
     (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish). Anything else raises
     ``ValueError`` instead of guessing.
     """
@@ -296,7 +278,7 @@ def lipschitz_bound(module: nn.Module) -> float:
                 f"{type(module).__name__} has no spectral-norm constraint, so its Lipschitz constant is not "
                 "controlled; wrap it with invattn.spectral_norm(module, coeff)"
             )
-        return min(float(found.sigma), found.coeff) if float(found.sigma) > 0 else found.coeff
+        return found.lipschitz_bound(module.parametrizations.weight.original)
     if isinstance(module, nn.ELU):
         return max(1.0, float(module.alpha))
     if isinstance(module, nn.LeakyReLU):
@@ -341,14 +323,9 @@ def estimate_lipschitz(
     """
     check_positive_int(n_iterations, "n_iterations")
     check_positive_int(pair_steps, "pair_steps", minimum=0)
-    if isinstance(fn, nn.Module) and any(isinstance(m, SpectralNorm) and m.training for m in fn.modules()):
-        raise ValueError(
-            "estimate_lipschitz measures a fixed function, but in training mode the spectral-norm power "
-            "iteration changes the weights at every call: call .eval() on the module first"
-        )
     x = x.detach()
     with torch.no_grad():
-        fn(x)  # settles anything deferred to the first call (e.g. a frozen power iteration) outside the transforms
+        fn(x)  # computes the certificates of the current weights once, outside the transforms
     generator = torch.Generator(device="cpu").manual_seed(seed)
     batch = x.shape[0]
 

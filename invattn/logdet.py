@@ -8,7 +8,13 @@ vector–Jacobian products. Estimators (one value per sample):
 * ``"exact"``: ``torch.func.jacrev`` + ``slogdet``, for small inputs and tests;
 * ``"series"``: the first ``n_terms`` terms (i-ResNet); biased, by at most d·(−ln(1−L) − Σ_{k≤n} L^k/k);
 * ``"roulette"``: Residual Flows' unbiased Russian-roulette estimator: ``n_exact_terms`` terms plus a random
-  number N of further terms, each reweighted by 1/P(N ≥ k − n_exact_terms).
+  number N of further terms, each reweighted by 1/P(N ≥ k − n_exact_terms). Unbiased is not enough: its
+  variance is finite when Σ_k L^{2k}/P(N ≥ k) < ∞ (term k is at most d·L^k/k for Lip(g) ≤ L, and the second
+  moment is Σ_{j,k} a_j a_k / P(N ≥ min(j, k))). For a geometric N with success probability p,
+  P(N ≥ k) = (1 − p)^{k−1}, so the condition is **L² < 1 − p**; Residual Flows' p = 0.5 meets it only for
+  L < 0.71. By default p is chosen from the block's certified bound, p = min(0.5, 1 − L), so the series
+  converges at rate L; a p that breaks the condition, a g without a certified bound, or a Poisson N (whose
+  tail shrinks faster than any L^{2k}, so no L > 0 guarantees it) raise a :class:`RouletteVarianceWarning`.
 
 ``neumann_gradient=True`` (series and roulette) back-propagates through one vector–Jacobian product only,
 using d ln det(I+J) = tr((I+J)⁻¹ dJ) with (I+J)⁻¹ = Σ_k (−J)^k, so memory stays flat in the number of terms.
@@ -17,13 +23,22 @@ using d ln det(I+J) = tr((I+J)⁻¹ dJ) with (I+J)⁻¹ = Σ_k (−J)^k, so memo
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
+from .lipschitz import lipschitz_bound
 
-__all__ = ["residual_logdet", "series_truncation_bound", "ESTIMATORS"]
+__all__ = [
+    "residual_logdet",
+    "series_truncation_bound",
+    "roulette_variance_is_finite",
+    "RouletteVarianceWarning",
+    "ESTIMATORS",
+]
 
 ESTIMATORS = ("exact", "series", "roulette")
 DISTRIBUTIONS = ("geometric", "poisson")
@@ -32,6 +47,59 @@ DISTRIBUTIONS = ("geometric", "poisson")
 def series_truncation_bound(lipschitz: float, n_terms: int, dim: int) -> float:
     """Worst-case |series − exact| for Lip(g) ≤ L: d·(−ln(1−L) − Σ_{k=1}^{n} L^k/k) (Behrmann et al., 2019)."""
     return dim * (-math.log1p(-lipschitz) - sum(lipschitz**k / k for k in range(1, n_terms + 1)))
+
+
+class RouletteVarianceWarning(RuntimeWarning):
+    """The roulette estimator's number-of-terms distribution does not guarantee a finite variance."""
+
+
+def roulette_variance_is_finite(lipschitz: float, distribution: str = "geometric", p: float = 0.5) -> bool:
+    """Whether Σ_k L^{2k}/P(N ≥ k) converges, the condition for a finite-variance roulette estimate with
+    Lip(g) ≤ L (module doc): L² < 1 − p for a geometric N; only L = 0 for a Poisson N."""
+    check_choice(distribution, "distribution", DISTRIBUTIONS)
+    if distribution == "geometric":
+        return lipschitz**2 < 1 - p
+    return lipschitz == 0
+
+
+def _certified_bound(g: Callable) -> float | None:
+    if not isinstance(g, nn.Module):
+        return None
+    try:
+        return lipschitz_bound(g)
+    except ValueError:
+        return None
+
+
+def _roulette_probability(g: Callable, distribution: str, p: float | None) -> float:
+    """The geometric p to use (chosen from g's certified bound when ``p`` is None), warning when the
+    variance is not guaranteed finite."""
+    bound = _certified_bound(g)
+    if distribution == "poisson":
+        if bound is None or bound > 0:
+            warnings.warn(
+                "a Poisson number of roulette terms has a tail that shrinks faster than any L^(2k): no Lipschitz "
+                "bound L > 0 guarantees a finite variance; use distribution='geometric'",
+                RouletteVarianceWarning, stacklevel=3,
+            )
+        return 0.5 if p is None else p
+    if p is None:
+        if bound is not None and bound < 1:
+            return min(0.5, 1.0 - bound)
+        p = 0.5
+        warnings.warn(
+            f"g has no certified Lipschitz bound below 1, so p = {p} cannot be checked: the roulette's variance "
+            "is finite only if Lip(g)^2 < 1 - p; pass p explicitly",
+            RouletteVarianceWarning, stacklevel=3,
+        )
+        return p
+    if bound is not None and not roulette_variance_is_finite(bound, "geometric", p):
+        warnings.warn(
+            f"p = {p} with Lip(g) <= {bound:.4g}: the roulette's variance is finite only if Lip(g)^2 < 1 - p "
+            f"(here {bound ** 2:.3g} >= {1 - p:.3g}); use p < {1 - bound ** 2:.3g}, or leave p=None to choose it",
+            RouletteVarianceWarning, stacklevel=3,
+        )
+    return p
 
 
 def _tail_probability(k: int, distribution: str, p: float, lam: float) -> float:
@@ -64,7 +132,7 @@ def residual_logdet(
     n_probes: int = 1,
     n_exact_terms: int = 2,
     distribution: str = "geometric",
-    p: float = 0.5,
+    p: float | None = None,
     lam: float = 2.0,
     probe: str = "gaussian",
     neumann_gradient: bool = False,
@@ -73,7 +141,8 @@ def residual_logdet(
     """Return ``(g(x), logdet)`` with logdet[b] an estimate of ln|det(I + J_g(x_b))|.
 
     ``n_terms``: series length (``"series"``). ``n_exact_terms``, ``distribution`` (geometric with ``p`` or
-    Poisson with ``lam``): the roulette estimator. ``n_probes`` Hutchinson probes (``probe`` = "gaussian"
+    Poisson with ``lam``): the roulette estimator; ``p=None`` chooses p = min(0.5, 1 − L) from g's certified
+    bound L, which keeps the variance finite (module doc). ``n_probes`` Hutchinson probes (``probe`` = "gaussian"
     or "rademacher") are averaged; ``probe="basis"`` sums over all d basis vectors instead, giving exact
     traces (d times the cost; for small inputs, tests and lessons). Gradients flow to ``x`` and to g's
     parameters when grad is enabled.
@@ -84,7 +153,7 @@ def residual_logdet(
     check_positive_int(n_terms, "n_terms")
     check_positive_int(n_probes, "n_probes")
     check_positive_int(n_exact_terms, "n_exact_terms", minimum=0)
-    if not 0 < p < 1:
+    if p is not None and not 0 < p < 1:
         raise ValueError(f"p (geometric success probability) must be in (0, 1), got {p}")
     check_positive_float(lam, "lam")
     check_finite(x, "x")
@@ -95,6 +164,7 @@ def residual_logdet(
     if estimator == "series":
         weights = [1.0] * n_terms
     else:
+        p = _roulette_probability(g, distribution, p)
         extra = _sample_terms(distribution, p, lam, generator)
         weights = [
             1.0 / _tail_probability(k - n_exact_terms, distribution, p, lam)

@@ -38,7 +38,6 @@ class FlowConfig:
     strides: tuple[int, ...] = (1, 2, 2)
     width: int = 512
     coeff: float = 0.9
-    n_power_iterations: int = 5
     activation: str = "elu"  # "elu" (i-ResNet) or "lipswish" (Residual Flows)
     actnorm: bool = True
     attention: tuple[str | None, ...] = ("concat", None, None)  # a kind of invattn.KINDS per scale, or None
@@ -76,7 +75,8 @@ class FlowConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "FlowConfig":
         tuples = {k: tuple(v) for k, v in values.items() if k in ("blocks", "strides", "attention")}
-        return cls(**{**values, **tuples})
+        known = {k: v for k, v in {**values, **tuples}.items() if k != "n_power_iterations"}  # older checkpoints
+        return cls(**known)
 
 
 PRESETS: dict[str, FlowConfig] = {
@@ -91,11 +91,11 @@ PRESETS: dict[str, FlowConfig] = {
 }
 
 
-def conv_branch(channels: int, width: int, size: int, coeff: float, n_power_iterations: int,
+def conv_branch(channels: int, width: int, size: int, coeff: float,
                 activation: str = "elu", input_nonlinearity: bool = True) -> nn.Sequential:
     """g = [act] SN-conv3×3 (C→width) → act → SN-conv1×1 → act → SN-conv3×3 (width→C), each norm ≤ coeff."""
     act = (lambda: nn.ELU()) if activation == "elu" else (lambda: LipSwish())  # noqa: E731
-    sn = lambda conv, input_size=None: spectral_norm(conv, coeff, n_power_iterations, input_size=input_size)  # noqa: E731
+    sn = lambda conv, input_size=None: spectral_norm(conv, coeff, input_size=input_size)  # noqa: E731
     layers = [act()] if input_nonlinearity else []
     layers += [
         sn(nn.Conv2d(channels, width, 3, padding=1), (size, size)), act(),
@@ -149,7 +149,7 @@ class ResidualFlow(nn.Module):
                 channels, size = channels * 4, size // 2
             steps = nn.ModuleList()
             for i in range(n_blocks):
-                g = conv_branch(channels, config.width, size, config.coeff, config.n_power_iterations,
+                g = conv_branch(channels, config.width, size, config.coeff,
                                 config.activation, input_nonlinearity=(index > 0 or i > 0))
                 steps.append(FlowStep(InvertibleResidual(g), channels, config.actnorm))
             attention = None

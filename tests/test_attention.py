@@ -120,13 +120,18 @@ def test_module_gradients(kind):
 
 
 @pytest.mark.parametrize("mode", ["sum", "dot"])
-@pytest.mark.parametrize("kernel,shift", [("exp", None), ("exp", 2.0), ("elu1", None)])
-def test_lean_core_gradients_and_second_derivatives(mode, kernel, shift):
+@pytest.mark.parametrize("kernel,offset", [("exp", 0.0), ("exp", 300.0), ("elu1", 0.0), ("elu1", -300.0)])
+def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset):
+    """Exact first and second derivatives, also where every score of a row is far from 0 (the row shift)."""
     shape = (2, 5) if mode == "sum" else (2, 3, 5)
     values = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
     left = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     right = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, shift, v, a, b)  # noqa: E731
+    if mode == "sum":
+        fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, v, a + offset, b)  # noqa: E731
+    else:  # one extra coordinate carries the offset into every score
+        pad = lambda t, value: torch.cat([t, torch.full_like(t[:, :1], value)], dim=1)  # noqa: E731
+        fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, v, pad(a, offset), pad(b, 1.0))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (values, left, right))
     assert torch.autograd.gradgradcheck(fn, (values, left, right))
 

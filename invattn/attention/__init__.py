@@ -66,7 +66,7 @@ def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = 
     paper kinds) returns the original formulation, whose bound is ``inf`` (see :class:`PaperAttention`).
     ``options`` go to the kind's class: :class:`KernelAttention` (``reduction``, ``radius``,
     ``value_radius``, ``temperature``), :class:`L2Attention` (``reduction``, ``temperature``),
-    :class:`LipNormAttention` (``reduction``), :class:`PaperAttention` (``reduction``, ``n_power_iterations``).
+    :class:`LipNormAttention` (``reduction``), :class:`PaperAttention` (``reduction``).
     """
     check_choice(kind, "kind", KINDS)
     check_choice(variant, "variant", ("certified", "paper"))

@@ -3,7 +3,6 @@ the domain projections, and :class:`CertifiedAttention`, which turns a kind's bo
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -19,9 +18,24 @@ def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
+# Relative margin on every float64 SVD norm: LAPACK's backward error is O(n·u) ≈ 1e-14 for these sizes.
+NORM_MARGIN = 1e-12
+
+
 def _norm2(matrix: torch.Tensor) -> torch.Tensor:
-    """Exact spectral norm (largest singular value), differentiable."""
-    return torch.linalg.matrix_norm(matrix, ord=2)
+    """Spectral norm (largest singular value) in float64, raised by ``NORM_MARGIN``: a certified upper bound of
+    the exact norm of the stored weights (a float32 weight converts to float64 exactly). Differentiable."""
+    return torch.linalg.matrix_norm(matrix.to(torch.float64), ord=2) * (1 + NORM_MARGIN)
+
+
+def _plain_evaluation(t: torch.Tensor) -> bool:
+    """True when nothing differentiates through ``t`` (no autograd graph, no torch.func transform, no forward-mode
+    dual): only then may buffers be overwritten in place."""
+    if torch._C._are_functorch_transforms_active():
+        return False
+    if torch.is_grad_enabled() and t.requires_grad:
+        return False
+    return torch.autograd.forward_ad._current_level < 0
 
 
 def _project_to_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
@@ -40,26 +54,38 @@ def _affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) ->
     return out if bias is None else out + bias[:, None]
 
 
-def _row_normalise(scores: torch.Tensor, kernel: str, shift: float | None = None) -> torch.Tensor:
-    """P_ji = k(s_ji) / Σ_l k(s_jl) for the positive kernel ``exp`` or ``elu1`` (ELU(s) + 1).
+def _row_shift(scores: torch.Tensor, kernel: str) -> torch.Tensor:
+    """What to subtract from each row of scores before the kernel so no row underflows to 0/0 or overflows.
 
-    Without autograd the scores buffer is overwritten in place, so an attention map costs one N×N
-    buffer per sample; with autograd the ops are out of place. ``shift`` (exp only) is subtracted before
-    exponentiating: the known score bound for certified kinds, the row maximum otherwise.
+    exp: the row maximum (softmax is shift-invariant; the largest weight becomes 1). ELU + 1: min(row max, 0).
+    If a row's maximum is negative, every score in it is, where ELU(s) + 1 = eˢ: shifting by that maximum
+    scales the whole row by one factor, which the normalisation cancels; otherwise the row already holds a
+    weight ≥ 1 and nothing is shifted. Either way the result is the same P, in float32 for every score range.
     """
-    in_place = not (torch.is_grad_enabled() and scores.requires_grad)
-    if kernel == "exp":
-        offset = scores.detach().amax(dim=-1, keepdim=True) if shift is None else shift
-        if in_place:
-            weights = scores.sub_(offset).exp_()
-        else:
-            weights = torch.exp(scores - offset)
-    elif kernel == "elu1":
-        weights = F.elu(scores, inplace=True).add_(1.0) if in_place else F.elu(scores) + 1.0
-    else:  # pragma: no cover - guarded by the constructors
+    top = scores.detach().amax(dim=-1, keepdim=True)
+    return top if kernel == "exp" else top.clamp(max=0.0)
+
+
+def _row_normalise(scores: torch.Tensor, kernel: str) -> torch.Tensor:
+    """P_ji = k(s_ji) / Σ_l k(s_jl) for the positive kernel ``exp`` or ``elu1`` (ELU(s) + 1), stably (``_row_shift``).
+
+    When nothing differentiates through it the scores buffer is overwritten in place, so an attention map costs
+    one N×N buffer per sample; otherwise (autograd, torch.func, forward-mode AD) the ops are out of place.
+    """
+    in_place = _plain_evaluation(scores)
+    shift = _row_shift(scores, kernel)
+    if kernel not in ("exp", "elu1"):  # pragma: no cover - guarded by the constructors
         raise ValueError(kernel)
-    total = weights.sum(dim=-1, keepdim=True)
-    return weights.div_(total) if in_place else weights / total
+    if in_place:
+        scores.sub_(shift)
+        weights = scores.exp_() if kernel == "exp" else F.elu(scores, inplace=True).add_(1.0)
+        return weights.div_(weights.sum(dim=-1, keepdim=True))
+    shifted = scores - shift
+    if kernel == "exp":
+        weights = torch.exp(shifted)
+    else:  # a shifted row is all ≤ 0, where ELU + 1 is exp: say so, so its largest entry isn't on ELU's kink at 0
+        weights = torch.where(shift < 0, torch.exp(shifted), F.elu(shifted) + 1.0)
+    return weights / weights.sum(dim=-1, keepdim=True)
 
 
 @dataclass(frozen=True)
@@ -70,7 +96,6 @@ class _Core:
 
     mode: str
     kernel: str
-    shift: float | None
     values: torch.Tensor
     left: torch.Tensor
     right: torch.Tensor
@@ -79,14 +104,14 @@ class _Core:
         return _scores(self.mode, self.left, self.right)
 
     def weights(self) -> torch.Tensor:
-        return _row_normalise(self.scores(), self.kernel, self.shift)
+        return _row_normalise(self.scores(), self.kernel)
 
     def output(self) -> torch.Tensor:
-        if torch._C._are_functorch_transforms_active():
-            # torch.func (jvp, vjp, jacrev) can't see inside a custom autograd.Function without extra rules;
-            # there the plain differentiable ops are used (same numbers, more memory).
+        if torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0:
+            # torch.func (jvp, vjp, jacrev) and forward-mode AD can't see inside a custom autograd.Function
+            # without extra rules; there the plain differentiable ops are used (same numbers, more memory).
             return torch.bmm(self.values, self.weights().transpose(1, 2))
-        return _AttentionCore.apply(self.mode, self.kernel, self.shift, self.values, self.left, self.right)
+        return _AttentionCore.apply(self.mode, self.kernel, self.values, self.left, self.right)
 
 
 def _scores(mode: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -105,29 +130,30 @@ class _AttentionCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mode, kernel, shift, values, left, right):  # noqa: D102
-        ctx.config = (mode, kernel, shift)
+    def forward(ctx, mode, kernel, values, left, right):  # noqa: D102
+        ctx.config = (mode, kernel)
         ctx.save_for_backward(values, left, right)
-        weights = _row_normalise(_scores(mode, left, right), kernel, shift)
+        weights = _row_normalise(_scores(mode, left, right), kernel)
         return torch.bmm(values, weights.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        mode, kernel, shift = ctx.config
+        mode, kernel = ctx.config
         values, left, right = ctx.saved_tensors
-        needs = ctx.needs_input_grad[3:]
+        needs = ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():
             # Fresh aliases: the saved tensors may depend on one another (the same x feeds queries, keys and
             # values), and a gradient with respect to the saved tensors themselves would then count those
             # paths twice. The aliases stay attached to the graph, so the result is differentiable again.
             values, left, right = (t.view_as(t) if t.requires_grad else t for t in (values, left, right))
             wanted = [t for t, need in zip((values, left, right), needs) if need]
-            out = torch.bmm(values, _row_normalise(_scores(mode, left, right), kernel, shift).transpose(1, 2))
+            out = torch.bmm(values, _row_normalise(_scores(mode, left, right), kernel).transpose(1, 2))
             found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
-            return (None, None, None, *[next(found) if need else None for need in needs])
+            return (None, None, *[next(found) if need else None for need in needs])
         weights = _scores(mode, left, right)  # buffer 1: scores → kernel values → P, in place
+        weights.sub_(_row_shift(weights, kernel))
         if kernel == "exp":
-            weights.sub_(weights.amax(dim=-1, keepdim=True) if shift is None else shift).exp_()
+            weights.exp_()
         else:
             F.elu(weights, inplace=True).add_(1.0)
         total = weights.sum(dim=-1, keepdim=True)
@@ -142,7 +168,7 @@ class _AttentionCore(torch.autograd.Function):
             dmap.sub_(row[:, :, None])
             if kernel == "exp":  # k' = k, so k'/Z = P
                 dmap.mul_(weights)
-            else:  # ELU + 1: k' = min(k, 1), so k'/Z = min(P, 1/Z)
+            else:  # ELU + 1 (after the shift): k' = min(k, 1), so k'/Z = min(P, 1/Z)
                 dmap.mul_(torch.minimum(weights, total.reciprocal(), out=weights))
             if mode == "sum":
                 grad_left = dmap.sum(dim=-1) if needs[1] else None
@@ -150,7 +176,7 @@ class _AttentionCore(torch.autograd.Function):
             else:
                 grad_left = torch.bmm(right, dmap.transpose(1, 2)) if needs[1] else None
                 grad_right = torch.bmm(left, dmap) if needs[2] else None
-        return None, None, None, grad_values, grad_left, grad_right
+        return None, None, grad_values, grad_left, grad_right
 
 
 def _check_input(x: torch.Tensor, channels: int) -> None:
@@ -190,32 +216,52 @@ class CertifiedAttention(nn.Module):
 
     # -- the certificate ---------------------------------------------------------------------------
     def _raw_bound(self, n_positions: int | None) -> torch.Tensor:
+        """‖W_o‖·L_attn in float64 from the stored weights (every norm an upper bound, see ``_norm2``)."""
         with torch.autocast(device_type=self.out_weight.device.type, enabled=False):  # the bound in full precision
-            return _norm2(self.out_weight) * self._attention_bound(n_positions)
+            return _norm2(self.out_weight) * self._attention_bound(n_positions).to(torch.float64)
 
     @torch.no_grad()
     def raw_lipschitz_bound(self, n_positions: int | None = None) -> float:
         """‖W_o‖·L_attn before the output gain, from the current weights (float64). It moves with training;
         the gain divides it down to ``coeff`` whenever it is larger."""
-        return float(self._bound_float64(n_positions))
-
-    def _bound_float64(self, n_positions: int | None) -> torch.Tensor:
-        # In float64 (exact norms of the float32 weights), on a copy: the projections are small matrices.
-        return copy.deepcopy(self).double()._raw_bound(n_positions)
+        return float(self._raw_bound(n_positions))
 
     def lipschitz_bound(self, n_positions: int | None = None) -> float:
-        """Certified L with Lip(g) ≤ L ≤ coeff for every input: min(coeff, ‖W_o‖·L_attn).
+        """Certified L with Lip(g) ≤ L ≤ coeff for every input: ‖W_o‖·L_attn times the gain actually applied.
 
-        For kinds whose L_attn depends on N (``"l2"``), pass ``n_positions`` for the bound at that size;
-        without it the bound is the one that holds for every N.
+        The gain is the float64 value coeff/max(coeff, ‖W_o‖·L_attn) lowered by 2u (u the unit roundoff of the
+        weights' dtype) before rounding to that dtype, so the rounded gain never exceeds the float64 one and
+        L ≤ coeff·(1 − u). For kinds whose L_attn depends on N (``"l2"``), pass ``n_positions`` for the bound at
+        that size; without it the bound is the one that holds for every N (``coeff`` for l2, whose gain is
+        then the only control).
         """
         if n_positions is not None:
             check_positive_int(n_positions, "n_positions")
-        return min(self.coeff, self.raw_lipschitz_bound(n_positions))
+        with torch.no_grad():
+            raw = self._raw_bound(n_positions)
+            if not math.isfinite(float(raw)):
+                if n_positions is None:
+                    return self.coeff  # no N-free bound of ‖W_o‖·L_attn: the gain at each N keeps Lip(g) ≤ coeff
+                return 0.0  # the gain is 0: g is the constant bias
+            applied = float(self._gain64(raw).to(self.out_weight.dtype))
+        return float(raw) * applied
+
+    def _gain64(self, raw: torch.Tensor) -> torch.Tensor:
+        u = torch.finfo(self.out_weight.dtype).eps / 2
+        return self.coeff * (1 - 2 * u) / torch.clamp(raw, min=self.coeff)
 
     def gain(self, n_positions: int) -> torch.Tensor:
-        """The output gain coeff / max(coeff, ‖W_o‖·L_attn) at N = ``n_positions`` (differentiable)."""
-        return self.coeff / torch.clamp(self._raw_bound(n_positions), min=self.coeff)
+        """The output gain coeff(1 − 2u)/max(coeff, ‖W_o‖·L_attn) at N = ``n_positions``, computed in float64
+        and rounded to the weights' dtype (differentiable; 0 if the bound overflows float64)."""
+        raw = self._raw_bound(n_positions)
+        if raw.requires_grad:
+            # The value from the same no-grad computation lipschitz_bound() reports (an SVD with vectors may round
+            # differently in the last bit, and the rounded gain with it); the gradient from the tracked one.
+            with torch.no_grad():
+                value = self._raw_bound(n_positions)
+            tracked = raw - raw.detach()  # 0 in value; NaN where the bound overflowed (inf − inf): then no gradient
+            raw = value + torch.where(torch.isfinite(value), tracked, torch.zeros_like(tracked))
+        return self._gain64(raw).to(self.out_weight.dtype)
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,8 +51,8 @@ class KernelAttention(CertifiedAttention):
     def score_bound(self) -> torch.Tensor:
         """B with |s_ji| ≤ B for every input: τr² (dot kinds), r·(‖w_q‖ + ‖w_k‖) (concat; follows the weights)."""
         if self.kind == "concat":
-            return self.radius * (self.query_score.norm() + self.key_score.norm())
-        return self.value_weight.new_tensor(self.temperature * self.radius**2)
+            return self.radius * (self.query_score.double().norm() + self.key_score.double().norm())
+        return torch.tensor(self.temperature * self.radius**2, dtype=torch.float64, device=self.value_weight.device)
 
     def _sqrt_kernel_ratio(self, bound: torch.Tensor) -> torch.Tensor:
         """√ρ, ρ = max k(s) / min k(s) over |s| ≤ B: every weight P_ji ≤ ρ/N, so P's column sums are ≤ ρ."""
@@ -63,9 +63,9 @@ class KernelAttention(CertifiedAttention):
     def _score_sensitivities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """L_a, L_b with ‖dS‖_F ≤ √N·(L_a‖dX‖ + L_b‖dX‖)."""
         if self.kind == "concat":
-            return self.query_score.norm() * _norm2(self.query_weight), self.key_score.norm() * _norm2(self.key_weight)
+            return self.query_score.double().norm() * _norm2(self.query_weight), self.key_score.double().norm() * _norm2(self.key_weight)
         if self.kind == "gaussian":
-            one = self.value_weight.new_tensor(self.temperature * self.radius)
+            one = torch.tensor(self.temperature * self.radius, dtype=torch.float64, device=self.value_weight.device)
             return one, one
         scale = self.temperature * self.radius
         return scale * _norm2(self.query_weight), scale * _norm2(self.key_weight)
@@ -86,9 +86,8 @@ class KernelAttention(CertifiedAttention):
             # w_qᵀq_j + w_kᵀk_i by broadcasting two N-vectors: never the [B, 2d, N, N] concatenation.
             a = torch.einsum("d,bdn->bn", self.query_score, queries)
             b = torch.einsum("d,bdn->bn", self.key_score, keys)
-            return _Core("sum", self.kernel, None, values, a, b)
-        shift = self.temperature * self.radius**2  # |s| ≤ B: exp(s − B) ≤ 1 never overflows
-        return _Core("dot", self.kernel, shift, values, self.temperature * queries, keys)
+            return _Core("sum", self.kernel, values, a, b)
+        return _Core("dot", self.kernel, values, self.temperature * queries, keys)
 
     def extra_repr(self) -> str:
         return (

@@ -62,7 +62,7 @@ class L2Attention(CertifiedAttention):
         squares = queries.square().sum(dim=1, keepdim=True)
         left = torch.cat([2 * tau * queries, torch.ones_like(squares)], dim=1)
         right = torch.cat([queries, -tau * squares], dim=1)
-        return _Core("dot", "exp", None, queries, left, right)  # average the d-dim queries, then map by M
+        return _Core("dot", "exp", queries, left, right)  # average the d-dim queries, then map by M
 
     def _post(self, attended: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.value_weight, attended)

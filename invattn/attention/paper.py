@@ -27,13 +27,13 @@ class PaperAttention(nn.Module):
     :meth:`local_lipschitz_bound` gives the bound that holds on inputs with ‖x_i‖ ≤ R.
     """
 
-    def __init__(self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4, n_power_iterations: int = 5) -> None:
+    def __init__(self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4) -> None:
         super().__init__()
         self.kind = check_choice(kind, "kind", PAPER_KINDS)
         self.channels = check_positive_int(channels, "channels")
         self.coeff = check_coeff(coeff)
         self.head_dim = d = max(1, channels // check_positive_int(reduction, "reduction"))
-        sn = lambda module, c=coeff: spectral_norm(module, coeff=c, n_power_iterations=n_power_iterations)  # noqa: E731
+        sn = lambda module, c=coeff: spectral_norm(module, coeff=c)  # noqa: E731
         if kind != "gaussian":
             self.query = sn(nn.Conv2d(channels, d, 1))
             self.key = sn(nn.Conv2d(channels, d, 1))

@@ -1,0 +1,399 @@
+"""Certificates that hold in every workflow: each bound the library reports is an upper bound of the function it
+evaluates, after any change of the weights, in training and eval mode, under torch.func, in float32.
+
+The first block reproduces the six failures of the power-iteration version, each asserting the right value.
+"""
+
+import copy
+import io
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import invattn as ia
+from invattn.logdet import RouletteVarianceWarning, residual_logdet, roulette_variance_is_finite
+from invattn.models import PRESETS, ResidualFlow
+from invattn.norms import certify_operator_norm, layer_geometry
+
+
+def _original(layer: nn.Module) -> torch.Tensor:
+    return layer.parametrizations.weight.original
+
+
+def _relative_errors(x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """‖x̂ − x‖/‖y‖ per sample: the quantity ``InverseInfo.error_bound`` certifies."""
+    return (x_hat - x).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+
+
+# -- 1. weights changed in eval mode ----------------------------------------------------------------------------
+@pytest.mark.parametrize("write", ["copy_", "data"])
+def test_eval_mode_sees_a_weight_change(write):
+    torch.manual_seed(0)
+    layer = ia.spectral_norm(nn.Linear(4, 4), 0.9).double().eval()
+    layer(torch.randn(1, 4, dtype=torch.float64))  # certificate of the initial weights
+    new = 10 * torch.randn(4, 4, dtype=torch.float64)
+    if write == "copy_":  # an optimiser step or load_state_dict
+        with torch.no_grad():
+            _original(layer).copy_(new)
+    else:  # an EMA swap through .data, which no version counter sees
+        _original(layer).data.copy_(new)
+    assert float(torch.linalg.matrix_norm(new, 2)) > 10  # the raw weight is far above c
+    assert ia.operator_norm(layer) <= ia.lipschitz_bound(layer) <= 0.9
+    assert ia.operator_norm(layer) == pytest.approx(0.9, rel=1e-6)
+
+
+def test_logdet_series_of_an_eval_block_after_a_weight_change_is_within_its_truncation_bound():
+    torch.manual_seed(0)
+    block = ia.InvertibleResidual(nn.Sequential(ia.spectral_norm(nn.Linear(4, 4), 0.9), nn.ELU())).double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    block.forward_and_logdet(x)
+    with torch.no_grad():
+        _original(block.g[0]).copy_(10 * torch.randn(4, 4, dtype=torch.float64))
+    exact = ia.logdet(block, x, "exact")
+    series = ia.logdet(block, x, "series", n_terms=10, probe="basis")
+    bound = ia.series_truncation_bound(block.lipschitz_bound(), 10, 4)
+    assert torch.all((series - exact).abs() <= bound)
+
+
+# -- 2. training mode -------------------------------------------------------------------------------------------
+def test_training_mode_conv_after_a_perturbation_is_certified():
+    torch.manual_seed(0)
+    conv = ia.spectral_norm(nn.Conv2d(4, 16, 3, padding=1), 0.9, input_size=(6, 6)).double()
+    with torch.no_grad():
+        _original(conv).add_(0.3 * torch.randn_like(_original(conv)))
+    assert conv.training
+    assert ia.operator_norm(conv) <= ia.lipschitz_bound(conv) <= 0.9
+
+
+def test_adam_training_never_exceeds_coeff():
+    torch.manual_seed(0)
+    g = nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(5, 5)), nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(5, 5)),
+    ).double()
+    optimizer = torch.optim.Adam(g.parameters(), lr=3e-2)
+    x, target = torch.randn(4, 2, 5, 5, dtype=torch.float64), 5 * torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    for _ in range(15):
+        loss = (g(x) - target).square().mean()  # pulls the weights up against the constraint
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for conv in (g[0], g[2]):
+            assert ia.operator_norm(conv) <= ia.lipschitz_bound(conv) <= 0.9
+
+
+def test_inverse_in_training_mode_reports_an_error_bound_that_holds():
+    torch.manual_seed(0)
+    g = nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(6, 6)), nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(6, 6)),
+    )
+    block = ia.InvertibleResidual(g).double()
+    with torch.no_grad():
+        for conv in (g[0], g[2]):
+            _original(conv).add_(0.3 * torch.randn_like(_original(conv)))
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y = block(x)
+    x_hat, info = block.inverse(y, return_info=True)
+    assert block.training and info.converged
+    assert float(_relative_errors(x_hat, x, y).max()) <= info.error_bound
+
+
+# -- 3. torch.func -----------------------------------------------------------------------------------------------
+def _func_modules():
+    size = (4, 4)
+    conv_block = ia.InvertibleResidual(nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(4, 8, 3, padding=1), 0.9, input_size=size), nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(8, 4, 1), 0.9),
+    ))
+    modules = {"conv block": conv_block, "linear": ia.spectral_norm(nn.Conv2d(4, 4, 1), 0.9)}
+    for kind in ia.KINDS:
+        modules[kind] = ia.InvertibleResidual(ia.make_attention(kind, 4, reduction=2))
+    return modules
+
+
+@pytest.mark.parametrize("name", list(_func_modules()))
+def test_torch_func_transforms_work_in_eval_mode_from_the_first_call(name):
+    torch.manual_seed(0)
+    module = _func_modules()[name].double().eval()  # freshly .eval()-ed: no forward has run yet
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    tangent = torch.randn_like(x)
+    _, jv = torch.func.jvp(module, (x,), (tangent,))
+    _, vjp_fn = torch.func.vjp(module, x)
+    (vj,) = vjp_fn(tangent)
+    jacobian = torch.func.jacrev(module)(x[:1]).reshape(x[0].numel(), x[0].numel())
+    batched = torch.func.vmap(module)(x[:, None]).squeeze(1)
+    assert torch.allclose(batched, module(x))
+    assert torch.allclose(jacobian @ tangent[0].flatten(), jv[0].flatten())
+    assert torch.allclose(jacobian.t() @ tangent[0].flatten(), vj[0].flatten())
+
+
+@pytest.mark.parametrize("kind", ia.KINDS)
+def test_jvp_then_backward_through_every_attention_kind(kind):
+    torch.manual_seed(0)
+    g = ia.make_attention(kind, 4, reduction=2).double()
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    tangent = torch.randn_like(x)
+    out, jv = torch.func.jvp(g, (x,), (tangent,))
+    (out.square().sum() + jv.square().sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in g.parameters() if p.requires_grad and p is not g.out_bias)
+
+
+# -- 4. float32 overflow -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["dot", "embedded_gaussian", "gaussian"])
+@pytest.mark.parametrize("temperature", [1.0, 60.0, 200.0, 2000.0])
+def test_exp_kernels_are_finite_in_float32_for_every_temperature(kind, temperature):
+    torch.manual_seed(0)
+    g = ia.make_attention(kind, 8, coeff=0.9, temperature=temperature, radius=1.0)
+    x = 50 * torch.randn(2, 8, 4, 4)
+    out = g(x)
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(g.attention_map(x)).all()
+    assert 0.0 <= g.lipschitz_bound() <= 0.9
+    # the float32 output equals the float64 one to float32 accuracy: the shift changes no weight
+    reference = copy.deepcopy(g).double()(x.double())
+    assert torch.allclose(out.double(), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ia.KINDS)
+def test_float32_gain_never_exceeds_the_float64_certificate(kind):
+    torch.manual_seed(0)
+    for trial in range(20):
+        g = ia.make_attention(kind, 8, coeff=0.9)
+        with torch.no_grad():
+            for p in g.parameters():
+                p.mul_(1 + trial)  # push the raw bound above coeff: the gain is active
+        with torch.no_grad():
+            raw = g._raw_bound(16)  # float64
+        gain = g.gain(16)
+        assert gain.dtype == torch.float32
+        assert float(gain) <= 0.9 / max(0.9, float(raw))
+        assert float(raw) * float(gain) <= g.lipschitz_bound(16) <= 0.9
+
+
+# -- 5. conv options --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "options,size",
+    [
+        (dict(kernel_size=3, padding="same"), (8, 8)),
+        (dict(kernel_size=4, padding="same"), (7, 6)),
+        (dict(kernel_size=3, padding="valid"), (8, 8)),
+        (dict(kernel_size=3, padding=1, padding_mode="circular"), (6, 6)),
+        (dict(kernel_size=(3, 5), padding=(1, 2), stride=(2, 1)), (7, 8)),
+        (dict(kernel_size=3, padding=2, dilation=2), (8, 8)),
+        (dict(kernel_size=3, padding=1, groups=2), (6, 6)),
+        (dict(kernel_size=1, stride=2), (6, 6)),
+        (dict(kernel_size=2, padding=3, stride=3), (5, 5)),
+    ],
+)
+def test_every_conv_configuration_is_certified(options, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, **options).double()
+    with torch.no_grad():
+        conv.weight.mul_(4)
+    raw = ia.operator_norm(conv, input_size=size)
+    geometry = layer_geometry(conv, size)
+    assert certify_operator_norm(conv.weight, geometry).sigma >= raw
+    ia.spectral_norm(conv, 0.9, input_size=size)
+    assert ia.operator_norm(conv) <= ia.lipschitz_bound(conv) <= 0.9
+    assert conv(torch.randn(2, 4, *size, dtype=torch.float64)).shape[0] == 2
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_padding_modes_without_a_bound_are_refused_by_name(mode):
+    with pytest.raises(ValueError, match=f"padding_mode='{mode}'"):
+        ia.spectral_norm(nn.Conv2d(4, 4, 3, padding=1, padding_mode=mode), 0.9, input_size=(6, 6))
+
+
+def test_circular_padding_that_wraps_twice_is_refused():
+    with pytest.raises(ValueError, match="circular"):
+        ia.spectral_norm(nn.Conv2d(2, 2, 3, padding=3, padding_mode="circular"), 0.9, input_size=(4, 4))
+
+
+# -- 6. roulette variance ---------------------------------------------------------------------------------------
+def _linear_block(coeff):
+    torch.manual_seed(0)
+    return ia.InvertibleResidual(ia.spectral_norm(nn.Linear(5, 5), coeff)).double()
+
+
+def test_roulette_default_distribution_has_finite_variance_for_the_certified_bound():
+    block = _linear_block(0.95)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RouletteVarianceWarning)
+        block.forward_and_logdet(x, "roulette", generator=torch.Generator().manual_seed(0))
+    assert roulette_variance_is_finite(block.lipschitz_bound(), "geometric", min(0.5, 1 - block.lipschitz_bound()))
+
+
+def test_roulette_warns_when_p_breaks_the_variance_condition():
+    block = _linear_block(0.95)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    assert not roulette_variance_is_finite(block.lipschitz_bound(), "geometric", 0.5)
+    with pytest.warns(RouletteVarianceWarning, match=r"Lip\(g\)\^2 < 1 - p"):
+        block.forward_and_logdet(x, "roulette", p=0.5, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RouletteVarianceWarning, match="Poisson"):
+        block.forward_and_logdet(x, "roulette", distribution="poisson", generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RouletteVarianceWarning, match="no certified Lipschitz bound"):
+        residual_logdet(lambda z: 0.1 * torch.tanh(z), x, "roulette", generator=torch.Generator().manual_seed(0))
+
+
+# -- property tests: certified bound ≥ exact norm, and how far above -----------------------------------------
+TIGHTNESS: list[float] = []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    in_channels=st.integers(1, 4), out_per_group=st.integers(1, 4), groups=st.sampled_from([1, 2]),
+    kh=st.integers(1, 5), kw=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+    pad_h=st.integers(0, 4), pad_w=st.integers(0, 4), circular=st.booleans(),
+    height=st.integers(1, 8), width=st.integers(1, 8), float64=st.booleans(), seed=st.integers(0, 10_000),
+)
+def test_property_conv_certified_bound_is_above_the_exact_norm(
+    in_channels, out_per_group, groups, kh, kw, stride, dilation, pad_h, pad_w, circular, height, width, float64, seed
+):
+    torch.manual_seed(seed)
+    dtype = torch.float64 if float64 else torch.float32
+    conv = nn.Conv2d(in_channels * groups, out_per_group * groups, (kh, kw), stride=stride, dilation=dilation,
+                     padding=(pad_h, pad_w), groups=groups, padding_mode="circular" if circular else "zeros").to(dtype)
+    size = (height, width)
+    try:
+        geometry = layer_geometry(conv, size)
+        raw = ia.operator_norm(conv, input_size=size)
+    except (ValueError, RuntimeError):  # a kernel larger than the padded input, or a refused circular padding
+        return
+    sigma = certify_operator_norm(conv.weight, geometry).sigma
+    assert raw <= sigma
+    if raw > 0:
+        TIGHTNESS.append(raw / sigma)
+    ia.spectral_norm(conv, 0.9, input_size=size)
+    assert ia.operator_norm(conv) <= ia.lipschitz_bound(conv) <= 0.9
+
+
+@settings(max_examples=40, deadline=None)
+@given(fan_in=st.integers(1, 40), fan_out=st.integers(1, 40), scale=st.floats(0.01, 100.0),
+       float64=st.booleans(), seed=st.integers(0, 10_000))
+def test_property_linear_certified_bound_is_the_exact_norm(fan_in, fan_out, scale, float64, seed):
+    torch.manual_seed(seed)
+    layer = nn.Linear(fan_in, fan_out).to(torch.float64 if float64 else torch.float32)
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    raw = ia.operator_norm(layer)
+    sigma = certify_operator_norm(layer.weight, layer_geometry(layer)).sigma
+    assert raw <= sigma <= raw * (1 + 1e-6) + 1e-12
+    ia.spectral_norm(layer, 0.9)
+    assert ia.operator_norm(layer) <= ia.lipschitz_bound(layer) <= 0.9
+
+
+def test_property_tightness_is_reported():
+    """How far above the exact norm the conv bound lies over the property test's draws (runs after it)."""
+    if not TIGHTNESS:
+        pytest.skip("the property test did not run first")
+    ratios = torch.tensor(TIGHTNESS)
+    print(f"exact/certified over {len(ratios)} random convolutions: min {ratios.min():.3f}, "
+          f"median {ratios.median():.3f}, max {ratios.max():.3f}")
+    assert float(ratios.max()) <= 1.0
+    assert float(ratios.median()) >= 0.5  # loose only on tiny, strided or heavily padded inputs
+
+
+# -- whole workflows ----------------------------------------------------------------------------------------------
+def _smoke_model(seed=0):
+    torch.manual_seed(seed)
+    return ResidualFlow(PRESETS["smoke"]).double()
+
+
+def _check_model(model: ResidualFlow, x: torch.Tensor) -> None:
+    """measured Lip ≤ bound ≤ coeff for every residual block, and the whole inverse within its error bounds."""
+    for scale in model.scales:
+        for step in scale["steps"]:
+            g = step.residual.g
+            bound = ia.lipschitz_bound(g)
+            assert bound <= model.config.coeff
+            for layer in g:
+                if isinstance(layer, nn.Conv2d):
+                    assert ia.operator_norm(layer) <= ia.lipschitz_bound(layer) <= model.config.coeff
+        if "attention" in scale:
+            assert scale["attention"].lipschitz_bound() <= model.config.attention_coeff
+    step = model.scales[0]["steps"][0]
+    with torch.no_grad():
+        h = step.actnorm(model.squeeze(x))
+        y = step.residual(h)
+    measured = ia.estimate_lipschitz(step.residual.g, h, n_iterations=20, pair_steps=10)
+    assert measured <= step.residual.lipschitz_bound()
+    h_hat, info = step.residual.inverse(y, return_info=True)
+    assert float(_relative_errors(h_hat, h, y).max()) <= info.error_bound
+    _, error = model.reconstruct(x)
+    assert error < 1e-8
+
+
+def _train(model: ResidualFlow, x: torch.Tensor, steps: int = 3) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model.bits_per_dim(x).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def _images(n=4):
+    return torch.rand(n, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) - 0.5
+
+
+def test_workflow_train_then_eval():
+    model, x = _smoke_model(), _images()
+    _train(model, x)
+    _check_model(model.eval(), x)
+
+
+def test_workflow_ema_swap_in_eval_mode():
+    model, x = _smoke_model(), _images()
+    _train(model, x, steps=1)
+    ema = copy.deepcopy(model)
+    _train(model, x, steps=2)
+    model.eval()
+    model.latents(x)  # certificates of the trained weights
+    for target, source in zip(model.parameters(), ema.parameters()):
+        target.data.copy_(0.5 * target.data + 0.5 * source.data)  # through .data: no version counter moves
+    _check_model(model, x)
+
+
+def test_workflow_save_and_load_into_a_fresh_model():
+    model, x = _smoke_model(), _images()
+    _train(model, x)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = _smoke_model(seed=1).eval()
+    fresh.latents(x)  # certificates of its own random weights, about to be replaced
+    fresh.load_state_dict(torch.load(buffer))
+    _check_model(fresh, x)
+    model.eval()
+    assert model.lipschitz_bounds() == pytest.approx(fresh.lipschitz_bounds(), rel=1e-12)  # LAPACK may round the last bit differently
+
+
+def test_workflow_dtype_change():
+    torch.manual_seed(0)
+    model, x = ResidualFlow(PRESETS["smoke"]), _images().float()
+    _train(model, x)
+    model.eval()
+    float32_bounds = model.lipschitz_bounds()
+    model.double()
+    assert all(b <= model.config.coeff for b in model.lipschitz_bounds())
+    assert model.lipschitz_bounds() != float32_bounds  # re-certified for the float64 weights (another margin)
+    _check_model(model, x.double())
+
+
+def test_legacy_checkpoint_keys_are_ignored():
+    layer = ia.spectral_norm(nn.Linear(3, 3), 0.9)
+    state = layer.state_dict()
+    state["parametrizations.weight.0._u"] = torch.zeros(3)
+    state["parametrizations.weight.0.sigma"] = torch.zeros(())
+    layer.load_state_dict(state)
+    assert math.isfinite(ia.lipschitz_bound(layer))
