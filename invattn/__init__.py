@@ -15,7 +15,7 @@ from .lipschitz import (
     power_iteration_norm,
     spectral_norm,
 )
-from .logdet import series_truncation_bound
+from .logdet import RouletteVarianceWarning, roulette_variance_is_finite, series_truncation_bound
 from .solvers import InverseInfo, InversionError, InversionWarning
 
 __version__ = "0.1.0"
@@ -38,6 +38,8 @@ __all__ = [
     "logdet",
     "operator_norm",
     "power_iteration_norm",
+    "roulette_variance_is_finite",
+    "RouletteVarianceWarning",
     "series_truncation_bound",
     "spectral_norm",
 ]

@@ -8,11 +8,12 @@ or :func:`train` from Python (lesson 07).
 * checkpoints written atomically (temporary file, fsync, rename) every ``--checkpoint-every`` steps and at the
   end, holding model, optimiser, scheduler, every RNG state and the position in the data: ``--resume``
   continues exactly, so a run killed at any moment and resumed ends with the weights of an uninterrupted run;
-* ``--amp`` (bfloat16 autocast, CUDA only; the spectral-norm power iteration and the certified bounds stay in
-  float32), ``--compile`` (``torch.compile``);
+* ``--amp`` (bfloat16 autocast, CUDA only; the certified bounds and the spectral-norm scale are computed in
+  float64 outside autocast, but the convolutions then run on bfloat16-rounded weights, which the certificates do
+  not cover: evaluate, invert and report bounds without it), ``--compile`` (``torch.compile``);
 * multi-GPU (or multi-process CPU) with ``torchrun --nproc_per_node=K -m invattn.train ...``:
-  DistributedDataParallel, each rank a disjoint shard of every batch; buffers (power-iteration vectors,
-  ActNorm state) are broadcast from rank 0 at each step, so every rank normalises with the same σ̂.
+  DistributedDataParallel, each rank a disjoint shard of every batch; buffers (ActNorm state) are broadcast
+  from rank 0 at each step, and the spectral normalisation is a function of the (identical) weights alone.
 """
 
 from __future__ import annotations
@@ -155,12 +156,12 @@ def _distributed() -> tuple[int, int]:
 
 
 def _check_in_step(model: nn.Module) -> None:
-    """Raise if the ranks' weights or power-iteration buffers differ (they must stay bit-identical)."""
+    """Raise if the ranks' weights or buffers differ (they must stay bit-identical)."""
     local = torch.stack([t.detach().double().sum() for t in [*model.parameters(), *model.buffers()]])
     gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, local)
     if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
-        raise RuntimeError("distributed ranks are out of step: their weights or spectral-norm vectors differ")
+        raise RuntimeError("distributed ranks are out of step: their weights or buffers differ")
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
