@@ -168,23 +168,31 @@ def certify_operator_norm(weight: torch.Tensor, geometry: ConvGeometry, with_dir
     tall = out_g >= in_g  # the Gram matrix on the smaller side: KᴴK (in×in) or KKᴴ (out×out)
     gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
     gram = 0.5 * (gram + gram.mH)
-    top = torch.linalg.eigvalsh(gram)[..., -1]  # [groups, frequencies]
+    vectors = None
+    if with_direction and gram.shape[0] * gram.shape[1] == 1:  # one matrix: decompose it once, with its vectors
+        values, vectors = torch.linalg.eigh(gram)
+        top = values[..., -1]
+    else:
+        top = torch.linalg.eigvalsh(gram)[..., -1]  # [groups, frequencies]
     best = int(torch.argmax(top))
     lam = float(top.flatten()[best])
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
     certificate = NormCertificate(sigma=sigma, abs_norm=abs_norm)
     if with_direction:
-        certificate.direction = _direction(w64, spectrum, gram, best, (m, n), geometry, tall).to(weight.device)
+        certificate.direction = _direction(w64, spectrum, gram, best, (m, n), geometry, tall, vectors).to(weight.device)
     return certificate
 
 
-def _direction(w64, spectrum, gram, best, torus, geometry, tall) -> torch.Tensor:
+def _direction(w64, spectrum, gram, best, torus, geometry, tall, vectors=None) -> torch.Tensor:
     """D with ⟨D, W⟩ = Re(uᴴK̂(ω*)v) = σ_max at the maximising group and frequency (u, v its singular vectors)."""
     n_freq = spectrum.shape[1]
     group, freq = divmod(best, n_freq)
     k = spectrum[group, freq]
-    _, vectors = torch.linalg.eigh(gram[group, freq])
+    if vectors is None:
+        _, vectors = torch.linalg.eigh(gram[group, freq])
+    else:
+        vectors = vectors[group, freq]
     top = vectors[:, -1]
     if tall:
         v = top

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "logdet": "invattn.bench.logdet",
     "attention": "invattn.bench.attention",
     "train": "invattn.bench.train",
+    "certify": "invattn.bench.certify",
 }
 
 
