@@ -70,12 +70,17 @@ def test_training_mode_conv_after_a_perturbation_is_certified():
     assert ia.operator_norm(conv) <= ia.lipschitz_bound(conv) <= 0.9
 
 
+def _conv_branch(size: int) -> nn.Sequential:
+    """SN-conv3×3 2→8 → ELU → SN-conv3×3 8→2 at size×size, each norm ≤ 0.9, in float64."""
+    return nn.Sequential(
+        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(size, size)), nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(size, size)),
+    ).double()
+
+
 def test_adam_training_never_exceeds_coeff():
     torch.manual_seed(0)
-    g = nn.Sequential(
-        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(5, 5)), nn.ELU(),
-        ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(5, 5)),
-    ).double()
+    g = _conv_branch(5)
     optimizer = torch.optim.Adam(g.parameters(), lr=3e-2)
     x, target = torch.randn(4, 2, 5, 5, dtype=torch.float64), 5 * torch.randn(4, 2, 5, 5, dtype=torch.float64)
     for _ in range(15):
@@ -89,10 +94,7 @@ def test_adam_training_never_exceeds_coeff():
 
 def test_inverse_in_training_mode_reports_an_error_bound_that_holds():
     torch.manual_seed(0)
-    g = nn.Sequential(
-        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(6, 6)), nn.ELU(),
-        ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(6, 6)),
-    )
+    g = _conv_branch(6)
     block = ia.InvertibleResidual(g).double()
     with torch.no_grad():
         for conv in (g[0], g[2]):
