@@ -6,11 +6,13 @@ tolerance (residual blocks) or exactly (ActNorm, Squeeze).
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ._validation import check_finite
 from .lipschitz import lipschitz_bound
@@ -26,6 +28,8 @@ class InvertibleResidual(nn.Module):
     ``g`` is any module whose Lipschitz constant is below 1, for example a stack of
     :func:`invattn.spectral_norm` layers with 1-Lipschitz activations, or an attention module.
     """
+
+    lipschitz_bound_is_of_branch = True  # invattn.lipschitz_bound(block) reports 1 + Lip(g) for x + g(x)
 
     def __init__(self, g: nn.Module) -> None:
         super().__init__()
@@ -65,8 +69,9 @@ class InvertibleResidual(nn.Module):
         otherwise). If that does not happen within ``max_iter`` evaluations of g, raises
         :class:`invattn.InversionError` or, with ``on_failure="warn"``, warns and returns the last iterate
         (``on_failure="return"``: returns it silently, for a deliberate fixed iteration count).
-        With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` is the certified relative
-        error when Lip(g) has a known bound below 1. ``callback(k, x_k)`` sees every iterate. ``memory`` is
+        With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` bounds the relative error when
+        Lip(g) has a certified bound below 1: exactly for the contraction, plus a rounding allowance (see
+        :func:`invattn.solvers.solve_fixed_point`; below float64 it re-evaluates g in float64 once to measure it). ``callback(k, x_k)`` sees every iterate. ``memory`` is
         the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration).
 
         A g whose certified bound is not below 1 (for example the paper's attention formulation, bound
@@ -85,12 +90,37 @@ class InvertibleResidual(nn.Module):
                     "(pass allow_uncertified=True to try anyway)"
                 )
             bound = None
+        rounding = None
+        if bound is not None and y.dtype != torch.float64:
+            reference = _float64_twin(self.g)
+
+            def rounding(x: torch.Tensor) -> torch.Tensor:
+                difference = self.g(x).double() - reference(x.double())
+                return 2 * difference.reshape(x.shape[0], -1).norm(dim=1)
+
         with torch.no_grad():
             x, info = solve_fixed_point(
                 lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,
-                memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback,
+                memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback, rounding=rounding,
             )
         return (x, info) if return_info else x
+
+
+def _float64_twin(g: nn.Module) -> nn.Module:
+    """A float64 copy of ``g`` computing with the *same* effective weights (every spectral norm's output is
+    evaluated once in g's dtype and frozen in the copy), so g(x) − twin(x) measures g's rounding in its dtype,
+    not a re-scaling of the weights."""
+    twin = copy.deepcopy(g)
+    sources = dict(g.named_modules())
+    for name, module in twin.named_modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name, chain in module.parametrizations.items():
+                with torch.no_grad():
+                    effective = getattr(sources[name], tensor_name).detach()
+                for parametrization in chain:
+                    if hasattr(parametrization, "freeze"):
+                        parametrization.freeze(effective.to(torch.float64))
+    return twin.double()
 
 
 class ActNorm(nn.Module):

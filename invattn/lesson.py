@@ -3,6 +3,7 @@ progress bars, and parameter checks that stop a notebook with a message saying w
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -91,12 +92,13 @@ def setup(seed: int = 0, device: str = "cpu") -> Setup:
 
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar: a widget in JupyterLab, plain text when run headless (``make run``/``make test``
-    set ``INVATTN_PLAIN_PROGRESS=1``) so stored outputs hold a readable line, not a widget."""
+    set ``INVATTN_PLAIN_PROGRESS=1``): then it prints its first line and its final one only (no intermediate
+    refreshes), so a stored output holds two readable lines, not one per update."""
     if os.environ.get("INVATTN_PLAIN_PROGRESS"):
         from tqdm.std import tqdm
 
         kwargs.setdefault("file", sys.stdout)
-        kwargs.setdefault("mininterval", 5.0)
+        kwargs.setdefault("mininterval", math.inf)
         kwargs.setdefault("ncols", 80)
         return tqdm(iterable, **kwargs)
     from tqdm.auto import tqdm

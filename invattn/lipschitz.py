@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._validation import check_coeff, check_positive_int
+from ._validation import check_coeff, check_finite, check_positive_int
 from .norms import ConvGeometry, NormCertificate, certify_operator_norm, layer_geometry, unit_roundoff
 
 __all__ = [
@@ -50,12 +50,16 @@ def _plain(weight: torch.Tensor) -> torch.Tensor:
 
 
 class SpectralNorm(nn.Module):
-    """Parametrization ``W ↦ s·W`` with ``s = c(1 − 2u)/max(c, σ_up + 2u·N_abs)``: ‖A(s·W)‖₂ ≤ c, certified.
+    """Parametrization ``W ↦ fl(s·W)`` with ``s = c(1 − 2u)/max(c, σ_up + 2u·N_abs)``: ‖A(fl(s·W))‖₂ ≤ c, certified.
 
     σ_up ≥ ‖A(W)‖₂ is the certified bound of :func:`invattn.norms.certify_operator_norm` for the weights passed
-    in, u the unit roundoff of their dtype and N_abs ≥ ‖A(|W|)‖₂. Proof that the rounded weights actually used
-    obey the bound: with s′ = fl(s) ≤ s(1 + u) and fl(s′W_ij) = s′W_ij(1 + δ_ij), |δ_ij| ≤ u,
-    ‖A(fl(s′W))‖ ≤ s′(‖A(W)‖ + u·‖A(|W|)‖) ≤ c(1 − 2u)(1 + u)(σ_up + u·N_abs)/max(c, σ_up + 2u·N_abs) < c.
+    in, u the unit roundoff of their dtype (raised by 2⁻⁵⁰ to cover the float64 product rounded once more) and
+    N_abs ≥ ‖A(|W|)‖₂. The product s·W is formed in float64 and rounded once to the weights' dtype, so each
+    entry is s·W_ij(1 + δ_ij) + ε_ij with |δ_ij| ≤ u and |ε_ij| ≤ η, η half the dtype's smallest subnormal (the
+    absolute error of rounding in the subnormal range). Hence ‖A(fl(sW))‖ ≤ s(‖A(W)‖ + u·‖A(|W|)‖) + η·K, with
+    K = k_h·k_w·√(C_out·C_in/groups) ≥ the norm of the layer whose every weight is 1, and
+    s(σ_up + u·N_abs) ≤ c(1 − 2u)(σ_up + u·N_abs)/(σ_up + 2u·N_abs) ≤ c(1 − 2u), so the total is ≤ c as long as
+    η·K ≤ u·c, which is checked (it fails only for float16 layers with millions of weights: a ``ValueError``).
 
     The bound is recomputed whenever the weights differ from those it was computed for (compared by value, so an
     optimiser step, ``load_state_dict``, an EMA copy, a write through ``.data`` or ``.to(dtype)`` are all seen),
@@ -70,6 +74,7 @@ class SpectralNorm(nn.Module):
         self.coeff = check_coeff(coeff)
         self.geometry = geometry if geometry is not None else ConvGeometry(torus=(1, 1))
         self._cache: tuple[torch.Tensor, NormCertificate] | None = None
+        self._frozen: torch.Tensor | None = None  # see freeze()
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -88,36 +93,61 @@ class SpectralNorm(nn.Module):
             and torch.equal(cached[0], plain.detach())
         ):
             return cached[1]
-        certificate = certify_operator_norm(plain, self.geometry, with_direction)
+        start = cached[1].vector if cached is not None else None  # warm start from the last weights
+        certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start)
         self._cache = (plain.detach().clone(), certificate)
         return certificate
 
-    def _scale(self, certificate: NormCertificate, dtype: torch.dtype) -> tuple[float, float]:
-        """(s, u): the scale in float64 before rounding to ``dtype``, and that dtype's unit roundoff."""
-        u = unit_roundoff(dtype)
-        return self.coeff * (1 - 2 * u) / max(self.coeff, certificate.sigma + 2 * u * certificate.abs_norm), u
+    def _rounding(self, weight: torch.Tensor) -> tuple[float, float]:
+        """(u, η·K) for weights of this shape and dtype (class docstring); raises if η·K > u·c."""
+        u = unit_roundoff(weight.dtype)
+        if weight.dtype != torch.float64:
+            u *= 1 + 2.0**-50  # the float64 product s·W, rounded to float64 before the dtype
+        eta = torch.finfo(weight.dtype).smallest_normal * torch.finfo(weight.dtype).eps / 2
+        shape = weight.shape
+        taps = math.prod(shape[2:]) if weight.dim() > 2 else 1
+        absolute = eta * taps * math.sqrt(shape[0] * shape[1])
+        if absolute > u * self.coeff:
+            raise ValueError(
+                f"{weight.dtype} is too coarse to certify a layer of shape {tuple(shape)}: rounding its weights in the "
+                "subnormal range could add more than the certificate's margin; use float32 or float64"
+            )
+        return u, absolute
+
+    def _scale(self, certificate: NormCertificate, u: float) -> float:
+        """s in float64 (class docstring)."""
+        return self.coeff * (1 - 2 * u) / max(self.coeff, certificate.sigma + 2 * u * certificate.abs_norm)
+
+    def freeze(self, effective: torch.Tensor) -> None:
+        """Return ``effective`` (cast to the weights' dtype) from now on instead of normalising: used only on a
+        private float64 copy of a block that must evaluate the *same* weights as the original
+        (:meth:`invattn.InvertibleResidual.inverse` measuring rounding). Not part of any certified model."""
+        self._frozen = effective.detach()
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self._frozen is not None:
+            return self._frozen.to(weight.dtype)
         # Never in reduced precision: the scale and its margin are computed in float64.
         with torch.autocast(device_type=weight.device.type, enabled=False):
             differentiate = torch.is_grad_enabled() and weight.requires_grad
             certificate = self.certificate(weight, with_direction=differentiate)
-            u = unit_roundoff(weight.dtype)
+            u, _ = self._rounding(weight)
             sigma = torch.tensor(certificate.sigma + 2 * u * certificate.abs_norm, dtype=torch.float64, device=weight.device)
             if differentiate:
                 # value: σ_up exactly; gradient: ∂σ_max/∂W = D
                 inner = (weight.to(torch.float64) * certificate.direction).sum()
                 sigma = sigma + (inner - inner.detach())
             scale = self.coeff * (1 - 2 * u) / torch.clamp(sigma, min=self.coeff)
-            return weight * scale.to(weight.dtype)
+            return (weight.to(torch.float64) * scale).to(weight.dtype)  # one rounding of the exact-ish product
 
     @torch.no_grad()
     def lipschitz_bound(self, weight: torch.Tensor) -> float:
-        """Certified ‖A(s·W)‖₂ ≤ s′·(σ_up + u·N_abs) ≤ coeff for the rounded weights that ``forward(weight)`` returns."""
+        """Certified ‖A(fl(s·W))‖₂ ≤ s·(σ_up + u·N_abs) + η·K ≤ coeff for the weights ``forward(weight)`` returns."""
         certificate = self.certificate(weight)
-        scale, u = self._scale(certificate, weight.dtype)
-        rounded = float(torch.tensor(scale, dtype=torch.float64).to(weight.dtype))
-        return rounded * (certificate.sigma + u * certificate.abs_norm)
+        u, absolute = self._rounding(weight)
+        bound = self._scale(certificate, u) * (certificate.sigma + u * certificate.abs_norm) + absolute
+        # rounded up past this float64 expression's own rounding; the proof caps the true value at coeff
+        return min(bound * (1 + 2.0**-50), self.coeff)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D102
         # Checkpoints from the power-iteration version carried _u, _v and sigma: nothing here needs them.
@@ -159,17 +189,20 @@ def spectral_norm(
             "input_size=(H, W): the operator norm of a convolution depends on the input size"
         )
     geometry = layer_geometry(module, input_size)
-    if geometry.input_size is not None:
-        expected = geometry.input_size
+    expected = geometry.input_size
 
-        def _check_size(mod: nn.Module, args: tuple) -> None:
-            if tuple(args[0].shape[-2:]) != expected:
-                raise ValueError(
-                    f"this spectral-normalised convolution was built for inputs of size {expected}, "
-                    f"got {tuple(args[0].shape[-2:])}; its Lipschitz bound holds only at the size it was built for"
-                )
+    def _check_input(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, torch.Tensor):
+            return  # the layer's own forward reports a missing input
+        check_finite(x, "input")
+        if expected is not None and tuple(x.shape[-2:]) != expected:
+            raise ValueError(
+                f"this spectral-normalised convolution was built for inputs of size {expected}, "
+                f"got {tuple(x.shape[-2:])}; its Lipschitz bound holds only at the size it was built for"
+            )
 
-        module.register_forward_pre_hook(_check_size)
+    module.register_forward_pre_hook(_check_input, with_kwargs=True)
     parametrize.register_parametrization(module, name, SpectralNorm(coeff, geometry))
     return module
 
@@ -252,7 +285,7 @@ def power_iteration_norm(
     return float(apply(v).norm())
 
 
-_ONE_LIPSCHITZ = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity, nn.Softplus, nn.Dropout)
+_ONE_LIPSCHITZ = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity, nn.Softplus)
 
 
 def lipschitz_bound(module: nn.Module) -> float:
@@ -260,11 +293,14 @@ def lipschitz_bound(module: nn.Module) -> float:
 
     Known pieces: modules with their own ``lipschitz_bound()``; spectral-normalised Linear/Conv2d
     (the certified norm of the weights they use now, at most ``coeff``, in any mode); ``nn.Sequential`` (product); 1-Lipschitz activations
-    (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish). Anything else raises
-    ``ValueError`` instead of guessing.
+    (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish); dropout (1/(1 − p) in training
+    mode, 1 in eval mode); an invertible residual block x + g(x) (1 + Lip(g)). Anything else, including a weight
+    with parametrizations besides the spectral norm, raises ``ValueError`` instead of guessing.
     """
     own = getattr(module, "lipschitz_bound", None)
     if callable(own):
+        if getattr(module, "lipschitz_bound_is_of_branch", False):  # x + g(x): its own method bounds Lip(g)
+            return 1.0 + float(own())
         return float(own())
     if isinstance(module, nn.Sequential):
         bound = 1.0
@@ -278,6 +314,12 @@ def lipschitz_bound(module: nn.Module) -> float:
                 f"{type(module).__name__} has no spectral-norm constraint, so its Lipschitz constant is not "
                 "controlled; wrap it with invattn.spectral_norm(module, coeff)"
             )
+        chain = list(module.parametrizations.weight)
+        if len(chain) != 1:
+            raise ValueError(
+                f"{type(module).__name__}.weight has parametrizations besides the spectral norm "
+                f"({', '.join(type(p).__name__ for p in chain)}): the certificate covers SpectralNorm alone"
+            )
         return found.lipschitz_bound(module.parametrizations.weight.original)
     if isinstance(module, nn.ELU):
         return max(1.0, float(module.alpha))
@@ -285,6 +327,8 @@ def lipschitz_bound(module: nn.Module) -> float:
         return max(1.0, abs(float(module.negative_slope)))
     if isinstance(module, _ONE_LIPSCHITZ):
         return 1.0
+    if isinstance(module, nn.modules.dropout._DropoutNd):  # training mode: kept entries scaled by 1/(1 − p)
+        return 1.0 / (1.0 - module.p) if module.training and module.p < 1 else (0.0 if module.training else 1.0)
     raise ValueError(f"no known Lipschitz bound for {type(module).__name__}")
 
 

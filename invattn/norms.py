@@ -3,7 +3,8 @@
 Power iteration approaches σ_max from *below*, so it can never certify. This module computes a guaranteed
 **upper** bound from the weights alone:
 
-* **Matrices** (``nn.Linear``, a 1×1 convolution): the exact σ_max, as √λ_max(WᵀW) in float64.
+* **Matrices** (``nn.Linear``, a 1×1 convolution): σ_max itself, as √λ_max(WᵀW) in float64 (above it by at most
+  a relative 10⁻⁶ for matrices larger than 96 on their smaller side, see below).
 * **k×k convolutions** at input size H×W (any stride, dilation, zero or circular padding, groups, rectangular
   kernels): the zero-padded convolution reads its input at rows o·s − p + t·d (t = 0..k−1). Embed the input in
   a torus of size m×n with m ≥ H + max(p_left, p_right) (so every padded read lands on a zero of the torus)
@@ -14,10 +15,22 @@ Power iteration approaches σ_max from *below*, so it can never certify. This mo
   ‖conv‖ ≤ max_ω σ_max(K̂(ω)). Circular padding *is* the circular convolution on the H×W torus (m = H).
   Groups make the operator block diagonal: the maximum over groups. Dilation is a kernel with holes.
 
+How it is computed, cheaply (every training step certifies every layer):
+
+* a k×k kernel's Grams G(ω) = K̂(ω)ᴴK̂(ω) are the DFT of the kernel's autocorrelation over the tap offsets:
+  one real product of the taps stacked side by side, then a (2k−1)²-term DFT (:func:`_tap_grams`), instead of an
+  FFT of the kernel zero-padded to the torus and one complex product per frequency (still used when
+  taps² > 8·frequencies, large kernels on small tori). Then ``eigvalsh`` of the small c×c Grams, batched;
+* one large Gram (a 512×512 1×1 convolution): Lanczos gives a candidate θ ≤ λ_max, warm-started from the previous
+  certificate's vector, and a Cholesky factorisation of θ(1 + r)·I − G *proves* λ_max ≤ θ(1 + r) + (rounding);
+  see :func:`_cholesky_certifies`. r = 2·10⁻⁶, else 10⁻⁴, else 10⁻², else the full eigendecomposition.
+
 Floating point: everything is computed in float64 from the exact values of the stored weights. With
 N_abs = √(‖S‖₁‖S‖_∞) ≥ ‖S‖₂, S = Σ_taps |W| (so N_abs ≥ ‖K̂(ω)‖ for every ω), the computed λ is raised to
-λ(1 + 10⁻⁹) + 10⁻⁹·N_abs²: more than 10³ times the float64 error bounds of the FFT (O(log(mn)·u)), of the
-Gram product (O(C·u)·N_abs²) and of the symmetric eigensolver (O(C·u)·‖G‖) for channel counts up to 10⁴.
+λ(1 + 10⁻⁹) + 10⁻⁹·N_abs²: more than 10² times the float64 error bounds of the FFT (O(log(mn)·u)) or of the
+tap products and their DFT (C-term products, sums over at most k² tap pairs and (2k−1)² offsets:
+O((C + 5k²)·u)·N_abs²), and of the symmetric eigensolver (O(c·u)·‖G‖), for channel counts C and kernel areas k²
+up to 10⁴. The Cholesky route adds its own proven rounding term before this margin.
 """
 
 from __future__ import annotations
@@ -137,11 +150,14 @@ class NormCertificate:
     norm of the layer with every weight replaced by its absolute value (bounds the effect of rounding each weight).
     ``direction``: a tensor D shaped like W with ⟨D, W⟩ = the computed top singular value, i.e. the gradient of
     σ_max with respect to W (used to differentiate the normalisation); ``None`` until asked for.
+    ``vector``: for a matrix certified through Lanczos and Cholesky, the top eigenvector estimate of its Gram
+    matrix, to warm-start the next certificate of nearby weights; otherwise ``None``.
     """
 
     sigma: float
     abs_norm: float
     direction: torch.Tensor | None = None
+    vector: torch.Tensor | None = None
 
 
 def _abs_norm(weight64: torch.Tensor, groups: int) -> float:
@@ -152,48 +168,229 @@ def _abs_norm(weight64: torch.Tensor, groups: int) -> float:
     return float(torch.sqrt(rows * cols).max())
 
 
+def _tap_grams(w64: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor, bool]:
+    """The Gram matrices G(ω) of K̂(ω) at every rfft2 frequency, [groups, frequencies, c, c] complex, and ``tall``.
+
+    With θ_t(ω) = 2π(ω_h·a·d_h/m + ω_w·b·d_w/n) the phase of tap t = (a, b), K̂(ω) = Σ_t W_t e^{−iθ_t(ω)}, so
+    K̂ᴴK̂ = Σ_δ A_δ e^{−iθ_δ(ω)} with A_δ = Σ_{t'−t=δ} W_tᵀW_t' (and K̂K̂ᴴ = Σ_δ B_δ e^{+iθ_δ(ω)},
+    B_δ = Σ_{t'−t=δ} W_tW_t'ᵀ): the DFT of the kernel's autocorrelation over the (2k_h−1)(2k_w−1) tap offsets δ.
+    One real product of the taps stacked side by side gives every W_tᵀW_t', so this costs (k_h k_w c)²·C_large
+    multiply-adds instead of 4·frequencies·c²·C_large for the Grams of the FFT's spectra, c the smaller side.
+    """
+    groups = geometry.groups
+    out_channels, in_g = w64.shape[:2]
+    out_g = out_channels // groups
+    kh, kw = w64.shape[-2:]
+    taps = kh * kw
+    tall = out_g >= in_g
+    w = w64.reshape(groups, out_g, in_g, taps)
+    if tall:  # products[t, t'] = W_tᵀ W_t' (in×in)
+        stacked = w.permute(0, 1, 3, 2).reshape(groups, out_g, taps * in_g)
+        products, c = stacked.mT @ stacked, in_g
+    else:  # products[t, t'] = W_t W_t'ᵀ (out×out)
+        stacked = w.permute(0, 3, 1, 2).reshape(groups, taps * out_g, in_g)
+        products, c = stacked @ stacked.mT, out_g
+    products = products.reshape(groups, taps, c, taps, c).transpose(2, 3).reshape(groups, taps * taps, c, c)
+    device = w64.device
+    a = torch.arange(kh, device=device).repeat_interleave(kw)
+    b = torch.arange(kw, device=device).repeat(kh)
+    offset_index = ((a[None, :] - a[:, None] + kh - 1) * (2 * kw - 1) + (b[None, :] - b[:, None] + kw - 1)).flatten()
+    n_offsets = (2 * kh - 1) * (2 * kw - 1)
+    summed = products.new_zeros(groups, n_offsets, c * c)
+    summed.index_add_(1, offset_index, products.reshape(groups, taps * taps, c * c))
+    m, n = geometry.torus
+    dh, dw = geometry.dilation
+    half = n // 2 + 1
+    freq_h = torch.arange(m, device=device).repeat_interleave(half)
+    freq_w = torch.arange(half, device=device).repeat(m)
+    delta_h = (torch.arange(-(kh - 1), kh, device=device) * dh).repeat_interleave(2 * kw - 1)
+    delta_w = (torch.arange(-(kw - 1), kw, device=device) * dw).repeat(2 * kh - 1)
+    # the phase reduced modulo 2π in integers first, so its float64 rounding does not grow with ω·δ
+    turns = ((freq_h[:, None] * delta_h[None, :]) % m).double() / m + ((freq_w[:, None] * delta_w[None, :]) % n).double() / n
+    angle = 2 * math.pi * turns  # [frequencies, offsets]
+    sign = -1.0 if tall else 1.0
+    real = torch.cos(angle) @ summed
+    imag = sign * (torch.sin(angle) @ summed)
+    gram = torch.complex(real, imag).reshape(groups, -1, c, c)
+    return gram, tall
+
+
+def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: int) -> torch.Tensor:
+    """K̂(ω) of one group at one rfft2 frequency index, [out/groups, in/groups] complex (same sign as rfft2)."""
+    m, n = geometry.torus
+    omega_h, omega_w = divmod(freq, n // 2 + 1)
+    kh, kw = w64.shape[-2:]
+    dh, dw = geometry.dilation
+    a = torch.arange(kh, device=w64.device) * dh
+    b = torch.arange(kw, device=w64.device) * dw
+    turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
+    phase = torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
+    rows = w64.shape[0] // geometry.groups
+    block = w64[group * rows : (group + 1) * rows].to(torch.complex128)
+    return (block * phase).sum(dim=(-2, -1))
+
+
+# Lanczos steps for the candidate λ of a large Gram matrix, and the relative raises tried before falling back
+_LANCZOS_STEPS = 32
+_CANDIDATE_RAISES = (2e-6, 1e-4, 1e-2)
+_LARGE_GRAM = 96
+
+
+def _lanczos_top(gram: torch.Tensor, start: torch.Tensor | None) -> tuple[float, torch.Tensor]:
+    """Largest Ritz value θ ≤ λ_max(gram) and its Ritz vector, from Lanczos with full reorthogonalisation.
+
+    ``gram``: a real symmetric [n, n] float64 matrix. ``start``: a warm start (the previous top eigenvector of
+    nearby weights) or ``None`` (a fixed pseudo-random start). A Ritz value is a Rayleigh quotient, so θ is only
+    a candidate: :func:`_cholesky_certifies` proves the bound.
+    """
+    n = gram.shape[0]
+    steps = min(n, _LANCZOS_STEPS)
+    if start is None or start.shape != (n,) or not torch.isfinite(start).all() or float(start.norm()) == 0.0:
+        generator = torch.Generator().manual_seed(0)
+        start = torch.randn(n, generator=generator, dtype=torch.float64).to(gram.device)
+    basis = gram.new_zeros(steps, n)
+    basis[0] = start.to(gram) / start.norm()
+    alphas, betas = [], []
+    for j in range(steps):
+        w = gram @ basis[j]
+        alphas.append(float(basis[j] @ w))
+        w = w - basis[: j + 1].mT @ (basis[: j + 1] @ w)  # full reorthogonalisation, twice
+        w = w - basis[: j + 1].mT @ (basis[: j + 1] @ w)
+        beta = float(w.norm())
+        if j + 1 == steps or beta <= 1e-12 * max(abs(alphas[-1]), 1e-300):
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+        if (j + 1) % 8 == 0:  # a warm start converges in a few steps: stop once the top Ritz pair's residual is tiny
+            values, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas[:-1]))
+            if beta * abs(float(vectors[-1, -1])) <= 1e-8 * abs(float(values[-1])):
+                break
+    k = len(alphas)
+    values, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas[: k - 1]))
+    ritz = vectors[:, -1].to(gram.device) @ basis[:k]
+    return float(values[-1]), ritz / ritz.norm()
+
+
+def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
+    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas, dtype=torch.float64)
+        matrix += torch.diag(off, 1) + torch.diag(off, -1)
+    return matrix
+
+
+def _cholesky_certifies(gram: torch.Tensor, candidate: float) -> float | None:
+    """An upper bound on λ_max(gram) near ``candidate`` if the Cholesky factorisation of candidate·I − gram
+    completes in floating point; ``None`` if it breaks down.
+
+    Proof. Let A be the computed candidate·I − gram (A is exact up to one rounding on its diagonal, at most
+    u·candidate per entry). If Cholesky runs to completion with the computed factor R̂, then
+    R̂ᵀR̂ = A + ΔA with |ΔA| ≤ γ_{n+1}|R̂ᵀ||R̂| (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+    Thm 10.3; blocked implementations with conventional matrix products satisfy it with a modestly larger
+    constant, hence the factor 16 below). R̂ᵀR̂ ⪰ 0, so λ_min(A) ≥ −‖ΔA‖₂ ≥ −γ_{n+1}‖|R̂|‖₂² ≥ −γ_{n+1}‖R̂‖_F², i.e.
+    λ_max(gram) ≤ candidate + u·candidate + γ_{n+1}‖R̂‖_F².
+    """
+    n = gram.shape[0]
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(candidate * eye - gram)
+    if int(info) != 0:
+        return None
+    u = unit_roundoff(torch.float64)
+    gamma = 16 * (n + 1) * u / (1 - 16 * (n + 1) * u)
+    return candidate * (1 + u) + gamma * float((factor * factor).sum())
+
+
+def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector: bool):
+    """(λ_up ≥ λ_max of each gram up to the module's margin, index of the largest, top eigenvector or None).
+
+    Small Grams (the per-frequency c×c matrices of a convolution): ``eigvalsh``, batched. One large Gram (an
+    n×n matrix, n > 96, e.g. a 512×512 1×1 convolution): a Lanczos candidate certified by a Cholesky
+    factorisation (:func:`_cholesky_certifies`), about 4× cheaper than a full symmetric eigendecomposition; if
+    three raises of the candidate fail, the eigendecomposition.
+    """
+    if gram.shape[0] * gram.shape[1] == 1 and gram.shape[-1] > _LARGE_GRAM and not gram.is_complex():
+        matrix = gram[0, 0]
+        theta, ritz = _lanczos_top(matrix, start)
+        for raise_ in _CANDIDATE_RAISES:
+            bound = _cholesky_certifies(matrix, theta * (1 + raise_) + raise_ * 1e-300)
+            if bound is not None:
+                return bound, 0, ritz
+    if need_vector and gram.shape[0] * gram.shape[1] == 1:
+        values, vectors = torch.linalg.eigh(gram)
+        return float(values[0, 0, -1]), 0, vectors[0, 0, :, -1]
+    top = torch.linalg.eigvalsh(gram)[..., -1]  # [groups, frequencies]
+    best = int(torch.argmax(top))
+    return float(top.flatten()[best]), best, None
+
+
 @torch.no_grad()
-def certify_operator_norm(weight: torch.Tensor, geometry: ConvGeometry, with_direction: bool = False) -> NormCertificate:
+def certify_operator_norm(
+    weight: torch.Tensor, geometry: ConvGeometry, with_direction: bool = False, start: torch.Tensor | None = None
+) -> NormCertificate:
     """A certified upper bound on the operator norm of the layer with weight ``weight`` (module doc).
 
     ``weight``: [out, in] (Linear) or [out, in/groups, kh, kw] (Conv2d), any float dtype and device. Returns a
     :class:`NormCertificate`; with ``with_direction`` also the gradient direction D of the top singular value.
+    ``start``: the ``vector`` of an earlier certificate of nearby weights (a warm start; never affects validity).
     Raises ``ValueError`` on non-finite weights.
     """
     if not torch.isfinite(weight).all():
         raise ValueError("the weight has non-finite values; no operator-norm bound exists")
     w64 = weight.detach().to(torch.float64)
-    spectrum, (m, n) = _spectrum(w64, geometry)
-    out_g, in_g = spectrum.shape[-2:]
-    tall = out_g >= in_g  # the Gram matrix on the smaller side: KᴴK (in×in) or KKᴴ (out×out)
-    gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
-    gram = 0.5 * (gram + gram.mH)
-    vectors = None
-    if with_direction and gram.shape[0] * gram.shape[1] == 1:  # one matrix: decompose it once, with its vectors
-        values, vectors = torch.linalg.eigh(gram)
-        top = values[..., -1]
-    else:
-        top = torch.linalg.eigvalsh(gram)[..., -1]  # [groups, frequencies]
-    best = int(torch.argmax(top))
-    lam = float(top.flatten()[best])
-    abs_norm = _abs_norm(w64, geometry.groups)
-    sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
-    certificate = NormCertificate(sigma=sigma, abs_norm=abs_norm)
-    if with_direction:
-        certificate.direction = _direction(w64, spectrum, gram, best, (m, n), geometry, tall, vectors).to(weight.device)
+    largest = float(w64.abs().max()) if w64.numel() else 0.0
+    if largest == 0.0:  # the zero layer: σ = 0 exactly, and any direction is a subgradient
+        return NormCertificate(sigma=0.0, abs_norm=0.0, direction=torch.zeros_like(weight) if with_direction else None)
+    # Scale by a power of two so the largest weight is in [1/2, 1): exact, and the Gram matrix can neither
+    # overflow nor underflow (weights 2¹⁰⁷⁴ times smaller than the largest may vanish, far inside the margin).
+    exponent = math.frexp(largest)[1]
+    for part in (exponent // 2, exponent - exponent // 2):  # two exact halves: 2^±1074 itself overflows
+        w64 = w64 * math.ldexp(1.0, -part)
+    certificate = _certify_scaled(w64, geometry, with_direction, start)
+    # back to the weights' scale, one ulp up: exact in the normal range, and covering a subnormal result's rounding
+    certificate.sigma = math.nextafter(math.ldexp(certificate.sigma, exponent), math.inf)
+    certificate.abs_norm = math.nextafter(math.ldexp(certificate.abs_norm, exponent), math.inf)
+    if certificate.direction is not None:
+        certificate.direction = certificate.direction.to(weight.device)
     return certificate
 
 
-def _direction(w64, spectrum, gram, best, torus, geometry, tall, vectors=None) -> torch.Tensor:
-    """D with ⟨D, W⟩ = Re(uᴴK̂(ω*)v) = σ_max at the maximising group and frequency (u, v its singular vectors)."""
-    n_freq = spectrum.shape[1]
-    group, freq = divmod(best, n_freq)
-    k = spectrum[group, freq]
-    if vectors is None:
-        _, vectors = torch.linalg.eigh(gram[group, freq])
+def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: bool, start) -> NormCertificate:
+    if geometry.torus == (1, 1):
+        spectrum, _ = _spectrum(w64, geometry)
+        tall = spectrum.shape[-2] >= spectrum.shape[-1]
+        gram = spectrum.mT @ spectrum if tall else spectrum @ spectrum.mT
+    elif w64.shape[-2] ** 2 * w64.shape[-1] ** 2 <= 8 * geometry.torus[0] * (geometry.torus[1] // 2 + 1):
+        gram, tall = _tap_grams(w64, geometry)  # measured cheaper when taps² ≤ 8·frequencies
     else:
-        vectors = vectors[group, freq]
-    top = vectors[:, -1]
+        spectrum, _ = _spectrum(w64, geometry)
+        tall = spectrum.shape[-2] >= spectrum.shape[-1]
+        gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
+    gram = 0.5 * (gram + gram.mH)
+    lam, best, vector = _top_eigenvalue(gram, start, with_direction)
+    abs_norm = _abs_norm(w64, geometry.groups)
+    sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
+    certificate = NormCertificate(sigma=sigma, abs_norm=abs_norm, vector=vector)
+    if with_direction:
+        n_freq = gram.shape[1]
+        group, freq = divmod(best, n_freq)
+        if geometry.torus == (1, 1):
+            k = spectrum[group, 0]
+        else:
+            k = _spectrum_at(w64, geometry, group, freq)
+        if vector is None:
+            small = k.mH @ k if tall else k @ k.mH
+            _, vectors = torch.linalg.eigh(0.5 * (small + small.mH))
+            vector = vectors[:, -1]
+        certificate.direction = _direction(w64, k, vector, group, freq, geometry, tall)
+    return certificate
+
+
+def _direction(w64, k, top, group, freq, geometry, tall) -> torch.Tensor:
+    """D with ⟨D, W⟩ = Re(uᴴK̂(ω*)v) = σ_max at the maximising group and frequency (u, v its singular vectors).
+
+    ``k`` = K̂(ω*) [out/groups, in/groups]; ``top``: the top eigenvector of its Gram matrix (v if ``tall``, else u).
+    """
+    top = top.to(k.dtype)
     if tall:
         v = top
         u = k @ v
@@ -203,19 +400,18 @@ def _direction(w64, spectrum, gram, best, torus, geometry, tall, vectors=None) -
     scale = torch.linalg.vector_norm(u if tall else v).clamp_min(1e-300)
     u, v = (u / scale, v) if tall else (u, v / scale)
     outer = torch.conj(u)[:, None] * v[None, :]  # [out/g, in/g]
-    m, n = torus
+    m, n = geometry.torus
     if (m, n) == (1, 1):
         block = outer.real.reshape(outer.shape[0], outer.shape[1], *([1] * (w64.dim() - 2)))
         block = block.expand(-1, -1, *w64.shape[2:]) if w64.dim() > 2 else block.reshape(outer.shape)
     else:
-        half = n // 2 + 1
-        omega_h, omega_w = divmod(freq, half)
+        omega_h, omega_w = divmod(freq, n // 2 + 1)
         kh, kw = w64.shape[-2:]
         dh, dw = geometry.dilation
-        a = torch.arange(kh, dtype=torch.float64, device=w64.device) * dh
-        b = torch.arange(kw, dtype=torch.float64, device=w64.device) * dw
-        angle = -2 * math.pi * (omega_h * a[:, None] / m + omega_w * b[None, :] / n)
-        phase = torch.polar(torch.ones_like(angle), angle)  # e^{−2πi(ω_h a/m + ω_w b/n)}, the rfft2 sign
+        a = torch.arange(kh, device=w64.device) * dh
+        b = torch.arange(kw, device=w64.device) * dw
+        turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
+        phase = torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
         block = (outer[:, :, None, None] * phase).real
     direction = torch.zeros_like(w64)
     rows = block.shape[0]

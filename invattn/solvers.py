@@ -82,6 +82,7 @@ def solve_fixed_point(
     on_failure: str = "raise",
     lipschitz: float | None = None,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    rounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, InverseInfo]:
     """Solve x = G(x) from ``x0``; stop when ‖G(x) − x‖/scale ≤ tol for every sample.
 
@@ -89,8 +90,15 @@ def solve_fixed_point(
     is not reached within ``max_iter`` evaluations, or an iterate becomes non-finite, raises
     :class:`InversionError` (``on_failure="raise"``), warns and returns the last iterate
     (``on_failure="warn"``), or just returns it (``on_failure="return"``: for demonstrations that stop
-    after a set number of iterations on purpose; ``info.converged`` says what happened). With ``lipschitz`` = a bound L < 1 on Lip(G), ``info.error_bound`` is the
-    certified relative error L/(1−L)·‖x_{k+1} − x_k‖/scale of the returned point.
+    after a set number of iterations on purpose; ``info.converged`` says what happened).
+
+    With ``lipschitz`` = a bound L < 1 on Lip(G), ``info.error_bound`` bounds ‖x̂ − x*‖/scale for the returned
+    x̂ = fl(G(x_k)) and the exact fixed point x*: (L·r + e)/(1 − L), r the computed relative residual at x_k. The
+    contraction argument is exact (‖G(x_k) − x*‖ ≤ L/(1−L)·‖G(x_k) − x_k‖); e/scale is a *rounding allowance*
+    for the difference between the computed and the exact G(x_k): 8u(1 + (‖x_k‖ + ‖fl(G(x_k))‖)/scale), u the
+    dtype's unit roundoff, plus ``rounding(x_k)`` (per sample, absolute) when the caller measures more
+    (:meth:`invattn.InvertibleResidual.inverse` below float64: twice the difference between g evaluated in the
+    working dtype and in float64 at x_k).
     ``callback(k, x_k)``, if given, sees every iterate (x_0 = ``x0`` first, the returned point last).
     """
     check_choice(method, "method", METHODS)
@@ -124,7 +132,12 @@ def solve_fixed_point(
             if callback is not None:
                 callback(iteration + 1, gx)
             if lipschitz is not None and lipschitz < 1:
-                info.error_bound = lipschitz / (1 - lipschitz) * worst
+                u = torch.finfo(x.dtype).eps / 2
+                allowance = 8 * u * (scale + _per_sample_norm(x) + _per_sample_norm(gx))
+                if rounding is not None:
+                    allowance = allowance + rounding(x)
+                bound = (lipschitz * residual.double() + allowance.double() / scale.double()) / (1 - lipschitz)
+                info.error_bound = float(bound.max())
             break
         if method == "fixed_point" or memory == 1:
             x = gx

@@ -38,6 +38,11 @@ class KernelAttention(CertifiedAttention):
         self.radius = check_positive_float(radius, "radius")
         self.value_radius = check_positive_float(value_radius, "value_radius")
         self.temperature = check_positive_float(temperature, "temperature")
+        for name, value in (("radius", radius), ("value_radius", value_radius)):
+            if value > 1e100:
+                raise ValueError(f"{name}={value:g} is beyond what any dtype can score (at most 1e100)")
+        if temperature * radius**2 > 1e300:
+            raise ValueError(f"temperature·radius² = {temperature * radius**2:g} overflows the score bound (at most 1e300)")
         self.kernel = "elu1" if kind in ("concat", "dot") else "exp"
         self.head_dim = max(1, channels // self.reduction)
         d = self.head_dim

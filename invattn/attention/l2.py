@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._validation import check_positive_float, check_positive_int
+from .._validation import check_finite, check_positive_float, check_positive_int
 from .core import CertifiedAttention, _Core, _norm2, _uniform
 
 
@@ -62,6 +62,15 @@ class L2Attention(CertifiedAttention):
         squares = queries.square().sum(dim=1, keepdim=True)
         left = torch.cat([2 * tau * queries, torch.ones_like(squares)], dim=1)
         right = torch.cat([queries, -tau * squares], dim=1)
+        try:
+            check_finite(left, "2τq")
+            check_finite(right, "τ‖q‖²")
+        except ValueError:
+            raise ValueError(
+                f"l2 attention overflows {x.dtype} at this input scale (max |x| = {float(x.detach().abs().max()):.3g}, "
+                f"temperature {tau:.3g}): the scores τ‖q_j − q_i‖² exceed the dtype's range; rescale the input, "
+                "lower the temperature or compute in float64"
+            ) from None
         return _Core("dot", "exp", queries, left, right)  # average the d-dim queries, then map by M
 
     def _post(self, attended: torch.Tensor) -> torch.Tensor:
