@@ -1,11 +1,13 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
-Floors (an import only points down): ``_validation`` → ``lipschitz``, ``solvers``, ``logdet`` → ``blocks`` →
-``attention`` → ``models``, ``data``, ``memory``, ``lesson``, ``plots`` → ``train``, ``widgets``, ``bench``.
+Floors (an import only points down): ``_validation`` → ``norms`` → ``lipschitz``, ``solvers``, ``logdet`` →
+``blocks``, ``coupling`` → ``attention`` → ``models``, ``classifiers``, ``data``, ``memory``, ``lesson``, ``plots``
+→ ``train``, ``widgets``, ``bench``.
 """
 
-from .attention import KINDS, PAPER_KINDS, make_attention
+from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze, logdet
+from .coupling import AdditiveCoupling, AffineCoupling, InjectivePad
 from .lipschitz import (
     LipSwish,
     SpectralNorm,
@@ -25,6 +27,10 @@ __all__ = [
     "PAPER_KINDS",
     "make_attention",
     "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "AttentionCoupling",
+    "InjectivePad",
     "InverseInfo",
     "InversionError",
     "InversionWarning",

@@ -6,17 +6,19 @@ Offline (shipped inside installed packages):
   adds scikit-learn's two 427×640 photographs (a temple in China, a flower).
 * :func:`photograph_crops`: many 32×32 (or any size) crops of those photographs, for experiments at CIFAR scale.
 * :func:`full_scale_photograph`: a photograph at CelebA's aligned size, 218×178 (the paper's full scale).
-* :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits.
+* :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits; :func:`digits_split` holds 20 % out.
 
 Online data sets (torchvision; never downloaded implicitly): :func:`load_images` with ``"cifar10"``,
 ``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"``, and a :class:`DatasetNotFoundError` that says where
-the files were looked for and how to get them.
+the files were looked for and how to get them. :func:`load_labelled`: images with their class labels
+(``"digits"`` offline, ``"cifar10"``, ``"svhn"``, ``"mnist"``), for the classifiers.
 
 :func:`dequantize`: x ↦ (255·x + U(0, 1))/256 − 0.5, the paper's input range [−0.5, 0.5).
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -31,7 +33,10 @@ __all__ = [
     "photograph_crops",
     "full_scale_photograph",
     "digits",
+    "digits_split",
     "load_images",
+    "load_labelled",
+    "LABELLED",
     "DATASETS",
     "DatasetNotFoundError",
     "dequantize",
@@ -139,21 +144,36 @@ _HOW_TO_GET = {
 }
 
 
-def _not_found(name: str, root: str, detail: str = "") -> DatasetNotFoundError:
+def _not_found(name: str, root: str, detail: str = "", offline: str = "photos") -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"data set {name!r} is not under {root!r}{': ' + detail if detail else ''}. Nothing is downloaded "
         f"implicitly (this may be an offline machine). To get it: {_HOW_TO_GET[name]}. Or use "
-        "dataset='photos', the offline default."
+        f"dataset={offline!r}, the offline default."
     )
 
 
-def _take(dataset, count: int | None, size: int, center_crop: int | None = None, channels: int = 3) -> torch.Tensor:
+def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits of :func:`digits` split once, reproducibly, into training and held-out test sets:
+    (train images [N, 1, 8, 8], train labels [N], test images [M, 1, 8, 8], test labels [M]), M = ⌈fraction·1797⌉."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    images, labels = digits()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    n_test = math.ceil(test_fraction * len(images))
+    test, train = order[:n_test], order[n_test:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def _take(dataset, count: int | None, size: int, center_crop: int | None = None, channels: int = 3,
+          with_labels: bool = False):
     from torchvision.transforms import functional as TF
 
     total = len(dataset) if count is None else min(count, len(dataset))
-    images = []
+    images, labels = [], []
     for index in range(total):
-        tensor = TF.to_tensor(dataset[index][0])
+        picture, label = dataset[index]
+        labels.append(int(label))
+        tensor = TF.to_tensor(picture)
         if tensor.shape[0] != channels:  # a grey picture in a colour data set
             tensor = tensor[:1].expand(channels, -1, -1)
         if center_crop is not None:
@@ -161,7 +181,43 @@ def _take(dataset, count: int | None, size: int, center_crop: int | None = None,
         if size and tuple(tensor.shape[-2:]) != (size, size):
             tensor = _resize(tensor[None], (size, size))[0]
         images.append(tensor)
+    if with_labels:
+        return torch.stack(images), torch.tensor(labels)
     return torch.stack(images)
+
+
+LABELLED = ("digits", "cifar10", "svhn", "mnist")
+
+
+def load_labelled(name: str, root: str = "data", split: str = "train", count: int | None = None,
+                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [N, C, H, W] in [0, 1], labels [N]) of a classification data set (one of :data:`LABELLED`).
+
+    ``"digits"`` is offline (:func:`digits_split`: 80 % train, 20 % test, 8×8, resized to ``size`` if given);
+    the others are read from ``root`` with torchvision and never downloaded: a missing one raises
+    :class:`DatasetNotFoundError` saying how to get it. ``count`` takes the first N (None: all).
+    """
+    if name not in LABELLED:
+        raise ValueError(f"dataset must be one of {', '.join(map(repr, LABELLED))} for classification; got {name!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "digits":
+        train_x, train_y, test_x, test_y = digits_split()
+        images, labels = (train_x, train_y) if split == "train" else (test_x, test_y)
+        if size and size != 8:
+            images = _resize(images, (size, size))
+        return images[:count], labels[:count]
+    import torchvision.datasets as datasets
+
+    train = split == "train"
+    try:
+        if name == "cifar10":
+            return _take(datasets.CIFAR10(root, train=train, download=False), count, size, with_labels=True)
+        if name == "svhn":
+            return _take(datasets.SVHN(root, split=split, download=False), count, size, with_labels=True)
+        return _take(datasets.MNIST(root, train=train, download=False), count, size, channels=1, with_labels=True)
+    except RuntimeError as error:
+        raise _not_found(name, root, str(error).split(".")[0], offline="digits") from None
 
 
 def load_images(

@@ -1,5 +1,8 @@
 """Train the i-ResNet density model: ``python -m invattn.train --preset NAME --out DIR [--resume] [--steps N]``,
-or :func:`train` from Python (lesson 07).
+or :func:`train` from Python (lesson 07); and, through the same loop, the invertible classifiers:
+``python -m invattn.train --task classify --model irevnet|iresnet --preset smoke|digits|cifar10-paper --out DIR``
+(lesson 08; ``--coeff`` sets the i-ResNet blocks' Lipschitz coefficient, ``--coeff none`` the unconstrained
+ResNet). Classification logs the batch loss and accuracy, and the held-out accuracy after every epoch.
 
 * presets: ``smoke`` (seconds on a CPU), ``digits`` (scikit-learn's real 8×8 digits, CPU minutes),
   ``cifar10-paper`` (the paper's configuration; a GPU); the data set can be changed (``--dataset``,
@@ -33,11 +36,15 @@ import torch.distributed as dist
 from torch import nn
 
 from ._validation import check_choice, check_positive_float, check_positive_int
-from .data import DATASETS, dequantize, digits, load_images
+from .classifiers import ARCHITECTURES, ClassifierConfig, build_classifier, classifier_preset
+from .data import DATASETS, LABELLED, dequantize, digits, load_images, load_labelled
 from .lesson import progress, resolve_device
 from .models import PRESETS, FlowConfig, ResidualFlow
 
-__all__ = ["TrainConfig", "TRAINING", "train", "load_checkpoint", "save_checkpoint", "main"]
+__all__ = ["TrainConfig", "TRAINING", "CLASSIFY_TRAINING", "TASKS", "train", "load_checkpoint", "save_checkpoint",
+           "main"]
+
+TASKS = ("density", "classify")
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -53,7 +60,8 @@ class TrainConfig:
     epochs: int = 200
     steps: int | None = None  # stop after this many steps in total (overrides epochs)
     lr: float = 3e-3
-    optimizer: str = "adamax"
+    optimizer: str = "adamax"  # "adamax", "adam" or "sgd" (momentum 0.9)
+    weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float | None = None
     checkpoint_every: int = 500
@@ -67,6 +75,17 @@ TRAINING: dict[str, TrainConfig] = {
     "digits": TrainConfig(dataset="digits", batch_size=64, epochs=10, checkpoint_every=200, samples_per_epoch=16),
     # the paper: Adamax, lr 3e-3, batch 64, 200 epochs (its warm-up quirk ended at 2×lr; a clean 1-epoch ramp here)
     "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=64, epochs=200, warmup_steps=782, checkpoint_every=1000),
+}
+
+# The classifiers (--task classify): Adam on the digits; the i-RevNet paper's SGD (momentum 0.9, weight decay
+# 5·10⁻⁴, lr 0.1, batch 128) for CIFAR-10, without its step schedule and data augmentation.
+CLASSIFY_TRAINING: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(dataset="digits", n_train=256, batch_size=32, epochs=1, steps=8, lr=1e-3, optimizer="adam",
+                         checkpoint_every=4, samples_per_epoch=0),
+    "digits": TrainConfig(dataset="digits", batch_size=64, epochs=12, lr=2e-3, optimizer="adam", checkpoint_every=100,
+                          samples_per_epoch=0),
+    "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=128, epochs=200, lr=0.1, optimizer="sgd",
+                                 weight_decay=5e-4, warmup_steps=391, checkpoint_every=1000, samples_per_epoch=0),
 }
 
 
@@ -142,8 +161,38 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.bits_per_dim(dequantize(images)).mean()
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        loss = self.model.bits_per_dim(dequantize(images)).mean()
+        return loss, dict(bits_per_dim=loss.detach())
+
+
+class ClassifierObjective(nn.Module):
+    """Mean cross-entropy of the logits of [0, 1] images centred to [−0.5, 0.5), and the batch accuracy."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        logits = self.model(images - 0.5)
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss, dict(loss=loss.detach(), accuracy=(logits.argmax(1) == labels).float().mean().detach())
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Fraction of ``images`` ([0, 1], as the training loop feeds them) classified as ``labels``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        correct = 0
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device) - 0.5)
+            correct += int((logits.argmax(1).cpu() == labels[start : start + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(len(images), 1)
 
 
 def _distributed() -> tuple[int, int]:
@@ -171,10 +220,22 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot(steps, [h["bits_per_dim"] for h in history], lw=1, label="training batch")
-    ax.set(xlabel="step", ylabel="bits/dim", title="training curve")
-    ax.grid(alpha=0.3)
+    if "bits_per_dim" in history[0]:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ax.plot(steps, [h["bits_per_dim"] for h in history], lw=1, label="training batch")
+        ax.set(xlabel="step", ylabel="bits/dim", title="training curve")
+        ax.grid(alpha=0.3)
+    else:
+        fig, (ax, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        ax.plot(steps, [h["loss"] for h in history], lw=1)
+        ax.set(xlabel="step", ylabel="cross-entropy", title="training loss (batch)", yscale="log")
+        right.plot(steps, [h["accuracy"] for h in history], lw=1, alpha=0.5, label="training batch")
+        tested = [h for h in history if "test_accuracy" in h]
+        right.plot([h["step"] for h in tested], [h["test_accuracy"] for h in tested], "o-", label="held-out set")
+        right.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+        right.legend()
+        for axis in (ax, right):
+            axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -197,6 +258,19 @@ def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
     plt.imsave(path, grid.permute(1, 2, 0).numpy(), metadata={"Software": None})
 
 
+def _data(task: str, config: TrainConfig, model_config) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+    """(training images, their labels or None, (test images, test labels) or None) for ``task``."""
+    if task == "density":
+        return training_images(config, model_config), None, None
+    check_choice(config.dataset, "dataset", LABELLED)
+    size = model_config.image_size
+    images, labels = load_labelled(config.dataset, config.data_root, "train", count=config.n_train, size=size)
+    test = load_labelled(config.dataset, config.data_root, "test", size=size)
+    if images.shape[1] != model_config.in_channels:
+        raise ValueError(f"{config.dataset} has {images.shape[1]} channels but the model takes {model_config.in_channels}")
+    return images, labels, test
+
+
 def train(
     preset: str = "smoke",
     out: str | Path = "runs/smoke",
@@ -208,14 +282,19 @@ def train(
     model_overrides: dict | None = None,
     training_overrides: dict | None = None,
     progress_bar: bool = True,
+    task: str = "density",
+    architecture: str | None = None,
 ) -> dict:
-    """Train ``preset`` into folder ``out``; return ``{"model", "history", "checkpoint"}``.
+    """Train ``preset`` into folder ``out``; return ``{"model", "history", "checkpoint", "rank", "world"}``.
 
-    ``model_overrides`` / ``training_overrides`` replace fields of the preset's :class:`FlowConfig` /
-    :class:`TrainConfig` (e.g. ``{"attention": ("dot", None)}``, ``{"epochs": 3}``). With ``resume=True`` the
-    run continues from ``out/checkpoint.pt`` exactly where it stopped (the configs are read from it).
+    ``task="density"``: the :class:`ResidualFlow` of ``PRESETS[preset]``. ``task="classify"``: the classifier
+    ``architecture`` ("irevnet" or "iresnet") of :func:`invattn.classifiers.classifier_preset`, trained with
+    ``CLASSIFY_TRAINING[preset]``. ``model_overrides`` / ``training_overrides`` replace fields of the model's
+    config (:class:`FlowConfig` or :class:`ClassifierConfig`) / :class:`TrainConfig` (e.g.
+    ``{"attention": ("dot", None)}``, ``{"coeff": None}``, ``{"epochs": 3}``). With ``resume=True`` the run
+    continues from ``out/checkpoint.pt`` exactly where it stopped (task and configs are read from it).
     """
-    check_choice(preset, "preset", tuple(PRESETS))
+    check_choice(task, "task", TASKS)
     out = Path(out)
     rank, world = _distributed()
     resolved = resolve_device(device)
@@ -228,16 +307,28 @@ def train(
     state = None
     if resume:
         state = load_checkpoint(checkpoint_path)
-        model_config = FlowConfig.from_dict(state["model_config"])
+        task = state.get("task", "density")
+        if task == "density":
+            model_config = FlowConfig.from_dict(state["model_config"])
+        else:
+            model_config = ClassifierConfig.from_dict(state["model_config"])
         train_config = TrainConfig(**state["train_config"])
-    else:
+    elif task == "density":
+        check_choice(preset, "preset", tuple(PRESETS))
         model_config = replace(PRESETS[preset], **(model_overrides or {}))
         train_config = replace(TRAINING[preset], **(training_overrides or {}))
+    else:
+        if architecture is None:
+            raise ValueError(f"task='classify' needs a model: architecture one of {ARCHITECTURES}")
+        model_config = replace(classifier_preset(architecture, preset), **(model_overrides or {}))
+        train_config = replace(CLASSIFY_TRAINING[preset], **(training_overrides or {}))
     if steps is not None:
         train_config = replace(train_config, steps=check_positive_int(steps, "steps"))
-    check_choice(train_config.dataset, "dataset", ("digits",) + DATASETS)
+    check_choice(train_config.dataset, "dataset", ("digits",) + DATASETS if task == "density" else LABELLED)
     check_positive_float(train_config.lr, "lr")
-    check_choice(train_config.optimizer, "optimizer", ("adamax", "adam"))
+    check_choice(train_config.optimizer, "optimizer", ("adamax", "adam", "sgd"))
+    if train_config.weight_decay < 0:
+        raise ValueError(f"weight_decay must be ≥ 0, got {train_config.weight_decay}")
     if train_config.batch_size % world:
         raise ValueError(f"batch_size {train_config.batch_size} must be divisible by the {world} processes")
     out.mkdir(parents=True, exist_ok=True)
@@ -245,10 +336,14 @@ def train(
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     random.seed(train_config.seed)
-    images = training_images(train_config, model_config)
-    model = ResidualFlow(model_config).to(resolved)
-    optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
-    optimizer = optimizer_class(model.parameters(), lr=train_config.lr)
+    images, labels, test = _data(task, train_config, model_config)
+    model = (ResidualFlow(model_config) if task == "density" else build_classifier(model_config)).to(resolved)
+    if train_config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
+                                    weight_decay=train_config.weight_decay)
+    else:
+        optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
+        optimizer = optimizer_class(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     warmup = max(train_config.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     batches_per_epoch = len(images) // train_config.batch_size
@@ -267,12 +362,12 @@ def train(
                 handle.writelines(json.dumps(record) + "\n" for record in history)
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
-    if state is None:
+    if state is None and task == "density":
         # ActNorm's data-dependent initialisation, on the first full batch, identical on every rank
         first = images[epoch_order(len(images), 0, train_config.seed)[: train_config.batch_size]].to(resolved)
         with torch.no_grad():
             model.bits_per_dim(dequantize(first))
-    objective: nn.Module = Objective(model)
+    objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=True)
     if compile:
@@ -285,11 +380,12 @@ def train(
             save_checkpoint(checkpoint_path, dict(
                 model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                 step=step, history=history, rng=_rng_state(), model_config=model_config.to_dict(),
-                train_config=asdict(train_config), preset=preset,
+                train_config=asdict(train_config), preset=preset, task=task,
             ))
 
     model.train()
-    bar = progress(total=total_steps, initial=step, desc=f"{preset}", disable=not progress_bar or rank != 0)
+    label = preset if task == "density" else f"{model_config.architecture} {preset}"
+    bar = progress(total=total_steps, initial=step, desc=label, disable=not progress_bar or rank != 0)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None
     started = time.perf_counter()
     try:
@@ -297,9 +393,11 @@ def train(
             epoch, position = divmod(step, batches_per_epoch)
             order = epoch_order(len(images), epoch, train_config.seed)
             indices = order[position * train_config.batch_size : (position + 1) * train_config.batch_size]
-            batch = images[indices[rank::world]].to(resolved)
+            mine = indices[rank::world]
+            batch = images[mine].to(resolved)
+            targets = labels[mine].to(resolved) if labels is not None else None
             with torch.autocast(device_type=resolved.type, dtype=torch.bfloat16, enabled=amp):
-                loss = objective(batch)
+                loss, metrics = objective(batch, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if train_config.grad_clip:
@@ -307,18 +405,23 @@ def train(
             optimizer.step()
             scheduler.step()
             step += 1
-            record = dict(step=step, epoch=epoch, bits_per_dim=float(loss.detach()), lr=scheduler.get_last_lr()[0],
-                          seconds=round(time.perf_counter() - started, 3))
+            record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
+                          lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
+            end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
+            if task == "classify" and end_of_epoch and rank == 0:
+                record["test_accuracy"] = accuracy(model, *test)
             history.append(record)
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             bar.update(1)
-            bar.set_postfix(bpd=f"{record['bits_per_dim']:.3f}")
+            shown = dict(bpd=f"{record['bits_per_dim']:.3f}") if task == "density" else dict(loss=f"{record['loss']:.3f}")
+            if "test_accuracy" in record:
+                shown["test"] = f"{record['test_accuracy']:.3f}"
+            bar.set_postfix(shown, refresh=False)
             if step % train_config.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
-            end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
-            if rank == 0 and end_of_epoch and train_config.samples_per_epoch:
+            if rank == 0 and end_of_epoch and task == "density" and train_config.samples_per_epoch:
                 state_before = _rng_state()  # sampling must not change the training's random stream
                 _save_samples(model, train_config.samples_per_epoch, out / f"samples_epoch{epoch + 1}.png", epoch)
                 _set_rng_state(state_before)
@@ -336,37 +439,65 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m invattn.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    parser.add_argument("--task", default="density", choices=TASKS,
+                        help="density: the generative model (default); classify: an invertible classifier")
+    parser.add_argument("--model", choices=ARCHITECTURES, help="the classifier for --task classify")
+    parser.add_argument("--preset", required=True, choices=sorted(set(PRESETS) | set(CLASSIFY_TRAINING)))
     parser.add_argument("--out", required=True, help="folder for the checkpoint, metrics, curves and samples")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     parser.add_argument("--steps", type=int, help="total number of steps (default: the preset's epochs)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--dataset", choices=("digits",) + DATASETS)
+    parser.add_argument("--dataset", choices=tuple(dict.fromkeys(("digits",) + DATASETS + LABELLED)))
     parser.add_argument("--data-root")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--attention", help="attention kind in the first scale, or 'none'")
+    parser.add_argument("--attention", help="attention kind in the first scale (density) or stage (classify), or 'none'")
+    parser.add_argument("--coeff", help="classify, iresnet: the blocks' Lipschitz coefficient in (0, 1), or 'none' "
+                        "for the unconstrained ResNet")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training objective")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.task == "classify" and args.model is None and not args.resume:
+        parser.error("--task classify needs --model irevnet or --model iresnet")
+    if args.task == "density" and (args.model is not None or args.coeff is not None):
+        parser.error("--model and --coeff are for --task classify")
+    if args.coeff is not None and args.model != "iresnet":
+        parser.error("--coeff is the i-ResNet classifier's Lipschitz coefficient: use it with --model iresnet")
     training = {k: v for k, v in dict(epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
                                       batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
                 if v is not None}
     model = {}
     if args.attention is not None:
-        kinds = [None] * len(PRESETS[args.preset].blocks)
-        kinds[0] = None if args.attention == "none" else args.attention
-        model["attention"] = tuple(kinds)
+        kind = None if args.attention == "none" else args.attention
+        if args.task == "density":
+            kinds = [None] * len(PRESETS[args.preset].blocks)
+            kinds[0] = kind
+            model["attention"] = tuple(kinds)
+        else:
+            model["attention"] = kind
+    if args.coeff is not None:
+        try:
+            model["coeff"] = None if args.coeff.lower() == "none" else float(args.coeff)
+        except ValueError:
+            parser.error(f"--coeff takes a number in (0, 1) or 'none', got {args.coeff!r}")
     if args.resume and (training or model):
         parser.error("--resume continues the saved run with its own settings; only --steps may be changed")
-    result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
-                   compile=args.compile, model_overrides=model, training_overrides=training,
-                   progress_bar=not args.no_progress)
+    try:
+        result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
+                       compile=args.compile, model_overrides=model, training_overrides=training,
+                       progress_bar=not args.no_progress, task=args.task, architecture=args.model)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"python -m invattn.train: error: {error}\n")
     if result["rank"] == 0 and result["history"]:
         last = result["history"][-1]
-        print(f"step {last['step']}: {last['bits_per_dim']:.4f} bits/dim; checkpoint {result['checkpoint']}")
+        if "bits_per_dim" in last:
+            print(f"step {last['step']}: {last['bits_per_dim']:.4f} bits/dim; checkpoint {result['checkpoint']}")
+        else:
+            tested = [h for h in result["history"] if "test_accuracy" in h]
+            held_out = f"; held-out accuracy {tested[-1]['test_accuracy']:.4f}" if tested else ""
+            print(f"step {last['step']}: loss {last['loss']:.4f}{held_out}; checkpoint {result['checkpoint']}")
     if dist.is_initialized():
         # every rank reaches the end before any tears the group down: a rank that exits while another still
         # talks to it can abort in gloo's background threads ("terminate called without an active exception")

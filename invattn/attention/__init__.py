@@ -2,7 +2,8 @@
 paper's formulation for comparison.
 
 Every module here is a residual branch g acting on feature maps ``[B, C, H, W]`` (N = H·W positions):
-put it in :class:`invattn.InvertibleResidual` to get the invertible block x + g(x). Notation used in the
+put it in :class:`invattn.InvertibleResidual` to get the invertible block x + g(x), or use it as the F of a
+coupling block, :class:`AttentionCoupling`, invertible whatever its Lipschitz constant. Notation used in the
 docstrings (derivations in lesson 02): x_i ∈ R^C is the feature at position i; row j of the attention
 map P holds the weights with which output position j averages the values v_i,
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 from torch import nn
 
 from .._validation import check_choice
+from ..coupling import AdditiveCoupling, check_even_channels
 from .core import CertifiedAttention
 from .kernel import PAPER_KINDS, KernelAttention
 from .l2 import L2Attention, l2_attention_constant, lambert_w0
@@ -46,6 +48,7 @@ __all__ = [
     "KINDS",
     "PAPER_KINDS",
     "make_attention",
+    "AttentionCoupling",
     "CertifiedAttention",
     "KernelAttention",
     "L2Attention",
@@ -86,3 +89,18 @@ def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = 
         if "unexpected keyword argument" in str(error):
             raise TypeError(f"make_attention({kind!r}, variant={variant!r}): {error}") from None
         raise
+
+
+class AttentionCoupling(AdditiveCoupling):
+    """An additive coupling whose F is attention over the first half's C/2 channels (any kind of
+    :data:`invattn.KINDS`; ``variant="paper"`` gives the original, unbounded formulation of Zha et al., 2021).
+
+    Invertible and exact whatever F's Lipschitz constant: the coupling's inverse never iterates. The price: each
+    block transforms only half of the channels; a residual attention block x + a(x) transforms all of them but
+    needs Lip(a) < 1. ``options`` go to :func:`invattn.make_attention`.
+    """
+
+    def __init__(self, kind: str, channels: int, variant: str = "paper", coeff: float = 0.9, **options) -> None:
+        check_even_channels(channels, "AttentionCoupling")
+        super().__init__(make_attention(kind, channels // 2, coeff=coeff, variant=variant, **options), channels)
+        self.kind, self.variant = kind, variant

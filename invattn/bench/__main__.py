@@ -11,6 +11,7 @@ BENCHMARKS = {
     "attention": "invattn.bench.attention",
     "train": "invattn.bench.train",
     "certify": "invattn.bench.certify",
+    "classifiers": "invattn.bench.classifiers",
 }
 
 

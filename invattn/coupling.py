@@ -1,0 +1,175 @@
+"""Coupling blocks: invertible by construction, whatever the branch F (i-RevNet, Jacobsen et al., 2018).
+
+A residual block x + g(x) transforms every channel but is invertible only when Lip(g) < 1 (so it needs the
+certified bounds of :mod:`invattn.lipschitz`). A coupling block splits the channels in two halves and
+transforms one half with a function of the other; its inverse is two lines, *exact*, and F can be anything:
+an unconstrained convolution stack, a batch-normalised bottleneck, or attention with no Lipschitz bound at all.
+
+* :class:`AdditiveCoupling`: y₁ = x₂ + F(x₁), y₂ = x₁ (i-RevNet's block, NICE's additive coupling with the
+  halves swapped so the next block transforms the other half). Inverse: x₁ = y₂, x₂ = y₁ − F(y₂). The Jacobian
+  is block triangular with identity blocks on its anti-diagonal arrangement: |det| = 1, log|det| = 0.
+* :class:`AffineCoupling`: y₁ = x₂·exp(s(x₁)) + t(x₁), y₂ = x₁ (Real NVP, Dinh et al., 2017), with
+  s = a·tanh(ŝ/a) bounded by ``max_log_scale`` = a. log|det| = Σ s(x₁), exact.
+* :class:`InjectivePad`: appends zero channels (i-RevNet (a)): injective, not bijective; its inverse drops them.
+* :class:`invattn.attention.AttentionCoupling` (one floor up, with the attention kinds): an additive coupling
+  whose F is attention of any kind, including the paper's unbounded formulation.
+* i-RevNet's invertible downsampling is space-to-depth, :class:`invattn.Squeeze`.
+
+All blocks take [B, C, ...] tensors with the halves along dimension 1 and raise ``ValueError`` on a wrong
+channel count or non-finite values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validation import check_finite, check_positive_float, check_positive_int
+
+__all__ = ["AdditiveCoupling", "AffineCoupling", "InjectivePad", "bottleneck_branch"]
+
+
+def _halves(x: torch.Tensor, channels: int, name: str, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    check_finite(x, name)
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise ValueError(f"{who} takes [B, {channels}, ...] ({channels // 2} channels per half), got {tuple(x.shape)}")
+    return x[:, : channels // 2], x[:, channels // 2 :]
+
+
+def check_even_channels(channels: int, who: str) -> int:
+    check_positive_int(channels, "channels", minimum=2)
+    if channels % 2:
+        raise ValueError(f"{who} splits the channels in two equal halves: {channels} is odd (pad it: InjectivePad)")
+    return channels
+
+
+class AdditiveCoupling(nn.Module):
+    """i-RevNet's block on [B, C, ...]: (x₁, x₂) ↦ (x₂ + F(x₁), x₁), halves of C/2 channels; log|det| = 0.
+
+    ``f``: any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint). ``inverse`` is exact up to
+    the rounding of one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (F evaluated on the same x₁ as in the forward pass,
+    so F must be deterministic: batch normalisation in eval mode, no dropout).
+    """
+
+    def __init__(self, f: nn.Module, channels: int) -> None:
+        super().__init__()
+        if not isinstance(f, nn.Module):
+            raise TypeError(f"f must be an nn.Module, got {type(f).__name__}")
+        self.f = f
+        self.channels = check_even_channels(channels, "AdditiveCoupling")
+
+    def _f(self, x1: torch.Tensor) -> torch.Tensor:
+        out = self.f(x1)
+        if out.shape != x1.shape:
+            raise ValueError(f"F must keep the half's shape {tuple(x1.shape)}, returned {tuple(out.shape)}")
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
+        return torch.cat([x2 + self._f(x1), x1], dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
+        return torch.cat([y2, y1 - self._f(y2)], dim=1)
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        """0 for every sample: the Jacobian [[J_F, I], [I, 0]] has determinant ±1."""
+        _halves(x, self.channels, "x", type(self).__name__)
+        return x.new_zeros(x.shape[0])
+
+
+class AffineCoupling(nn.Module):
+    """(x₁, x₂) ↦ (x₂·exp(s) + t, x₁) with (ŝ, t) = F(x₁) and s = a·tanh(ŝ/a), a = ``max_log_scale``.
+
+    ``f`` maps [B, C/2, ...] to [B, C, ...]: the first C/2 output channels are ŝ, the last C/2 are t.
+    log|det| = Σ s over the transformed half (exact, per sample). The bounded s keeps the inverse's
+    exp(−s) ≤ eᵃ, so rounding errors grow by at most eᵃ per block.
+    """
+
+    def __init__(self, f: nn.Module, channels: int, max_log_scale: float = 2.0) -> None:
+        super().__init__()
+        if not isinstance(f, nn.Module):
+            raise TypeError(f"f must be an nn.Module, got {type(f).__name__}")
+        self.f = f
+        self.channels = check_even_channels(channels, "AffineCoupling")
+        self.max_log_scale = check_positive_float(max_log_scale, "max_log_scale")
+
+    def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.f(x1)
+        expected = (x1.shape[0], self.channels, *x1.shape[2:])
+        if tuple(out.shape) != expected:
+            raise ValueError(f"F must return [B, {self.channels}, ...] (ŝ and t for the other half), got {tuple(out.shape)}")
+        raw, shift = out[:, : self.channels // 2], out[:, self.channels // 2 :]
+        return self.max_log_scale * torch.tanh(raw / self.max_log_scale), shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
+        log_scale, shift = self._scale_shift(x1)
+        return torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
+        log_scale, shift = self._scale_shift(y2)
+        return torch.cat([y2, (y1 - shift) * torch.exp(-log_scale)], dim=1)
+
+    def forward_and_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, log|det ∂y/∂x|)`` per sample, from one evaluation of F."""
+        x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
+        log_scale, shift = self._scale_shift(x1)
+        return torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1), log_scale.flatten(1).sum(1)
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_and_logdet(x)[1]
+
+
+class InjectivePad(nn.Module):
+    """Append ``out_channels − in_channels`` zero channels: [B, in, ...] → [B, out, ...] (i-RevNet (a)).
+
+    Injective, not bijective: ``inverse`` drops the appended channels, so inverse(forward(x)) = x exactly, while
+    forward(inverse(y)) = y only for y whose appended channels are zero (:meth:`distance_from_range` measures
+    how far a y is from that range). There is no log-determinant of a map between spaces of different dimension.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
+        if out_channels < in_channels:
+            raise ValueError(f"InjectivePad adds channels: out_channels {out_channels} < in_channels {in_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_finite(x, "x")
+        if x.dim() < 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"InjectivePad takes [B, {self.in_channels}, ...], got {tuple(x.shape)}")
+        padding = x.new_zeros(x.shape[0], self.out_channels - self.in_channels, *x.shape[2:])
+        return torch.cat([x, padding], dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        check_finite(y, "y")
+        if y.dim() < 2 or y.shape[1] != self.out_channels:
+            raise ValueError(f"InjectivePad.inverse takes [B, {self.out_channels}, ...], got {tuple(y.shape)}")
+        return y[:, : self.in_channels]
+
+    def distance_from_range(self, y: torch.Tensor) -> torch.Tensor:
+        """‖appended channels of y‖₂ per sample: 0 exactly when y = forward(x) for some x."""
+        return y[:, self.in_channels :].flatten(1).norm(dim=1)
+
+    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("InjectivePad maps into a larger space: it has no log-determinant (it is not bijective)")
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels} → {self.out_channels}"
+
+
+def bottleneck_branch(channels: int, hidden: int, batch_norm: bool = True) -> nn.Sequential:
+    """i-RevNet's F: [BN →] ReLU → conv3×3 (C→hidden) → [BN →] ReLU → conv3×3 (hidden→hidden) → [BN →] ReLU →
+    conv3×3 (hidden→C), padding 1, no Lipschitz constraint. [B, C, H, W] → [B, C, H, W]. The paper's stride-2
+    blocks are a :class:`invattn.Squeeze` before a stride-1 block here (:class:`invattn.classifiers.IRevNet`)."""
+    check_positive_int(channels, "channels")
+    check_positive_int(hidden, "hidden")
+
+    def unit(c_in: int, c_out: int) -> list[nn.Module]:
+        return ([nn.BatchNorm2d(c_in)] if batch_norm else []) + [nn.ReLU(), nn.Conv2d(c_in, c_out, 3, padding=1)]
+
+    return nn.Sequential(*unit(channels, hidden), *unit(hidden, hidden), *unit(hidden, channels))
