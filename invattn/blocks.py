@@ -166,7 +166,10 @@ class ActNorm(nn.Module):
 
 
 class Squeeze(nn.Module):
-    """Space-to-depth: [B, C, H, W] → [B, 4C, H/2, W/2] (``pixel_unshuffle``); a permutation, log|det| = 0."""
+    """Space-to-depth: [B, C, H, W] → [B, 4C, H/2, W/2] (``pixel_unshuffle``); a permutation, log|det| = 0.
+
+    i-RevNet's invertible downsampling (Jacobsen et al., 2018; after Dinh et al.'s Real NVP squeeze), used by the
+    density model between scales and by :mod:`invattn.classifiers` at every stride-2 stage."""
 
     def __init__(self, factor: int = 2) -> None:
         super().__init__()

@@ -34,7 +34,7 @@ from torch import nn
 
 from ._validation import check_choice, check_coeff, check_finite, check_positive_int
 from .blocks import InvertibleResidual, Squeeze
-from .attention import AttentionCoupling, make_attention
+from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
 from .coupling import AdditiveCoupling, InjectivePad, bottleneck_branch
 from .lipschitz import lipschitz_bound
 from .models import conv_branch
@@ -56,10 +56,15 @@ class ClassifierConfig:
     ``injective``: allow zero channels to be appended where a stage needs more than it receives.
     ``hidden``: the branch's hidden channels (None: a quarter of the half for i-RevNet, as in the paper; the
     stream's channels for the i-ResNet classifier). ``batch_norm``: batch normalisation in i-RevNet's F.
-    ``coeff``: the i-ResNet blocks' Lip(g) bound, None for the unconstrained ResNet. ``attention``: a kind of
-    :data:`invattn.KINDS` for one extra block at the end of the first stage (a coupling whose F is attention for
-    i-RevNet, variant ``attention_variant``; a certified residual attention block for the i-ResNet classifier).
+    ``coeff``: i-ResNet only: every convolution of a block's branch has operator norm ≤ ``coeff``, so
+    Lip(g) ≤ coeff³ < 1; None builds the unconstrained ResNet (i-RevNet has no Lipschitz constraint and ignores it).
+    ``attention``: a kind of :data:`invattn.KINDS` for one extra block at the end of the first stage: for i-RevNet a
+    coupling whose F is attention of variant ``attention_variant`` ("certified", or "paper" for the original,
+    unbounded formulation of the four paper kinds); for the i-ResNet classifier a certified residual attention
+    block (so ``attention_variant`` must be "certified", and the unconstrained ResNet takes none).
     ``pool``: global average pooling before the linear head (the papers); False flattens Φ.
+
+    Inputs are images centred to [−0.5, 0.5) (pixels in [0, 1] minus 0.5, as the training loop feeds them).
     """
 
     architecture: str = "irevnet"
@@ -75,7 +80,7 @@ class ClassifierConfig:
     coeff: float | None = 0.9
     batch_norm: bool = True
     attention: str | None = None
-    attention_variant: str = "paper"
+    attention_variant: str = "certified"
     pool: bool = True
 
     def __post_init__(self) -> None:
@@ -91,6 +96,23 @@ class ClassifierConfig:
         check_positive_int(self.init_downsampling, "init_downsampling", minimum=0)
         if self.coeff is not None:
             check_coeff(self.coeff)
+        if self.classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {self.classes}")
+        if self.hidden is not None:
+            check_positive_int(self.hidden, "hidden")
+        for name in ("injective", "batch_norm", "pool"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_choice(self.attention_variant, "attention_variant", ("certified", "paper"))
+        if self.attention is not None:
+            check_choice(self.attention, "attention", KINDS)
+            if self.architecture == "iresnet" and self.attention_variant != "certified":
+                raise ValueError("the i-ResNet classifier's attention is a residual block, which must be certified: "
+                                 "use attention_variant='certified' (the paper's variant belongs in an i-RevNet coupling)")
+            if self.architecture == "iresnet" and self.coeff is None:
+                raise ValueError("the unconstrained ResNet (coeff=None) takes no attention block")
+            if self.attention_variant == "paper" and self.attention not in PAPER_KINDS:
+                raise ValueError(f"attention_variant='paper' exists for {PAPER_KINDS}, not {self.attention!r}")
         squeezes = self.init_downsampling + sum(s == 2 for s in self.strides)
         if self.image_size % (2**squeezes):
             raise ValueError(f"image_size {self.image_size} cannot be squeezed {squeezes} times")
@@ -110,8 +132,9 @@ CLASSIFIER_PRESETS: dict[tuple[str, str], ClassifierConfig] = {
     ("iresnet", "smoke"): ClassifierConfig(architecture="iresnet", in_channels=1, image_size=8, blocks=(1, 1),
                                            strides=(1, 2), channels=(4, 16), hidden=16),
     # the offline 8×8 digits, CPU minutes
+    # the same layout: i-RevNet's 4-16 channels per half are the i-ResNet's 8-32 channel stream
     ("irevnet", "digits"): ClassifierConfig(in_channels=1, image_size=8, blocks=(3, 3), strides=(1, 2),
-                                            channels=(8, 32), hidden=32, pool=False),
+                                            channels=(4, 16), hidden=32, pool=False),
     ("iresnet", "digits"): ClassifierConfig(architecture="iresnet", in_channels=1, image_size=8, blocks=(3, 3),
                                             strides=(1, 2), channels=(8, 32), hidden=32, pool=False),
     # the papers' CIFAR-10 models (a GPU): i-RevNet (a), injective, 18-18-18, 16-64-256 per half
@@ -232,8 +255,10 @@ class IRevNet(_Classifier):
             self.stages.append(nn.Sequential(*blocks))
 
     def inverse(self, phi: torch.Tensor) -> torch.Tensor:
-        """The x with Φ(x) = phi, analytically; [B, C', H', W'] → [B, C, H, W]. For the injective variant a phi
-        outside Φ's range (non-zero padded channels) maps to the x whose features agree on the other channels."""
+        """The x with Φ(x) = phi, analytically; [B, C', H', W'] → [B, C, H, W]. Exact up to rounding for phi in Φ's
+        range. The injective variant's Φ has more numbers than x: for a phi outside the range (e.g. features plus
+        noise) this returns *an* x, but Φ(x) ≠ phi in general (the couplings mix the padded channels into every
+        other), and no channel of phi need be reproduced."""
         self._check_features(phi)
         h = phi
         for index in reversed(range(len(self.stages))):
@@ -247,7 +272,7 @@ class IResNetClassifier(_Classifier):
     """The i-ResNet classifier (Behrmann et al., "Invertible residual networks", ICML 2019, §5).
 
     Stages of residual blocks x + g(x), g = [ELU] SN-conv3×3 → ELU → SN-conv1×1 → ELU → SN-conv3×3 with every
-    convolution's operator norm certified ≤ ``coeff`` (so Lip(g) ≤ coeff³ ≤ coeff < 1), squeezes between stages,
+    convolution's operator norm certified ≤ ``coeff`` (so Lip(g) ≤ coeff³ < 1), squeezes between stages,
     then ReLU → pool → linear. ``coeff=None``: the same network without the constraint (an ordinary ResNet whose
     blocks need not be invertible). ``inverse(phi, tol=…)`` solves the blocks backwards with the library's solvers.
     """
@@ -266,7 +291,7 @@ class IResNetClassifier(_Classifier):
                     g = conv_branch(channels, width, size, config.coeff, input_nonlinearity=(index > 0 or i > 0))
                 blocks.append(InvertibleResidual(g))
             if index == 0 and config.attention is not None:
-                blocks.append(InvertibleResidual(make_attention(config.attention, channels, coeff=config.coeff or 0.9)))
+                blocks.append(InvertibleResidual(make_attention(config.attention, channels, coeff=config.coeff)))
             self.stages.append(nn.Sequential(*blocks))
 
     def lipschitz_bound(self) -> float:
@@ -322,8 +347,8 @@ def build_classifier(config: ClassifierConfig) -> _Classifier:
 
 @torch.no_grad()
 def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(radius [B], predicted class [B]) for images x [B, C, H, W]: no perturbation δ with ‖δ‖₂ < radius changes
-    the predicted class of x + δ.
+    """(radius [B], predicted class [B]) for images x [B, C, H, W] (centred to [−0.5, 0.5), as the model was
+    trained): no perturbation δ with ‖δ‖₂ < radius changes the predicted class of x + δ.
 
     With L ≥ Lip(x ↦ logits) certified, each logit difference f_k − f_j is √2·L-Lipschitz (its gradient is
     (e_k − e_j)ᵀJ and ‖e_k − e_j‖ = √2), so the top logit stays on top while ‖δ‖ < margin/(√2·L), margin =
@@ -346,7 +371,9 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     top2 = logits.topk(2, dim=1)
     margin = top2.values[:, 0] - top2.values[:, 1] - 1e-9 * logits.abs().amax(dim=1)
     radius = torch.clamp(margin, min=0) / (math.sqrt(2) * bound)
-    return radius.to(x.dtype), top2.indices[:, 0]
+    rounded = radius.to(x.dtype)
+    rounded = torch.where(rounded.double() > radius, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
+    return rounded, top2.indices[:, 0]  # rounded toward zero: never above the proven float64 radius
 
 
 def with_coeff(config: ClassifierConfig, coeff: float | None) -> ClassifierConfig:

@@ -7,7 +7,9 @@ an unconstrained convolution stack, a batch-normalised bottleneck, or attention 
 
 * :class:`AdditiveCoupling`: y₁ = x₂ + F(x₁), y₂ = x₁ (i-RevNet's block, NICE's additive coupling with the
   halves swapped so the next block transforms the other half). Inverse: x₁ = y₂, x₂ = y₁ − F(y₂). The Jacobian
-  is block triangular with identity blocks on its anti-diagonal arrangement: |det| = 1, log|det| = 0.
+  [[J_F, I], [I, 0]] becomes block triangular with identity diagonal blocks once the two output halves are swapped:
+  |det| = 1, log|det| = 0. Rounding: x₂ comes back to within u·(|x₂| + |F(x₁)|) per entry (the rounding of the
+  sum y₁), so a small x₂ beside a large F(x₁) loses relative accuracy, in every block it passes.
 * :class:`AffineCoupling`: y₁ = x₂·exp(s(x₁)) + t(x₁), y₂ = x₁ (Real NVP, Dinh et al., 2017), with
   s = a·tanh(ŝ/a) bounded by ``max_log_scale`` = a. log|det| = Σ s(x₁), exact.
 * :class:`InjectivePad`: appends zero channels (i-RevNet (a)): injective, not bijective; its inverse drops them.
@@ -47,8 +49,9 @@ class AdditiveCoupling(nn.Module):
     """i-RevNet's block on [B, C, ...]: (x₁, x₂) ↦ (x₂ + F(x₁), x₁), halves of C/2 channels; log|det| = 0.
 
     ``f``: any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint). ``inverse`` is exact up to
-    the rounding of one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (F evaluated on the same x₁ as in the forward pass,
-    so F must be deterministic: batch normalisation in eval mode, no dropout).
+    the rounding of one addition and one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (module docstring: the error is
+    relative to |x₂| + |F(x₁)|). F is evaluated on the same x₁ as in the forward pass, so it must be
+    deterministic: batch normalisation in eval mode, no dropout.
     """
 
     def __init__(self, f: nn.Module, channels: int) -> None:
@@ -78,12 +81,20 @@ class AdditiveCoupling(nn.Module):
         return x.new_zeros(x.shape[0])
 
 
+def _finite(out: torch.Tensor, where: str) -> torch.Tensor:
+    try:
+        return check_finite(out, f"AffineCoupling's {where} output")
+    except ValueError as error:
+        raise ValueError(f"{error}: F's scale or shift overflowed the dtype; bound F's output or use float64") from None
+
+
 class AffineCoupling(nn.Module):
     """(x₁, x₂) ↦ (x₂·exp(s) + t, x₁) with (ŝ, t) = F(x₁) and s = a·tanh(ŝ/a), a = ``max_log_scale``.
 
     ``f`` maps [B, C/2, ...] to [B, C, ...]: the first C/2 output channels are ŝ, the last C/2 are t.
-    log|det| = Σ s over the transformed half (exact, per sample). The bounded s keeps the inverse's
-    exp(−s) ≤ eᵃ, so rounding errors grow by at most eᵃ per block.
+    log|det| = Σ s over the transformed half (exact, per sample). The bounded s keeps exp(±s) ≤ eᵃ, so the
+    rounding of y₁ (relative to |x₂·eˢ| + |t|) grows by at most eᵃ in x₂; ``max_log_scale`` is at most 10 so eᵃ
+    stays far inside every float range. A non-finite output (an F that overflows) raises ``ValueError``.
     """
 
     def __init__(self, f: nn.Module, channels: int, max_log_scale: float = 2.0) -> None:
@@ -93,6 +104,8 @@ class AffineCoupling(nn.Module):
         self.f = f
         self.channels = check_even_channels(channels, "AffineCoupling")
         self.max_log_scale = check_positive_float(max_log_scale, "max_log_scale")
+        if self.max_log_scale > 10:
+            raise ValueError(f"max_log_scale must be at most 10 (exp(10) ≈ 2.2e4), got {max_log_scale}")
 
     def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.f(x1)
@@ -103,20 +116,19 @@ class AffineCoupling(nn.Module):
         return self.max_log_scale * torch.tanh(raw / self.max_log_scale), shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
-        log_scale, shift = self._scale_shift(x1)
-        return torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1)
+        return self.forward_and_logdet(x)[0]
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
         log_scale, shift = self._scale_shift(y2)
-        return torch.cat([y2, (y1 - shift) * torch.exp(-log_scale)], dim=1)
+        return _finite(torch.cat([y2, (y1 - shift) * torch.exp(-log_scale)], dim=1), "inverse")
 
     def forward_and_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, log|det ∂y/∂x|)`` per sample, from one evaluation of F."""
         x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
         log_scale, shift = self._scale_shift(x1)
-        return torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1), log_scale.flatten(1).sum(1)
+        y = _finite(torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1), "forward")
+        return y, log_scale.flatten(1).sum(1)
 
     def logdet(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_and_logdet(x)[1]
@@ -153,6 +165,7 @@ class InjectivePad(nn.Module):
 
     def distance_from_range(self, y: torch.Tensor) -> torch.Tensor:
         """‖appended channels of y‖₂ per sample: 0 exactly when y = forward(x) for some x."""
+        self.inverse(y)  # the same checks
         return y[:, self.in_channels :].flatten(1).norm(dim=1)
 
     def logdet(self, x: torch.Tensor) -> torch.Tensor:

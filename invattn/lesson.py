@@ -92,15 +92,21 @@ def setup(seed: int = 0, device: str = "cpu") -> Setup:
 
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar: a widget in JupyterLab, plain text when run headless (``make run``/``make test``
-    set ``INVATTN_PLAIN_PROGRESS=1``): then it prints its first line and its final one only (no intermediate
-    refreshes), so a stored output holds two readable lines, not one per update."""
+    set ``INVATTN_PLAIN_PROGRESS=1``): then it prints one line, its final state, when it closes, so a stored
+    output holds one readable line per bar, not one per update."""
     if os.environ.get("INVATTN_PLAIN_PROGRESS"):
         from tqdm.std import tqdm
 
+        class FinalLineOnly(tqdm):
+            def close(self) -> None:
+                self.delay = 0  # displayed at last: tqdm skips bars that never showed
+                super().close()
+
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("mininterval", math.inf)
+        kwargs.setdefault("delay", math.inf)  # no first line
         kwargs.setdefault("ncols", 80)
-        return tqdm(iterable, **kwargs)
+        return FinalLineOnly(iterable, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kwargs)

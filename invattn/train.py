@@ -15,8 +15,9 @@ ResNet). Classification logs the batch loss and accuracy, and the held-out accur
   float64 outside autocast, but the convolutions then run on bfloat16-rounded weights, which the certificates do
   not cover: evaluate, invert and report bounds without it), ``--compile`` (``torch.compile``);
 * multi-GPU (or multi-process CPU) with ``torchrun --nproc_per_node=K -m invattn.train ...``:
-  DistributedDataParallel, each rank a disjoint shard of every batch; buffers (ActNorm state) are broadcast
-  from rank 0 at each step, and the spectral normalisation is a function of the (identical) weights alone.
+  DistributedDataParallel, each rank a disjoint shard of every batch; buffers (ActNorm state, batch-norm running
+  statistics) are broadcast from rank 0 at each step and before each checkpoint, and the spectral normalisation is a
+  function of the (identical) weights alone.
 """
 
 from __future__ import annotations
@@ -307,7 +308,12 @@ def train(
     state = None
     if resume:
         state = load_checkpoint(checkpoint_path)
-        task = state.get("task", "density")
+        saved_task = state.get("task", "density")
+        saved_architecture = state["model_config"].get("architecture")
+        if architecture is not None and architecture != saved_architecture:
+            raise ValueError(f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
+                             f"as saved (asked for {architecture!r})")
+        task, preset = saved_task, state.get("preset", preset)
         if task == "density":
             model_config = FlowConfig.from_dict(state["model_config"])
         else:
@@ -326,6 +332,8 @@ def train(
         train_config = replace(train_config, steps=check_positive_int(steps, "steps"))
     check_choice(train_config.dataset, "dataset", ("digits",) + DATASETS if task == "density" else LABELLED)
     check_positive_float(train_config.lr, "lr")
+    for name in ("batch_size", "epochs", "checkpoint_every"):
+        check_positive_int(getattr(train_config, name), name)
     check_choice(train_config.optimizer, "optimizer", ("adamax", "adam", "sgd"))
     if train_config.weight_decay < 0:
         raise ValueError(f"weight_decay must be ≥ 0, got {train_config.weight_decay}")
@@ -369,12 +377,16 @@ def train(
             model.bits_per_dim(dequantize(first))
     objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=True)
+        objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
     if compile:
         objective = torch.compile(objective)
 
     def checkpoint() -> None:
         if world > 1:
+            # DistributedDataParallel hands rank 0's buffers to every rank at each forward; running statistics
+            # (batch norm) then drift apart again on each rank's shard, so hand them over now, as the next step would
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
             _check_in_step(model)
         if rank == 0:
             save_checkpoint(checkpoint_path, dict(
@@ -408,7 +420,8 @@ def train(
             record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
                           lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
             end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
-            if task == "classify" and end_of_epoch and rank == 0:
+            if task == "classify" and step % batches_per_epoch == 0 and rank == 0:
+                # at epoch ends only (not at a run's last step), so a resumed run logs what an uninterrupted one does
                 record["test_accuracy"] = accuracy(model, *test)
             history.append(record)
             if log is not None:
@@ -434,7 +447,10 @@ def train(
             log.close()
     if rank == 0 and history:
         _plot_curves(history, out / "curves.png")
-    return dict(model=model, history=history, checkpoint=checkpoint_path, rank=rank, world=world)
+    result = dict(model=model, history=history, checkpoint=checkpoint_path, rank=rank, world=world)
+    if task == "classify" and rank == 0:
+        result["test_accuracy"] = accuracy(model, *test)  # of the final weights, whether or not an epoch just ended
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -482,8 +498,10 @@ def main(argv: list[str] | None = None) -> None:
             model["coeff"] = None if args.coeff.lower() == "none" else float(args.coeff)
         except ValueError:
             parser.error(f"--coeff takes a number in (0, 1) or 'none', got {args.coeff!r}")
-    if args.resume and (training or model):
-        parser.error("--resume continues the saved run with its own settings; only --steps may be changed")
+    if args.epochs is not None and args.steps is None:
+        training["steps"] = None  # --epochs replaces a preset's step count
+    if args.resume and (training or model or args.model):
+        parser.error("--resume continues the saved run with its own settings (model included); only --steps may be changed")
     try:
         result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
                        compile=args.compile, model_overrides=model, training_overrides=training,
@@ -495,9 +513,8 @@ def main(argv: list[str] | None = None) -> None:
         if "bits_per_dim" in last:
             print(f"step {last['step']}: {last['bits_per_dim']:.4f} bits/dim; checkpoint {result['checkpoint']}")
         else:
-            tested = [h for h in result["history"] if "test_accuracy" in h]
-            held_out = f"; held-out accuracy {tested[-1]['test_accuracy']:.4f}" if tested else ""
-            print(f"step {last['step']}: loss {last['loss']:.4f}{held_out}; checkpoint {result['checkpoint']}")
+            print(f"step {last['step']}: loss {last['loss']:.4f}; held-out accuracy {result['test_accuracy']:.4f}; "
+                  f"checkpoint {result['checkpoint']}")
     if dist.is_initialized():
         # every rank reaches the end before any tears the group down: a rank that exits while another still
         # talks to it can abort in gloo's background threads ("terminate called without an active exception")

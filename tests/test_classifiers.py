@@ -1,6 +1,7 @@
 """Coupling blocks, i-RevNet, the i-ResNet classifier, certified radii and classification training."""
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -264,8 +265,9 @@ def test_classifier_training_runs_resumes_exactly_and_logs(tmp_path, architectur
     resumed = training.train("smoke", tmp_path / "b", steps=6, resume=True, progress_bar=False)
     a, b = straight["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
-    assert [h["loss"] for h in straight["history"]] == [h["loss"] for h in resumed["history"]]
-    assert "test_accuracy" in straight["history"][-1]
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert strip(straight["history"]) == strip(resumed["history"])  # held-out accuracy only at epoch ends
+    assert 0 <= straight["test_accuracy"] <= 1
     assert (tmp_path / "a" / "curves.png").is_file()
     assert training.load_checkpoint(tmp_path / "a" / "checkpoint.pt")["task"] == "classify"
 
@@ -280,6 +282,10 @@ def test_classifier_options_work(tmp_path):
     assert isinstance(result["model"], IResNetClassifier)
     with pytest.raises(ValueError, match="needs a model"):
         training.train("smoke", tmp_path, task="classify")
+    with pytest.raises(ValueError, match="batch_size"):
+        training.train("smoke", tmp_path, task="classify", architecture="irevnet", training_overrides=dict(batch_size=0))
+    with pytest.raises(ValueError, match="resume continues it as saved"):
+        training.train("smoke", tmp_path, resume=True, task="classify", architecture="irevnet")  # an iresnet run
     with pytest.raises(ValueError, match="weight_decay"):
         training.train("smoke", tmp_path, task="classify", architecture="irevnet",
                        training_overrides=dict(weight_decay=-1.0))
@@ -300,6 +306,69 @@ def test_classify_command_line(tmp_path):
     assert "--coeff" in run("--preset", "smoke", "--coeff", "0.5", "--out", str(tmp_path / "x")).stderr
     assert "--coeff takes" in run("--task", "classify", "--model", "iresnet", "--preset", "smoke", "--coeff", "big",
                                   "--out", str(tmp_path / "x")).stderr
+    assert "only --steps" in run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--resume",
+                                 "--out", str(tmp_path / "r")).stderr
+    epochs = run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--epochs", "2", "--out",
+                 str(tmp_path / "e"))
+    assert epochs.returncode == 0 and training.load_checkpoint(tmp_path / "e" / "checkpoint.pt")["step"] == 16
     missing = run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--dataset", "cifar10",
                   "--data-root", str(tmp_path), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "Nothing is downloaded" in missing.stderr
+
+
+def test_classifier_training_under_torchrun_stays_in_step(tmp_path):
+    """Two CPU processes, DistributedDataParallel: every checkpoint compares the ranks' weights and buffers (the
+    batch-norm statistics of i-RevNet's F included) bit for bit, and training raises if they differ."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "invattn.train", "--task", "classify", "--model",
+         "irevnet", "--preset", "smoke", "--no-progress", "--out", str(tmp_path), "--steps", "4",
+         "--checkpoint-every", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4 and state["task"] == "classify"
+    model = build_classifier(ClassifierConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+
+
+def test_configurations_that_cannot_work_are_refused():
+    base = classifier_preset("iresnet", "smoke").to_dict()
+    cases = [
+        (dict(classes=1), "at least 2 classes"),
+        (dict(hidden=0), "hidden"),
+        (dict(pool="no"), "True or False"),
+        (dict(attention="dot", attention_variant="paper"), "must be certified"),
+        (dict(attention="dot", coeff=None), "takes no attention"),
+        (dict(attention="softmax"), "attention"),
+    ]
+    for change, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            ClassifierConfig(**{**base, **change})
+    with pytest.raises(ValueError, match="exists for"):
+        ClassifierConfig(**{**classifier_preset("irevnet", "smoke").to_dict(), "attention": "l2",
+                            "attention_variant": "paper"})
+
+
+def test_affine_coupling_refuses_what_would_overflow():
+    with pytest.raises(ValueError, match="at most 10"):
+        AffineCoupling(nn.Conv2d(1, 2, 1), 2, max_log_scale=100)
+
+    class Huge(nn.Module):
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x), torch.full_like(x, 3e38)], dim=1)
+
+    block = AffineCoupling(Huge(), 2)
+    with pytest.raises(ValueError, match="overflowed"):
+        block(torch.ones(1, 2, 2, 2) * 1e38)
+
+
+def test_float32_certified_radii_never_exceed_the_float64_proof():
+    torch.manual_seed(0)
+    model = IResNetClassifier(classifier_preset("iresnet", "smoke")).eval()
+    x = torch.rand(64, 1, 8, 8) - 0.5
+    radius32, _ = certified_radius(model, x)
+    radius64, _ = certified_radius(model, x.double())
+    assert radius32.dtype == torch.float32 and bool((radius32.double() <= radius64).all())

@@ -100,7 +100,7 @@ class AttentionCoupling(AdditiveCoupling):
     needs Lip(a) < 1. ``options`` go to :func:`invattn.make_attention`.
     """
 
-    def __init__(self, kind: str, channels: int, variant: str = "paper", coeff: float = 0.9, **options) -> None:
+    def __init__(self, kind: str, channels: int, variant: str = "certified", coeff: float = 0.9, **options) -> None:
         check_even_channels(channels, "AttentionCoupling")
         super().__init__(make_attention(kind, channels // 2, coeff=coeff, variant=variant, **options), channels)
         self.kind, self.variant = kind, variant
