@@ -79,9 +79,12 @@ def test_inverse_on_real_images_float32(kind, trained):
         block = ia.InvertibleResidual(g).eval()
         y = block(x)
         assert (y - x).abs().max() > 1e-3  # the attention does something
-        # relative residual ≤ 1e-6 certifies relative error ≤ 1e-6/(1 − L) ≤ 1e-5 for L ≤ 0.9
+        # a relative residual ≤ 1e-6 bounds the error (relative to ‖y‖) by (L·1e-6 + e)/(1 − L) for L ≤ 0.9, e the
+        # float32 rounding allowance 8u(1 + (‖x_k‖ + ‖G(x_k)‖)/‖y‖) (about 1.4e-6 here) plus g's measured rounding
         x_hat, info = block.inverse(y, tol=1e-6, return_info=True)
-        assert info.converged and info.error_bound <= 1.1e-5
+        assert info.converged and info.error_bound <= 3e-5
+        against_y = (x_hat - x).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+        assert float(against_y.max()) <= info.error_bound
         relative = (x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
         assert float(relative.max()) < 1e-5
 
