@@ -215,8 +215,8 @@ def _tap_grams(w64: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor,
     return gram, tall
 
 
-def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: int) -> torch.Tensor:
-    """K̂(ω) of one group at one rfft2 frequency index, [out/groups, in/groups] complex (same sign as rfft2)."""
+def _tap_phases(w64: torch.Tensor, geometry: ConvGeometry, freq: int) -> torch.Tensor:
+    """e^{−iθ_t(ω)} for every tap t = (a, b) at one rfft2 frequency index: [kh, kw] complex128 (rfft2's sign)."""
     m, n = geometry.torus
     omega_h, omega_w = divmod(freq, n // 2 + 1)
     kh, kw = w64.shape[-2:]
@@ -224,7 +224,12 @@ def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: in
     a = torch.arange(kh, device=w64.device) * dh
     b = torch.arange(kw, device=w64.device) * dw
     turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
-    phase = torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
+    return torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
+
+
+def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: int) -> torch.Tensor:
+    """K̂(ω) of one group at one rfft2 frequency index, [out/groups, in/groups] complex (same sign as rfft2)."""
+    phase = _tap_phases(w64, geometry, freq)
     rows = w64.shape[0] // geometry.groups
     block = w64[group * rows : (group + 1) * rows].to(torch.complex128)
     return (block * phase).sum(dim=(-2, -1))
@@ -405,14 +410,7 @@ def _direction(w64, k, top, group, freq, geometry, tall) -> torch.Tensor:
         block = outer.real.reshape(outer.shape[0], outer.shape[1], *([1] * (w64.dim() - 2)))
         block = block.expand(-1, -1, *w64.shape[2:]) if w64.dim() > 2 else block.reshape(outer.shape)
     else:
-        omega_h, omega_w = divmod(freq, n // 2 + 1)
-        kh, kw = w64.shape[-2:]
-        dh, dw = geometry.dilation
-        a = torch.arange(kh, device=w64.device) * dh
-        b = torch.arange(kw, device=w64.device) * dw
-        turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
-        phase = torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
-        block = (outer[:, :, None, None] * phase).real
+        block = (outer[:, :, None, None] * _tap_phases(w64, geometry, freq)).real
     direction = torch.zeros_like(w64)
     rows = block.shape[0]
     direction[group * rows : (group + 1) * rows] = block
