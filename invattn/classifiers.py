@@ -26,23 +26,22 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_choice, check_coeff, check_finite, check_positive_int
-from .blocks import InvertibleResidual, Squeeze
 from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
+from .blocks import InvertibleResidual, Squeeze
 from .coupling import AdditiveCoupling, InjectivePad, bottleneck_branch
-from .lipschitz import lipschitz_bound
 from .models import conv_branch
 from .norms import certify_operator_norm, layer_geometry
 from .solvers import InverseInfo
 
 __all__ = ["ClassifierConfig", "CLASSIFIER_PRESETS", "IRevNet", "IResNetClassifier", "build_classifier",
-           "certified_radius", "classifier_preset"]
+           "certified_radius", "classifier_preset", "pgd_attack"]
 
 ARCHITECTURES = ("irevnet", "iresnet")
 
@@ -376,6 +375,28 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     return rounded, top2.indices[:, 0]  # rounded toward zero: never above the proven float64 radius
 
 
-def with_coeff(config: ClassifierConfig, coeff: float | None) -> ClassifierConfig:
-    """``config`` with another Lipschitz coefficient (None: unconstrained)."""
-    return replace(config, coeff=coeff)
+def pgd_attack(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, radius: torch.Tensor,
+               steps: int = 40, step_fraction: float = 0.25) -> torch.Tensor:
+    """Which predictions a projected-gradient attack changes inside ℓ₂ balls: [B] bool.
+
+    Ascends the runner-up logit minus the predicted one over δ, steps of ``step_fraction``·radius along the
+    normalised gradient, each projected back onto ‖δ‖ ≤ radius (per sample, ``radius`` [B]). A check of
+    :func:`certified_radius`, never a proof: finding nothing inside the certified radius is what it must do.
+    """
+    check_positive_int(steps, "steps")
+    classes = None
+    delta = torch.zeros_like(x, requires_grad=True)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    for _ in range(steps):
+        logits = model(x + delta)
+        classes = classes if classes is not None else nn.functional.one_hot(predicted, logits.shape[1]).bool()
+        runner_up = logits.masked_fill(classes, -math.inf).amax(1)
+        gap = (runner_up - logits.gather(1, predicted[:, None])[:, 0]).sum()
+        (grad,) = torch.autograd.grad(gap, delta)
+        with torch.no_grad():
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)
+            delta += step_fraction * radius.view(shape) * grad / norm.view(shape)
+            length = delta.flatten(1).norm(dim=1).clamp_min(1e-30)
+            delta *= torch.clamp(radius / length, max=1.0).view(shape)
+    with torch.no_grad():
+        return model(x + delta).argmax(1) != predicted
