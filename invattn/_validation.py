@@ -28,7 +28,7 @@ def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
     """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if _is_batched(tensor):
+    if unwrap_functorch(tensor)[1]:
         return tensor
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
@@ -36,13 +36,14 @@ def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
     return tensor
 
 
-def _is_batched(tensor: torch.Tensor) -> bool:
+def unwrap_functorch(tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(the tensor under torch.func's wrappers, whether one of them is a vmap batch): same values, plain tensor."""
     functorch = torch._C._functorch
+    batched = False
     while functorch.is_functorch_wrapped_tensor(tensor):
-        if functorch.is_batchedtensor(tensor):
-            return True
+        batched = batched or functorch.is_batchedtensor(tensor)
         tensor = functorch.get_unwrapped(tensor)
-    return False
+    return tensor, batched
 
 
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:

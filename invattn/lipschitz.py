@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._validation import check_coeff, check_finite, check_positive_int
+from ._validation import check_coeff, check_finite, check_positive_int, unwrap_functorch
 from .norms import ConvGeometry, NormCertificate, certify_operator_norm, layer_geometry, unit_roundoff
 
 __all__ = [
@@ -38,15 +38,13 @@ __all__ = [
 
 def _plain(weight: torch.Tensor) -> torch.Tensor:
     """The tensor under torch.func's gradient/jvp wrappers (same values); refuses weights batched by vmap."""
-    functorch = torch._C._functorch
-    while functorch.is_functorch_wrapped_tensor(weight):
-        if functorch.is_batchedtensor(weight):
-            raise ValueError(
-                "torch.func.vmap over the weights of a spectral-normalised layer is not supported: each weight "
-                "needs its own certificate; vmap over the inputs instead"
-            )
-        weight = functorch.get_unwrapped(weight)
-    return weight
+    plain, batched = unwrap_functorch(weight)
+    if batched:
+        raise ValueError(
+            "torch.func.vmap over the weights of a spectral-normalised layer is not supported: each weight "
+            "needs its own certificate; vmap over the inputs instead"
+        )
+    return plain
 
 
 class SpectralNorm(nn.Module):
