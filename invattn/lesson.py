@@ -9,6 +9,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -25,6 +26,14 @@ __all__ = [
     "check_coeff",
     "check_positive_int",
     "check_positive_float",
+    "check_parameters",
+    "coeff",
+    "integer",
+    "positive",
+    "choice",
+    "each",
+    "flag",
+    "text",
 ]
 
 
@@ -110,3 +119,103 @@ def progress(iterable=None, **kwargs):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameter checks behind one call: each lesson's set-up cell names its parameters and their rules once, and every
+# bad value is reported together, with what is allowed, before anything runs.
+
+Rule = Callable[[Any, str], Any]  # (value, name) -> value; raises ValueError or TypeError with a readable message
+
+
+def coeff() -> Rule:
+    """A Lipschitz coefficient in (0, 1)."""
+    return lambda value, name: check_coeff(value, name)
+
+
+def integer(minimum: int = 1, maximum: int | None = None, even: bool = False, why: str = "") -> Rule:
+    """An integer ≥ ``minimum`` (and ≤ ``maximum``, even if ``even``); ``why`` is added to the message."""
+
+    def rule(value, name):
+        check_positive_int(value, name, minimum=minimum)
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{name} must be at most {maximum}{why}, got {value}")
+        if even and value % 2:
+            raise ValueError(f"{name} must be even{why}, got {value}")
+        return value
+
+    return rule
+
+
+def positive() -> Rule:
+    """A finite number > 0."""
+    return lambda value, name: check_positive_float(value, name)
+
+
+def choice(allowed: Iterable[str]) -> Rule:
+    """One of ``allowed``."""
+    allowed = tuple(allowed)
+    return lambda value, name: check_choice(value, name, allowed)
+
+
+def flag() -> Rule:
+    """True or False."""
+
+    def rule(value, name):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        return value
+
+    return rule
+
+
+def text() -> Rule:
+    """A non-empty string (a path, a folder name)."""
+
+    def rule(value, name):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+        return value
+
+    return rule
+
+
+def each(rule: Rule, distinct: bool = False, nonempty: bool = True) -> Rule:
+    """A list (or tuple) whose every item obeys ``rule``; ``distinct`` forbids repeats; ``nonempty`` an empty list."""
+
+    def check_all(value, name):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a list, got {value!r}")
+        if nonempty and not value:
+            raise ValueError(f"{name} must not be empty")
+        if distinct and len({repr(item) for item in value}) != len(value):
+            raise ValueError(f"{name} must not repeat an entry, got {list(value)!r}")
+        for item in value:
+            rule(item, f"each of {name}")
+        return value
+
+    return check_all
+
+
+def check_parameters(namespace: dict, constraints: Iterable[tuple[Callable[[], bool], str]] = (), **rules: Rule) -> None:
+    """Check the lesson parameters named in ``rules`` (name → rule) as found in ``namespace`` (the notebook's
+    ``globals()``), then the cross-parameter ``constraints`` ((condition, message) pairs, the condition a
+    zero-argument callable, evaluated only when every single parameter passed, so it may assume valid types). Raises one ``ValueError`` that lists every violation, or ``NameError`` when a rule
+    names a parameter the notebook does not define.
+
+    Example: ``lesson.check_parameters(globals(), coefficients=lesson.each(lesson.coeff()), dim=lesson.integer())``.
+    """
+    missing = [name for name in rules if name not in namespace]
+    if missing:
+        raise NameError(f"check_parameters: the notebook defines no parameter(s) {', '.join(missing)}")
+    problems = []
+    for name, rule in rules.items():
+        try:
+            rule(namespace[name], name)
+        except (TypeError, ValueError) as error:
+            problems.append(str(error))
+    if not problems:
+        problems = [message for condition, message in constraints if not condition()]
+    if problems:
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        raise ValueError(f"{len(problems)} lesson parameter problem(s):\n{listing}")

@@ -92,8 +92,11 @@ class SpectralNorm(nn.Module):
         ):
             return cached[1]
         start = cached[1].vector if cached is not None else None  # warm start from the last weights
-        certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start)
-        self._cache = (plain.detach().clone(), certificate)
+        # Outside torch.func's transforms: inside one, even ops on the unwrapped weights return wrapped tensors, and
+        # a cache holding those outlives the transform (copy.deepcopy of the layer then fails).
+        with torch._C._DisableFuncTorch():
+            certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start)
+            self._cache = (plain.detach().clone(), certificate)
         return certificate
 
     def _rounding(self, weight: torch.Tensor) -> tuple[float, float]:

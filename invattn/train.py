@@ -1,19 +1,23 @@
 """Train the i-ResNet density model: ``python -m invattn.train --preset NAME --out DIR [--resume] [--steps N]``,
-or :func:`train` from Python (lesson 07); and, through the same loop, the invertible classifiers:
+or :func:`train` from Python (lesson 08); and, through the same loop, the invertible classifiers:
 ``python -m invattn.train --task classify --model irevnet|iresnet --preset smoke|digits|cifar10-paper --out DIR``
-(lesson 08; ``--coeff`` sets the i-ResNet blocks' Lipschitz coefficient, ``--coeff none`` the unconstrained
+(lesson 09; ``--coeff`` sets the i-ResNet blocks' Lipschitz coefficient, ``--coeff none`` the unconstrained
 ResNet). Classification logs the batch loss and accuracy, and the held-out accuracy after every epoch.
 
 * presets: ``smoke`` (seconds on a CPU), ``digits`` (scikit-learn's real 8×8 digits, CPU minutes),
   ``cifar10-paper`` (the paper's configuration; a GPU); the data set can be changed (``--dataset``,
   ``--data-root``), a missing one is reported with how to get it;
+* the density model's log-determinant estimator: ``--logdet series|roulette``, ``--n-terms N``,
+  ``--neumann-gradient`` (lesson 07 compares them);
 * a progress bar; metrics to ``DIR/metrics.jsonl``; ``DIR/curves.png``; samples ``DIR/samples_epochN.png``;
 * checkpoints written atomically (temporary file, fsync, rename) every ``--checkpoint-every`` steps and at the
   end, holding model, optimiser, scheduler, every RNG state and the position in the data: ``--resume``
   continues exactly, so a run killed at any moment and resumed ends with the weights of an uninterrupted run;
 * ``--amp`` (bfloat16 autocast, CUDA only; the certified bounds and the spectral-norm scale are computed in
   float64 outside autocast, but the convolutions then run on bfloat16-rounded weights, which the certificates do
-  not cover: evaluate, invert and report bounds without it), ``--compile`` (``torch.compile``);
+  not cover: evaluate, invert and report bounds without it). There is no ``--compile``: the objective
+  differentiates through vector–Jacobian products taken with ``create_graph=True``, a double backward that
+  ``torch.compile`` does not trace (it failed on the whole objective and on the branch alone);
 * multi-GPU (or multi-process CPU) with ``torchrun --nproc_per_node=K -m invattn.train ...``:
   DistributedDataParallel, each rank a disjoint shard of every batch; buffers (ActNorm state, batch-norm running
   statistics) are broadcast from rank 0 at each step and before each checkpoint, and the spectral normalisation is a
@@ -279,7 +283,6 @@ def train(
     steps: int | None = None,
     device: str = "cpu",
     amp: bool = False,
-    compile: bool = False,
     model_overrides: dict | None = None,
     training_overrides: dict | None = None,
     progress_bar: bool = True,
@@ -378,8 +381,6 @@ def train(
     objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
-    if compile:
-        objective = torch.compile(objective)
 
     def checkpoint() -> None:
         if world > 1:
@@ -471,20 +472,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attention", help="attention kind in the first scale (density) or stage (classify), or 'none'")
     parser.add_argument("--coeff", help="classify, iresnet: the blocks' Lipschitz coefficient in (0, 1), or 'none' "
                         "for the unconstrained ResNet")
+    parser.add_argument("--logdet", choices=("series", "roulette"),
+                        help="density: the log-determinant estimator, truncated series (i-ResNet) or unbiased "
+                        "Russian roulette (Residual Flows)")
+    parser.add_argument("--n-terms", type=int, help="density: series terms, or the roulette's always-computed terms")
+    parser.add_argument("--neumann-gradient", action="store_true",
+                        help="density: the Neumann-series gradient of the log-determinant (flat memory in the terms)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training objective")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.task == "classify" and args.model is None and not args.resume:
         parser.error("--task classify needs --model irevnet or --model iresnet")
     if args.task == "density" and (args.model is not None or args.coeff is not None):
         parser.error("--model and --coeff are for --task classify")
+    estimator = dict(logdet=args.logdet, n_terms=args.n_terms, neumann_gradient=args.neumann_gradient or None)
+    estimator = {k: v for k, v in estimator.items() if v is not None}
+    if args.task != "density" and estimator:
+        parser.error("--logdet, --n-terms and --neumann-gradient are for --task density")
     if args.coeff is not None and args.model != "iresnet":
         parser.error("--coeff is the i-ResNet classifier's Lipschitz coefficient: use it with --model iresnet")
     training = {k: v for k, v in dict(epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
                                       batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
                 if v is not None}
-    model = {}
+    model = dict(estimator)
     if args.attention is not None:
         kind = None if args.attention == "none" else args.attention
         if args.task == "density":
@@ -504,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--resume continues the saved run with its own settings (model included); only --steps may be changed")
     try:
         result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
-                       compile=args.compile, model_overrides=model, training_overrides=training,
+                       model_overrides=model, training_overrides=training,
                        progress_bar=not args.no_progress, task=args.task, architecture=args.model)
     except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"python -m invattn.train: error: {error}\n")

@@ -20,7 +20,7 @@ from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import InvertibleResidual, Squeeze
 from .solvers import METHODS
 
-__all__ = ["DemoState", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
+__all__ = ["DemoState", "error_map_range", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
 
 VARIANTS = ("certified", "paper")
 
@@ -122,12 +122,26 @@ def inversion_demo_state(
         floor = float(delta.norm()) / ((1 - lipschitz) * norm_x)
     unsqueezed = lambda t: (squeeze.inverse(t)[0] + 0.5).float()  # noqa: E731
     reconstruction = unsqueezed(x_hat).nan_to_num(0.5).clamp(0, 1)
-    error_map = (unsqueezed(x_hat) - unsqueezed(x)).abs().amax(dim=0).nan_to_num(1.0)
+    # The difference is taken in float64, before the +0.5 shift and the cast: in float32 an error of 1e-13 on a
+    # value near 0.5 rounds away, and the map would show zeros where the curve shows the true error.
+    error_map = squeeze.inverse(x_hat - x)[0].abs().amax(dim=0).nan_to_num(1.0).float()
     return DemoState(
         kind=kind, variant=variant, coeff=coeff, method=method, iterations=iterations, noise=float(noise),
         original=image.float(), reconstruction=reconstruction, error_map=error_map, errors=errors, bound=bound,
         noise_floor=floor, lipschitz=lipschitz,
     )
+
+
+def error_map_range(error_map: torch.Tensor, decades: float = 4.0) -> tuple[float, float]:
+    """The log colour range (vmin, vmax) of an error map ([H, W], ≥ 0): vmax is its largest finite value, vmin its
+    smallest positive one but at most ``decades`` powers of ten below vmax, so the map shows its own structure at
+    any error level instead of one colour. An all-zero map gives (1e-20, 1e-16), drawn in the darkest colour."""
+    finite = error_map[torch.isfinite(error_map) & (error_map > 0)]
+    if not finite.numel():
+        return 1e-20, 1e-16
+    top = float(finite.max())
+    bottom = max(float(finite.min()), top * 10.0 ** (-decades))
+    return (bottom, top) if bottom < top else (top / 10, top)
 
 
 def plot_inversion_demo(state: DemoState, figure=None):
@@ -142,9 +156,9 @@ def plot_inversion_demo(state: DemoState, figure=None):
     axes[0].set_title("original")
     axes[1].imshow(state.reconstruction.permute(1, 2, 0).numpy())
     axes[1].set_title(f"after {state.iterations} iterations")
-    shown = state.error_map.clamp_min(1e-12).numpy()
-    picture = axes[2].imshow(shown, cmap="magma", norm=LogNorm(vmin=1e-12, vmax=1.0))
-    axes[2].set_title("|error| per pixel")
+    vmin, vmax = error_map_range(state.error_map)
+    picture = axes[2].imshow(state.error_map.clamp(vmin, vmax).numpy(), cmap="magma", norm=LogNorm(vmin=vmin, vmax=vmax))
+    axes[2].set_title(f"|error| per pixel (max {vmax:.0e})")
     fig.colorbar(picture, ax=axes[2], fraction=0.046, pad=0.04)
     for ax in axes[:3]:
         ax.set_axis_off()
@@ -158,7 +172,7 @@ def plot_inversion_demo(state: DemoState, figure=None):
     curve.set_xlabel("iteration k")
     curve.set_ylabel("‖x_k − x‖ / ‖x‖")
     curve.set_title(f"{state.kind} ({state.variant}), c = {state.coeff:.2f}")
-    curve.legend(fontsize=8, loc="upper right")
+    curve.legend(fontsize=8, loc="lower left")  # errors start high at the left: that corner stays free
     fig.tight_layout()
     return fig
 

@@ -588,3 +588,19 @@ def test_spectral_normalised_layers_check_their_input():
         ia.spectral_norm(nn.Linear(3, 3), 0.9)(torch.tensor([[1.0, float("inf"), 0.0]]))
     with pytest.raises(ValueError, match="radius"):
         ia.make_attention("dot", 4, radius=1e200)
+
+
+def test_certificates_recomputed_inside_torch_func_leave_a_plain_cache():
+    """A weight change certified inside vmap(jacrev(...)) must not leave torch.func's wrapped tensors in the cache
+    (the layer could no longer be deep-copied, e.g. for a float64 twin or a checkpoint copy)."""
+    import copy
+
+    layer = ia.spectral_norm(nn.Linear(2, 8), 0.9)
+    f = lambda p: layer(p.unsqueeze(0)).squeeze(0)  # noqa: E731
+    x = torch.randn(4, 2)
+    for _ in range(2):
+        torch.func.vmap(torch.func.jacrev(f))(x).sum().backward()
+        with torch.no_grad():
+            layer.parametrizations.weight.original.add_(0.01)  # new weights: a new certificate next time
+    twin = copy.deepcopy(layer)
+    assert torch.equal(twin.weight, layer.weight) and ia.lipschitz_bound(twin) <= 0.9

@@ -103,3 +103,40 @@ def test_lessons_follow_the_contract(notebook):
     parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
     assigned = {t.id for node in ast.parse(parameters.source).body if isinstance(node, ast.Assign) for t in node.targets}
     assert set(papermill.inspect_notebook(str(notebook))) == assigned
+    # every parameter is checked behind the one call (device and seed by lesson.setup)
+    calls = [node for cell in code for node in ast.walk(ast.parse("\n".join(
+                 line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "check_parameters"]
+    assert len(calls) == 1, "the set-up cell checks its parameters with one lesson.check_parameters(globals(), ...) call"
+    checked = {keyword.arg for keyword in calls[0].keywords} | {"device", "seed"}
+    assert assigned <= checked, f"parameters not checked: {sorted(assigned - checked)}"
+
+
+def test_check_parameters_reports_every_problem_at_once():
+    from invattn import lesson
+
+    namespace = dict(coefficients=[0.5, 1.2], size=7, kind="dott", steps=10, full=True, lr=-1.0, batch=32, n=8)
+    with pytest.raises(ValueError) as caught:
+        lesson.check_parameters(
+            namespace, coefficients=lesson.each(lesson.coeff()), size=lesson.integer(minimum=4, even=True),
+            kind=lesson.choice(("dot", "l2")), steps=lesson.integer(maximum=5), full=lesson.flag(), lr=lesson.positive(),
+        )
+    message = str(caught.value)
+    assert message.startswith("5 lesson parameter problem(s)")
+    for expected in ("each of coefficients must be in (0, 1)", "size must be even", "kind must be one of 'dot', 'l2'",
+                     "steps must be at most 5", "lr must be a positive finite number"):
+        assert expected in message
+    assert "full" not in message
+    # constraints run only when every single parameter is valid, and may then assume valid types
+    with pytest.raises(ValueError, match="n must be at least batch"):
+        lesson.check_parameters(namespace, constraints=[(lambda: namespace["n"] >= namespace["batch"], "n must be at least batch")],
+                                n=lesson.integer(), batch=lesson.integer())
+    lesson.check_parameters(namespace, n=lesson.integer(), full=lesson.flag())  # valid: no error
+    with pytest.raises(NameError, match="no parameter"):
+        lesson.check_parameters(namespace, missing=lesson.integer())
+    with pytest.raises(ValueError, match="must not repeat"):
+        lesson.check_parameters(dict(kinds=["dot", "dot"]), kinds=lesson.each(lesson.choice(("dot",)), distinct=True))
+    with pytest.raises(ValueError, match="must not be empty"):
+        lesson.check_parameters(dict(kinds=[]), kinds=lesson.each(lesson.choice(("dot",))))
+    with pytest.raises(ValueError, match="True or False"):
+        lesson.check_parameters(dict(full="yes"), full=lesson.flag())

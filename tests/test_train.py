@@ -110,3 +110,13 @@ def test_checkpoint_write_is_atomic(tmp_path):
 def test_smoke_training_on_gpu_with_bfloat16(tmp_path):
     result = training.train("smoke", tmp_path, steps=4, device="cuda", amp=True, progress_bar=False)
     assert result["history"][-1]["bits_per_dim"] < result["history"][0]["bits_per_dim"] + 1.0
+
+
+def test_estimator_flags_reach_the_model(tmp_path):
+    training.main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path), "--steps", "2",
+                   "--logdet", "roulette", "--n-terms", "2", "--neumann-gradient"])
+    saved = training.load_checkpoint(tmp_path / "checkpoint.pt")["model_config"]
+    assert (saved["logdet"], saved["n_terms"], saved["neumann_gradient"]) == ("roulette", 2, True)
+    with pytest.raises(SystemExit):
+        training.main(["--task", "classify", "--model", "irevnet", "--preset", "smoke", "--out", str(tmp_path / "c"),
+                       "--neumann-gradient"])

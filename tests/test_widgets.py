@@ -74,3 +74,26 @@ def test_widget_updates_when_a_slider_moves(image):
 def test_plot_has_four_panels(image):
     fig = plot_inversion_demo(inversion_demo_state(image, iterations=3))
     assert len(fig.axes) == 5  # four panels and the error map's colour bar
+
+
+def test_error_map_range_follows_the_map_so_small_errors_stay_visible():
+    from invattn.widgets import error_map_range
+
+    tiny = torch.tensor([[1e-13, 3e-14], [2e-15, 0.0]])
+    vmin, vmax = error_map_range(tiny)
+    assert vmax == pytest.approx(1e-13) and vmin == pytest.approx(2e-15)  # the smallest positive entry
+    assert error_map_range(torch.tensor([[1.0, 1e-12]]))[0] == pytest.approx(1e-4)  # at most 4 decades
+    assert error_map_range(torch.zeros(2, 2)) == pytest.approx((1e-20, 1e-16))
+    assert error_map_range(torch.tensor([[float("inf"), 0.5]])) == pytest.approx((0.05, 0.5))
+
+
+def test_demo_figure_error_map_is_not_one_colour():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    state = inversion_demo_state(image, kind="dot", iterations=8)
+    fig = plot_inversion_demo(state)
+    shown = fig.axes[2].images[0]
+    colours = shown.to_rgba(shown.get_array())
+    assert len({tuple(c) for c in colours.reshape(-1, 4).round(3).tolist()}) > 10

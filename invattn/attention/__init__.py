@@ -43,6 +43,7 @@ from .kernel import PAPER_KINDS, KernelAttention
 from .l2 import L2Attention, l2_attention_constant, lambert_w0
 from .lipnorm import LipNormAttention
 from .paper import PaperAttention
+from .tightness import Tightness, attention_tightness, search_lipschitz
 
 __all__ = [
     "KINDS",

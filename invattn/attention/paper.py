@@ -77,6 +77,8 @@ class PaperAttention(nn.Module):
             rq = wq * radius + float(self.query.bias.double().norm())
             rk = wk * radius + float(self.key.bias.double().norm())
         rv = value * radius
+        if rq * rk > 709.0:  # e^B overflows float64: no finite bound (the factor after it is positive)
+            return math.inf
         return (2 / 3) * norm(self.gamma) * math.exp(rq * rk) * (value + rv * (rk * wq + rq * wk))
 
     def _energies(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,358 @@
+"""Density estimation in two dimensions with a small i-ResNet: toy data, the exact log-density, training,
+and the arrays lesson 06 plots.
+
+The model is F = (x + g_K(x)) ∘ ActNorm ∘ … ∘ (x + g_1(x)) ∘ ActNorm on ℝ², each g a perceptron with one hidden
+layer, SN-Linear(2→w) → LipSwish → SN-Linear(w→2) whose linear layers have certified operator norm ≤ c, so
+Lip(g) ≤ c² < 1 and every block is invertible (Behrmann et al., 2019, "Invertible Residual Networks"; the
+LipSwish activation and the exact-likelihood view are from Chen et al., 2019, "Residual Flows for Invertible
+Generative Modeling"). By the change of variables, with z = F(x) and a standard normal prior,
+
+    log p(x) = log N(F(x); 0, I) + log |det J_F(x)|,
+
+and in two dimensions J_F(x) is a 2×2 matrix that ``torch.func.jacrev`` (vectorised over points by ``vmap``)
+computes exactly, so no log-determinant estimator is needed. Every log-density here is in **nats** (natural
+logarithm); divide by ln 2 for bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ._validation import check_coeff, check_finite, check_positive_float, check_positive_int
+from .blocks import ActNorm, InvertibleResidual, InvertibleSequential
+from .lesson import progress
+from .lipschitz import LipSwish, spectral_norm
+from .solvers import check_scale, default_tol
+
+__all__ = [
+    "DATASETS",
+    "two_moons",
+    "ring_of_gaussians",
+    "checkerboard",
+    "sample_data",
+    "make_flow",
+    "latent_and_log_det",
+    "log_density",
+    "mean_log_likelihood",
+    "train_flow",
+    "invert",
+    "sample_flow",
+    "log_density_on_grid",
+    "deformed_grid",
+]
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+
+
+def two_moons(n: int, generator: torch.Generator, noise: float = 0.1) -> torch.Tensor:
+    """n points (n, 2) on two interleaved half circles of radius 2 with Gaussian noise of std 2·``noise``,
+    centred near the origin (x₁ in about [−3.5, 3.5], x₂ in about [−2, 2])."""
+    check_positive_int(n, "n")
+    check_positive_float(noise, "noise")
+    angle = math.pi * torch.rand(n, generator=generator)
+    lower = torch.rand(n, generator=generator) < 0.5
+    upper_moon = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    lower_moon = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], dim=1)
+    points = torch.where(lower[:, None], lower_moon, upper_moon)
+    points = points + noise * torch.randn(n, 2, generator=generator)
+    return 2.0 * (points - torch.tensor([0.5, 0.25]))
+
+
+def ring_of_gaussians(n: int, generator: torch.Generator, std: float = 0.3) -> torch.Tensor:
+    """n points (n, 2) from an equal mixture of 8 Gaussians of standard deviation ``std`` whose means are evenly
+    spaced on the circle of radius 3."""
+    check_positive_int(n, "n")
+    check_positive_float(std, "std")
+    mode = torch.randint(8, (n,), generator=generator)
+    angle = 2 * math.pi * mode.to(torch.float32) / 8
+    centres = 3.0 * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    return centres + std * torch.randn(n, 2, generator=generator)
+
+
+def checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n points (n, 2) uniform on the 8 black squares (side 2) of a 4×4 checkerboard covering [−4, 4]²: density
+    1/32 on them, so no model can reach a mean log-likelihood above −ln 32 ≈ −3.47 nats."""
+    check_positive_int(n, "n")
+    column = torch.randint(4, (n,), generator=generator)
+    row = 2 * torch.randint(2, (n,), generator=generator) + column % 2  # column + row even: a black square
+    corner = 2.0 * torch.stack([column, row], dim=1).to(torch.float32) - 4.0
+    return corner + 2.0 * torch.rand(n, 2, generator=generator)
+
+
+DATASETS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
+    "two_moons": two_moons,
+    "ring_of_gaussians": ring_of_gaussians,
+    "checkerboard": checkerboard,
+}
+
+
+def sample_data(name: str, n: int, seed: int = 0) -> torch.Tensor:
+    """n points (n, 2), float32, of the toy density ``name`` (one of :data:`DATASETS`), drawn with a
+    ``torch.Generator`` seeded with ``seed``: the same call returns the same points on every machine.
+
+    Raises ``ValueError`` naming the known data sets for an unknown ``name``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; the toy data sets are: {', '.join(DATASETS)}")
+    check_positive_int(n, "n")
+    check_positive_int(seed, "seed", minimum=0)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return DATASETS[name](n, generator)
+
+
+def _check_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Points (n, 2) of a floating dtype with finite values, or a ``ValueError``/``TypeError`` saying what is wrong."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (n, 2), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (n, 2) with n ≥ 1 (points of the plane), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point (float32 or float64), got {x.dtype}")
+    return check_finite(x, name)
+
+
+# -- model ----------------------------------------------------------------------------------------------------
+
+
+def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> InvertibleSequential:
+    """The 2-D i-ResNet of the module docstring: ``n_blocks`` × (ActNorm(2) → x + g(x)), g = SN-Linear(2→width)
+    → LipSwish → SN-Linear(width→2), each linear layer's operator norm certified ≤ ``coeff``.
+
+    So Lip(g) ≤ coeff² per block (``invattn.lipschitz_bound(block.g)`` reports the certified value). Input and
+    output: points (n, 2). Returned in eval mode, its ActNorms the identity: an untrained flow is already a
+    density (a standard normal, bent by the random branches). :func:`train_flow` sets each ActNorm's scale and
+    shift from the first batch. Raises ``ValueError`` if ``coeff`` is not in (0, 1).
+    """
+    check_positive_int(n_blocks, "n_blocks")
+    check_positive_int(width, "width")
+    coeff = check_coeff(coeff)
+    parts: list[nn.Module] = []
+    for _ in range(n_blocks):
+        g = nn.Sequential(
+            spectral_norm(nn.Linear(2, width), coeff),
+            LipSwish(),
+            spectral_norm(nn.Linear(width, 2), coeff),
+        )
+        parts += [ActNorm(2), InvertibleResidual(g)]
+    return InvertibleSequential(*parts).eval()
+
+
+def latent_and_log_det(flow: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z, log_det)``: z = F(x) (n, 2) and log|det J_F(x)| (n,), in nats, from the exact 2×2 Jacobian of the
+    whole flow at each point (``torch.func.vmap`` over points of ``torch.func.jacrev``), differentiable w.r.t.
+    the flow's parameters.
+
+    Raises ``ValueError`` for points that are not (n, 2), finite and floating point, and ``RuntimeError`` if a
+    Jacobian determinant is not positive (impossible while every block is certified invertible: det > 0).
+    """
+    _check_points(x)
+    if any(isinstance(m, ActNorm) and m.training and not bool(m.initialized) for m in flow.modules()):
+        raise ValueError(
+            "an ActNorm is in training mode but not initialised, and it can't initialise itself inside the "
+            "Jacobian transforms: train with train_flow (which initialises it) or call flow.eval() first"
+        )
+
+    def at_one_point(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = flow(point.unsqueeze(0)).squeeze(0)
+        return image, image
+
+    # Every spectral-normalised weight is computed once, here, outside the transforms, and reused inside them:
+    # computed inside, the spectral norms would cache tensors wrapped by torch.func (and copying the flow fails).
+    with parametrize.cached():
+        for module in flow.modules():
+            if parametrize.is_parametrized(module):
+                for tensor_name in module.parametrizations:
+                    getattr(module, tensor_name)
+        jacobian, z = torch.func.vmap(torch.func.jacrev(at_one_point, has_aux=True))(x)
+    sign, log_det = torch.linalg.slogdet(jacobian)
+    if not bool((sign > 0).all()):
+        raise RuntimeError(
+            f"{int((sign <= 0).sum())} Jacobian determinant(s) are not positive: the flow is not a certified "
+            "i-ResNet (is every residual branch's Lipschitz bound below 1?)"
+        )
+    return z, log_det
+
+
+def _standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per row, in nats."""
+    return -0.5 * z.square().sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+def log_density(flow: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log N(F(x); 0, I) + log|det J_F(x)| for points x (n, 2): a tensor (n,) in nats (÷ ln 2 for bits).
+
+    Exact: the 2×2 Jacobian of :func:`latent_and_log_det`, no estimator. Same errors as that function.
+    """
+    z, log_det = latent_and_log_det(flow, x)
+    return _standard_normal_log_density(z) + log_det
+
+
+def mean_log_likelihood(flow: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> float:
+    """The mean of :func:`log_density` over the points x (n, 2), in nats per point, evaluated in chunks of
+    ``batch_size`` without building a graph for the parameters (use it on held-out data)."""
+    _check_points(x)
+    check_positive_int(batch_size, "batch_size")
+    with torch.no_grad():
+        total = sum(float(log_density(flow, chunk).sum()) for chunk in x.split(batch_size))
+    return total / x.shape[0]
+
+
+def train_flow(
+    flow: nn.Module,
+    data: torch.Tensor,
+    steps: int = 400,
+    batch_size: int = 512,
+    lr: float = 3e-2,
+    seed: int = 0,
+    description: str = "training",
+) -> np.ndarray:
+    """Fit ``flow`` to the points ``data`` (n, 2) by maximum likelihood: Adam on −mean :func:`log_density` of
+    ``batch_size`` points drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
+    rate ``lr`` decayed to zero on a cosine. A :func:`invattn.lesson.progress` bar shows the mean batch
+    log-likelihood of the last 25 steps. (The defaults are lesson 06's: about 8 s per model on one CPU thread.)
+
+    ActNorm layers not yet initialised are set from the first ``batch_size`` points. Deterministic on the CPU for a
+    given seed. Leaves ``flow`` in eval mode and returns the batch mean log-likelihood at every step, an array
+    (steps,) in nats per point. Raises ``ValueError`` for data that is not finite (n, 2) points.
+    """
+    _check_points(data, "data")
+    check_positive_int(steps, "steps")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_float(lr, "lr")
+    check_positive_int(seed, "seed", minimum=0)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    flow.train()
+    with torch.no_grad():  # ActNorm's data-dependent initialisation, outside the Jacobian transforms
+        flow(data[torch.randperm(data.shape[0], generator=generator)[:batch_size]])
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    history = np.empty(steps)
+    bar = progress(range(steps), desc=description)
+    for step in bar:
+        batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator)]
+        log_likelihood = log_density(flow, batch).mean()
+        optimizer.zero_grad()
+        (-log_likelihood).backward()
+        optimizer.step()
+        schedule.step()
+        history[step] = float(log_likelihood.detach())
+        if step % 25 == 0 or step == steps - 1:
+            bar.set_postfix_str(f"{history[max(0, step - 24):step + 1].mean():.3f} nats", refresh=False)
+    bar.close()
+    flow.eval()
+    return history
+
+
+# -- inversion and sampling -----------------------------------------------------------------------------------
+
+
+def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, bound)``: x = F⁻¹(z) (n, 2) computed block by block, and per point a certified bound (n,) on
+    ‖x − F⁻¹(z)‖ (in the units of x), F⁻¹(z) the exact preimage.
+
+    Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default: 1e-10 in float64,
+    1e-5 below); its :class:`invattn.InverseInfo` ``error_bound`` certifies that solve. Errors already present
+    in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
+    most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
+    the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
+    does not converge, ``ValueError`` for z that is not finite (n, 2) points.
+    """
+    _check_points(z, "z")
+    if not isinstance(flow, InvertibleSequential):
+        raise TypeError(f"invert walks an InvertibleSequential block by block, got {type(flow).__name__}")
+    tol = default_tol(z.dtype) if tol is None else check_positive_float(tol, "tol")
+    unit_roundoff = torch.finfo(z.dtype).eps / 2
+    x = z
+    bound = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    with torch.no_grad():
+        for block in reversed(flow):
+            if isinstance(block, InvertibleResidual):
+                scale = check_scale(x).double()  # the ‖y‖ that the solver's relative error_bound refers to
+                x, info = block.inverse(x, tol=tol, return_info=True)
+                bound = bound / (1 - block.lipschitz_bound()) + info.error_bound * scale
+            elif isinstance(block, ActNorm):
+                x = block.inverse(x)
+                stretch = float(torch.exp(-block.log_scale.double()).max())
+                bound = bound * stretch + 8 * unit_roundoff * x.double().norm(dim=1)
+            else:
+                raise TypeError(f"invert knows ActNorm and InvertibleResidual blocks, got {type(block).__name__}")
+    return x, bound
+
+
+def sample_flow(flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.dtype = torch.float64
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, bound)``: n samples (n, 2) of the flow's density, x = F⁻¹(z) for standard normal z drawn with a
+    generator seeded with ``seed``, and the certified per-sample bound of :func:`invert` on ‖x − F⁻¹(z)‖.
+
+    The inverse runs in ``dtype`` (float64 by default, where the solver's tolerance is 1e-10); ``flow`` is
+    not changed (a copy is converted)."""
+    check_positive_int(n, "n")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(n, 2, generator=generator, dtype=dtype).to(_device(flow))
+    return invert(_in_dtype(flow, dtype), z)
+
+
+def _device(flow: nn.Module) -> torch.device:
+    return next(flow.parameters()).device
+
+
+def _in_dtype(flow: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``flow`` itself if its parameters are already ``dtype``, else a converted copy (certificates recomputed)."""
+    if next(flow.parameters()).dtype == dtype:
+        return flow
+    return copy.deepcopy(flow).to(dtype)
+
+
+# -- arrays for the figures -----------------------------------------------------------------------------------
+
+
+def _grid_points(extent: float, resolution: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres of a ``resolution``² grid on [−extent, extent]²: (centres (r,), points (r², 2) row-major in x₂)."""
+    step = 2 * extent / resolution
+    centres = -extent + step * (torch.arange(resolution, dtype=dtype) + 0.5)
+    x2, x1 = torch.meshgrid(centres, centres, indexing="ij")
+    return centres, torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1)
+
+
+def log_density_on_grid(flow: nn.Module, extent: float = 4.5, resolution: int = 120, dtype: torch.dtype = torch.float32
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres, log_p)``: the cell centres (resolution,) of a grid on [−extent, extent]² and the log-density
+    (resolution, resolution) in nats at them, ``log_p[i, j]`` at (x₁, x₂) = (centres[j], centres[i]) (image
+    layout for ``imshow(origin="lower")``).
+
+    The cells have area (2·extent/resolution)², so ``exp(log_p).sum()`` times that area is the midpoint-rule
+    integral of the density over the square (≈ 1 when the square holds nearly all the mass)."""
+    check_positive_float(extent, "extent")
+    check_positive_int(resolution, "resolution", minimum=2)
+    centres, points = _grid_points(extent, resolution, dtype)
+    flow = _in_dtype(flow, dtype)
+    with torch.no_grad():
+        values = torch.cat([log_density(flow, chunk.to(_device(flow))) for chunk in points.split(8192)])
+    return centres.numpy(), values.reshape(resolution, resolution).cpu().numpy()
+
+
+def deformed_grid(flow: nn.Module, extent: float = 4.0, n_lines: int = 17, n_points: int = 200
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(lines, images)``: ``n_lines`` vertical and ``n_lines`` horizontal lines of [−extent, extent]², each
+    sampled at ``n_points`` points, as an array (2·n_lines, n_points, 2) in data space, and their images F(lines)
+    in latent space, same shape: the grid as the flow deforms it."""
+    check_positive_float(extent, "extent")
+    check_positive_int(n_lines, "n_lines", minimum=2)
+    check_positive_int(n_points, "n_points", minimum=2)
+    positions = torch.linspace(-extent, extent, n_lines)
+    along = torch.linspace(-extent, extent, n_points)
+    vertical = torch.stack([positions[:, None].expand(n_lines, n_points), along.expand(n_lines, n_points)], dim=-1)
+    horizontal = vertical.flip(-1)
+    lines = torch.cat([vertical, horizontal])
+    with torch.no_grad():
+        parameter = next(flow.parameters())
+        images = flow(lines.reshape(-1, 2).to(parameter.device, parameter.dtype)).reshape(lines.shape)
+    return lines.numpy(), images.cpu().float().numpy()
