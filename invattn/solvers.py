@@ -8,6 +8,8 @@ bound ‖x_{k+1} − x*‖ ≤ L/(1−L)·‖x_{k+1} − x_k‖ certifies the an
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -69,7 +71,12 @@ def default_tol(dtype: torch.dtype) -> float:
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).norm(dim=1)
+    """‖t_b‖ per sample, in float64 and scaled by the largest entry first: a float32 norm overflows at ‖t‖ ≈ 1.8e19
+    and a float64 one at about 1e154 (the sum of squares), and the relative residual would overflow with it."""
+    flat = t.reshape(t.shape[0], -1).double()
+    largest = flat.abs().amax(dim=1, keepdim=True)
+    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
+    return (flat / unit).norm(dim=1) * unit.squeeze(1)
 
 
 def solve_fixed_point(
@@ -107,6 +114,9 @@ def solve_fixed_point(
     check_positive_int(max_iter, "max_iter")
     check_positive_int(memory, "memory")
     tol = default_tol(x0.dtype) if tol is None else check_positive_float(tol, "tol")
+    if lipschitz is not None and not (0.0 <= float(lipschitz) < math.inf):
+        raise ValueError(f"lipschitz must be a bound L >= 0 on Lip(G) (or None), got {lipschitz!r}")
+    scale = scale.double()
     info = InverseInfo(method=method, tol=tol)
     batch = x0.shape[0]
     flat_shape = (batch, -1)
@@ -138,7 +148,7 @@ def solve_fixed_point(
                 allowance = 8 * u * (scale + _per_sample_norm(x) + _per_sample_norm(gx))
                 if rounding is not None:
                     allowance = allowance + rounding(x)
-                bound = (lipschitz * residual.double() + allowance.double() / scale.double()) / (1 - lipschitz)
+                bound = (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
                 info.error_bound = float(bound.max())
             break
         if method == "fixed_point" or memory == 1:
@@ -148,7 +158,7 @@ def solve_fixed_point(
             history = _AndersonHistory(batch, x[0].numel(), memory, x.dtype, x.device)
         slot = iteration % memory
         stored = min(stored + 1, memory)
-        x = history.step(x.reshape(flat_shape), gx.reshape(flat_shape), slot, stored).reshape(x0.shape)
+        x = history.step(x.reshape(flat_shape), gx.reshape(flat_shape), scale, slot, stored).reshape(x0.shape)
     if result is None:
         info.iterations = max_iter
         if callback is not None:  # the point handed back is the last iterate, seen like every other
@@ -175,8 +185,10 @@ class _AndersonHistory:
         self.images = torch.zeros(batch, memory, dim, dtype=dtype, device=device)
         self.gram = torch.zeros(batch, memory, memory, dtype=torch.float64, device=device)
 
-    def step(self, x: torch.Tensor, gx: torch.Tensor, newest: int, stored: int) -> torch.Tensor:
-        f_new = gx.double() - x.double()
+    def step(self, x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, newest: int, stored: int) -> torch.Tensor:
+        # γ does not change when every residual of a sample is divided by the same number: relative residuals keep
+        # the Gram matrix finite for inputs of any size (‖y‖ = 1e160 would overflow it in float64).
+        f_new = (gx.double() - x.double()) / scale.unsqueeze(-1)
         self.residuals[:, newest] = f_new
         self.images[:, newest] = gx
         row = (self.residuals[:, :stored] @ f_new.unsqueeze(-1)).squeeze(-1)  # [B, m]: f_iᵀf_k
@@ -188,9 +200,13 @@ class _AndersonHistory:
         r_kk = row[:, newest : newest + 1]  # [B, 1]
         rhs = r_kk - row  # (f_k − f_i)ᵀf_k, zero for i = k
         normal = r_kk.unsqueeze(-1) - row.unsqueeze(-1) - row.unsqueeze(-2) + gram  # (f_k − f_i)ᵀ(f_k − f_j)
-        ridge = 1e-10 * normal.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-300)
-        normal.diagonal(dim1=1, dim2=2).add_(ridge.unsqueeze(-1))
-        gamma = torch.linalg.solve(normal, rhs.unsqueeze(-1)).squeeze(-1)
+        # Normalised by its trace (every entry is then at most 1 in size) plus a relative ridge of 1e-10; a sample whose
+        # stored residuals are all equal (e.g. already exactly converged) has trace 0 and gets γ = 0: a plain step.
+        trace = normal.diagonal(dim1=1, dim2=2).sum(-1)
+        unit = torch.where(trace > 0, trace, torch.ones_like(trace)).view(-1, 1)
+        normal = normal / unit.unsqueeze(-1)
+        normal.diagonal(dim1=1, dim2=2).add_(1e-10)
+        gamma = torch.linalg.solve(normal, (rhs / unit).unsqueeze(-1)).squeeze(-1)
         # x⁺ = (1 − Σγ)·G(x_k) + Σ_i γ_i G(x_i): one product with the stored images
         gamma[:, newest] += 1 - gamma.sum(-1)
         return (gamma.to(gx.dtype).unsqueeze(1) @ self.images[:, :stored]).squeeze(1)
@@ -208,7 +224,11 @@ def _fail(info: InverseInfo, x: torch.Tensor, reason: str, on_failure: str) -> t
 
 
 def check_scale(y: torch.Tensor) -> torch.Tensor:
-    """Per-sample ‖y‖ (at least 1e-12 relative to the batch) used to make residuals relative."""
+    """Per-sample ‖y‖ (float64) used to make residuals relative. Only a sample with y = 0, which has no relative
+    scale, gets 1e-12 of the batch's largest norm (1 if every y is 0); every other sample keeps its own norm, so a
+    small y beside a huge one is still solved to its own relative tolerance."""
     check_finite(y, "y")
-    norms = _per_sample_norm(y.detach())
-    return norms.clamp_min(max(float(norms.max()) * 1e-12, 1e-30))
+    norms = _per_sample_norm(y.detach())  # float64: no overflow for float32 inputs up to their largest value
+    largest = float(norms.max())
+    fallback = largest * 1e-12 if largest > 0 else 1.0
+    return torch.where(norms > 0, norms, torch.full_like(norms, fallback))

@@ -100,7 +100,7 @@ def sample_data(name: str, n: int, seed: int = 0) -> torch.Tensor:
 
     Raises ``ValueError`` naming the known data sets for an unknown ``name``.
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; the toy data sets are: {', '.join(DATASETS)}")
     check_positive_int(n, "n")
     check_positive_int(seed, "seed", minimum=0)
@@ -133,6 +133,8 @@ def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> Inverti
     """
     check_positive_int(n_blocks, "n_blocks")
     check_positive_int(width, "width")
+    if isinstance(coeff, (str, bytes, bool)):
+        raise TypeError(f"coeff must be a number in (0, 1), got {coeff!r}")
     coeff = check_coeff(coeff)
     parts: list[nn.Module] = []
     for _ in range(n_blocks):
@@ -154,6 +156,10 @@ def latent_and_log_det(flow: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     Jacobian determinant is not positive (impossible while every block is certified invertible: det > 0).
     """
     _check_points(x)
+    weight = next(flow.parameters(), None)
+    if weight is not None and weight.dtype != x.dtype:
+        raise TypeError(f"x is {x.dtype} but the flow computes in {weight.dtype}: convert one of them "
+                        f"(x.to({weight.dtype}) or a copy of the flow with .to({x.dtype}))")
     if any(isinstance(m, ActNorm) and m.training and not bool(m.initialized) for m in flow.modules()):
         raise ValueError(
             "an ActNorm is in training mode but not initialised, and it can't initialise itself inside the "
@@ -295,6 +301,7 @@ def sample_flow(flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.
     The inverse runs in ``dtype`` (float64 by default, where the solver's tolerance is 1e-10); ``flow`` is
     not changed (a copy is converted)."""
     check_positive_int(n, "n")
+    check_positive_int(seed, "seed", minimum=0)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn(n, 2, generator=generator, dtype=dtype).to(_device(flow))
     return invert(_in_dtype(flow, dtype), z)

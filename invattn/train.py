@@ -219,19 +219,19 @@ def _check_in_step(model: nn.Module) -> None:
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot, no backend switch): training inside a notebook must not change how its plots show.
+    from matplotlib.figure import Figure
 
     steps = [h["step"] for h in history]
     if "bits_per_dim" in history[0]:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
+        fig = Figure(figsize=(6, 3.4))
+        ax = fig.subplots()
         ax.plot(steps, [h["bits_per_dim"] for h in history], lw=1, label="training batch")
         ax.set(xlabel="step", ylabel="bits/dim", title="training curve")
         ax.grid(alpha=0.3)
     else:
-        fig, (ax, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig = Figure(figsize=(9, 3.4))
+        ax, right = fig.subplots(1, 2)
         ax.plot(steps, [h["loss"] for h in history], lw=1)
         ax.set(xlabel="step", ylabel="cross-entropy", title="training loss (batch)", yscale="log")
         right.plot(steps, [h["accuracy"] for h in history], lw=1, alpha=0.5, label="training batch")
@@ -243,14 +243,10 @@ def _plot_curves(history: list[dict], path: Path) -> None:
             axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
 
 
 def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.image
     from torchvision.utils import make_grid
 
     model.eval()
@@ -260,7 +256,7 @@ def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
     finally:
         model.train()
     grid = make_grid((samples.float().cpu() + 0.5).clamp(0, 1), nrow=int(math.ceil(math.sqrt(n))), padding=1)
-    plt.imsave(path, grid.permute(1, 2, 0).numpy(), metadata={"Software": None})
+    matplotlib.image.imsave(path, grid.permute(1, 2, 0).numpy(), metadata={"Software": None})
 
 
 def _data(task: str, config: TrainConfig, model_config) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:

@@ -159,7 +159,7 @@ def plot_inversion_demo(state: DemoState, figure=None):
     vmin, vmax = error_map_range(state.error_map)
     picture = axes[2].imshow(state.error_map.clamp(vmin, vmax).numpy(), cmap="magma", norm=LogNorm(vmin=vmin, vmax=vmax))
     axes[2].set_title(f"|error| per pixel (max {vmax:.0e})")
-    fig.colorbar(picture, ax=axes[2], fraction=0.046, pad=0.04)
+    fig.colorbar(picture, ax=axes[2], fraction=0.046, pad=0.04, label="|x_k − x| per pixel")
     for ax in axes[:3]:
         ax.set_axis_off()
     curve = axes[3]

@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import pytest
@@ -184,3 +185,40 @@ def test_float32_inverse_to_default_tolerance():
         x_hat, info = block.inverse(block(x), return_info=True)
     assert info.tol == 1e-5 and info.converged
     assert float((x_hat - x).norm() / x.norm()) < 1e-4
+
+
+def _tanh_block(dim=4, coeff=0.9, seed=0):
+    torch.manual_seed(seed)
+    g = nn.Sequential(ia.spectral_norm(nn.Linear(dim, dim, bias=False), coeff=coeff), nn.Tanh())
+    return ia.InvertibleResidual(g).double().eval()
+
+
+def test_anderson_with_a_sample_already_at_its_fixed_point():
+    """A sample whose residuals are all zero (y = 0 and g(0) = 0) beside slower ones: no NaN, all converge."""
+    block = _tanh_block()
+    x = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, -2.0, 1.0, 0.5], [1.0, 1.0, -1.0, 2.0]], dtype=torch.float64)
+    y = block(x).detach()
+    x_hat, info = block.inverse(y, method="anderson", tol=1e-12, return_info=True)
+    assert info.converged and torch.allclose(x_hat, x, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype, size", [(torch.float32, 1e20), (torch.float64, 1e160), (torch.float64, 1e-150)])
+def test_inputs_of_extreme_size_are_inverted_honestly(dtype, size):
+    """Relative residuals in float64: no overflow to a false "converged" (float32 ‖y‖ > 1.8e19), no NaN in
+    Anderson's Gram matrix (‖y‖ = 1e160), no absolute floor that hides the residual of a tiny y."""
+    block = _tanh_block().to(dtype)
+    x = torch.tensor([[size, -size, 0.5 * size, size], [1.0, 2.0, -1.0, 0.0]], dtype=dtype)
+    y = block(x).detach()
+    for method in ("anderson", "fixed_point"):
+        x_hat, info = block.inverse(y, method=method, return_info=True)
+        relative = ((block(x_hat) - y).double().norm(dim=1) / y.double().norm(dim=1)).max()
+        assert info.converged and float(relative) <= 4 * info.tol, (method, float(relative))
+        assert math.isfinite(info.error_bound)
+
+
+def test_solver_refuses_a_negative_lipschitz_bound():
+    from invattn.solvers import solve_fixed_point
+
+    x0 = torch.ones(1, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="lipschitz"):
+        solve_fixed_point(lambda x: 0.5 * x, x0, torch.ones(1, dtype=torch.float64), lipschitz=-0.5)

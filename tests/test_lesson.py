@@ -97,6 +97,9 @@ def test_lessons_follow_the_contract(notebook):
             text = output.get("text", "")
             assert not (output.get("name") == "stderr" and "Warning" in text), f"stored warning: {text[:200]}"
     assert "lesson.setup(" in "".join(c.source for c in code), "no set-up cell calling invattn.lesson.setup"
+    for cell in code:  # a figure shown is a figure stored (a backend switch once blanked every later plot)
+        if "plt.show()" in cell.source:
+            assert any("image/png" in output.get("data", {}) for output in cell.outputs), f"no figure: {cell.source[:80]!r}"
     for cell in nb.cells:  # a LaTeX command written through an unescaped Python string ("\to", "\frac") breaks
         assert not set(cell.source) & set("\t\x07\x08\x0b\x0c"), f"control character in {cell.source[:80]!r}"
     # papermill must see every parameter (a comment it cannot parse hides the name, and `-p name` is then refused)
@@ -123,7 +126,7 @@ def test_check_parameters_reports_every_problem_at_once():
         )
     message = str(caught.value)
     assert message.startswith("5 lesson parameter problem(s)")
-    for expected in ("each of coefficients must be in (0, 1)", "size must be even", "kind must be one of 'dot', 'l2'",
+    for expected in ("coefficients[1] must be in (0, 1)", "size must be even", "kind must be one of 'dot', 'l2'",
                      "steps must be at most 5", "lr must be a positive finite number"):
         assert expected in message
     assert "full" not in message
@@ -138,5 +141,12 @@ def test_check_parameters_reports_every_problem_at_once():
         lesson.check_parameters(dict(kinds=["dot", "dot"]), kinds=lesson.each(lesson.choice(("dot",)), distinct=True))
     with pytest.raises(ValueError, match="must not be empty"):
         lesson.check_parameters(dict(kinds=[]), kinds=lesson.each(lesson.choice(("dot",))))
+    with pytest.raises(ValueError, match="must be a number"):
+        lesson.check_parameters(dict(c="0.5"), c=lesson.coeff())
+    with pytest.raises(ValueError, match="must be a positive number"):
+        lesson.check_parameters(dict(lr=True), lr=lesson.positive())
+    import numpy as np
+
+    lesson.check_parameters(dict(n=np.int64(5)), n=lesson.integer())  # numpy integers are integers
     with pytest.raises(ValueError, match="True or False"):
         lesson.check_parameters(dict(full="yes"), full=lesson.flag())

@@ -69,3 +69,13 @@ def test_search_refuses_bad_arguments():
         search_lipschitz(torch.tanh, torch.ones(1, 2), steps=0)
     with pytest.raises(ValueError, match="offset"):
         search_lipschitz(torch.tanh, torch.ones(1, 2), offset=-1.0)
+
+
+def test_search_refuses_what_it_cannot_measure():
+    from invattn.attention.tightness import search_lipschitz
+
+    starts = torch.randn(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="finite"):
+        search_lipschitz(lambda x: torch.log(x - 1e9), starts, steps=2)
+    with pytest.raises(ValueError, match="underflow"):
+        search_lipschitz(torch.tanh, starts, steps=2, offset=1e-320)

@@ -128,3 +128,17 @@ def test_refusals_say_what_is_allowed():
         toy2d.log_density(flow, torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="ActNorm is in training mode but not initialised"):
         toy2d.log_density(flow.train(), torch.zeros(3, 2))
+
+
+def test_refusals_found_in_review():
+    from invattn import toy2d
+
+    with pytest.raises(ValueError, match="unknown data set"):
+        toy2d.sample_data(["two_moons"], 10)
+    with pytest.raises(TypeError, match="coeff"):
+        toy2d.make_flow(coeff="0.5")
+    flow = toy2d.make_flow(n_blocks=1, width=8).eval()
+    with pytest.raises(ValueError, match="seed"):
+        toy2d.sample_flow(flow, 4, seed=-3)
+    with pytest.raises(TypeError, match="computes in"):
+        toy2d.log_density(flow, torch.zeros(3, 2, dtype=torch.float64))

@@ -120,3 +120,16 @@ def test_estimator_flags_reach_the_model(tmp_path):
     with pytest.raises(SystemExit):
         training.main(["--task", "classify", "--model", "irevnet", "--preset", "smoke", "--out", str(tmp_path / "c"),
                        "--neumann-gradient"])
+
+
+def test_training_leaves_the_plotting_backend_alone(tmp_path, monkeypatch):
+    """Inside a notebook, a backend switch would blank every later figure of the lesson."""
+    import matplotlib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training switched the matplotlib backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    training.train("smoke", tmp_path, steps=2, progress_bar=False,
+                   training_overrides=dict(checkpoint_every=2, samples_per_epoch=4))
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "samples_epoch1.png").is_file()

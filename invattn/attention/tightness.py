@@ -79,7 +79,11 @@ def search_lipschitz(
         step = offset * direction / _per_sample_norm(direction).clamp_min(1e-300).view(shape)
         upper, lower = point + step, point - step
         outputs = fn(torch.cat([upper, lower]))
-        quotient = _per_sample_norm(outputs[:batch] - outputs[batch:]) / _per_sample_norm(upper - lower)
+        distance = _per_sample_norm(upper - lower)
+        if not torch.isfinite(outputs).all() or not bool((distance > 0).all()):
+            raise ValueError("the search left the range where fn is finite or the pair offset underflowed "
+                             f"(offset {offset:g}): no quotient can be measured there; use other starts or offset")
+        quotient = _per_sample_norm(outputs[:batch] - outputs[batch:]) / distance
         with torch.no_grad():
             better = quotient > best
             best = torch.where(better, quotient, best)
