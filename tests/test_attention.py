@@ -8,6 +8,7 @@ import torch
 
 import invattn as ia
 from invattn.attention import KINDS, PAPER_KINDS, l2_attention_constant, lambert_w0
+from invattn.attention import core
 from invattn.attention.core import _AttentionCore
 from invattn.data import dequantize, full_scale_photograph, photograph_crops
 from invattn.memory import SavedTensorBytes, TensorMemory
@@ -122,9 +123,17 @@ def test_module_gradients(kind):
     assert torch.autograd.gradgradcheck(g, (x,))
 
 
+@pytest.fixture(params=["kept", "recomputed"])
+def map_storage(request, monkeypatch):
+    """Both backward paths of the core: small maps kept from forward, large ones recomputed in backward."""
+    if request.param == "recomputed":
+        monkeypatch.setattr(core, "LEAN_BACKWARD_ENTRIES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", ["sum", "dot"])
 @pytest.mark.parametrize("kernel,offset", [("exp", 0.0), ("exp", 300.0), ("elu1", 0.0), ("elu1", -300.0)])
-def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset):
+def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset, map_storage):
     """Exact first and second derivatives, also where every score of a row is far from 0 (the row shift)."""
     shape = (2, 5) if mode == "sum" else (2, 3, 5)
     values = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
@@ -140,12 +149,16 @@ def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_lean_backward_equals_plain_autograd(kind):
-    """The custom backward (autograd) and the plain ops (seen by torch.func) give the same gradient."""
+def test_lean_backward_equals_plain_autograd(kind, map_storage):
+    """The custom backward (autograd) and the plain ops (seen by torch.func) give the same gradient, with the map
+    kept from forward and recomputed, and for a backward run twice (retain_graph) on a kept ELU map."""
     g = ia.make_attention(kind, CHANNELS).double()
     x = image_batch(2, 16).double().requires_grad_(True)
     cotangent = torch.randn_like(x)
-    (lean,) = torch.autograd.grad(g(x), x, cotangent)
+    out = g(x)
+    (first,) = torch.autograd.grad(out, x, cotangent, retain_graph=True)
+    (lean,) = torch.autograd.grad(out, x, cotangent)
+    assert torch.equal(first, lean)
     _, vjp = torch.func.vjp(g, x.detach())
     (plain,) = vjp(cotangent)
     assert torch.allclose(lean, plain, rtol=1e-10, atol=1e-12)
@@ -162,7 +175,11 @@ def test_concat_memory_is_one_map_not_the_concatenation():
     assert memory.peak_bytes < 1.5 * one_map
     with TensorMemory() as memory:
         g(x).square().sum().backward()
-    assert memory.peak_bytes < 3 * one_map  # the naive [B, 2C/k, N, N] tensor alone would be 6 maps
+    assert memory.peak_bytes < 4 * one_map  # small maps are kept for backward; the [B, 2C/k, N, N] tensor is 6 maps
+    with TensorMemory() as memory, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core, "LEAN_BACKWARD_ENTRIES", 0)  # what large maps get: recomputed in backward
+        g(x).square().sum().backward()
+    assert memory.peak_bytes < 3 * one_map
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -66,8 +66,9 @@ def _row_shift(scores: torch.Tensor, kernel: str) -> torch.Tensor:
     return top if kernel == "exp" else top.clamp(max=0.0)
 
 
-def _row_normalise(scores: torch.Tensor, kernel: str) -> torch.Tensor:
+def _row_normalise(scores: torch.Tensor, kernel: str, with_total: bool = False):
     """P_ji = k(s_ji) / Σ_l k(s_jl) for the positive kernel ``exp`` or ``elu1`` (ELU(s) + 1), stably (``_row_shift``).
+    With ``with_total`` returns ``(P, Z)``, Z [B, N, 1] the row sums of the shifted kernel values.
 
     When nothing differentiates through it the scores buffer is overwritten in place, so an attention map costs
     one N×N buffer per sample; otherwise (autograd, torch.func, forward-mode AD) the ops are out of place.
@@ -79,13 +80,16 @@ def _row_normalise(scores: torch.Tensor, kernel: str) -> torch.Tensor:
     if in_place:
         scores.sub_(shift)
         weights = scores.exp_() if kernel == "exp" else F.elu(scores, inplace=True).add_(1.0)
-        return weights.div_(weights.sum(dim=-1, keepdim=True))
+        total = weights.sum(dim=-1, keepdim=True)
+        weights.div_(total)
+        return (weights, total) if with_total else weights
     shifted = scores - shift
     if kernel == "exp":
         weights = torch.exp(shifted)
     else:  # a shifted row is all ≤ 0, where ELU + 1 is exp: say so, so its largest entry isn't on ELU's kink at 0
         weights = torch.where(shift < 0, torch.exp(shifted), F.elu(shifted) + 1.0)
-    return weights / weights.sum(dim=-1, keepdim=True)
+    total = weights.sum(dim=-1, keepdim=True)
+    return (weights / total, total) if with_total else weights / total
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class _Core:
         return _AttentionCore.apply(self.mode, self.kernel, self.values, self.left, self.right)
 
 
+# B·N² (entries of the batch's attention maps) above which backward recomputes the maps instead of keeping them:
+# 2²² entries are 16 MiB in float32, e.g. a batch of 64 at N = 256 (CIFAR-10 after the squeeze) is exactly that.
+LEAN_BACKWARD_ENTRIES = 2**22
+
+
 def _scores(mode: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     if mode == "sum":
         return left[:, :, None] + right[:, None, :]
@@ -133,7 +142,12 @@ class _AttentionCore(torch.autograd.Function):
     def forward(ctx, mode, kernel, values, left, right):  # noqa: D102
         ctx.config = (mode, kernel)
         ctx.save_for_backward(values, left, right)
-        weights = _row_normalise(_scores(mode, left, right), kernel)
+        scores = _scores(mode, left, right)
+        # Small maps (B·N² ≤ LEAN_BACKWARD_ENTRIES) are kept, with ELU's row sums, so that a backward without a graph
+        # (the Neumann-series log-det's vector–Jacobian products) does not recompute them every time.
+        keep = scores.numel() <= LEAN_BACKWARD_ENTRIES
+        weights, total = _row_normalise(scores, kernel, with_total=True)
+        ctx.kept = (weights, total) if keep else None
         return torch.bmm(values, weights.transpose(1, 2))
 
     @staticmethod
@@ -150,14 +164,12 @@ class _AttentionCore(torch.autograd.Function):
             out = torch.bmm(values, _row_normalise(_scores(mode, left, right), kernel).transpose(1, 2))
             found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
             return (None, None, *[next(found) if need else None for need in needs])
-        weights = _scores(mode, left, right)  # buffer 1: scores → kernel values → P, in place
-        weights.sub_(_row_shift(weights, kernel))
-        if kernel == "exp":
-            weights.exp_()
+        if ctx.kept is not None:
+            weights, total = ctx.kept
+            if kernel != "exp":
+                weights = weights.clone()  # the ELU branch below writes into it, and backward may run again
         else:
-            F.elu(weights, inplace=True).add_(1.0)
-        total = weights.sum(dim=-1, keepdim=True)
-        weights.div_(total)
+            weights, total = _row_normalise(_scores(mode, left, right), kernel, with_total=True)  # buffer 1, in place
         grad_values = torch.bmm(grad, weights) if needs[0] else None
         grad_left = grad_right = None
         if needs[1] or needs[2]:
