@@ -45,7 +45,9 @@ class FlowConfig:
     logdet: str = "series"  # "series" (i-ResNet, biased) or "roulette" (Residual Flows, unbiased)
     n_terms: int = 5  # series terms, or the roulette's exact terms
     n_probes: int = 1
-    neumann_gradient: bool = False
+    # The Neumann-series gradient: the same estimate, an unbiased gradient of it at flat memory. On the digits preset it
+    # trained 1.5× faster to the same held-out bits/dim (6.7605 vs 6.7612, 6.8014 vs 6.8024 for two seeds): the default.
+    neumann_gradient: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int(self.in_channels, "in_channels")

@@ -8,7 +8,7 @@ ResNet). Classification logs the batch loss and accuracy, and the held-out accur
   ``cifar10-paper`` (the paper's configuration; a GPU); the data set can be changed (``--dataset``,
   ``--data-root``), a missing one is reported with how to get it;
 * the density model's log-determinant estimator: ``--logdet series|roulette``, ``--n-terms N``,
-  ``--neumann-gradient`` (lesson 07 compares them);
+  ``--[no-]neumann-gradient`` (lesson 07 compares them; the Neumann gradient is the default);
 * a progress bar; metrics to ``DIR/metrics.jsonl``; ``DIR/curves.png``; samples ``DIR/samples_epochN.png``;
 * checkpoints written atomically (temporary file, fsync, rename) every ``--checkpoint-every`` steps and at the
   end, holding model, optimiser, scheduler, every RNG state and the position in the data: ``--resume``
@@ -472,8 +472,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="density: the log-determinant estimator, truncated series (i-ResNet) or unbiased "
                         "Russian roulette (Residual Flows)")
     parser.add_argument("--n-terms", type=int, help="density: series terms, or the roulette's always-computed terms")
-    parser.add_argument("--neumann-gradient", action="store_true",
-                        help="density: the Neumann-series gradient of the log-determinant (flat memory in the terms)")
+    parser.add_argument("--neumann-gradient", action=argparse.BooleanOptionalAction, default=None,
+                        help="density: the Neumann-series gradient of the log-determinant (flat memory in the terms; "
+                        "the presets' default), or --no-neumann-gradient to back-propagate through the series")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -481,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--task classify needs --model irevnet or --model iresnet")
     if args.task == "density" and (args.model is not None or args.coeff is not None):
         parser.error("--model and --coeff are for --task classify")
-    estimator = dict(logdet=args.logdet, n_terms=args.n_terms, neumann_gradient=args.neumann_gradient or None)
+    estimator = dict(logdet=args.logdet, n_terms=args.n_terms, neumann_gradient=args.neumann_gradient)
     estimator = {k: v for k, v in estimator.items() if v is not None}
     if args.task != "density" and estimator:
         parser.error("--logdet, --n-terms and --neumann-gradient are for --task density")

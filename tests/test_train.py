@@ -117,6 +117,9 @@ def test_estimator_flags_reach_the_model(tmp_path):
                    "--logdet", "roulette", "--n-terms", "2", "--neumann-gradient"])
     saved = training.load_checkpoint(tmp_path / "checkpoint.pt")["model_config"]
     assert (saved["logdet"], saved["n_terms"], saved["neumann_gradient"]) == ("roulette", 2, True)
+    training.main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "series"), "--steps", "1",
+                   "--no-neumann-gradient"])
+    assert training.load_checkpoint(tmp_path / "series" / "checkpoint.pt")["model_config"]["neumann_gradient"] is False
     with pytest.raises(SystemExit):
         training.main(["--task", "classify", "--model", "irevnet", "--preset", "smoke", "--out", str(tmp_path / "c"),
                        "--neumann-gradient"])

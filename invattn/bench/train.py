@@ -99,6 +99,42 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
     return rows
 
 
+ESTIMATOR_OPTIONS = {
+    "series, back-propagated (2019)": dict(neumann_gradient=False),
+    "Neumann gradient (default)": dict(neumann_gradient=True),
+    "roulette (2 exact) + Neumann": dict(logdet="roulette", n_terms=2, neumann_gradient=True),
+}
+
+
+def estimator_options(quick: bool, device: torch.device) -> list[dict]:
+    """Seconds per step of the log-determinant's estimator options on one model, alternated A B C per round
+    (the smallest of the rounds), so a noisy machine slows every option alike."""
+    gpu = device.type == "cuda"
+    base = PRESETS["cifar10-paper"] if gpu else replace(PRESETS["cifar10-paper"], blocks=(2, 2, 2), width=64 if quick else 128)
+    batch_size, rounds = (64, 3) if gpu else (8, 2 if quick else 3)
+    print(f"\n-- log-determinant options, blocks {base.blocks}, width {base.width}, concat attention, batch {batch_size}, "
+          f"{device}; alternated, best of {rounds} --")
+    batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
+    runs = {}
+    for name, options in ESTIMATOR_OPTIONS.items():
+        torch.manual_seed(0)
+        model = ResidualFlow(replace(base, **options)).to(device)
+        with torch.no_grad():
+            model.bits_per_dim(batch)  # ActNorm initialisation
+        runs[name] = (model, torch.optim.Adamax(model.parameters(), lr=3e-3), [])
+    for _ in range(rounds):
+        for model, optimizer, times in runs.values():
+            times.append(time_steps(model, optimizer, batch, 1, device, False, lambda b: model.bits_per_dim(b).mean()))
+    reference = min(next(iter(runs.values()))[2])
+    rows = []
+    for name, (_, _, times) in runs.items():
+        best = min(times)
+        rows.append(dict(option=name, seconds_per_step=best, images_per_second=batch_size / best, speedup=reference / best))
+        print(f"{name:>32}: {best:7.3f} s/step, {batch_size / best:7.1f} images/s, {reference / best:4.2f}× the first",
+              flush=True)
+    return rows
+
+
 def digits_bits_per_dim(quick: bool, device: torch.device) -> dict:
     epochs = 2 if quick else 10
     print(f"\n-- bits/dim on scikit-learn's digits: train 1500 images, {epochs} epochs; test on the other 297 --")
@@ -120,7 +156,7 @@ def digits_bits_per_dim(quick: bool, device: torch.device) -> dict:
 
 def run(quick: bool = False) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = dict(throughput=throughput(quick, device, amp=False))
+    results = dict(throughput=throughput(quick, device, amp=False), estimator_options=estimator_options(quick, device))
     if device.type == "cuda":
         results["throughput_bf16"] = throughput(quick, device, amp=True)
     results["digits"] = digits_bits_per_dim(quick, device)
