@@ -180,10 +180,11 @@ class _AndersonHistory:
     """
 
     def __init__(self, batch: int, dim: int, memory: int, dtype: torch.dtype, device: torch.device) -> None:
-        # rows, not columns: each stored vector is contiguous, so both products below stream through memory once
-        self.residuals = torch.zeros(batch, memory, dim, dtype=torch.float64, device=device)
-        self.images = torch.zeros(batch, memory, dim, dtype=dtype, device=device)
-        self.gram = torch.zeros(batch, memory, memory, dtype=torch.float64, device=device)
+        # Rows, not columns: each stored vector is contiguous, so both products below stream through memory once.
+        # Uninitialised: only slots already written are ever read (``[:stored]``), so zero-filling would be wasted.
+        self.residuals = torch.empty(batch, memory, dim, dtype=torch.float64, device=device)
+        self.images = torch.empty(batch, memory, dim, dtype=dtype, device=device)
+        self.gram = torch.empty(batch, memory, memory, dtype=torch.float64, device=device)
 
     def step(self, x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, newest: int, stored: int) -> torch.Tensor:
         # γ does not change when every residual of a sample is divided by the same number: relative residuals keep
