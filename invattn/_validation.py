@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 
+def _as_number(value, name: str, what: str) -> float:
+    """float(value), refusing text and booleans (float("0.5") and float(True) would pass silently)."""
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
 def check_coeff(coeff: float, name: str = "coeff") -> float:
     """Return ``coeff`` as a float if it lies in (0, 1), the range that keeps x + g(x) invertible."""
-    try:
-        value = float(coeff)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in (0, 1), got {coeff!r}") from None
+    value = _as_number(coeff, name, "a number in (0, 1)")
     if not (0.0 < value < 1.0) or math.isnan(value):
         raise ValueError(
             f"{name} must be in (0, 1) for the block to be invertible "
@@ -48,19 +56,16 @@ def unwrap_functorch(tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     """Return ``value`` if it is an integer >= ``minimum``; raise a clear error otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy integers are integers too
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def check_positive_float(value: float, name: str) -> float:
     """Return ``value`` as a float if it is finite and > 0."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    number = _as_number(value, name, "a positive number")
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return number

@@ -4,7 +4,6 @@ progress bars, and parameter checks that stop a notebook with a message saying w
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import random
 import sys
@@ -129,25 +128,16 @@ def progress(iterable=None, **kwargs):
 Rule = Callable[[Any, str], Any]  # (value, name) -> value; raises ValueError or TypeError with a readable message
 
 
-def _number(value, name: str, what: str):
-    """Refuse text and booleans where a number is meant (float("0.5") and float(True) would pass silently)."""
-    if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    return value
-
-
 def coeff() -> Rule:
     """A Lipschitz coefficient in (0, 1)."""
-    return lambda value, name: check_coeff(_number(value, name, "a number in (0, 1)"), name)
+    return lambda value, name: check_coeff(value, name)
 
 
 def integer(minimum: int = 1, maximum: int | None = None, even: bool = False, why: str = "") -> Rule:
     """An integer ≥ ``minimum`` (and ≤ ``maximum``, even if ``even``); ``why`` is added to the message."""
 
     def rule(value, name):
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            value = int(value)  # numpy integers too
-        check_positive_int(value, name, minimum=minimum)
+        value = check_positive_int(value, name, minimum=minimum)
         if maximum is not None and value > maximum:
             raise ValueError(f"{name} must be at most {maximum}{why}, got {value}")
         if even and value % 2:
@@ -159,7 +149,7 @@ def integer(minimum: int = 1, maximum: int | None = None, even: bool = False, wh
 
 def positive() -> Rule:
     """A finite number > 0."""
-    return lambda value, name: check_positive_float(_number(value, name, "a positive number"), name)
+    return lambda value, name: check_positive_float(value, name)
 
 
 def choice(allowed: Iterable[str]) -> Rule:

@@ -133,8 +133,6 @@ def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> Inverti
     """
     check_positive_int(n_blocks, "n_blocks")
     check_positive_int(width, "width")
-    if isinstance(coeff, (str, bytes, bool)):
-        raise TypeError(f"coeff must be a number in (0, 1), got {coeff!r}")
     coeff = check_coeff(coeff)
     parts: list[nn.Module] = []
     for _ in range(n_blocks):

@@ -33,11 +33,12 @@ def dense_block(lipschitz: float, dim: int) -> InvertibleResidual:
 
 def self_adjoint_conv_block(lipschitz: float, channels: int, size: int) -> InvertibleResidual:
     """g = one 3×3 convolution whose kernel makes the operator self-adjoint (K[:, :, i, j] = K[:, :, -i, -j]ᵀ),
-    normalised to ‖g‖ = L: a convolutional map whose contraction factor really is L."""
+    normalised to ‖g‖ = L: a convolutional map whose contraction factor really is L. spectral_norm only *caps*
+    the norm, so the raw kernel is scaled up first (at init its norm is about 0.86, below 0.9 and 0.99)."""
     conv = nn.Conv2d(channels, channels, 3, padding=1)
     with torch.no_grad():
         kernel = conv.weight
-        conv.weight.copy_(0.5 * (kernel + kernel.flip(2, 3).transpose(0, 1)))
+        conv.weight.copy_(50 * (kernel + kernel.flip(2, 3).transpose(0, 1)))
     return InvertibleResidual(spectral_norm(conv, coeff=lipschitz, input_size=(size, size))).double().eval()
 
 
