@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from ._validation import check_finite
 from .lipschitz import lipschitz_bound
 from .logdet import residual_logdet
-from .solvers import ANDERSON_MEMORY, InverseInfo, check_scale, solve_fixed_point
+from .solvers import ANDERSON_MEMORY, ANDERSON_RATE_GATE, InverseInfo, check_scale, solve_fixed_point
 
 __all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential", "logdet"]
 
@@ -62,6 +62,7 @@ class InvertibleResidual(nn.Module):
         memory: int = ANDERSON_MEMORY,
         callback: Callable[[int, torch.Tensor], None] | None = None,
         allow_uncertified: bool = False,
+        rate_gate: float = ANDERSON_RATE_GATE,
     ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
         """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").
 
@@ -72,7 +73,9 @@ class InvertibleResidual(nn.Module):
         With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` bounds the relative error when
         Lip(g) has a certified bound below 1: exactly for the contraction, plus a rounding allowance (see
         :func:`invattn.solvers.solve_fixed_point`; below float64 it re-evaluates g in float64 once to measure it). ``callback(k, x_k)`` sees every iterate. ``memory`` is
-        the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration).
+        the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration); Anderson takes plain
+        steps until the observed contraction rate exceeds ``rate_gate`` (0: mix from the start; see
+        :func:`invattn.solvers.solve_fixed_point`).
 
         A g whose certified bound is not below 1 (for example the paper's attention formulation, bound
         ``inf``) is refused unless ``allow_uncertified=True``: then the solver just tries, and non-convergence
@@ -102,6 +105,7 @@ class InvertibleResidual(nn.Module):
             x, info = solve_fixed_point(
                 lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,
                 memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback, rounding=rounding,
+                rate_gate=rate_gate,
             )
         return (x, info) if return_info else x
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_coeff, check_finite, check_positive_int
-from .attention import KINDS, make_attention
+from .attention import GENERATION_KINDS, KINDS, PAPER_KINDS, VARIANTS, make_attention
 from .blocks import ActNorm, InvertibleResidual, Squeeze
 from .lipschitz import LipSwish, lipschitz_bound, spectral_norm
 
@@ -42,6 +42,10 @@ class FlowConfig:
     actnorm: bool = True
     attention: tuple[str | None, ...] = ("concat", None, None)  # a kind of invattn.KINDS per scale, or None
     attention_coeff: float = 0.9
+    # "certified" (bound ≤ attention_coeff) or, for comparison only, an original formulation ("paper": the validation
+    # repository's, "generative": the generative repository's); those have no bound, their blocks are inverted
+    # uncertified (the solver tries and raises if it does not converge) and their log-det series is not guaranteed
+    attention_variant: str = "certified"
     logdet: str = "series"  # "series" (i-ResNet, biased) or "roulette" (Residual Flows, unbiased)
     n_terms: int = 5  # series terms, or the roulette's exact terms
     n_probes: int = 1
@@ -61,9 +65,11 @@ class FlowConfig:
             raise ValueError("blocks, strides and attention need one entry per scale")
         if self.strides[0] != 1 or any(s not in (1, 2) for s in self.strides):
             raise ValueError(f"strides are 1 or 2, the first 1 (the initial squeeze precedes it); got {self.strides}")
+        check_choice(self.attention_variant, "attention_variant", VARIANTS)
+        allowed = {"certified": KINDS, "paper": PAPER_KINDS, "generative": GENERATION_KINDS}[self.attention_variant]
         for kind in self.attention:
             if kind is not None:
-                check_choice(kind, "attention kind", KINDS)
+                check_choice(kind, f"attention kind of variant {self.attention_variant!r}", allowed)
         if self.image_size % (2 * 2 ** sum(s == 2 for s in self.strides)):
             raise ValueError(f"image_size {self.image_size} cannot be squeezed {1 + sum(s == 2 for s in self.strides)} times")
 
@@ -156,7 +162,8 @@ class ResidualFlow(nn.Module):
                 steps.append(FlowStep(InvertibleResidual(g), channels, config.actnorm))
             attention = None
             if kind is not None:
-                attention = InvertibleResidual(make_attention(kind, channels, coeff=config.attention_coeff))
+                attention = InvertibleResidual(make_attention(kind, channels, coeff=config.attention_coeff,
+                                                              variant=config.attention_variant))
             last = index == len(config.blocks) - 1
             self.scales.append(nn.ModuleDict({"steps": steps, **({"attention": attention} if attention else {})}))
             out_channels = channels if last else channels // 2
@@ -247,7 +254,8 @@ class ResidualFlow(nn.Module):
             if index < len(self.scales) - 1:
                 h = torch.cat([zs[index], h], dim=1)
             if "attention" in scale:
-                h = scale["attention"].inverse(h, **solver)
+                uncertified = self.config.attention_variant != "certified"
+                h = scale["attention"].inverse(h, **solver, **({"allow_uncertified": True} if uncertified else {}))
             for step in reversed(scale["steps"]):
                 h = step.inverse(h, **solver)
             if self.config.strides[index] == 2:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import invattn as ia
+from torch.nn.utils import parametrize
 from invattn.attention import KINDS, PAPER_KINDS, l2_attention_constant, lambert_w0
 from invattn.attention import core
 from invattn.attention.core import _AttentionCore
@@ -283,3 +284,56 @@ def test_saved_tensor_bytes_counts_what_backward_keeps():
         y = (x * x).sum()  # mul saves both of its inputs: 2 × 40 bytes
     assert saved.bytes == 80
     y.backward()
+
+
+# -- the generative repository's formulation ---------------------------------------------------
+@pytest.mark.parametrize("kind", ["concat", "dot"])
+def test_generative_variant_is_the_generation_repository_formulation(kind):
+    torch.manual_seed(0)
+    g = ia.make_attention(kind, CHANNELS, variant="generative").double().eval()
+    paper = ia.make_attention(kind, CHANNELS, variant="paper").double().eval()
+    x = torch.rand(3, CHANNELS, 6, 6, dtype=torch.float64) - 0.5
+    # one normaliser over all N² entries: the whole map sums to 2/3 (the paper's: every row does)
+    assert g.attention_map(x).sum(dim=(1, 2)) == pytest.approx([2 / 3] * 3, rel=1e-9)
+    assert paper.attention_map(x).sum(dim=2) == pytest.approx(torch.full((3, 36), 2 / 3, dtype=torch.float64), rel=1e-9)
+    # plain query and key projections; the value's coefficient is 0.9 for dot too
+    assert not parametrize.is_parametrized(g.query) and not parametrize.is_parametrized(g.key)
+    assert parametrize.is_parametrized(paper.query)
+    assert parametrize.is_parametrized(g.value) and g.value.parametrizations.weight[0].coeff == pytest.approx(0.9)
+    if kind == "dot":
+        assert paper.value.parametrizations.weight[0].coeff == pytest.approx(0.5)
+    else:
+        assert g.concat.bias is not None and paper.concat.bias is None
+        assert not parametrize.is_parametrized(g.concat)
+    assert g.lipschitz_bound() == math.inf and "whole map" in g.bound_reason
+    assert "generative" in repr(g)
+
+
+def test_generative_variant_output_shrinks_like_one_over_n():
+    """One normaliser over all N² entries gives each output a total weight of 2/(3N): the branch and its Lipschitz
+    constant vanish as N grows, where the certified (row-normalised) map's stay of order one."""
+    from invattn.attention.tightness import scale_with_positions
+
+    torch.manual_seed(0)
+    generative = scale_with_positions(ia.make_attention("concat", CHANNELS, variant="generative").double().eval(),
+                                      CHANNELS, (4, 8, 16))
+    certified = scale_with_positions(ia.make_attention("concat", CHANNELS).double().eval(), CHANNELS, (4, 8, 16))
+    assert [r["positions"] for r in generative] == [16, 64, 256]
+    for key in ("output_ratio", "measured"):
+        # 4× the positions each time: about 4× smaller (between 2 and 8 allows for the weights and the inputs)
+        assert all(2 < a[key] / b[key] < 8 for a, b in zip(generative, generative[1:])), (key, generative)
+        assert all(0.5 < a[key] / b[key] < 3 for a, b in zip(certified, certified[1:])), (key, certified)
+
+
+def test_scale_with_positions_refuses_bad_sizes():
+    from invattn.attention.tightness import scale_with_positions
+
+    g = ia.make_attention("dot", CHANNELS).double()
+    with pytest.raises(ValueError, match="size"):
+        scale_with_positions(g, CHANNELS, (4, 0))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "embedded_gaussian", "l2"])
+def test_generative_variant_has_only_concat_and_dot(kind):
+    with pytest.raises(ValueError, match="variant='generative'"):
+        ia.make_attention(kind, CHANNELS, variant="generative")

@@ -222,3 +222,45 @@ def test_solver_refuses_a_negative_lipschitz_bound():
     x0 = torch.ones(1, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="lipschitz"):
         solve_fixed_point(lambda x: 0.5 * x, x0, torch.ones(1, dtype=torch.float64), lipschitz=-0.5)
+
+
+def test_anderson_takes_plain_steps_while_iteration_is_fast():
+    """Below the rate gate Anderson is plain iteration, step for step; rate_gate=0 mixes from the start."""
+    block = dense_block(16, 0.3)
+    x = torch.randn(3, 16, dtype=torch.float64)
+    y = block(x)
+    fp_iterates, aa_iterates, textbook = [], [], []
+    _, fp = block.inverse(y, method="fixed_point", return_info=True, callback=lambda k, t: fp_iterates.append(t))
+    _, aa = block.inverse(y, method="anderson", return_info=True, callback=lambda k, t: aa_iterates.append(t))
+    _, tb = block.inverse(y, method="anderson", rate_gate=0.0, return_info=True,
+                          callback=lambda k, t: textbook.append(t))
+    assert max(fp.residuals[k + 1] / fp.residuals[k] for k in range(len(fp.residuals) - 1)) <= ia.solvers.ANDERSON_RATE_GATE
+    assert aa.function_evals == fp.function_evals
+    assert all(torch.equal(a, b) for a, b in zip(aa_iterates, fp_iterates))
+    assert not all(torch.equal(a, b) for a, b in zip(textbook, fp_iterates))  # the textbook algorithm mixes
+
+
+def test_anderson_starts_mixing_once_iteration_is_slow():
+    layer = nn.Linear(32, 32)
+    with torch.no_grad():  # symmetric W: plain iteration's rate approaches its spectral radius ‖W‖ = 0.95 > the gate
+        layer.weight.copy_(layer.weight + layer.weight.t())
+    block = ia.InvertibleResidual(ia.spectral_norm(layer, coeff=0.95)).double().eval()
+    x = torch.randn(4, 32, dtype=torch.float64)
+    y = block(x)
+    _, fp = block.inverse(y, method="fixed_point", max_iter=20_000, return_info=True)
+    gated, textbook = [], []
+    _, aa = block.inverse(y, method="anderson", return_info=True, callback=lambda k, t: gated.append(t))
+    _, tb = block.inverse(y, method="anderson", rate_gate=0.0, return_info=True,
+                          callback=lambda k, t: textbook.append(t))
+    assert aa.converged and tb.converged and fp.converged
+    assert aa.function_evals < fp.function_evals / 2 and tb.function_evals < fp.function_evals / 2
+    # the first observed rate already exceeds the gate, so the gated solver mixes as early as the textbook one
+    assert all(torch.equal(a, b) for a, b in zip(gated, textbook))
+
+
+@pytest.mark.parametrize("gate", [-0.1, 1.0, "0.5", True, float("nan")])
+def test_a_bad_rate_gate_is_refused(gate):
+    block = dense_block(4, 0.5)
+    y = torch.randn(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="rate_gate"):
+        block.inverse(y, rate_gate=gate)

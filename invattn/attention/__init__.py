@@ -42,11 +42,13 @@ from .core import CertifiedAttention
 from .kernel import PAPER_KINDS, KernelAttention
 from .l2 import L2Attention, l2_attention_constant, lambert_w0
 from .lipnorm import LipNormAttention
-from .paper import PaperAttention
+from .paper import GENERATION_KINDS, PaperAttention
 from .tightness import Tightness, attention_tightness, search_lipschitz
 
 __all__ = [
     "KINDS",
+    "VARIANTS",
+    "GENERATION_KINDS",
     "PAPER_KINDS",
     "make_attention",
     "AttentionCoupling",
@@ -60,6 +62,9 @@ __all__ = [
 ]
 
 KINDS = ("concat", "dot", "embedded_gaussian", "gaussian", "l2", "lipnorm")
+# "certified": this project's kinds (bound ≤ coeff < 1); "paper": the validation repository's formulation;
+# "generative": the generative repository's (global normaliser, plain q/k); the last two are not certified
+VARIANTS = ("certified", "paper", "generative")
 
 
 def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = "certified", **options) -> nn.Module:
@@ -67,17 +72,21 @@ def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = 
 
     ``kind``: one of :data:`KINDS`. ``variant="certified"`` (default) returns a module whose
     ``lipschitz_bound()`` is a certified L ≤ ``coeff`` < 1 for every input; ``variant="paper"`` (the four
-    paper kinds) returns the original formulation, whose bound is ``inf`` (see :class:`PaperAttention`).
+    paper kinds) returns the original formulation of the validation repository and ``variant="generative"``
+    (concat, dot) that of the generative repository, whose bounds are ``inf`` (see :class:`PaperAttention`).
+    Raises ``ValueError`` for an unknown kind or variant, or a kind the variant does not have.
     ``options`` go to the kind's class: :class:`KernelAttention` (``reduction``, ``radius``,
     ``value_radius``, ``temperature``), :class:`L2Attention` (``reduction``, ``temperature``),
     :class:`LipNormAttention` (``reduction``), :class:`PaperAttention` (``reduction``).
     """
     check_choice(kind, "kind", KINDS)
-    check_choice(variant, "variant", ("certified", "paper"))
-    if variant == "paper":
-        if kind not in PAPER_KINDS:
-            raise ValueError(f"variant='paper' exists for the paper's kinds {PAPER_KINDS}; {kind!r} is not one of them")
-        builder = lambda: PaperAttention(kind, channels, coeff, **options)  # noqa: E731
+    check_choice(variant, "variant", VARIANTS)
+    if variant in ("paper", "generative"):
+        kinds = PAPER_KINDS if variant == "paper" else GENERATION_KINDS
+        if kind not in kinds:
+            raise ValueError(f"variant={variant!r} exists for the kinds {kinds}; {kind!r} is not one of them")
+        repository = "validation" if variant == "paper" else "generation"
+        builder = lambda: PaperAttention(kind, channels, coeff, repository=repository, **options)  # noqa: E731
     elif kind == "l2":
         builder = lambda: L2Attention(channels, coeff, **options)  # noqa: E731
     elif kind == "lipnorm":

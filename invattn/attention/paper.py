@@ -1,4 +1,4 @@
-"""The original code's attention (validation repository), kept for comparison: not certified."""
+"""The original code's attention, both repositories' formulations, kept for comparison: not certified."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from ..lipschitz import spectral_norm
 from .core import _check_input, _norm2
 from .kernel import PAPER_KINDS
 
+REPOSITORIES = ("validation", "generation")
+GENERATION_KINDS = ("concat", "dot")  # the generative repository's scale block builds only these two
+
 
 class PaperAttention(nn.Module):
     """The original code's formulation (validation repository), for comparison; **not certified**.
@@ -23,30 +26,41 @@ class PaperAttention(nn.Module):
     o_j = Σ_i A_ij v_i, then a spectral-normalised 1×1 convolution γ. (The original builds the concat
     energies from a [B, 2C/k, N, N] tensor; this computes the same numbers by broadcasting.)
 
+    ``repository="generation"`` is the generative repository's formulation (``variant="generative"`` of
+    :func:`invattn.make_attention`, concat and dot only), which differs in four places: one normaliser over all
+    N² entries, A_ij = E_ij / (1.5·Σ_kl E_kl), so the whole map sums to 2/3 and each output is O(1/N); plain
+    (not spectral-normalised) query and key projections; a concat score vector with a bias; and dot's value
+    coefficient ``coeff`` (0.9) instead of 0.5.
+
     :meth:`lipschitz_bound` is ``inf``, with the reason in :attr:`bound_reason`; for the exp kinds
     :meth:`local_lipschitz_bound` gives the bound that holds on inputs with ‖x_i‖ ≤ R.
     """
 
-    def __init__(self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4) -> None:
+    def __init__(self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4,
+                 repository: str = "validation") -> None:
         super().__init__()
-        self.kind = check_choice(kind, "kind", PAPER_KINDS)
+        self.repository = check_choice(repository, "repository", REPOSITORIES)
+        generation = repository == "generation"
+        self.kind = check_choice(kind, "kind", GENERATION_KINDS if generation else PAPER_KINDS)
         self.channels = check_positive_int(channels, "channels")
         self.coeff = check_coeff(coeff)
         self.head_dim = d = max(1, channels // check_positive_int(reduction, "reduction"))
         sn = lambda module, c=coeff: spectral_norm(module, coeff=c)  # noqa: E731
+        plain_in_generation = (lambda module: module) if generation else sn
         if kind != "gaussian":
-            self.query = sn(nn.Conv2d(channels, d, 1))
-            self.key = sn(nn.Conv2d(channels, d, 1))
+            self.query = plain_in_generation(nn.Conv2d(channels, d, 1))
+            self.key = plain_in_generation(nn.Conv2d(channels, d, 1))
         if kind == "concat":
-            self.concat = sn(nn.Conv2d(2 * d, 1, 1, bias=False))
-        self.value = sn(nn.Conv2d(channels, channels, 1), 0.5 if kind == "dot" else coeff)
+            self.concat = plain_in_generation(nn.Conv2d(2 * d, 1, 1, bias=generation))
+        self.value = sn(nn.Conv2d(channels, channels, 1), 0.5 if kind == "dot" and not generation else coeff)
         self.gamma = sn(nn.Conv2d(channels, channels, 1))
 
     @property
     def bound_reason(self) -> str:
         if self.kind in ("concat", "dot"):
+            sums = "the sum Σ_kl E_kl over the whole map" if self.repository == "generation" else "the column sums Σ_i E_ij"
             return (
-                "ELU energies can be negative, so the column sums Σ_i E_ij that divide them can be 0 or change sign: "
+                f"ELU energies can be negative, so {sums} that divide them can be 0 or change sign: "
                 "the map has no finite Lipschitz bound, not even on bounded inputs"
             )
         scores = "x_iᵀx_j" if self.kind == "gaussian" else "q_iᵀk_j"
@@ -92,12 +106,16 @@ class PaperAttention(nn.Module):
             d = self.head_dim
             a = torch.einsum("c,bcn->bn", w[:d], queries)
             b = torch.einsum("c,bcn->bn", w[d:], keys)
+            if self.concat.bias is not None:
+                a = a + self.concat.bias
             return F.elu(a[:, :, None] + b[:, None, :])
         products = torch.bmm(queries.transpose(1, 2), keys)
         return F.elu(products) if self.kind == "dot" else torch.exp(products)
 
     def _column_map(self, x: torch.Tensor) -> torch.Tensor:
         energies = self._energies(x)
+        if self.repository == "generation":
+            return energies / (1.5 * energies.sum(dim=(1, 2), keepdim=True))
         return energies / (1.5 * energies.sum(dim=1, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,9 +126,11 @@ class PaperAttention(nn.Module):
 
     @torch.no_grad()
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, N, N], row j = the weights A_ij that output position j puts on positions i (rows sum to 2/3)."""
+        """[B, N, N], row j = the weights A_ij that output position j puts on positions i (each row sums to 2/3;
+        with ``repository="generation"`` the whole map does)."""
         _check_input(x, self.channels)
         return self._column_map(x).transpose(1, 2)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, variant='paper', channels={self.channels}, coeff={self.coeff}"
+        variant = "generative" if self.repository == "generation" else "paper"
+        return f"kind={self.kind!r}, variant={variant!r}, channels={self.channels}, coeff={self.coeff}"

@@ -19,7 +19,7 @@ from ..lipschitz import estimate_lipschitz
 from .core import CertifiedAttention
 from .paper import PaperAttention
 
-__all__ = ["LipschitzSearch", "Tightness", "search_lipschitz", "attention_tightness"]
+__all__ = ["LipschitzSearch", "Tightness", "search_lipschitz", "attention_tightness", "scale_with_positions"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +156,31 @@ def attention_tightness(
     found = search_lipschitz(probe, points, steps=steps, lr=lr, seed=seed)
     polished = estimate_lipschitz(probe, found.inputs, n_iterations=polish_iterations, pair_steps=0, seed=seed)
     return Tightness(measured=max(found.quotient, polished), bound=bound)
+
+
+def scale_with_positions(
+    g: torch.nn.Module, channels: int, sizes: tuple[int, ...] = (4, 8, 16, 32), seed: int = 0, batch: int = 2,
+) -> list[dict]:
+    """How an attention branch's output and Lipschitz constant change with the number of positions N.
+
+    For each side length s in ``sizes`` (N = s² positions), on inputs x ∈ [−½, ½)^{C×s×s} (seeded): the output ratio
+    ‖g(x) − g(0)‖/‖x‖ (largest over ``batch`` samples; what the branch adds to x + g(x), without its constant
+    part) and :func:`invattn.estimate_lipschitz` (a lower bound on Lip(g), measured at x). For the generative
+    repository's normaliser, one sum over all N² energies, both fall like 1/N; a row-normalised map keeps them of
+    order 1. Returns ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``. ``g`` is evaluated in its
+    own dtype and device. Raises ``ValueError`` for a non-positive size or batch.
+    """
+    check_positive_int(channels, "channels")
+    check_positive_int(batch, "batch")
+    parameter = next(g.parameters())
+    rows = []
+    generator = torch.Generator().manual_seed(seed)
+    for size in sizes:
+        check_positive_int(size, "size")
+        x = (torch.rand(batch, channels, size, size, generator=generator, dtype=torch.float64) - 0.5).to(parameter)
+        with torch.no_grad():
+            moved = g(x) - g(torch.zeros_like(x))
+        ratio = float((_per_sample_norm(moved) / _per_sample_norm(x)).max())
+        measured = estimate_lipschitz(g, x, n_iterations=20, pair_steps=0, seed=seed)
+        rows.append(dict(positions=size * size, output_ratio=ratio, measured=measured))
+    return rows

@@ -1,0 +1,281 @@
+"""What attention buys, measured: the digits density model with no attention and with each attention kind.
+
+``python -m invattn.ablation --out checkpoints/digits`` trains the ``digits`` preset (scikit-learn's real 8×8
+digits; the first ``n_train`` for training, the rest held out) once per configuration and seed, with the same
+steps, data order and initialisation seed for every configuration, and writes
+
+* ``results.json``: per run the held-out bits/dim, the training curve, the attention block's certified bound and
+  its measured Lipschitz constant, the wall time; rewritten atomically after every run, and a run already in it
+  is not trained again, so an interrupted ablation continues where it stopped;
+* ``<label>-seed<s>.pt``: the trained model (weights and :class:`invattn.models.FlowConfig`, no optimiser state),
+  for the seeds named by ``--keep``; :func:`load_model` rebuilds it;
+* ``ablation.png``: held-out bits/dim per configuration (every seed and the mean) and the training curves.
+
+Configurations (labels): ``none``; each certified kind of :data:`invattn.KINDS`; ``generative-concat`` and
+``generative-dot``, the generative repository's uncertified formulation (``variant="generative"`` of
+:func:`invattn.make_attention`), whose global normaliser makes each output O(1/N).
+
+Held-out bits/dim: the series estimator with 20 terms and 4 Hutchinson probes (a fixed seed), on the held-out
+digits dequantised with a fixed seed: the same numbers for every configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ._validation import check_choice, check_positive_int
+from .attention import KINDS
+from .data import dequantize, digits
+from .lipschitz import estimate_lipschitz
+from .models import PRESETS, FlowConfig, ResidualFlow
+from .train import TRAINING, load_checkpoint, save_checkpoint, train
+
+__all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "run", "summary", "main"]
+
+# label → (attention kind in the first scale, variant)
+CONFIGURATIONS: dict[str, tuple[str | None, str]] = {
+    "none": (None, "certified"),
+    **{kind: (kind, "certified") for kind in KINDS},
+    "generative-concat": ("concat", "generative"),
+    "generative-dot": ("dot", "generative"),
+}
+DEFAULT_EPOCHS = 20
+DEFAULT_N_TRAIN = 1500
+HELD_OUT_FROM = 1500  # the held-out digits are always the same 297: scikit-learn's digits 1500–1796
+EVALUATION = dict(estimator="series", n_terms=20, n_probes=4)
+RESULTS = "results.json"
+
+
+def model_config(label: str) -> FlowConfig:
+    """The digits preset with the attention of configuration ``label`` (a key of :data:`CONFIGURATIONS`)."""
+    kind, variant = CONFIGURATIONS[check_choice(label, "configuration", tuple(CONFIGURATIONS))]
+    base = PRESETS["digits"]
+    return replace(base, attention=(kind,) + (None,) * (len(base.blocks) - 1), attention_variant=variant)
+
+
+def held_out_images() -> torch.Tensor:
+    """The 297 digits after the first 1500 (never trained on), [297, 1, 8, 8] in [−½, ½), dequantised with seed 0."""
+    images = digits()[0][HELD_OUT_FROM:]
+    return dequantize((images * 255).round() / 255, torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def held_out_bits_per_dim(model: ResidualFlow) -> float:
+    """Mean bits/dim of the 297 held-out digits under ``model`` (series, 20 terms, 4 probes, probe seed 0); nan or
+    inf when the model's log-determinant series does not converge (an uncertified attention can do that)."""
+    x = held_out_images().to(next(model.parameters()).device)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        return float(model.eval().bits_per_dim(x, **EVALUATION).mean())
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
+    """(certified bound, measured Lipschitz constant) of the first attention branch on held-out features;
+    (nan, nan) without attention. The bound is ``inf`` for an uncertified variant."""
+    blocks = model.attention_blocks()
+    if not blocks:
+        return math.nan, math.nan
+    features = model.attention_inputs(held_out_images()[:8].to(next(model.parameters()).device))[0]
+    g = blocks[0].g
+    return float(blocks[0].lipschitz_bound()), float(estimate_lipschitz(g, features.detach(), n_iterations=30))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResidualFlow:
+    """The trained model saved by the ablation at ``path``, in eval mode (certificates recomputed from its weights).
+
+    Raises ``FileNotFoundError`` (with the command that writes it) when ``path`` does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
+    state = load_checkpoint(path, map_location=device)
+    model = ResidualFlow(FlowConfig.from_dict(state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,
+        n_train: int = DEFAULT_N_TRAIN, keep: str = "first", progress_bar: bool = True, plot: bool = True) -> dict:
+    """Train every configuration in ``labels`` (default: all) for every seed in ``seeds`` (default 1, 2, 3) into
+    ``out``; return the results (also in ``out/results.json``). ``keep``: which trained models to save
+    ("first": the first seed's, "all", "none"). Raises ``ValueError`` for an unknown label, a seed list that is
+    empty or repeats, or ``n_train`` outside 64..1500 (the first 1500 digits are for training, the other 297 held out)."""
+    labels = list(CONFIGURATIONS) if labels is None else list(labels)
+    for label in labels:
+        check_choice(label, "configuration", tuple(CONFIGURATIONS))
+    seeds = [1, 2, 3] if seeds is None else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(n_train, "n_train", minimum=64)
+    check_choice(keep, "keep", ("first", "all", "none"))
+    if n_train > HELD_OUT_FROM:
+        raise ValueError(f"n_train={n_train}: at most {HELD_OUT_FROM} (digits {HELD_OUT_FROM}– are held out)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS
+    settings = dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION)
+    results = json.loads(path.read_text()) if path.is_file() else dict(settings=settings, runs=[])
+    if results["settings"] != settings:
+        raise ValueError(f"{path} holds an ablation with other settings ({results['settings']}); "
+                         f"use another --out or the same settings ({settings})")
+    done = {(r["label"], r["seed"]) for r in results["runs"]}
+    for seed in seeds:
+        for label in labels:
+            if (label, seed) in done:
+                continue
+            config = model_config(label)
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                trained = train("digits", folder, progress_bar=progress_bar,
+                                model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
+                                training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed))
+                seconds = time.perf_counter() - start
+            model = trained["model"].eval()
+            bound, measured = attention_lipschitz(model)
+            record = dict(label=label, seed=seed, test_bits_per_dim=held_out_bits_per_dim(model),
+                          train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
+                          attention_bound=bound, attention_measured=measured, seconds=round(seconds, 1))
+            if keep == "all" or (keep == "first" and seed == seeds[0]):
+                save_checkpoint(out / f"{label}-seed{seed}.pt",
+                                dict(model=model.state_dict(), model_config=config.to_dict(), record=record))
+            results["runs"].append(record)
+            _write_json(path, results)
+            print(f"{label:>18} seed {seed}: held-out {record['test_bits_per_dim']:.4f} bits/dim, "
+                  f"{seconds:.0f} s", flush=True)
+    if plot:
+        plot_ablation(results, out / "ablation.png")
+    return results
+
+
+def summary(results: dict) -> list[dict]:
+    """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, difference of the
+    mean from ``none`` (negative: better), the seeds' range, and the attention bound and measured constant."""
+    by_label: dict[str, list[dict]] = {}
+    for record in results["runs"]:
+        by_label.setdefault(record["label"], []).append(record)
+    baseline = math.nan
+    if "none" in by_label and all(math.isfinite(r["test_bits_per_dim"]) for r in by_label["none"]):
+        baseline = statistics.mean(r["test_bits_per_dim"] for r in by_label["none"])
+    rows = []
+    for label in [name for name in CONFIGURATIONS if name in by_label]:
+        values = [r["test_bits_per_dim"] for r in by_label[label]]
+        finite = [v for v in values if math.isfinite(v)]
+        # a seed whose held-out bits/dim is not finite (its log-det series diverged) counts against the configuration:
+        # the statistics are over the finite seeds, and ``diverged`` says how many were left out
+        mean = statistics.mean(finite) if finite else math.nan
+        rows.append(dict(label=label, n=len(values), diverged=len(values) - len(finite), mean=mean,
+                         std=statistics.stdev(finite) if len(finite) > 1 else math.nan,
+                         low=min(finite, default=math.nan), high=max(finite, default=math.nan), vs_none=mean - baseline,
+                         bound=max(r["attention_bound"] for r in by_label[label]),
+                         measured=max(r["attention_measured"] for r in by_label[label])))
+    return rows
+
+
+def format_summary(results: dict) -> str:
+    """The summary as a text table."""
+    lines = [f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | "
+             f"Lip bound | measured Lip"]
+    lines.append("-" * len(lines[0]))
+    for row in summary(results):
+        spread = f"{row['mean']:.4f} ± {row['std']:.4f}  ({row['low']:.4f}–{row['high']:.4f})"
+        bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
+        measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
+        diverged = f"  ({row['diverged']} of {row['n']} seeds not finite)" if row["diverged"] else ""
+        lines.append(f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {bound:>9} | "
+                     f"{measured:>12}{diverged}")
+    return "\n".join(lines)
+
+
+def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
+    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a bar; lower is better) and the
+    training curves (mean over seeds, smoothed over an epoch). Draws into ``figure`` (a matplotlib Figure, e.g. from
+    ``plt.figure`` in a notebook) or a new bare Figure; returns it, saved to ``path`` if given."""
+    from matplotlib.figure import Figure
+
+    rows = summary(results)
+    fig = Figure(figsize=(13.5, 4.2)) if figure is None else figure
+    left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.1, 1)))
+    colours = {row["label"]: f"C{i}" for i, row in enumerate(rows)}
+    lows = [row["low"] for row in rows if math.isfinite(row["low"])]
+    floor = min(lows, default=0.0) - 0.02
+    for i, row in enumerate(rows):
+        values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            left.bar(i, row["mean"] - floor, bottom=floor, color=colours[row["label"]], alpha=0.35)
+            left.plot([i] * len(finite), finite, "o", color=colours[row["label"]], ms=4)
+        if row["diverged"]:
+            left.annotate(f"{row['diverged']} not\nfinite", (i, floor), ha="center", va="bottom", fontsize=7, color="C3")
+    if rows and rows[0]["label"] == "none":
+        left.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
+        left.legend(loc="upper left", fontsize=8)
+    left.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
+    left.set(ylabel="held-out bits/dim (lower is better)",
+             title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds")
+    steps_per_epoch = math.ceil(results["settings"]["n_train"] / TRAINING["digits"].batch_size)
+    smoothed = {}
+    for row in rows:
+        curves = torch.tensor([r["train_curve"] for r in results["runs"] if r["label"] == row["label"]], dtype=torch.float64)
+        mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
+        window = max(1, min(steps_per_epoch, len(mean)))
+        smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])
+    # the y-range of the certified configurations (and none): a diverging uncertified curve is marked, not drawn to scale
+    inside = [v for label, (_, curve) in smoothed.items() if CONFIGURATIONS[label][1] == "certified"
+              for v in curve.tolist() if math.isfinite(v)]
+    low, high = (min(inside), max(inside)) if inside else (None, None)
+    for row in rows:
+        window, curve = smoothed[row["label"]]
+        label = row["label"]
+        finite = curve[torch.isfinite(curve)]
+        if high is not None and len(finite) and (float(finite.max()) > high + (high - low) or len(finite) < len(curve)):
+            label += f" (off scale: up to {float(finite.max()):.2g})" if len(finite) else " (not finite)"
+        right.plot(range(window, window + len(curve)), curve.numpy(), lw=1.2, color=colours[row["label"]], label=label,
+                   ls="--" if CONFIGURATIONS[row["label"]][1] != "certified" else "-")
+    if low is not None:
+        right.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    right.set(xlabel="step", ylabel="training bits/dim (seed mean, 1-epoch window)", title="training curves")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m invattn.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for results.json, the trained models and ablation.png")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGURATIONS), help="configurations (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds (default 1 2 3)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per run (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
+                        help=f"training digits, the first N (default and most {DEFAULT_N_TRAIN}; the other 297 are held out)")
+    parser.add_argument("--keep", choices=("first", "all", "none"), default="first",
+                        help="which seeds' trained models to save (default: the first)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    results = run(args.out, args.configs, args.seeds, args.epochs, args.n_train, args.keep,
+                  progress_bar=not args.no_progress)
+    print(format_summary(results))
+
+
+if __name__ == "__main__":
+    main()
