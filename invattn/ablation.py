@@ -38,9 +38,10 @@ from .attention import KINDS
 from .data import dequantize, digits
 from .lipschitz import estimate_lipschitz
 from .models import PRESETS, FlowConfig, ResidualFlow
-from .train import TRAINING, load_checkpoint, save_checkpoint, train
+from .train import save_checkpoint, train
 
-__all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "run", "summary", "main"]
+__all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "saved_record", "run", "run_is_reliable",
+           "summary", "format_summary", "plot_ablation", "main"]
 
 # label → (attention kind in the first scale, variant)
 CONFIGURATIONS: dict[str, tuple[str | None, str]] = {
@@ -71,15 +72,19 @@ def held_out_images() -> torch.Tensor:
 
 @torch.no_grad()
 def held_out_bits_per_dim(model: ResidualFlow) -> float:
-    """Mean bits/dim of the 297 held-out digits under ``model`` (series, 20 terms, 4 probes, probe seed 0); nan or
-    inf when the model's log-determinant series does not converge (an uncertified attention can do that)."""
-    x = held_out_images().to(next(model.parameters()).device)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    try:
-        return float(model.eval().bits_per_dim(x, **EVALUATION).mean())
-    finally:
-        torch.random.set_rng_state(state)
+    """Mean bits/dim of the 297 held-out digits under ``model`` (series, 20 terms, 4 probes, probe seed 0), in eval
+    mode (the model's mode and the caller's random state are restored). A finite number is only meaningful when every
+    block is a contraction: for an uncertified attention block whose Lipschitz constant exceeds 1 the series need
+    not converge and the number can be anything (see :func:`run_is_reliable`)."""
+    device = next(model.parameters()).device
+    x = held_out_images().to(device)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        try:
+            return float(model.eval().bits_per_dim(x, **EVALUATION).mean())
+        finally:
+            model.train(was_training)
 
 
 def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
@@ -96,14 +101,59 @@ def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResidualFlow:
     """The trained model saved by the ablation at ``path``, in eval mode (certificates recomputed from its weights).
 
-    Raises ``FileNotFoundError`` (with the command that writes it) when ``path`` does not exist."""
+    Loaded with ``weights_only=True`` (tensors and plain values only: no code runs). Raises ``FileNotFoundError``
+    (with the command that writes it) when ``path`` does not exist and ``ValueError`` when it is not a model saved by
+    the ablation."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
-    state = load_checkpoint(path, map_location=device)
-    model = ResidualFlow(FlowConfig.from_dict(state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        model = ResidualFlow(FlowConfig.from_dict(state["model_config"])).to(device)
+        model.load_state_dict(state["model"])
+    except Exception as error:  # unpickling, missing keys, a config or state dict of something else
+        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation ({type(error).__name__}: {error})") from None
     return model.eval()
+
+
+def saved_record(path: str | Path) -> dict:
+    """The run record saved beside a model by :func:`run` (label, seed, held-out bits/dim, training curve, …);
+    errors as :func:`load_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True)["record"])
+    except Exception as error:
+        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation ({type(error).__name__}: {error})") from None
+
+
+def run_is_reliable(record: dict) -> tuple[bool, str]:
+    """Whether a run's held-out bits/dim can be trusted, and why not: it cannot when the number is not finite, when
+    the training loss left the possible range (bits/dim of 8-bit data is ≥ 0; a negative or non-finite value means
+    the log-det series diverged during training), or when the trained attention's measured Lipschitz constant is
+    ≥ 1 (then x + a(x) need not be invertible and its log-det series need not converge)."""
+    curve = record["train_curve"]
+    if not math.isfinite(record["test_bits_per_dim"]):
+        return False, "held-out bits/dim not finite"
+    if not all(math.isfinite(v) and v >= 0 for v in curve):
+        return False, f"training bits/dim left [0, ∞) (down to {min(curve):.3g}): the log-det series diverged"
+    if not (record["attention_measured"] < 1 or math.isnan(record["attention_measured"])):
+        return False, f"trained attention's measured Lipschitz constant {record['attention_measured']:.3g} ≥ 1"
+    return True, ""
+
+
+def _read_results(path: Path) -> dict:
+    """``results.json`` written by :func:`run`, checked enough that a damaged file is named, not a KeyError."""
+    try:
+        results = json.loads(path.read_text())
+        keys = ("label", "seed", "test_bits_per_dim", "train_curve", "attention_bound", "attention_measured")
+        if not isinstance(results["settings"], dict) or not all(all(k in r for k in keys) for r in results["runs"]):
+            raise KeyError("a run without its fields")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not an ablation's results file ({type(error).__name__}: {error}); "
+                         "move it away or use another --out") from None
+    return results
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -116,14 +166,21 @@ def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | Non
         n_train: int = DEFAULT_N_TRAIN, keep: str = "first", progress_bar: bool = True, plot: bool = True) -> dict:
     """Train every configuration in ``labels`` (default: all) for every seed in ``seeds`` (default 1, 2, 3) into
     ``out``; return the results (also in ``out/results.json``). ``keep``: which trained models to save
-    ("first": the first seed's, "all", "none"). Raises ``ValueError`` for an unknown label, a seed list that is
-    empty or repeats, or ``n_train`` outside 64..1500 (the first 1500 digits are for training, the other 297 held out)."""
+    ("first": the first seed's, "all", "none"; a run already in ``results.json`` is not trained again, so its model
+    is saved only if it was then). Raises ``ValueError`` for an unknown or repeated label, a seed list that is empty,
+    repeats or holds something other than integers in [0, 2³²), ``n_train`` outside 64..1500 (the first 1500 digits
+    are for training, the other 297 held out), or a ``results.json`` in ``out`` with other settings or damaged."""
     labels = list(CONFIGURATIONS) if labels is None else list(labels)
     for label in labels:
         check_choice(label, "configuration", tuple(CONFIGURATIONS))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"configurations must be distinct, got {labels}")
     seeds = [1, 2, 3] if seeds is None else list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"a seed is an integer in [0, 2³²), got {seed!r}")
     check_positive_int(epochs, "epochs")
     check_positive_int(n_train, "n_train", minimum=64)
     check_choice(keep, "keep", ("first", "all", "none"))
@@ -133,7 +190,7 @@ def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | Non
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
     settings = dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION)
-    results = json.loads(path.read_text()) if path.is_file() else dict(settings=settings, runs=[])
+    results = _read_results(path) if path.is_file() else dict(settings=settings, runs=[])
     if results["settings"] != settings:
         raise ValueError(f"{path} holds an ablation with other settings ({results['settings']}); "
                          f"use another --out or the same settings ({settings})")
@@ -178,13 +235,14 @@ def summary(results: dict) -> list[dict]:
     rows = []
     for label in [name for name in CONFIGURATIONS if name in by_label]:
         values = [r["test_bits_per_dim"] for r in by_label[label]]
-        finite = [v for v in values if math.isfinite(v)]
-        # a seed whose held-out bits/dim is not finite (its log-det series diverged) counts against the configuration:
-        # the statistics are over the finite seeds, and ``diverged`` says how many were left out
-        mean = statistics.mean(finite) if finite else math.nan
-        rows.append(dict(label=label, n=len(values), diverged=len(values) - len(finite), mean=mean,
-                         std=statistics.stdev(finite) if len(finite) > 1 else math.nan,
-                         low=min(finite, default=math.nan), high=max(finite, default=math.nan), vs_none=mean - baseline,
+        # every seed counts: a run that diverged is not left out (that would flatter its configuration); it is
+        # counted in ``unreliable``, and a configuration with any such run has no trustworthy mean
+        unreliable = [run_is_reliable(r)[1] for r in by_label[label] if not run_is_reliable(r)[0]]
+        finite = all(math.isfinite(v) for v in values)
+        mean = statistics.mean(values) if finite else math.nan
+        rows.append(dict(label=label, n=len(values), unreliable=len(unreliable), reasons=unreliable, mean=mean,
+                         std=statistics.stdev(values) if finite and len(values) > 1 else math.nan,
+                         low=min(values), high=max(values), vs_none=mean - baseline,
                          bound=max(r["attention_bound"] for r in by_label[label]),
                          measured=max(r["attention_measured"] for r in by_label[label])))
     return rows
@@ -199,9 +257,9 @@ def format_summary(results: dict) -> str:
         spread = f"{row['mean']:.4f} ± {row['std']:.4f}  ({row['low']:.4f}–{row['high']:.4f})"
         bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
         measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
-        diverged = f"  ({row['diverged']} of {row['n']} seeds not finite)" if row["diverged"] else ""
+        flagged = f"  ({row['unreliable']} of {row['n']} seeds unreliable)" if row["unreliable"] else ""
         lines.append(f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {bound:>9} | "
-                     f"{measured:>12}{diverged}")
+                     f"{measured:>12}{flagged}")
     return "\n".join(lines)
 
 
@@ -220,21 +278,24 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
     for i, row in enumerate(rows):
         values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
         finite = [v for v in values if math.isfinite(v)]
-        if finite:
+        if finite and math.isfinite(row["mean"]):
             left.bar(i, row["mean"] - floor, bottom=floor, color=colours[row["label"]], alpha=0.35)
             left.plot([i] * len(finite), finite, "o", color=colours[row["label"]], ms=4)
-        if row["diverged"]:
-            left.annotate(f"{row['diverged']} not\nfinite", (i, floor), ha="center", va="bottom", fontsize=7, color="C3")
+        if row["unreliable"]:
+            left.annotate(f"{row['unreliable']} of {row['n']}\nunreliable", (i, floor), ha="center", va="bottom",
+                          fontsize=7, color="C3")
     if rows and rows[0]["label"] == "none":
         left.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
         left.legend(loc="upper left", fontsize=8)
     left.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
     left.set(ylabel="held-out bits/dim (lower is better)",
              title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds")
-    steps_per_epoch = math.ceil(results["settings"]["n_train"] / TRAINING["digits"].batch_size)
     smoothed = {}
     for row in rows:
-        curves = torch.tensor([r["train_curve"] for r in results["runs"] if r["label"] == row["label"]], dtype=torch.float64)
+        runs = [r["train_curve"] for r in results["runs"] if r["label"] == row["label"]]
+        length = min(len(curve) for curve in runs)  # equal for one ablation's settings; cut if a file says otherwise
+        steps_per_epoch = max(1, length // results["settings"]["epochs"])
+        curves = torch.tensor([curve[:length] for curve in runs], dtype=torch.float64)
         mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
         window = max(1, min(steps_per_epoch, len(mean)))
         smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])
@@ -246,8 +307,11 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
         window, curve = smoothed[row["label"]]
         label = row["label"]
         finite = curve[torch.isfinite(curve)]
-        if high is not None and len(finite) and (float(finite.max()) > high + (high - low) or len(finite) < len(curve)):
-            label += f" (off scale: up to {float(finite.max()):.2g})" if len(finite) else " (not finite)"
+        if high is not None and len(finite) and (float(finite.max()) > high + (high - low) or float(finite.min()) < low - (high - low)
+                                                 or len(finite) < len(curve)):
+            label += f" (off scale: {float(finite.min()):.2g} to {float(finite.max()):.2g})"
+        elif high is not None and not len(finite):
+            label += " (not finite)"
         right.plot(range(window, window + len(curve)), curve.numpy(), lw=1.2, color=colours[row["label"]], label=label,
                    ls="--" if CONFIGURATIONS[row["label"]][1] != "certified" else "-")
     if low is not None:
@@ -272,8 +336,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="which seeds' trained models to save (default: the first)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    results = run(args.out, args.configs, args.seeds, args.epochs, args.n_train, args.keep,
-                  progress_bar=not args.no_progress)
+    try:
+        results = run(args.out, args.configs, args.seeds, args.epochs, args.n_train, args.keep,
+                      progress_bar=not args.no_progress)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
     print(format_summary(results))
 
 

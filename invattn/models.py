@@ -254,8 +254,9 @@ class ResidualFlow(nn.Module):
             if index < len(self.scales) - 1:
                 h = torch.cat([zs[index], h], dim=1)
             if "attention" in scale:
+                # an uncertified formulation (comparison only) is inverted by trying, unless the caller says otherwise
                 uncertified = self.config.attention_variant != "certified"
-                h = scale["attention"].inverse(h, **solver, **({"allow_uncertified": True} if uncertified else {}))
+                h = scale["attention"].inverse(h, **({"allow_uncertified": True, **solver} if uncertified else solver))
             for step in reversed(scale["steps"]):
                 h = step.inverse(h, **solver)
             if self.config.strides[index] == 2:

@@ -57,8 +57,12 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (dict(labels=["softmax"]), "configuration"),
+    (dict(labels=["none", "none"]), "configurations must be distinct"),
     (dict(seeds=[1, 1]), "distinct"),
     (dict(seeds=[]), "distinct"),
+    (dict(seeds=[-1]), "integer in"),
+    (dict(seeds=[1.5]), "integer in"),
+    (dict(seeds=[True]), "integer in"),
     (dict(n_train=1501), "held out"),
     (dict(n_train=10), "n_train"),
     (dict(keep="some"), "keep"),
@@ -73,6 +77,68 @@ def test_an_unknown_configuration_on_the_command_line_is_refused(tmp_path, capsy
     with pytest.raises(SystemExit):
         ablation.main(["--out", str(tmp_path), "--configs", "softmax"])
     assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a refused value is a usage error, not a traceback
+        ablation.main(["--out", str(tmp_path), "--seeds", "-1"])
+    assert "integer in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"runs": []}', '{"settings": {}, "runs": [{"label": "none"}]}'])
+def test_a_damaged_results_file_is_named(tmp_path, content):
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(ValueError, match="results.json is not an ablation's results file"):
+        ablation.run(tmp_path, ["none"], [1], epochs=1, n_train=64)
+
+
+def test_a_file_that_is_not_a_saved_model_is_refused(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a model saved by python -m invattn.ablation"):
+        ablation.load_model(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a model saved"):
+        ablation.saved_record(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a model saved"):
+        ablation.load_model(tmp_path / "text.pt")
+
+
+def test_runs_that_diverged_are_flagged_and_counted():
+    good = dict(label="none", seed=1, test_bits_per_dim=6.5, train_curve=[8.0, 7.0], attention_bound=math.nan,
+                attention_measured=math.nan)
+    assert ablation.run_is_reliable(good) == (True, "")
+    cases = [dict(good, test_bits_per_dim=math.inf), dict(good, train_curve=[8.0, -3.0]),
+             dict(good, train_curve=[8.0, math.nan]), dict(good, attention_bound=math.inf, attention_measured=9.4)]
+    for case, reason in zip(cases, ["not finite", "diverged", "diverged", "≥ 1"]):
+        reliable, why = ablation.run_is_reliable(case)
+        assert not reliable and reason in why
+    results = dict(settings=dict(epochs=1, n_train=64), runs=[
+        good, dict(good, seed=2, test_bits_per_dim=6.6),
+        dict(good, label="dot", attention_measured=0.2, attention_bound=0.9),
+        dict(good, label="dot", seed=2, test_bits_per_dim=5.0, train_curve=[8.0, -1e18], attention_bound=0.9,
+             attention_measured=0.2)])
+    rows = {row["label"]: row for row in ablation.summary(results)}
+    # the diverged seed is not left out: it is counted, and it stays in the statistics
+    assert rows["dot"]["unreliable"] == 1 and rows["dot"]["mean"] == pytest.approx(5.75)
+    assert rows["none"]["unreliable"] == 0 and rows["none"]["vs_none"] == 0
+    assert "1 of 2 seeds unreliable" in ablation.format_summary(results)
+    figure = ablation.plot_ablation(results)
+    assert len(figure.axes) == 2
+
+
+def test_evaluation_keeps_the_callers_mode_and_random_state():
+    from invattn.models import ResidualFlow
+
+    model = ResidualFlow(ablation.model_config("none")).train()
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    ablation.held_out_bits_per_dim(model)
+    assert model.training and torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_saved_record_is_the_run_beside_the_model(tmp_path):
+    ablation.run(tmp_path, ["none"], [7], epochs=1, n_train=64, progress_bar=False, plot=False)
+    record = ablation.saved_record(tmp_path / "none-seed7.pt")
+    assert record["label"] == "none" and record["seed"] == 7
+    stored = json.loads((tmp_path / "results.json").read_text())["runs"][0]
+    assert json.dumps(record, sort_keys=True) == json.dumps(stored, sort_keys=True)  # equal, nan fields included
 
 
 def test_a_missing_model_says_how_to_make_it(tmp_path):
@@ -137,3 +203,5 @@ def test_a_model_with_the_generative_formulation_builds_trains_and_inverts():
     assert bounds.count(math.inf) == 1 and max(b for b in bounds if b != math.inf) < 1
     _, error = model.eval().reconstruct(x, tol=1e-6)
     assert error < 1e-4
+    with pytest.raises(ValueError, match="not below 1"):  # the caller may still refuse to try
+        model.inverse(model.latents(x), tol=1e-6, allow_uncertified=False)

@@ -258,9 +258,18 @@ def test_anderson_starts_mixing_once_iteration_is_slow():
     assert all(torch.equal(a, b) for a, b in zip(gated, textbook))
 
 
-@pytest.mark.parametrize("gate", [-0.1, 1.0, "0.5", True, float("nan")])
-def test_a_bad_rate_gate_is_refused(gate):
+@pytest.mark.parametrize("gate, error", [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError),
+                                         ("0.5", TypeError), (True, TypeError), (None, TypeError)])
+def test_a_bad_rate_gate_is_refused(gate, error):
     block = dense_block(4, 0.5)
     y = torch.randn(2, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match="rate_gate"):
+    with pytest.raises(error, match="rate_gate"):
         block.inverse(y, rate_gate=gate)
+
+
+def test_a_numpy_rate_gate_is_a_number():
+    import numpy as np
+
+    block = dense_block(4, 0.5)
+    x = torch.randn(2, 4, dtype=torch.float64)
+    assert torch.allclose(block.inverse(block(x), rate_gate=np.float32(0.25)), x, atol=1e-8)

@@ -27,9 +27,9 @@ class PaperAttention(nn.Module):
     energies from a [B, 2C/k, N, N] tensor; this computes the same numbers by broadcasting.)
 
     ``repository="generation"`` is the generative repository's formulation (``variant="generative"`` of
-    :func:`invattn.make_attention`, concat and dot only), which differs in four places: one normaliser over all
+    :func:`invattn.make_attention`, concat and dot only), which differs in five places: one normaliser over all
     N² entries, A_ij = E_ij / (1.5·Σ_kl E_kl), so the whole map sums to 2/3 and each output is O(1/N); plain
-    (not spectral-normalised) query and key projections; a concat score vector with a bias; and dot's value
+    (not spectral-normalised) query and key projections; a plain concat score vector; with a bias; and dot's value
     coefficient ``coeff`` (0.9) instead of 0.5.
 
     :meth:`lipschitz_bound` is ``inf``, with the reason in :attr:`bound_reason`; for the exp kinds
@@ -58,9 +58,9 @@ class PaperAttention(nn.Module):
     @property
     def bound_reason(self) -> str:
         if self.kind in ("concat", "dot"):
-            sums = "the sum Σ_kl E_kl over the whole map" if self.repository == "generation" else "the column sums Σ_i E_ij"
+            sums = "the sum Σ_kl E_kl over the whole map" if self.repository == "generation" else "each column sum Σ_i E_ij"
             return (
-                f"ELU energies can be negative, so {sums} that divide them can be 0 or change sign: "
+                f"ELU energies can be negative, so {sums} that divides them can be 0 or change sign: "
                 "the map has no finite Lipschitz bound, not even on bounded inputs"
             )
         scores = "x_iᵀx_j" if self.kind == "gaussian" else "q_iᵀk_j"

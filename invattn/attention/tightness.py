@@ -166,13 +166,14 @@ def scale_with_positions(
     For each side length s in ``sizes`` (N = s² positions), on inputs x ∈ [−½, ½)^{C×s×s} (seeded): the output ratio
     ‖g(x) − g(0)‖/‖x‖ (largest over ``batch`` samples; what the branch adds to x + g(x), without its constant
     part) and :func:`invattn.estimate_lipschitz` (a lower bound on Lip(g), measured at x). For the generative
-    repository's normaliser, one sum over all N² energies, both fall like 1/N; a row-normalised map keeps them of
-    order 1. Returns ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``. ``g`` is evaluated in its
-    own dtype and device. Raises ``ValueError`` for a non-positive size or batch.
+    repository's normaliser, one sum over all N² energies, both fall like 1/N; for a row-normalised map (the
+    certified kinds) the measured constant stays of the same size as N grows. Returns
+    ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``. ``g`` is evaluated in the dtype and on the
+    device of its parameters (float64 on the CPU if it has none). Raises ``ValueError`` for a non-positive size or batch.
     """
     check_positive_int(channels, "channels")
     check_positive_int(batch, "batch")
-    parameter = next(g.parameters())
+    parameter = next(g.parameters(), torch.empty((), dtype=torch.float64))
     rows = []
     generator = torch.Generator().manual_seed(seed)
     for size in sizes:

@@ -1,0 +1,252 @@
+"""The logic behind the lessons' interactive demos: plain functions of the controls, unit-tested; widgets only draw.
+
+* :func:`banach_state` (lesson 01): fixed-point iteration of x ↦ y − g(x) for g(x) = c·sin x (1-D) or
+  c·(sin x₂, sin x₁) (2-D), its error against the a-priori bound, and the preimages of y: one when c < 1, several
+  (the fold) when c > 1.
+* :func:`bound_explorer_state` (lesson 02): one certified attention kind at N positions: the raw bound before the
+  output gain, the certified bound after it, and the measured Lipschitz constant.
+* :func:`attention_map_state` (lesson 03): the weights one query position of a photograph puts on every position.
+
+Every function raises ``ValueError`` with a message a widget can show when a combination of controls is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._validation import check_choice, check_positive_float, check_positive_int
+from .attention import KINDS, make_attention
+from .blocks import Squeeze
+from .lipschitz import estimate_lipschitz
+
+__all__ = ["BanachState", "banach_state", "BoundState", "bound_explorer_state", "MapState", "attention_map_state",
+           "BANACH_MAPS", "MAX_STEPS"]
+
+BANACH_MAPS = ("1d", "2d")
+MAX_STEPS = 500  # the iteration sliders stop here: each step is one evaluation, and the plot is of every iterate
+DEFAULT_Y = {"1d": (3.0,), "2d": (0.5, -0.3)}
+
+
+# -- lesson 01: Banach's iteration ---------------------------------------------------------------
+def _residual_map(points: np.ndarray, c: float) -> np.ndarray:
+    """g(x) = c·sin x (1-D) or c·(sin x₂, sin x₁) (2-D), for points [..., d]."""
+    if points.shape[-1] == 1:
+        return c * np.sin(points)
+    return c * np.stack([np.sin(points[..., 1]), np.sin(points[..., 0])], axis=-1)
+
+
+def _preimages(y: np.ndarray, c: float) -> np.ndarray:
+    """Every x with x + g(x) = y, [k, d]. A solution has |x_i − y_i| = |g_i(x)| ≤ c, so the search covers
+    y ± (c + ½): in 1-D every sign change of F − y on a grid of 20,001 points, refined by bisection; in 2-D Newton
+    from a 21×21 grid of starts, duplicates merged."""
+    d = y.shape[0]
+    if d == 1:
+        grid = np.linspace(y[0] - c - 0.5, y[0] + c + 0.5, 20_001)
+        values = grid + c * np.sin(grid) - y[0]
+        left = np.nonzero(np.sign(values[:-1]) != np.sign(values[1:]))[0]
+        a, b = grid[left], grid[left + 1]
+        for _ in range(60):  # vectorised bisection of every bracket at once
+            middle = 0.5 * (a + b)
+            same = np.sign(a + c * np.sin(a) - y[0]) == np.sign(middle + c * np.sin(middle) - y[0])
+            a, b = np.where(same, middle, a), np.where(same, b, middle)
+        return (0.5 * (a + b)).reshape(-1, 1)
+    axis = np.linspace(-c - 0.5, c + 0.5, 21)
+    starts = y + np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    found: list[np.ndarray] = []
+    for x in starts:
+        for _ in range(60):
+            jacobian = np.array([[1.0, c * math.cos(x[1])], [c * math.cos(x[0]), 1.0]])
+            if abs(np.linalg.det(jacobian)) < 1e-12:
+                break
+            step = np.linalg.solve(jacobian, x + _residual_map(x, c) - y)
+            x = x - step
+            if np.abs(step).max() < 1e-14:
+                break
+        if np.linalg.norm(x + _residual_map(x, c) - y) < 1e-11 and not any(np.linalg.norm(x - f) < 1e-7 for f in found):
+            found.append(x)
+    return np.array(sorted(found, key=lambda p: tuple(p))).reshape(-1, 2)
+
+
+@dataclass
+class BanachState:
+    """The iteration x_{k+1} = y − g(x_k) for one setting of the controls.
+
+    ``iterates`` [steps + 1, d]; ``preimages`` [k, d] (every solution of x + g(x) = y); ``errors[k]`` the distance
+    from x_k to the nearest preimage; ``bound[k]`` = c^k/(1 − c)·‖x₁ − x₀‖ when c < 1 (empty otherwise).
+    """
+
+    map: str
+    c: float
+    y: np.ndarray
+    iterates: np.ndarray
+    preimages: np.ndarray
+    errors: list[float] = field(default_factory=list)
+    bound: list[float] = field(default_factory=list)
+
+    @property
+    def settles(self) -> bool:
+        """Whether the last ten iterates agree to 1e-9 (converged, as far as the plot can tell)."""
+        tail = self.iterates[-10:]
+        return len(tail) == 10 and float(np.abs(tail - tail[-1]).max()) < 1e-9
+
+    @property
+    def bound_holds(self) -> bool:
+        """Whether every error is within the a-priori bound (vacuously true when c ≥ 1: there is none)."""
+        return all(e <= b * (1 + 1e-9) + 1e-15 for e, b in zip(self.errors, self.bound))
+
+    def summary(self) -> str:
+        count = len(self.preimages)
+        head = f"c = {self.c:g}: y has {count} preimage{'s' if count != 1 else ''}"
+        if self.c < 1:
+            return f"{head}; the iteration converges (error {self.errors[-1]:.1e} after {len(self.errors) - 1} steps, within the bound)"
+        return f"{head} (F folds: det J_F changes sign); the iteration {'settles' if self.settles else 'does not settle'}"
+
+
+def banach_state(map: str = "1d", c: float = 0.9, steps: int = 30, y: tuple[float, ...] | None = None,
+                 x0: tuple[float, ...] | None = None) -> BanachState:
+    """Run ``steps`` fixed-point iterations of x ↦ y − g(x) from ``x0`` (default: y) for the ``map`` "1d"
+    (g = c·sin x) or "2d" (g = c·(sin x₂, sin x₁)); Lip(g) = c (lesson 01). ``c`` in (0, 4]: above 1 the map folds.
+    Raises ``ValueError`` for another map, c outside (0, 4], steps outside 1..500, or y / x0 of the wrong length or
+    not finite."""
+    check_choice(map, "map", BANACH_MAPS)
+    c = check_positive_float(c, "c")
+    if c > 4:
+        raise ValueError(f"c = {c:g}: the demo shows 0 < c ≤ 4 (beyond, the fold has too many sheets to plot)")
+    check_positive_int(steps, "steps")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps = {steps}: at most {MAX_STEPS}")
+    d = 1 if map == "1d" else 2
+    y_arr = np.array(DEFAULT_Y[map] if y is None else y, dtype=np.float64).reshape(-1)
+    x_arr = y_arr.copy() if x0 is None else np.array(x0, dtype=np.float64).reshape(-1)
+    for name, value in (("y", y_arr), ("x0", x_arr)):
+        if value.shape != (d,) or not np.isfinite(value).all():
+            raise ValueError(f"{name} must be {d} finite number(s) for the {map} map, got {value.tolist()}")
+    iterates = [x_arr]
+    for _ in range(steps):
+        iterates.append(y_arr - _residual_map(iterates[-1], c))
+    path = np.stack(iterates)
+    roots = _preimages(y_arr, c)
+    errors = [float(np.linalg.norm(roots - p, axis=1).min()) for p in path] if len(roots) else [math.nan] * len(path)
+    bound = []
+    if c < 1:
+        first = float(np.linalg.norm(path[1] - path[0]))
+        bound = [c**k / (1 - c) * first for k in range(len(path))]
+    return BanachState(map=map, c=c, y=y_arr, iterates=path, preimages=roots, errors=errors, bound=bound)
+
+
+# -- lesson 02: the bound explorer --------------------------------------------------------------
+OPTIONS = {  # which controls each kind has (the others do not exist for it)
+    "concat": ("radius", "reduction"),
+    "dot": ("radius", "temperature", "reduction"),
+    "embedded_gaussian": ("radius", "temperature", "reduction"),
+    "gaussian": ("radius", "temperature"),
+    "l2": ("temperature", "reduction"),
+    "lipnorm": ("reduction",),
+}
+
+
+@dataclass
+class BoundState:
+    """One attention kind at N positions: ``raw`` = ‖W_o‖·L_attn before the gain, ``certified`` after it (≤ coeff),
+    ``measured`` a lower bound on Lip(g) from :func:`invattn.estimate_lipschitz` on random inputs."""
+
+    kind: str
+    n_positions: int
+    options: dict
+    raw: float
+    certified: float
+    measured: float
+    coeff: float
+
+    @property
+    def gain(self) -> float:
+        return self.certified / self.raw if self.raw > 0 and math.isfinite(self.raw) else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.kind}, N = {self.n_positions}: raw bound {self.raw:.3g}, certified {self.certified:.3g} "
+                f"(≤ c = {self.coeff:g}), measured {self.measured:.3g} (≤ certified: {self.measured <= self.certified})")
+
+
+def bound_explorer_state(kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0,
+                         reduction: int = 4, coeff: float = 0.9, channels: int = 12, seed: int = 0,
+                         use: tuple[str, ...] | None = None) -> BoundState:
+    """Build attention ``kind`` (random weights from ``seed``) with the given options and report its bounds at
+    N = ``n_positions`` (a square number: the inputs are √N×√N maps, [2, channels, √N, √N] uniform in [−1, 1)).
+
+    ``use``: the options the caller set on purpose (default: those the kind has, see :data:`OPTIONS`). An option in
+    ``use`` that the kind does not have is refused. Raises ``ValueError`` (a message for the widget) for an unknown
+    kind, an option the kind lacks, N not a square in 4..4096, or a value the kind refuses."""
+    check_choice(kind, "kind", KINDS)
+    check_positive_int(n_positions, "n_positions", minimum=4)
+    side = math.isqrt(n_positions)
+    if side * side != n_positions or n_positions > 4096:
+        raise ValueError(f"N = {n_positions}: the explorer uses square maps with 4 ≤ N ≤ 4096 (N = 16, 64, 256, …)")
+    allowed = OPTIONS[kind]
+    chosen = allowed if use is None else tuple(use)
+    extra = [name for name in chosen if name not in allowed]
+    if extra:
+        raise ValueError(f"{kind} has no {', '.join(extra)} (its options: {', '.join(allowed)})")
+    values = dict(radius=radius, temperature=temperature, reduction=reduction)
+    options = {name: values[name] for name in chosen}
+    torch.manual_seed(seed)
+    try:
+        g = make_attention(kind, channels, coeff=coeff, **options).double().eval()
+    except (TypeError, ValueError) as error:
+        raise ValueError(str(error)) from None
+    x = 2 * torch.rand(2, channels, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
+    measured = estimate_lipschitz(g, x, n_iterations=15, pair_steps=0, seed=seed)
+    return BoundState(kind=kind, n_positions=n_positions, options=options, raw=g.raw_lipschitz_bound(n_positions),
+                      certified=g.lipschitz_bound(n_positions), measured=measured, coeff=coeff)
+
+
+# -- lesson 03: the attention-map explorer ------------------------------------------------------
+@dataclass
+class MapState:
+    """The weights that query position (row, col) of the squeezed image puts on every position: ``weights``
+    [H/2, W/2] (they sum to 1), and ``image`` [3, H, W] for the overlay."""
+
+    kind: str
+    row: int
+    col: int
+    weights: torch.Tensor
+    image: torch.Tensor
+
+    @property
+    def entropy_ratio(self) -> float:
+        """Entropy of the weights over ln N: 1 for a uniform average, near 0 for a map that picks one position."""
+        p = self.weights.flatten().double().clamp_min(1e-300)
+        return float(-(p * p.log()).sum() / math.log(p.numel()))
+
+    def summary(self) -> str:
+        w = self.weights
+        return (f"{self.kind}, query ({self.row}, {self.col}): largest weight {float(w.max()):.3g} "
+                f"({float(w.max()) * w.numel():.2f}× uniform), smallest {float(w.min()):.3g}; "
+                f"entropy {self.entropy_ratio:.2f} of uniform's")
+
+
+def attention_map_state(image: torch.Tensor, kind: str = "dot", row: int = 0, col: int = 0, temperature: float = 1.0,
+                        radius: float = 1.0, seed: int = 0) -> MapState:
+    """Attention ``kind`` (random weights from ``seed``) on ``image`` [3, H, W] in [0, 1] (H, W even), squeezed to
+    12 channels at H/2 × W/2 positions (lesson 03); return the map row of query position (``row``, ``col``).
+    ``temperature`` and ``radius`` are passed to the kinds that have them (:data:`OPTIONS`) and ignored by the others.
+    Raises ``ValueError`` for a position outside the squeezed grid, an image of the wrong shape, or a value the kind
+    refuses."""
+    check_choice(kind, "kind", KINDS)
+    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] % 2 or image.shape[2] % 2:
+        raise ValueError(f"image must be [3, H, W] with H and W even, got {tuple(image.shape)}")
+    height, width = image.shape[1] // 2, image.shape[2] // 2
+    if not (0 <= row < height and 0 <= col < width):
+        raise ValueError(f"query ({row}, {col}) is outside the {height}×{width} grid of positions")
+    options = {name: value for name, value in (("temperature", temperature), ("radius", radius)) if name in OPTIONS[kind]}
+    torch.manual_seed(seed)
+    try:
+        g = make_attention(kind, 12, **options).double().eval()
+    except (TypeError, ValueError) as error:
+        raise ValueError(str(error)) from None
+    x = Squeeze()(image[None].double() - 0.5)
+    weights = g.attention_map(x)[0, row * width + col].view(height, width).float()
+    return MapState(kind=kind, row=row, col=col, weights=weights, image=image)
