@@ -52,6 +52,8 @@ class InverseInfo:
     converged: bool = False
     residuals: list[float] = field(default_factory=list)
     error_bound: float | None = None  # certified relative error of the returned x, when Lip(g) is known
+    # the same bound per sample (float64 [B], relative to that sample's scale), of which error_bound is the largest
+    sample_error_bounds: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         last = f"{self.residuals[-1]:.2e}" if self.residuals else "n/a"
@@ -116,7 +118,8 @@ def solve_fixed_point(
     for the difference between the computed and the exact G(x_k): 8u(1 + (‖x_k‖ + ‖fl(G(x_k))‖)/scale), u the
     dtype's unit roundoff, plus ``rounding(x_k)`` (per sample, absolute) when the caller measures more
     (:meth:`invattn.InvertibleResidual.inverse` below float64: twice the difference between g evaluated in the
-    working dtype and in float64 at x_k).
+    working dtype and in float64 at x_k). ``info.sample_error_bounds`` holds the bound of each sample (float64 [B]),
+    ``info.error_bound`` their largest.
     ``callback(k, x_k)``, if given, sees every iterate (x_0 = ``x0`` first, the returned point last).
 
     Anderson (``memory`` > 1) takes plain steps until the observed rate r_k/r_{k−1} first exceeds ``rate_gate``
@@ -175,6 +178,7 @@ def solve_fixed_point(
                 if rounding is not None:
                     allowance = allowance + rounding(x)
                 bound = (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
+                info.sample_error_bounds = bound
                 info.error_bound = float(bound.max())
             break
         if method == "fixed_point" or memory == 1:

@@ -263,7 +263,7 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     ‖x − F⁻¹(z)‖ (in the units of x), F⁻¹(z) the exact preimage.
 
     Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default: 1e-10 in float64,
-    1e-5 below); its :class:`invattn.InverseInfo` ``error_bound`` certifies that solve. Errors already present
+    1e-5 below); its :class:`invattn.InverseInfo` ``sample_error_bounds`` certify that solve, point by point. Errors already present
     in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
     most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
     the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
@@ -281,7 +281,7 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
             if isinstance(block, InvertibleResidual):
                 scale = check_scale(x).double()  # the ‖y‖ that the solver's relative error_bound refers to
                 x, info = block.inverse(x, tol=tol, return_info=True)
-                bound = bound / (1 - block.lipschitz_bound()) + info.error_bound * scale
+                bound = bound / (1 - block.lipschitz_bound()) + info.sample_error_bounds.to(bound.device) * scale
             elif isinstance(block, ActNorm):
                 x = block.inverse(x)
                 stretch = float(torch.exp(-block.log_scale.double()).max())

@@ -37,6 +37,9 @@ def test_inverse_recovers_input_float64(method, coeff):
     assert len(info.residuals) == info.iterations == info.function_evals
     relative_error = float((x_hat - x).norm() / x.norm())
     assert relative_error <= info.error_bound  # the certified bound holds
+    per_sample = (x_hat - x).norm(dim=1) / block(x).norm(dim=1)  # relative to each sample's ‖y‖, as the bound is
+    assert info.sample_error_bounds.shape == (5,) and float(info.sample_error_bounds.max()) == info.error_bound
+    assert bool((per_sample <= info.sample_error_bounds).all())
 
 
 def test_conv_block_inverse():

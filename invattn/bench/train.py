@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 
 from ..data import dequantize, digits
+from ..attention import KINDS
 from ..models import PRESETS, ResidualFlow, with_attention
 from ..train import train
 from ..ablation import held_out_bits_per_dim
@@ -65,15 +66,20 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
         base = replace(base, blocks=(2, 2, 2), width=64)
     print(f"\n-- throughput: {'cifar10-paper' if not quick or gpu else 'reduced cifar10-paper (2-2-2, width 64)'}, "
           f"batch {batch_size}, device {device}{', bfloat16' if amp else ''} --")
-    header = (f"{'attention':>10} | {'images/s':>8} {'s/step':>7} {'peak GiB':>8} | {'certify share':>13} "
+    header = (f"{'attention':>17} | {'images/s':>8} {'s/step':>7} {'peak GiB':>8} | {'certify share':>13} "
               f"{'log-det share':>13} {'attention share':>15} | {'200 epochs':>10}")
     print(header)
     print("-" * len(header))
     rows = []
     baseline = None
-    for kind in (None, "concat", "dot"):
+    # every certified kind and the generative repository's concat: what each costs per step (speed only: CIFAR-shaped
+    # synthetic batches; the bits/dim comparison is the digits ablation, python -m invattn.ablation)
+    for kind in (None, *KINDS, "generative-concat"):
         torch.manual_seed(0)
-        model = ResidualFlow(with_attention(base, kind)).to(device)
+        config = with_attention(base, "concat" if kind == "generative-concat" else kind)
+        if kind == "generative-concat":
+            config = replace(config, attention_variant="generative")
+        model = ResidualFlow(config).to(device)
         optimizer = torch.optim.Adamax(model.parameters(), lr=3e-3)
         batch = dequantize(torch.rand(batch_size, 3, 32, 32)).to(device)
         with torch.no_grad():
@@ -94,7 +100,7 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
         rows.append(row)
         hours = 200 * 50_000 / rate / 3600
         shown = f"{memory:>8.2f}" if gpu else f"{'—':>8}"  # CPU: no allocator statistics
-        print(f"{row['attention']:>10} | {rate:>8.1f} {full:>7.3f} {shown} | {row['certify_share']:>13.0%} "
+        print(f"{row['attention']:>17} | {rate:>8.1f} {full:>7.3f} {shown} | {row['certify_share']:>13.0%} "
               f"{row['logdet_share']:>13.0%} {row['attention_share']:>15.0%} | {hours:>9.1f}h", flush=True)
     print(f"original code: ≈{PAPER_IMAGES_PER_SECOND:.0f} images/s on one RTX 3090 (3.5 days for 200 epochs); "
           f"target on one H100: ≥ 330 images/s (200 epochs in < 9 h)")
