@@ -1,5 +1,5 @@
-"""The inversion demo of lesson 04: its logic as plain functions (tested without a browser) and the
-ipywidgets front end that calls them.
+"""The lessons' interactive demos: the inversion demo of lesson 04 (its logic here, as plain functions tested without
+a browser), and the front ends of lessons 01–03's demos, whose logic is in :mod:`invattn.demos`.
 
 :func:`inversion_demo_state` squeezes an image to 12 channels, applies one invertible attention block
 y = x + g(x), perturbs y with noise, and inverts with a fixed number of iterations of the chosen method,
@@ -20,7 +20,9 @@ from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import InvertibleResidual, Squeeze
 from .solvers import METHODS
 
-__all__ = ["DemoState", "error_map_range", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo"]
+__all__ = ["DemoState", "error_map_range", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo",
+           "plot_banach", "banach_demo", "plot_bound_explorer", "bound_explorer_demo", "plot_attention_map",
+           "attention_map_demo"]
 
 VARIANTS = ("certified", "paper")
 
@@ -225,3 +227,174 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
     box.summary = summary
     update()
     return box
+
+
+# -- the demos of lessons 01–03 (their logic: invattn.demos) ----------------------------------------
+def _figure_png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _demo(controls: dict, compute, draw, layout: list):
+    """A VBox of ``layout`` (rows of control names), a one-line summary and the figure as a PNG image. Every change
+    of a control calls ``compute(**values)`` (a state function of :mod:`invattn.demos`) and ``draw(state)``; a
+    ``ValueError`` (a refused combination) is shown in the summary, in bold, and the last figure stays."""
+    import ipywidgets as widgets
+
+    summary = widgets.HTML()
+    picture = widgets.Image(format="png")
+    rows = [widgets.HBox([controls[name] for name in row]) for row in layout]
+    box = widgets.VBox([*rows, summary, picture])
+    box.state = None
+
+    def update(change=None) -> None:
+        try:
+            state = compute(**{name: control.value for name, control in controls.items()})
+        except ValueError as error:
+            summary.value = f"<b>{error}</b>"
+            return
+        box.state = state
+        summary.value = f"<code>{state.summary()}</code>"
+        picture.value = _figure_png(draw(state))
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    box.controls, box.summary, box.picture = controls, summary, picture
+    update()
+    return box
+
+
+def plot_banach(state, figure=None):
+    """The map F(x) = x + g(x) with y and its preimages (1-D) or the iterates in the plane (2-D), and the error per
+    iteration beside the a-priori bound (when c < 1)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig = figure or plt.figure(figsize=(10, 3.6))
+    fig.clear()
+    left, right = fig.subplots(1, 2)
+    path = state.iterates
+    if path.shape[1] == 1:
+        xs = np.linspace(float(state.y[0]) - 8, float(state.y[0]) + 8, 800)
+        left.plot(xs, xs + state.c * np.sin(xs), lw=1.2, label="F(x) = x + c·sin x")
+        left.axhline(float(state.y[0]), color="k", lw=0.8, ls="--", label=f"y = {float(state.y[0]):g}")
+        left.plot(state.preimages[:, 0], np.full(len(state.preimages), float(state.y[0])), "o", color="C2",
+                  label=f"{len(state.preimages)} preimage(s)")
+        left.plot(path[:, 0], path[:, 0] + state.c * np.sin(path[:, 0]), ".", color="C3", ms=4, label="iterates x_k")
+        left.set(xlabel="x", ylabel="F(x)")
+    else:
+        left.plot(path[:, 0], path[:, 1], ".-", color="C3", ms=4, lw=0.6, label="iterates x_k")
+        left.plot(state.preimages[:, 0], state.preimages[:, 1], "o", color="C2", label=f"{len(state.preimages)} preimage(s)")
+        left.set(xlabel="x₁", ylabel="x₂", aspect="equal")
+    left.set_title(f"c = {state.c:g}" + (": F folds" if len(state.preimages) > 1 else ""))
+    left.legend(fontsize=7)
+    steps = range(len(state.errors))
+    right.semilogy(steps, [max(e, 1e-17) for e in state.errors], "o-", ms=2.5, label="|x_k − nearest preimage|")
+    if state.bound:
+        right.semilogy(steps, state.bound, "--", color="grey", label="a-priori bound c^k/(1−c)·|x₁ − x₀|")
+    right.set(xlabel="iteration k", ylabel="error", title="fixed-point iteration x ← y − g(x)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def banach_demo(map: str = "1d", c: float = 0.9, steps: int = 30):
+    """Lesson 01's demo: the map (1-D or 2-D), c from 0.05 to 4 (the fold from c > 1) and the number of steps;
+    ``.state`` holds the latest :class:`invattn.demos.BanachState`."""
+    import ipywidgets as widgets
+
+    from .demos import BANACH_MAPS, MAX_STEPS, banach_state
+
+    controls = dict(
+        map=widgets.ToggleButtons(options=BANACH_MAPS, value=map, description="map"),
+        c=widgets.FloatSlider(value=c, min=0.05, max=4.0, step=0.05, description="c", continuous_update=False),
+        steps=widgets.IntSlider(value=steps, min=1, max=MAX_STEPS, description="steps", continuous_update=False),
+    )
+    return _demo(controls, banach_state, plot_banach, [["map"], ["c", "steps"]])
+
+
+def plot_bound_explorer(state, figure=None):
+    """Bars: the raw bound ‖W_o‖·L_attn, the certified bound after the gain, the measured constant (log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure or plt.figure(figsize=(6, 3.2))
+    fig.clear()
+    ax = fig.subplots()
+    values = [state.raw, state.certified, state.measured]
+    ax.bar(["raw bound\n(before the gain)", "certified\nLip(g) ≤", "measured\nLip(g) ≥"], values,
+           color=["0.6", "C0", "C1"])
+    ax.axhline(state.coeff, color="k", lw=0.8, ls="--", label=f"c = {state.coeff:g}")
+    ax.set(yscale="log", title=f"{state.kind}, N = {state.n_positions}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0,
+                        reduction: int = 4):
+    """Lesson 02's demo: kind, N, radius, temperature and reduction; a kind's options that it lacks are ignored
+    (the summary says which it has). ``.state`` holds the latest :class:`invattn.demos.BoundState`."""
+    import ipywidgets as widgets
+
+    from .demos import MAX_POSITIONS, bound_explorer_state
+
+    sides = [s * s for s in range(2, math.isqrt(MAX_POSITIONS) + 1)]
+    controls = dict(
+        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+        n_positions=widgets.SelectionSlider(options=sides, value=n_positions, description="N",
+                                            continuous_update=False),
+        radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
+                                      continuous_update=False),
+        temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1, description="temperature",
+                                           continuous_update=False),
+        reduction=widgets.IntSlider(value=reduction, min=1, max=12, description="reduction", continuous_update=False),
+    )
+    return _demo(controls, bound_explorer_state, plot_bound_explorer,
+                 [["kind", "n_positions"], ["radius", "temperature", "reduction"]])
+
+
+def plot_attention_map(state, figure=None):
+    """The photograph with the query position marked, and the weights it puts on every position."""
+    import matplotlib.pyplot as plt
+
+    fig = figure or plt.figure(figsize=(7, 3.4))
+    fig.clear()
+    left, right = fig.subplots(1, 2)
+    left.imshow(state.image.permute(1, 2, 0).numpy())
+    left.plot(2 * state.col + 0.5, 2 * state.row + 0.5, "s", ms=8, mfc="none", mec="red", mew=1.5)
+    left.set_title("query position (red)")
+    shown = right.imshow(state.weights.numpy(), cmap="viridis")
+    right.plot(state.col, state.row, "s", ms=8, mfc="none", mec="red", mew=1.5)
+    fig.colorbar(shown, ax=right, fraction=0.046, pad=0.04, label="weight")
+    right.set_title(f"{state.kind}: weights on every position")
+    for ax in (left, right):
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: float = 1.0, radius: float = 1.0):
+    """Lesson 03's demo: a slider pair for the query position on ``image`` ([3, H, W], H and W even), the kind,
+    temperature and radius. ``.state`` holds the latest :class:`invattn.demos.MapState`."""
+    import ipywidgets as widgets
+
+    from .demos import attention_map_state
+
+    height, width = image.shape[1] // 2, image.shape[2] // 2
+    controls = dict(
+        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+        row=widgets.IntSlider(value=height // 2, min=0, max=height - 1, description="row", continuous_update=False),
+        col=widgets.IntSlider(value=width // 2, min=0, max=width - 1, description="column", continuous_update=False),
+        temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1.5, description="temperature",
+                                           continuous_update=False),
+        radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
+                                      continuous_update=False),
+    )
+    return _demo(controls, lambda **values: attention_map_state(image, **values), plot_attention_map,
+                 [["kind"], ["row", "col"], ["temperature", "radius"]])

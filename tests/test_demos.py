@@ -78,7 +78,7 @@ def test_the_l2_bound_grows_with_n_and_a_larger_radius_raises_the_dot_bound():
     (dict(kind="lipnorm", use=("radius",)), "lipnorm has no radius"),
     (dict(kind="concat", use=("temperature",)), "concat has no temperature"),
     (dict(n_positions=50), "square maps"),
-    (dict(n_positions=16384), "square maps"),
+    (dict(n_positions=4096), "N ≤ 1024"),
     (dict(kind="dot", radius=-1.0), "radius"),
     (dict(kind="softmax"), "kind"),
 ])

@@ -97,3 +97,54 @@ def test_demo_figure_error_map_is_not_one_colour():
     shown = fig.axes[2].images[0]
     colours = shown.to_rgba(shown.get_array())
     assert len({tuple(c) for c in colours.reshape(-1, 4).round(3).tolist()}) > 10
+
+
+# -- the demos of lessons 01–03 ---------------------------------------------------------------------
+def test_banach_demo_follows_its_sliders():
+    from invattn.widgets import banach_demo
+
+    demo = banach_demo(c=0.5, steps=20)
+    assert "1 preimage" in demo.summary.value and demo.picture.value[:4] == b"\x89PNG"
+    demo.controls["c"].value = 2.5  # across 1: the map folds
+    assert "3 preimages" in demo.summary.value and "does not settle" in demo.summary.value
+    demo.controls["map"].value = "2d"
+    assert demo.state.iterates.shape == (21, 2)
+    assert all(demo.controls[name].continuous_update is False for name in ("c", "steps"))
+
+
+def test_bound_explorer_demo_follows_its_sliders():
+    from invattn.widgets import bound_explorer_demo
+
+    demo = bound_explorer_demo(kind="l2", n_positions=16)
+    small = demo.state.raw
+    demo.controls["n_positions"].value = 256  # l2's bound grows with N
+    assert demo.state.raw > small and "N = 256" in demo.summary.value
+    demo.controls["kind"].value = "lipnorm"
+    assert "lipnorm (reduction 4)" in demo.summary.value  # the options it has; radius and temperature do not apply
+    assert demo.state.measured <= demo.state.certified <= 0.9
+
+
+def test_attention_map_demo_follows_its_sliders(image):
+    from invattn.widgets import attention_map_demo
+
+    demo = attention_map_demo(image, kind="gaussian", radius=3.0)
+    before = demo.state.weights.clone()
+    demo.controls["row"].value = 0
+    demo.controls["col"].value = 0
+    assert "query (0, 0)" in demo.summary.value and not torch.equal(before, demo.state.weights)
+    demo.controls["temperature"].value = 10.0
+    assert demo.state.entropy_ratio < 1
+
+
+def test_a_refused_combination_is_a_message_not_a_traceback():
+    import ipywidgets as widgets
+
+    from invattn.demos import banach_state
+    from invattn.widgets import _demo, plot_banach
+
+    controls = dict(c=widgets.FloatText(value=0.5), steps=widgets.IntText(value=5))
+    demo = _demo(controls, lambda **v: banach_state("1d", **v), plot_banach, [["c", "steps"]])
+    picture = demo.picture.value
+    controls["steps"].value = 9999
+    assert "at most 500" in demo.summary.value and "<b>" in demo.summary.value
+    assert demo.picture.value == picture and demo.state.iterates.shape == (6, 1)  # the last good state stays
