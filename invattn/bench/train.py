@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from ..data import dequantize, digits
+from ..data import dequantize
 from ..attention import KINDS
 from ..models import PRESETS, ResidualFlow, with_attention
 from ..train import train
@@ -147,7 +147,7 @@ def estimator_options(quick: bool, device: torch.device) -> list[dict]:
     for name, (model, optimizer, times) in runs.items():
         best = min(times)
         peak = _peak_step_bytes(model, optimizer, batch, device) / 2**20
-        bpd, seconds = _digits_with(ESTIMATOR_OPTIONS[name], epochs, device)
+        bpd, seconds, _ = _digits_with(ESTIMATOR_OPTIONS[name], epochs, device)
         rows.append(dict(option=name, seconds_per_step=best, images_per_second=batch_size / best, speedup=reference / best,
                          peak_mib=peak, bits_per_dim=bpd, train_seconds=seconds, epochs=epochs))
         print(f"{name:>32} | {best:>7.3f} {batch_size / best:>8.1f} {reference / best:>5.2f}× | {peak:>8.1f} | "
@@ -170,31 +170,22 @@ def _peak_step_bytes(model, optimizer, batch, device) -> float:
     return memory.peak_bytes
 
 
-def _digits_with(options: dict, epochs: int, device: torch.device) -> tuple[float, float]:
-    """(held-out bits/dim, seconds) of the digits preset trained with model ``options`` for ``epochs`` of 1500 images."""
+def _digits_with(options: dict, epochs: int, device: torch.device) -> tuple[float, float, list[dict]]:
+    """(held-out bits/dim, seconds, training history) of the digits preset trained with model ``options`` for
+    ``epochs`` of 1500 images; held out as in the ablation (:func:`invattn.ablation.held_out_bits_per_dim`)."""
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         result = train("digits", folder, device=str(device), progress_bar=False, model_overrides=options,
                        training_overrides=dict(n_train=1500, epochs=epochs, samples_per_epoch=0, seed=1))
         seconds = time.perf_counter() - start
-    return held_out_bits_per_dim(result["model"]), seconds
+    return held_out_bits_per_dim(result["model"]), seconds, result["history"]
 
 
 def digits_bits_per_dim(quick: bool, device: torch.device) -> dict:
     epochs = 2 if quick else 10
     print(f"\n-- bits/dim on scikit-learn's digits: train 1500 images, {epochs} epochs; test on the other 297 --")
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        result = train("digits", folder, device=str(device), progress_bar=False,
-                       training_overrides=dict(n_train=1500, epochs=epochs, samples_per_epoch=0))
-        seconds = time.perf_counter() - start
-    model = result["model"].eval()
-    images = digits()[0][1500:]
-    test = (images * 255).round() / 255
-    with torch.no_grad():
-        x = dequantize(test, torch.Generator().manual_seed(0)).to(device)
-        bpd = float(model.bits_per_dim(x, estimator="series", n_terms=20, n_probes=4).mean())
-    train_bpd = sum(h["bits_per_dim"] for h in result["history"][-10:]) / 10
+    bpd, seconds, history = _digits_with({}, epochs, device)
+    train_bpd = sum(h["bits_per_dim"] for h in history[-10:]) / 10
     print(f"train (last 10 steps) {train_bpd:.3f} bits/dim, test {bpd:.3f} bits/dim; {seconds:.0f} s on {device}")
     return dict(train_bits_per_dim=train_bpd, test_bits_per_dim=bpd, seconds=seconds, epochs=epochs)
 
