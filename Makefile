@@ -1,15 +1,17 @@
 # `make run`: set up, then execute every lesson.   `make test`: set up, then unit tests + nbval.
+# `make demo`: set up, then serve the lessons' demos as an app (Voilà) at http://127.0.0.1:$(DEMO_PORT)/
 # Everything is installed here, into $(VENV); nothing is assumed to be on the machine but python3.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invattn-installed
 NB ?=
+DEMO_PORT ?= 8866
 ARGS ?=
 LESSONS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export INVATTN_PLAIN_PROGRESS := 1
 
-.PHONY: setup run test bench lab clean
+.PHONY: setup run test bench lab demo clean
 
 setup: $(STAMP)
 
@@ -27,6 +29,10 @@ test: setup
 
 bench: setup
 	$(PY) -m invattn.bench all
+
+demo: setup
+	@echo "invattn demos: open http://127.0.0.1:$(DEMO_PORT)/ in a browser (Ctrl-C stops the server)"
+	$(VENV)/bin/voila notebooks/demos.ipynb --no-browser --port=$(DEMO_PORT) --Voila.ip=127.0.0.1
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

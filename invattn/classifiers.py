@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,7 @@ from .norms import certify_operator_norm, layer_geometry
 from .solvers import InverseInfo
 
 __all__ = ["ClassifierConfig", "CLASSIFIER_PRESETS", "IRevNet", "IResNetClassifier", "build_classifier",
-           "certified_radius", "classifier_preset", "pgd_attack"]
+           "certified_radius", "classifier_preset", "load_classifier", "pgd_attack", "save_classifier"]
 
 ARCHITECTURES = ("irevnet", "iresnet")
 
@@ -342,6 +344,36 @@ def _unconstrained_branch(channels: int, width: int, input_nonlinearity: bool) -
 def build_classifier(config: ClassifierConfig) -> _Classifier:
     """:class:`IRevNet` or :class:`IResNetClassifier`, as ``config.architecture`` says."""
     return IRevNet(config) if config.architecture == "irevnet" else IResNetClassifier(config)
+
+
+def save_classifier(model: _Classifier, path: str | Path, **record) -> None:
+    """Save ``model``'s weights and config, and ``record`` (plain values: accuracy, epochs, …), to ``path``
+    atomically (a temporary file renamed over it), for :func:`load_classifier`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(dict(model=model.state_dict(), model_config=model.config.to_dict(), record=record), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[_Classifier, dict]:
+    """(model in eval mode, record) saved by :func:`save_classifier`; loaded with ``weights_only=True`` (no code
+    runs), certificates recomputed from the weights. Raises ``FileNotFoundError`` when ``path`` is missing and
+    ``ValueError`` when it holds something else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no classifier at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        model = build_classifier(ClassifierConfig.from_dict(state["model_config"])).to(device)
+        model.load_state_dict(state["model"])
+    except Exception as error:  # unpickling, missing keys, a config or state dict of something else
+        raise ValueError(f"{path} is not a classifier saved by save_classifier ({type(error).__name__}: {error})") from None
+    return model.eval(), dict(state.get("record", {}))
 
 
 @torch.no_grad()

@@ -6,6 +6,10 @@
 * :func:`bound_explorer_state` (lesson 02): one certified attention kind at N positions: the raw bound before the
   output gain, the certified bound after it, and the measured Lipschitz constant.
 * :func:`attention_map_state` (lesson 03): the weights one query position of a photograph puts on every position.
+* :func:`latent_state` (lesson 08): samples of the trained density model at a temperature, a straight walk in latent
+  space between two encoded digits, and how far each decoded image re-encodes from its latent.
+* :func:`two_roads_state` (lesson 09): one digit's final representation Φ(x) (optionally perturbed) inverted by
+  i-RevNet, the i-ResNet classifier and the unconstrained ResNet; :func:`two_roads_models` loads (or trains) them.
 
 Every function raises ``ValueError`` with a message a widget can show when a combination of controls is refused.
 """
@@ -13,18 +17,21 @@ Every function raises ``ValueError`` with a message a widget can show when a com
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_positive_float, check_positive_int
+from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
 from .attention import KINDS, make_attention
 from .blocks import Squeeze
 from .lipschitz import estimate_lipschitz
 
 __all__ = ["BanachState", "banach_state", "BoundState", "bound_explorer_state", "MapState", "attention_map_state",
-           "BANACH_MAPS", "MAX_STEPS", "MAX_POSITIONS"]
+           "LatentState", "latent_state", "TwoRoadsState", "two_roads_state", "two_roads_models",
+           "BANACH_MAPS", "MAX_STEPS", "MAX_POSITIONS", "MAX_TEMPERATURE", "ROADS"]
 
 BANACH_MAPS = ("1d", "2d")
 MAX_STEPS = 500  # the iteration sliders stop here: each step is one evaluation, and the plot is of every iterate
@@ -254,3 +261,200 @@ def attention_map_state(image: torch.Tensor, kind: str = "dot", row: int = 0, co
     x = Squeeze()(image[None].double() - 0.5)
     weights = g.attention_map(x)[0, row * width + col].view(height, width).float()
     return MapState(kind=kind, row=row, col=col, weights=weights, image=image)
+
+
+# -- lesson 08: sampling and latent walks ---------------------------------------------------------
+MAX_TEMPERATURE = 1.5  # the prior's standard deviation times this; beyond it the digits dissolve into noise
+
+
+def _relative(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """Per sample ‖a − b‖/‖b‖ over latent pieces (lists of [B, ...] tensors): [B]."""
+    difference = sum((x - y).flatten(1).pow(2).sum(1) for x, y in zip(a, b))
+    size = sum(y.flatten(1).pow(2).sum(1) for y in b)
+    return (difference / size.clamp_min(1e-300)).sqrt()
+
+
+@dataclass
+class LatentState:
+    """Samples and a latent walk of a trained :class:`invattn.models.ResidualFlow`; images [n, C, H, W] in
+    [−0.5, 0.5). ``sample_errors`` [count] and ``walk_errors`` [steps] are the re-encoding errors
+    ‖f(f⁻¹(z)) − z‖/‖z‖ of every decoded image; ``endpoint_error`` the largest ‖f⁻¹(f(x)) − x‖/‖x‖ of the two digits."""
+
+    temperature: float
+    seed: int
+    first: int
+    second: int
+    samples: torch.Tensor
+    walk: torch.Tensor
+    endpoints: torch.Tensor
+    sample_errors: torch.Tensor
+    walk_errors: torch.Tensor
+    endpoint_error: float
+
+    @property
+    def reencoding_error(self) -> float:
+        return float(torch.cat([self.sample_errors, self.walk_errors]).max())
+
+    def summary(self) -> str:
+        return (f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; walk from digit {self.first} "
+                f"to digit {self.second} in {len(self.walk)} steps; largest re-encoding error {self.reencoding_error:.1e}, "
+                f"digits reconstructed to {self.endpoint_error:.1e}")
+
+
+def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1,
+                 count: int = 16, steps: int = 8, tol: float = 1e-6) -> LatentState:
+    """``count`` samples of ``model`` (a trained :class:`~invattn.models.ResidualFlow`) at ``temperature`` (the
+    prior's standard deviation scaled by it, draws from ``seed``), and ``steps`` images decoded from the straight
+    line z_t = (1 − t)·f(x_a) + t·f(x_b), t from 0 to 1, between digits ``first`` and ``second`` of ``images``
+    ([N, C, H, W] in [0, 1], encoded at the centre of each 8-bit bin: (255·x + ½)/256 − ½). Every decoded image is
+    encoded again and its relative distance to its z reported: the inverse's error, seen from the latent side.
+
+    Raises ``ValueError`` for a temperature outside [0, MAX_TEMPERATURE], a digit index outside ``images``, images
+    of another shape than the model's, or non-finite images; :class:`invattn.InversionError` if an inverse does not
+    converge to ``tol``."""
+    if not 0 <= temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE}], got {temperature}")
+    check_positive_int(count, "count")
+    check_positive_int(steps, "steps", minimum=2)
+    check_finite(images, "images")
+    config = model.config
+    expected = (config.in_channels, config.image_size, config.image_size)
+    if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images must be [N, {', '.join(map(str, expected))}] for this model, got {tuple(images.shape)}")
+    for name, index in (("first", first), ("second", second)):
+        if not 0 <= index < len(images):
+            raise ValueError(f"{name} digit {index} is not among the {len(images)} images (0 to {len(images) - 1})")
+    parameter = next(model.parameters())
+    with torch.no_grad():
+        samples = model.sample(count, temperature=temperature, generator=torch.Generator().manual_seed(seed), tol=tol)
+        sample_errors = _relative(model.latents(samples), _prior_draws(model, count, temperature, seed))
+        x = ((torch.round(images[[first, second]] * 255) + 0.5) / 256 - 0.5).to(parameter)
+        ends = model.latents(x)
+        t = torch.linspace(0, 1, steps, dtype=parameter.dtype, device=parameter.device)
+        line = [(1 - t).view(-1, 1, 1, 1) * z[:1] + t.view(-1, 1, 1, 1) * z[1:] for z in ends]
+        walk = model.inverse(line, tol=tol)
+        walk_errors = _relative(model.latents(walk), line)
+        endpoint_error = float(((walk[[0, -1]] - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+    return LatentState(temperature=temperature, seed=seed, first=first, second=second, samples=samples.cpu(),
+                       walk=walk.cpu(), endpoints=x.cpu(), sample_errors=sample_errors.cpu(), walk_errors=walk_errors.cpu(),
+                       endpoint_error=endpoint_error)
+
+
+def _prior_draws(model, count: int, temperature: float, seed: int) -> list[torch.Tensor]:
+    """The latents :meth:`ResidualFlow.sample` draws for (count, temperature, seed): the same generator, the same order."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = []
+    for mean, log_std in zip(model.prior_mean, model.prior_log_std):
+        noise = torch.randn((count, *mean.shape), generator=generator, dtype=mean.dtype).to(mean.device)
+        draws.append(mean + temperature * log_std.exp() * noise)
+    return draws
+
+
+# -- lesson 09: two roads back from a classifier's features ----------------------------------------
+ROADS = ("i-RevNet", "i-ResNet", "ResNet")
+_ROAD_MODELS = {  # file name, architecture, model overrides of the "digits" preset (lesson 09's models)
+    "i-RevNet": ("irevnet.pt", "irevnet", {}),
+    "i-ResNet": ("iresnet-c0.9.pt", "iresnet", {"coeff": 0.9}),
+    "ResNet": ("resnet-unconstrained.pt", "iresnet", {"coeff": None}),
+}
+
+
+def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int = 12,
+                     progress_bar: bool = True) -> dict:
+    """The three digits classifiers of lesson 09, {road: model in eval mode}: i-RevNet (injective variant),
+    the i-ResNet classifier at c = 0.9, and the unconstrained ResNet of the same shape.
+
+    Each is loaded from ``folder`` (:func:`invattn.classifiers.load_classifier`); a missing one is trained on the
+    offline digits for ``epochs`` epochs (the "digits" preset, about 10–40 s each on a CPU) and saved there, unless
+    ``train_missing=False``, which raises ``FileNotFoundError`` instead."""
+    from .classifiers import load_classifier, save_classifier
+    from .train import train
+
+    check_positive_int(epochs, "epochs")
+    folder = Path(folder)
+    models = {}
+    for road, (name, architecture, overrides) in _ROAD_MODELS.items():
+        path = folder / name
+        if not path.is_file():
+            if not train_missing:
+                raise FileNotFoundError(f"no {road} classifier at {path}: call two_roads_models({str(folder)!r}) to "
+                                        "train the three (about a minute on a CPU)")
+            with tempfile.TemporaryDirectory() as run:
+                result = train("digits", run, task="classify", architecture=architecture, model_overrides=overrides,
+                               training_overrides=dict(epochs=epochs, checkpoint_every=10_000), progress_bar=progress_bar)
+            save_classifier(result["model"].eval(), path, test_accuracy=result["test_accuracy"], epochs=epochs)
+        models[road] = load_classifier(path)[0]
+    return models
+
+
+@dataclass
+class TwoRoadsState:
+    """One digit ``image`` [C, H, W] in [−0.5, 0.5) and, per road (:data:`ROADS`), the inverse of its features
+    (``reconstructions`` [C, H, W]), the relative error ‖x̂ − x‖/‖x‖, the predicted class, whether the solve
+    converged (None: i-RevNet's analytic inverse) and the evaluations of g it took (0 for i-RevNet)."""
+
+    index: int
+    noise: float
+    method: str
+    iterations: int
+    image: torch.Tensor
+    reconstructions: dict
+    errors: dict
+    predictions: dict
+    converged: dict
+    evaluations: dict
+
+    def summary(self) -> str:
+        parts = []
+        for road in ROADS:
+            how = ("analytic" if self.converged[road] is None else
+                   f"{'converged' if self.converged[road] else 'NOT converged'}, {self.evaluations[road]} evaluations")
+            parts.append(f"{road} error {self.errors[road]:.1e} ({how})")
+        return f"digit {self.index}, noise {self.noise:g} on Φ, {self.method} ≤ {self.iterations} steps/block: " + "; ".join(parts)
+
+
+def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
+                    iterations: int = 100, tol: float = 1e-6, seed: int = 0) -> TwoRoadsState:
+    """Digit ``index`` of ``images`` ([N, C, H, W] in [0, 1], centred to x − ½ as the classifiers were trained)
+    through each model of ``models`` ({road: classifier}, see :func:`two_roads_models`) to its final features Φ(x);
+    add noise of relative size ``noise`` (‖δ‖ = noise·‖Φ(x)‖, a fixed direction from ``seed``); invert. i-RevNet
+    inverts analytically; the two residual networks by ``method`` with at most ``iterations`` steps per block and
+    tolerance ``tol`` (a solve that stops short is shown, not raised: the unconstrained ResNet's often does).
+
+    Raises ``ValueError`` for an index outside ``images``, a noise outside [0, 1], a road missing from ``models``, an
+    unknown method, or non-finite images."""
+    from .solvers import METHODS
+
+    missing = [road for road in ROADS if road not in models]
+    if missing:
+        raise ValueError(f"models needs every road of {ROADS}; missing {missing}")
+    check_choice(method, "method", METHODS)
+    check_positive_int(iterations, "iterations")
+    check_finite(images, "images")
+    if not 0 <= index < len(images):
+        raise ValueError(f"digit {index} is not among the {len(images)} images (0 to {len(images) - 1})")
+    if not 0 <= noise <= 1:
+        raise ValueError(f"noise is relative to ‖Φ(x)‖ and must be in [0, 1], got {noise}")
+    x = images[index : index + 1] - 0.5
+    state = TwoRoadsState(index=index, noise=noise, method=method, iterations=iterations, image=x[0],
+                          reconstructions={}, errors={}, predictions={}, converged={}, evaluations={})
+    for road in ROADS:
+        model = models[road]
+        with torch.no_grad():
+            phi = model.features(x)
+            state.predictions[road] = int(model.logits_from_features(phi).argmax(1))
+            direction = torch.randn(phi.shape, generator=torch.Generator().manual_seed(seed), dtype=phi.dtype)
+            phi = phi + noise * phi.norm() * direction / direction.norm()
+            if road == "i-RevNet":
+                x_hat, converged, evaluations = model.inverse(phi), None, 0
+            else:
+                x_hat, infos = model.inverse(phi, return_info=True, method=method, max_iter=iterations, tol=tol,
+                                             on_failure="return")
+                converged = all(info.converged for info in infos)
+                evaluations = sum(info.function_evals for info in infos)
+        finite = bool(torch.isfinite(x_hat).all())
+        state.reconstructions[road] = x_hat[0]
+        state.errors[road] = float((x_hat - x).norm() / x.norm()) if finite else math.inf
+        state.converged[road] = converged if finite or converged is None else False
+        state.evaluations[road] = evaluations
+    return state

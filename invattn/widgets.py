@@ -22,7 +22,7 @@ from .solvers import METHODS
 
 __all__ = ["DemoState", "error_map_range", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo",
            "plot_banach", "banach_demo", "plot_bound_explorer", "bound_explorer_demo", "plot_attention_map",
-           "attention_map_demo"]
+           "attention_map_demo", "plot_latent", "latent_demo", "plot_two_roads", "two_roads_demo", "demo_app"]
 
 VARIANTS = ("certified", "paper")
 
@@ -187,49 +187,24 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
                    method: str = "fixed_point", noise: float = 0.0, variant: str = "certified"):
     """The interactive demo: sliders for kind, variant, c, iterations, method and noise; the figure and a
     one-line summary update when a slider is released (``continuous_update=False``, so a slow kernel shows
-    the last state, never a mix). Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
-    import io
-
+    the last state, never a mix); a refused combination (the paper variant of a kind that has none) is shown in
+    bold. Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
     controls = dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
-        variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
         coeff=widgets.FloatSlider(value=coeff, min=0.05, max=0.99, step=0.01, description="c", continuous_update=False),
         iterations=widgets.IntSlider(value=iterations, min=1, max=100, description="iterations", continuous_update=False),
         method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
+        variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
         noise=widgets.FloatSlider(value=noise, min=0.0, max=0.1, step=0.001, readout_format=".3f",
                                   description="noise on y", continuous_update=False),
     )
-    summary = widgets.HTML()
-    picture = widgets.Image(format="png")  # the figure as PNG bytes: no output capture, nothing to interleave
-    box = widgets.VBox([widgets.HBox([controls["kind"], controls["coeff"], controls["iterations"]]),
-                        widgets.HBox([controls["method"], controls["variant"]]), controls["noise"], summary, picture])
-
-    def update(change=None) -> None:
-        values = {name: control.value for name, control in controls.items()}
-        if values["variant"] == "paper" and values["kind"] not in PAPER_KINDS:
-            summary.value = f"<b>variant='paper' exists only for {', '.join(PAPER_KINDS)}</b>"
-            return
-        state = inversion_demo_state(image, **values)
-        fig = plot_inversion_demo(state)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        plt.close(fig)
-        box.state = state
-        summary.value = f"<code>{state.summary()}</code>"
-        picture.value = buffer.getvalue()
-
-    for control in controls.values():
-        control.observe(update, names="value")
-    box.controls = controls
-    box.summary = summary
-    update()
-    return box
+    return _demo(controls, lambda **values: inversion_demo_state(image, **values), plot_inversion_demo,
+                 [["kind", "coeff", "iterations"], ["method", "variant"], ["noise"]])
 
 
-# -- the demos of lessons 01–03 (their logic: invattn.demos) ----------------------------------------
+# -- the shared front end, and the demos whose logic is in invattn.demos ----------------------------------------
 def _figure_png(fig) -> bytes:
     import io
 
@@ -247,7 +222,7 @@ def _demo(controls: dict, compute, draw, layout: list):
     ``ValueError`` (a refused combination) is shown in the summary, in bold, and the last figure stays."""
     import ipywidgets as widgets
 
-    summary = widgets.HTML()
+    summary = widgets.HTML().add_class("invattn-summary")  # the class lets a browser test find it
     picture = widgets.Image(format="png")
     rows = [widgets.HBox([controls[name] for name in row]) for row in layout]
     box = widgets.VBox([*rows, summary, picture])
@@ -259,9 +234,10 @@ def _demo(controls: dict, compute, draw, layout: list):
         except ValueError as error:
             summary.value = f"<b>{error}</b>"
             return
+        png = _figure_png(draw(state))
         box.state = state
-        summary.value = f"<code>{state.summary()}</code>"
-        picture.value = _figure_png(draw(state))
+        picture.value = png
+        summary.value = f"<code>{state.summary()}</code>"  # last: a new summary means the new figure is there
 
     for control in controls.values():
         control.observe(update, names="value")
@@ -398,3 +374,166 @@ def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: floa
     )
     return _demo(controls, lambda **values: attention_map_state(image, **values), plot_attention_map,
                  [["kind"], ["row", "col"], ["temperature", "radius"]])
+
+
+def _tiles(images: torch.Tensor, columns: int):
+    """[n, C, H, W] images in [−0.5, 0.5) (C = 1 or 3) → one picture for ``imshow`` (grey [h, w] or colour
+    [h, w, 3]), ``columns`` per row, one white pixel between them."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid((images.float() + 0.5).clamp(0, 1), nrow=columns, padding=1, pad_value=1.0)
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def plot_latent(state, figure=None):
+    """Samples at the temperature, the walk between two encoded digits (with the digits at its ends), and every
+    decoded image's re-encoding error (log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure or plt.figure(figsize=(11, 3.6))
+    fig.clear()
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1.6, 1.1], height_ratios=[1, 1])
+    samples = fig.add_subplot(grid[:, 0])
+    samples.imshow(_tiles(state.samples, math.ceil(math.sqrt(len(state.samples)))), cmap="gray", vmin=0, vmax=1)
+    samples.set_title(f"samples, T = {state.temperature:g}, seed {state.seed}", fontsize=9)
+    ends = fig.add_subplot(grid[0, 1])
+    ends.imshow(_tiles(torch.stack([state.endpoints[0], state.endpoints[1]]), 2), cmap="gray", vmin=0, vmax=1)
+    ends.set_title(f"digits {state.first} and {state.second}, encoded", fontsize=9)
+    walk = fig.add_subplot(grid[1, 1])
+    walk.imshow(_tiles(state.walk, len(state.walk)), cmap="gray", vmin=0, vmax=1)
+    walk.set_title("decoded along z_t = (1 − t)·z_a + t·z_b", fontsize=9)
+    for ax in (samples, ends, walk):
+        ax.set_axis_off()
+    errors = fig.add_subplot(grid[:, 2])
+    floor = 1e-12
+    errors.semilogy(range(len(state.sample_errors)), state.sample_errors.clamp_min(floor).numpy(), "o", ms=3, label="samples")
+    errors.semilogy(range(len(state.walk_errors)), state.walk_errors.clamp_min(floor).numpy(), "s", ms=3, label="walk")
+    errors.set(xlabel="image", ylabel="‖f(f⁻¹(z)) − z‖ / ‖z‖", title="re-encoding error")
+    errors.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def latent_demo(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1):
+    """Lesson 08's demo for a trained :class:`~invattn.models.ResidualFlow`: temperature, seed, and the two digits of
+    ``images`` ([N, C, H, W] in [0, 1]) to walk between. ``.state`` holds the latest :class:`invattn.demos.LatentState`."""
+    import ipywidgets as widgets
+
+    from .demos import MAX_TEMPERATURE, latent_state
+
+    controls = dict(
+        temperature=widgets.FloatSlider(value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.05, description="T",
+                                        continuous_update=False),
+        seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False),
+        first=widgets.IntSlider(value=first, min=0, max=len(images) - 1, description="from digit", continuous_update=False),
+        second=widgets.IntSlider(value=second, min=0, max=len(images) - 1, description="to digit", continuous_update=False),
+    )
+    return _demo(controls, lambda **values: latent_state(model, images, **values), plot_latent,
+                 [["temperature", "seed"], ["first", "second"]])
+
+
+def plot_two_roads(state, figure=None):
+    """The digit and its three reconstructions from (perturbed) features, each titled with its error, and |x̂ − x|
+    per road on one log colour scale."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from .demos import ROADS
+
+    fig = figure or plt.figure(figsize=(10, 4.4))
+    fig.clear()
+    axes = fig.subplots(2, 4)
+    axes[0, 0].imshow(_tiles(state.image[None], 1), cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title(f"digit {state.index}", fontsize=9)
+    axes[1, 0].text(0.5, 0.5, f"noise on Φ: {state.noise:g}\n{state.method}\n≤ {state.iterations} steps per block",
+                    ha="center", va="center", fontsize=9, transform=axes[1, 0].transAxes)
+    low = 1e-8
+    maps = [(state.reconstructions[road] - state.image).abs().amax(0).nan_to_num(nan=1e3, posinf=1e3) for road in ROADS]
+    high = max(1.0, max(float(m.max()) for m in maps))
+    for column, (road, difference) in enumerate(zip(ROADS, maps), start=1):
+        axes[0, column].imshow(_tiles(state.reconstructions[road].nan_to_num(nan=0.0)[None], 1), cmap="gray", vmin=0, vmax=1)
+        how = ("analytic" if state.converged[road] is None else
+               ("converged" if state.converged[road] else "not converged") + f", {state.evaluations[road]} evals")
+        axes[0, column].set_title(f"{road}: error {state.errors[road]:.1e}\n{how}\npredicts {state.predictions[road]}",
+                                  fontsize=8)
+        shown = axes[1, column].imshow(difference.clamp_min(low).numpy(), cmap="magma", norm=LogNorm(low, high))
+    fig.colorbar(shown, ax=axes[1, 1:].tolist(), fraction=0.03, pad=0.02, label="|x̂ − x|")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig
+
+
+NOISE_LEVELS = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3)  # relative to ‖Φ(x)‖; 0: the features as computed
+
+
+def two_roads_demo(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
+                   iterations: int = 100):
+    """Lesson 09's demo for the three classifiers of :func:`invattn.demos.two_roads_models`: the digit of ``images``
+    ([N, C, H, W] in [0, 1]), the noise added to its features, the solver and its steps per block.
+    ``.state`` holds the latest :class:`invattn.demos.TwoRoadsState`."""
+    import ipywidgets as widgets
+
+    from .demos import two_roads_state
+
+    controls = dict(
+        index=widgets.IntSlider(value=index, min=0, max=len(images) - 1, description="digit", continuous_update=False),
+        noise=widgets.SelectionSlider(options=NOISE_LEVELS if noise in NOISE_LEVELS else sorted({*NOISE_LEVELS, noise}),
+                                      value=noise, description="noise on Φ", continuous_update=False),
+        method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
+        iterations=widgets.IntSlider(value=iterations, min=1, max=200, description="steps/block", continuous_update=False),
+    )
+    return _demo(controls, lambda **values: two_roads_state(models, images, **values), plot_two_roads,
+                 [["index", "noise"], ["method", "iterations"]])
+
+
+# -- all six demos in one page: what `make demo` serves --------------------------------------------
+DEMO_TABS = (  # (tab title, lesson, one plain sentence: the app shows no code and typesets no math)
+    ("Banach's iteration", "01", "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1, "
+                                 "and from c > 1 the map folds and y has several preimages."),
+    ("Bound explorer", "02", "Each attention kind's bound before the output gain, after it (the certified one) and the "
+                             "Lipschitz constant measured on random inputs, at N positions."),
+    ("Attention map", "03", "Where one query position of the photograph looks: its attention weights on every position."),
+    ("Inversion", "04", "Invert one attention block y = x + g(x) step by step: the error per iteration beside the a-priori "
+                        "bound, and the error per pixel."),
+    ("Samples and walks", "08", "The trained digits model: samples at a temperature, a straight walk in latent "
+                                        "space between two encoded digits, and each image's re-encoding error."),
+    ("Two roads", "09", "Invert a classifier's final features back to the digit: i-RevNet analytically, the i-ResNet "
+                        "classifier and an unconstrained ResNet by iteration, with optional noise on the features."),
+)
+
+
+def demo_app(checkpoints: str = "../checkpoints"):
+    """The six lesson demos in one tabbed widget (the app ``make demo`` serves with Voilà), each with its lesson
+    number and one sentence. ``checkpoints``: the folder holding ``digits-200/concat-seed1.pt`` (lesson 08's trained
+    model, :func:`invattn.ablation.load_model`) and ``two-roads/`` (lesson 09's classifiers, trained there first if
+    missing: :func:`invattn.demos.two_roads_models`). Returns the ``ipywidgets.Tab``; ``.demos`` maps each title to
+    its demo (whose ``.state`` is the latest state)."""
+    from pathlib import Path
+
+    import ipywidgets as widgets
+
+    from .ablation import load_model
+    from .data import load_labelled, photograph, photograph_crops
+    from .demos import two_roads_models
+
+    folder = Path(checkpoints)
+    photo = torch.nn.functional.interpolate(photograph()[None, :, 40:440, 56:456], size=(64, 64), mode="bilinear",
+                                            antialias=True)[0].clamp(0, 1)
+    test_digits = load_labelled("digits", split="test")[0]
+    demos = {
+        "Banach's iteration": lambda: banach_demo(map="1d", c=0.9, steps=30),
+        "Bound explorer": lambda: bound_explorer_demo(kind="l2", n_positions=256),
+        "Attention map": lambda: attention_map_demo(photograph_crops(1, 64, seed=0)[0], kind="gaussian",
+                                                    temperature=3.0, radius=3.0),
+        "Inversion": lambda: inversion_demo(photo, kind="concat", iterations=8),
+        "Samples and walks": lambda: latent_demo(load_model(folder / "digits-200" / "concat-seed1.pt"),
+                                                         test_digits, first=0, second=1),
+        "Two roads": lambda: two_roads_demo(two_roads_models(folder / "two-roads"), test_digits),
+    }
+    built, pages = {}, []
+    for title, lesson, sentence in DEMO_TABS:
+        built[title] = demos[title]()
+        pages.append(widgets.VBox([widgets.HTML(f"<p><b>Lesson {lesson}.</b> {sentence}</p>"), built[title]]))
+    tab = widgets.Tab(children=pages, titles=[title for title, _, _ in DEMO_TABS])
+    tab.demos = built
+    return tab

@@ -364,3 +364,34 @@ def test_float32_certified_radii_never_exceed_the_float64_proof():
     radius32, _ = certified_radius(model, x)
     radius64, _ = certified_radius(model, x.double())
     assert radius32.dtype == torch.float32 and bool((radius32.double() <= radius64).all())
+
+
+@pytest.mark.parametrize("architecture, overrides", [("irevnet", {}), ("iresnet", {"coeff": 0.7}), ("iresnet", {"coeff": None})])
+def test_a_saved_classifier_loads_with_its_weights_config_and_record(tmp_path, architecture, overrides):
+    from dataclasses import replace
+
+    from invattn.classifiers import classifier_preset, load_classifier, save_classifier
+
+    torch.manual_seed(3)
+    model = build_classifier(replace(classifier_preset(architecture, "smoke"), **overrides)).eval()
+    path = tmp_path / "model.pt"
+    save_classifier(model, path, test_accuracy=0.5, epochs=2)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+    loaded, record = load_classifier(path)
+    assert record == dict(test_accuracy=0.5, epochs=2) and loaded.config == model.config and not loaded.training
+    x = torch.rand(3, 1, 8, 8) - 0.5
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_load_classifier_names_a_missing_or_foreign_file(tmp_path):
+    from invattn.classifiers import load_classifier
+
+    with pytest.raises(FileNotFoundError, match="no classifier at"):
+        load_classifier(tmp_path / "absent.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a classifier saved by save_classifier"):
+        load_classifier(tmp_path / "junk.pt")
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="is not a classifier saved by save_classifier"):
+        load_classifier(tmp_path / "other.pt")

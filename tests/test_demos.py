@@ -1,6 +1,7 @@
 """The demos' state functions: values against the lessons' theory, shapes, and the refusal messages."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,138 @@ def test_attention_map_refusals(image, options, message):
 def test_an_odd_image_is_refused():
     with pytest.raises(ValueError, match="H and W even"):
         demos.attention_map_state(torch.rand(3, 7, 8), "dot")
+
+
+# -- lesson 08: sampling and latent walks ---------------------------------------------------------
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def flow():
+    from invattn.ablation import load_model
+
+    return load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt")
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    from invattn.data import load_labelled
+
+    return load_labelled("digits", split="test")
+
+
+def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encodes(flow, test_digits):
+    images = test_digits[0]
+    state = demos.latent_state(flow, images, temperature=0.8, seed=1, first=3, second=9, count=6, steps=5)
+    assert state.samples.shape == (6, 1, 8, 8) and state.walk.shape == (5, 1, 8, 8)
+    assert state.sample_errors.shape == (6,) and state.walk_errors.shape == (5,)
+    expected = (torch.round(images[[3, 9]] * 255) + 0.5) / 256 - 0.5
+    assert torch.equal(state.endpoints, expected)
+    # the walk's ends are f⁻¹(f(x_a)) and f⁻¹(f(x_b)): the digits themselves, to the solver's tolerance
+    assert state.endpoint_error < 1e-4
+    assert float((state.walk[0] - expected[0]).abs().max()) < 1e-4
+    assert state.reencoding_error < 1e-4  # every decoded image encodes back to its z (float32, tol 1e-6 per block)
+    assert "digit 3 to digit 9" in state.summary()
+
+
+def test_temperature_and_seed_set_the_samples(flow, test_digits):
+    images = test_digits[0]
+    cold = demos.latent_state(flow, images, temperature=0.0, count=4, steps=2)
+    # T = 0: every z is the prior's mean, so every sample is the same image
+    assert float((cold.samples - cold.samples[:1]).abs().max()) < 1e-5
+    a = demos.latent_state(flow, images, temperature=1.0, seed=4, count=4, steps=2)
+    b = demos.latent_state(flow, images, temperature=1.0, seed=4, count=4, steps=2)
+    c = demos.latent_state(flow, images, temperature=1.0, seed=5, count=4, steps=2)
+    assert torch.equal(a.samples, b.samples) and not torch.allclose(a.samples, c.samples)
+    # the same draws as the model's own sampler
+    same = flow.sample(4, temperature=1.0, generator=torch.Generator().manual_seed(4), tol=1e-6)
+    assert torch.allclose(a.samples, same, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature=-0.1), "temperature must be in"),
+    (dict(temperature=demos.MAX_TEMPERATURE + 0.1), "temperature must be in"),
+    (dict(first=-1), "first digit -1 is not among"),
+    (dict(second=10_000), "second digit 10000 is not among"),
+    (dict(steps=1), "steps"),
+])
+def test_latent_refusals(flow, test_digits, options, message):
+    with pytest.raises(ValueError, match=message):
+        demos.latent_state(flow, test_digits[0], **options)
+
+
+def test_latent_refuses_images_the_model_does_not_take(flow, test_digits):
+    with pytest.raises(ValueError, match=r"images must be \[N, 1, 8, 8\]"):
+        demos.latent_state(flow, torch.rand(4, 3, 8, 8))
+    broken = test_digits[0][:4].clone()
+    broken[0, 0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="images"):
+        demos.latent_state(flow, broken)
+
+
+# -- lesson 09: two roads ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def roads():
+    return demos.two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
+
+
+def test_without_noise_both_invertible_roads_return_the_digit(roads, test_digits):
+    images, labels = test_digits
+    state = demos.two_roads_state(roads, images, index=11, iterations=200)
+    assert state.image.shape == (1, 8, 8) and all(r.shape == (1, 8, 8) for r in state.reconstructions.values())
+    assert state.converged["i-RevNet"] is None and state.evaluations["i-RevNet"] == 0
+    assert state.errors["i-RevNet"] < 1e-5  # analytic, float32 rounding
+    assert state.converged["i-ResNet"] and state.errors["i-ResNet"] < 1e-4  # certified contraction, tol 1e-6 per block
+    with torch.no_grad():
+        for road, model in roads.items():
+            assert state.predictions[road] == int(model(images[11:12] - 0.5).argmax(1))
+
+
+def test_fixed_point_iteration_fails_on_the_unconstrained_resnet_and_a_short_budget_stops_the_i_resnet(roads, test_digits):
+    images = test_digits[0]
+    state = demos.two_roads_state(roads, images, index=0, method="fixed_point", iterations=100)
+    assert not state.converged["ResNet"] and state.errors["ResNet"] > 0.1
+    short = demos.two_roads_state(roads, images, index=0, method="fixed_point", iterations=2)
+    assert not short.converged["i-ResNet"] and short.errors["i-ResNet"] > state.errors["i-ResNet"]
+    assert short.evaluations["i-ResNet"] < state.evaluations["i-ResNet"]
+
+
+def test_noise_on_the_features_grows_the_error_of_every_road(roads, test_digits):
+    images = test_digits[0]
+    errors = [demos.two_roads_state(roads, images, index=5, noise=noise, method="anderson").errors
+              for noise in (0.0, 1e-3, 1e-2, 1e-1)]
+    for road in ("i-RevNet", "i-ResNet"):
+        values = [e[road] for e in errors]
+        assert values == sorted(values) and values[-1] > 100 * values[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(index=-1), "digit -1 is not among"),
+    (dict(noise=1.5), "noise is relative"),
+    (dict(method="newton"), "method"),
+    (dict(iterations=0), "iterations"),
+])
+def test_two_roads_refusals(roads, test_digits, options, message):
+    with pytest.raises(ValueError, match=message):
+        demos.two_roads_state(roads, test_digits[0], **options)
+
+
+def test_two_roads_needs_all_three_models(roads, test_digits):
+    with pytest.raises(ValueError, match="missing"):
+        demos.two_roads_state({"i-RevNet": roads["i-RevNet"]}, test_digits[0])
+
+
+def test_two_roads_models_trains_what_is_missing_once_and_then_loads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="two_roads_models"):
+        demos.two_roads_models(tmp_path, train_missing=False)
+    trained = demos.two_roads_models(tmp_path, epochs=1, progress_bar=False)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["iresnet-c0.9.pt", "irevnet.pt", "resnet-unconstrained.pt"]
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    loaded = demos.two_roads_models(tmp_path, train_missing=False)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps  # nothing trained again
+    x = torch.rand(2, 1, 8, 8) - 0.5
+    with torch.no_grad():
+        for road in demos.ROADS:
+            assert torch.equal(trained[road](x), loaded[road](x))
+    assert loaded["i-ResNet"].config.coeff == 0.9 and loaded["ResNet"].config.coeff is None

@@ -13,41 +13,22 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from _browser import ARTIFACTS, ROOT, free_port, launch, require_browser
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 DEMO = "04_inversion_error.ipynb"
-
-
-def _require_browser() -> None:
-    if CHROMIUM is None:
-        message = "Chromium is not installed (Debian: apt-get install chromium); the JupyterLab tests need it"
-        if os.environ.get("CI"):
-            pytest.fail(message + ". CI must install it: see .ci/run.")
-        pytest.skip(message)
-    pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make setup` ([test] extra)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """(base URL, token, folder) of a running JupyterLab serving a scratch copy of notebooks/."""
-    _require_browser()
+    require_browser()
     scratch = tmp_path_factory.mktemp("lab")
     folder = scratch / "notebooks"
     shutil.copytree(ROOT / "notebooks", folder, ignore=shutil.ignore_patterns("runs"))
@@ -58,7 +39,7 @@ def lab(tmp_path_factory):
     news = scratch / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
            "INVATTN_FIGURES": str(scratch / "figures"), "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
     env.pop("INVATTN_PLAIN_PROGRESS", None)  # widgets as a user sees them
@@ -93,7 +74,7 @@ def browser(lab):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        chromium = launch(playwright)
         yield chromium
         chromium.close()
 

@@ -66,7 +66,8 @@ def test_widget_updates_when_a_slider_moves(image):
     assert demo.children[-1].value[:4] == b"\x89PNG"  # the figure, as a PNG image widget
     demo.controls["kind"].value = "l2"
     demo.controls["variant"].value = "paper"  # no paper variant of l2: a message, not a crash
-    assert "exists only for" in demo.summary.value
+    assert "exists for" in demo.summary.value and "<b>" in demo.summary.value
+    assert demo.state.variant == "certified"  # the last good state stays
     for control in ("coeff", "iterations", "noise"):
         assert demo.controls[control].continuous_update is False  # a slow kernel shows the last state
 
@@ -148,3 +149,56 @@ def test_a_refused_combination_is_a_message_not_a_traceback():
     controls["steps"].value = 9999
     assert "at most 500" in demo.summary.value and "<b>" in demo.summary.value
     assert demo.picture.value == picture and demo.state.iterates.shape == (6, 1)  # the last good state stays
+
+
+CHECKPOINTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def test_latent_demo_follows_temperature_and_digits():
+    from invattn.ablation import load_model
+    from invattn.data import load_labelled
+    from invattn.widgets import latent_demo
+
+    images = load_labelled("digits", split="test")[0][:20]
+    demo = latent_demo(load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt"), images, temperature=0.8)
+    first = demo.state.samples.clone()
+    demo.controls["temperature"].value = 1.2
+    assert "T = 1.2" in demo.summary.value and not torch.allclose(first, demo.state.samples)
+    demo.controls["second"].value = 7
+    assert "to digit 7" in demo.summary.value and demo.state.reencoding_error < 1e-4
+    assert demo.controls["first"].max == 19  # the sliders span the images given
+
+
+def test_two_roads_demo_follows_noise_and_solver():
+    from invattn.data import load_labelled
+    from invattn.demos import two_roads_models
+    from invattn.widgets import NOISE_LEVELS, two_roads_demo
+
+    images = load_labelled("digits", split="test")[0]
+    demo = two_roads_demo(two_roads_models(CHECKPOINTS / "two-roads", train_missing=False), images, index=2)
+    clean = dict(demo.state.errors)
+    demo.controls["noise"].value = 1e-2
+    assert "noise 0.01 on Φ" in demo.summary.value
+    assert all(demo.state.errors[road] > clean[road] for road in ("i-RevNet", "i-ResNet"))
+    demo.controls["iterations"].value = 1
+    assert "NOT converged" in demo.summary.value and not demo.state.converged["i-ResNet"]
+    assert demo.controls["noise"].options == NOISE_LEVELS
+
+
+def test_the_app_holds_the_six_demos_with_their_lessons():
+    from invattn.bench.demos import response_times
+    from invattn.widgets import DEMO_TABS, demo_app
+
+    app = demo_app(str(CHECKPOINTS))
+    assert [app.get_title(i) for i in range(len(app.children))] == [title for title, _, _ in DEMO_TABS]
+    assert set(app.demos) == {title for title, _, _ in DEMO_TABS}
+    for (title, lesson, _), page in zip(DEMO_TABS, app.children):
+        assert f"Lesson {lesson}." in page.children[0].value
+        assert app.demos[title].state is not None and app.demos[title].picture.value  # a first state, drawn
+    # the benchmark's probe moves every control to a neighbouring value and back
+    app.demos = {"Banach's iteration": app.demos["Banach's iteration"]}
+    rows = response_times(app, rounds=1)
+    assert [row["control"] for row in rows] == ["map", "c", "steps"]
+    assert all(0 < row["median"] <= row["worst"] for row in rows)
+    banach = app.children[0].children[1]
+    assert banach.state.c == 0.9 and len(banach.state.iterates) == 31 and banach.state.map == "1d"  # moved back

@@ -12,6 +12,7 @@ BENCHMARKS = {
     "train": "invattn.bench.train",
     "certify": "invattn.bench.certify",
     "classifiers": "invattn.bench.classifiers",
+    "demos": "invattn.bench.demos",
 }
 
 
