@@ -348,7 +348,11 @@ def build_classifier(config: ClassifierConfig) -> _Classifier:
 
 def save_classifier(model: _Classifier, path: str | Path, **record) -> None:
     """Save ``model``'s weights and config, and ``record`` (plain values: accuracy, epochs, …), to ``path``
-    atomically (a temporary file renamed over it), for :func:`load_classifier`."""
+    atomically (a temporary file renamed over it), for :func:`load_classifier`. Raises ``TypeError`` for a record value
+    that is not a bool, int, float, str or None (``weights_only`` loading could not read it back)."""
+    for name, value in record.items():
+        if value is not None and type(value) not in (bool, int, float, str):
+            raise TypeError(f"record values must be plain bool, int, float, str or None; {name} is {type(value).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

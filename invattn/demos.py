@@ -274,11 +274,41 @@ def _relative(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     return (difference / size.clamp_min(1e-300)).sqrt()
 
 
+def _check_images(images: torch.Tensor, expected: tuple[int, int, int], who: str) -> None:
+    """Images [N, C, H, W] of floats in [0, 1] (pixels/255), N ≥ 1, of the shape the model takes; else ValueError."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor [N, {', '.join(map(str, expected))}] in [0, 1], "
+                         f"got {getattr(images, 'dtype', type(images).__name__)}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != expected or len(images) == 0:
+        raise ValueError(f"images must be [N, {', '.join(map(str, expected))}] with N ≥ 1 for {who}, got {tuple(images.shape)}")
+    check_finite(images, "images")
+    low, high = torch.aminmax(images)
+    if low < 0 or high > 1:
+        raise ValueError(f"images must be in [0, 1] (pixels/255, not centred), got values in [{float(low):.3g}, {float(high):.3g}]")
+
+
+def _check_index(index: int, name: str, count: int) -> int:
+    check_positive_int(index, name, minimum=0)  # TypeError for a float or a bool
+    if index >= count:
+        raise ValueError(f"{name} {index} is not among the {count} images (0 to {count - 1})")
+    return int(index)
+
+
+def _check_tol(tol: float) -> float:
+    tol = check_positive_float(tol, "tol")
+    if tol >= 1:
+        raise ValueError(f"tol is a relative tolerance and must be in (0, 1), got {tol}")
+    return tol
+
+
 @dataclass
 class LatentState:
-    """Samples and a latent walk of a trained :class:`invattn.models.ResidualFlow`; images [n, C, H, W] in
-    [−0.5, 0.5). ``sample_errors`` [count] and ``walk_errors`` [steps] are the re-encoding errors
-    ‖f(f⁻¹(z)) − z‖/‖z‖ of every decoded image; ``endpoint_error`` the largest ‖f⁻¹(f(x)) − x‖/‖x‖ of the two digits."""
+    """Samples and a latent walk of a trained :class:`invattn.models.ResidualFlow`.
+
+    ``samples`` [count, C, H, W] and ``walk`` [steps, C, H, W] are decoded images on the model's scale (centred pixels:
+    data lie in [−0.5, 0.5), samples at a high temperature may leave it); ``endpoints`` [2, C, H, W] the two encoded
+    images x_a, x_b on the same scale. ``sample_errors`` [count] and ``walk_errors`` [steps] are the re-encoding errors
+    ‖f(f⁻¹(z)) − z‖/‖z‖ of every decoded image; ``endpoint_error`` the largest ‖f⁻¹(f(x)) − x‖/‖x‖ of x_a and x_b."""
 
     temperature: float
     seed: int
@@ -296,34 +326,35 @@ class LatentState:
         return float(torch.cat([self.sample_errors, self.walk_errors]).max())
 
     def summary(self) -> str:
-        return (f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; walk from digit {self.first} "
-                f"to digit {self.second} in {len(self.walk)} steps; largest re-encoding error {self.reencoding_error:.1e}, "
-                f"digits reconstructed to {self.endpoint_error:.1e}")
+        return (f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; {len(self.walk)} images on the "
+                f"line from test image {self.first} to test image {self.second}; largest re-encoding error "
+                f"{self.reencoding_error:.1e}; the two test images reconstructed to {self.endpoint_error:.1e}")
 
 
 def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1,
                  count: int = 16, steps: int = 8, tol: float = 1e-6) -> LatentState:
     """``count`` samples of ``model`` (a trained :class:`~invattn.models.ResidualFlow`) at ``temperature`` (the
-    prior's standard deviation scaled by it, draws from ``seed``), and ``steps`` images decoded from the straight
-    line z_t = (1 − t)·f(x_a) + t·f(x_b), t from 0 to 1, between digits ``first`` and ``second`` of ``images``
-    ([N, C, H, W] in [0, 1], encoded at the centre of each 8-bit bin: (255·x + ½)/256 − ½). Every decoded image is
-    encoded again and its relative distance to its z reported: the inverse's error, seen from the latent side.
+    prior's standard deviation scaled by it, draws from the generator seeded with ``seed``), and ``steps`` images
+    decoded from the straight line z_t = (1 − t)·f(x_a) + t·f(x_b), t = 0, 1/(steps − 1), …, 1, between images
+    ``first`` and ``second`` of ``images`` ([N, C, H, W] in [0, 1], encoded at the centre of each 8-bit bin:
+    (round(255·x) + ½)/256 − ½). Every decoded image is encoded again and its relative distance to its z reported: the
+    inverse's error, seen from the latent side. ``tol``: the solver's relative tolerance per block
+    (:meth:`invattn.InvertibleResidual.inverse`); the re-encoding error is measured, not bounded by it.
 
-    Raises ``ValueError`` for a temperature outside [0, MAX_TEMPERATURE], a digit index outside ``images``, images
-    of another shape than the model's, or non-finite images; :class:`invattn.InversionError` if an inverse does not
-    converge to ``tol``."""
+    Raises ``ValueError`` for a temperature outside [0, MAX_TEMPERATURE], an index outside ``images``, ``count`` < 1,
+    ``steps`` < 2, ``tol`` outside (0, 1), images that are not floats in [0, 1] of the model's shape (or empty or
+    non-finite); ``TypeError`` for a non-integer index, count, steps or seed; :class:`invattn.InversionError` if an
+    inverse does not reach ``tol``."""
+    temperature = float(temperature)
     if not 0 <= temperature <= MAX_TEMPERATURE:
         raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE}], got {temperature}")
     check_positive_int(count, "count")
     check_positive_int(steps, "steps", minimum=2)
-    check_finite(images, "images")
+    check_positive_int(seed, "seed", minimum=0)
+    tol = _check_tol(tol)
     config = model.config
-    expected = (config.in_channels, config.image_size, config.image_size)
-    if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images must be [N, {', '.join(map(str, expected))}] for this model, got {tuple(images.shape)}")
-    for name, index in (("first", first), ("second", second)):
-        if not 0 <= index < len(images):
-            raise ValueError(f"{name} digit {index} is not among the {len(images)} images (0 to {len(images) - 1})")
+    _check_images(images, (config.in_channels, config.image_size, config.image_size), "this model")
+    first, second = _check_index(first, "first", len(images)), _check_index(second, "second", len(images))
     parameter = next(model.parameters())
     with torch.no_grad():
         samples = model.sample(count, temperature=temperature, generator=torch.Generator().manual_seed(seed), tol=tol)
@@ -359,14 +390,32 @@ _ROAD_MODELS = {  # file name, architecture, model overrides of the "digits" pre
 }
 
 
+def _check_road(road: str, model) -> None:
+    """ValueError unless ``model`` is what ``road`` names: an IRevNet, a constrained or an unconstrained i-ResNet."""
+    from .classifiers import IResNetClassifier, IRevNet
+
+    config = getattr(model, "config", None)
+    if road == "i-RevNet":
+        fits = isinstance(model, IRevNet)
+    else:
+        fits = isinstance(model, IResNetClassifier) and ((config.coeff is None) == (road == "ResNet"))
+    if not fits:
+        wanted = {"i-RevNet": "an IRevNet", "i-ResNet": "an IResNetClassifier with a coeff",
+                  "ResNet": "an IResNetClassifier with coeff=None"}[road]
+        found = type(model).__name__ + (f" (coeff {config.coeff})" if hasattr(config, "coeff") else "")
+        raise ValueError(f"the {road} road needs {wanted}, got {found}")
+
+
 def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int = 12,
                      progress_bar: bool = True) -> dict:
     """The three digits classifiers of lesson 09, {road: model in eval mode}: i-RevNet (injective variant),
     the i-ResNet classifier at c = 0.9, and the unconstrained ResNet of the same shape.
 
     Each is loaded from ``folder`` (:func:`invattn.classifiers.load_classifier`); a missing one is trained on the
-    offline digits for ``epochs`` epochs (the "digits" preset, about 10–40 s each on a CPU) and saved there, unless
-    ``train_missing=False``, which raises ``FileNotFoundError`` instead."""
+    offline digits for ``epochs`` epochs (the "digits" preset, about 10–40 s each on a CPU, with a progress bar unless
+    ``progress_bar=False``) and saved there, unless ``train_missing=False``, which raises ``FileNotFoundError``
+    instead. Raises ``ValueError`` for a file that is not a classifier, or holds another model than its name says
+    (an i-ResNet in ``irevnet.pt``, another c, …), and for ``epochs`` < 1."""
     from .classifiers import load_classifier, save_classifier
     from .train import train
 
@@ -383,15 +432,23 @@ def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int
                 result = train("digits", run, task="classify", architecture=architecture, model_overrides=overrides,
                                training_overrides=dict(epochs=epochs, checkpoint_every=10_000), progress_bar=progress_bar)
             save_classifier(result["model"].eval(), path, test_accuracy=result["test_accuracy"], epochs=epochs)
-        models[road] = load_classifier(path)[0]
+        model = load_classifier(path)[0]
+        try:
+            _check_road(road, model)
+            if "coeff" in overrides and model.config.coeff != overrides["coeff"]:
+                raise ValueError(f"the {road} road needs coeff {overrides['coeff']}, got {model.config.coeff}")
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}; delete it and call two_roads_models again to retrain") from None
+        models[road] = model
     return models
 
 
 @dataclass
 class TwoRoadsState:
-    """One digit ``image`` [C, H, W] in [−0.5, 0.5) and, per road (:data:`ROADS`), the inverse of its features
-    (``reconstructions`` [C, H, W]), the relative error ‖x̂ − x‖/‖x‖, the predicted class, whether the solve
-    converged (None: i-RevNet's analytic inverse) and the evaluations of g it took (0 for i-RevNet)."""
+    """One test image ``image`` [C, H, W] (centred: pixels − ½) and, per road (:data:`ROADS`), the inverse of its
+    (perturbed) features (``reconstructions`` [C, H, W]), the relative error ‖x̂ − x‖/‖x‖, the class the model
+    predicts for the clean image, whether the solve converged (None: i-RevNet's analytic inverse) and the evaluations
+    of g it took (0 for i-RevNet). Tensors are on the CPU."""
 
     index: int
     noise: float
@@ -410,41 +467,55 @@ class TwoRoadsState:
             how = ("analytic" if self.converged[road] is None else
                    f"{'converged' if self.converged[road] else 'NOT converged'}, {self.evaluations[road]} evaluations")
             parts.append(f"{road} error {self.errors[road]:.1e} ({how})")
-        return f"digit {self.index}, noise {self.noise:g} on Φ, {self.method} ≤ {self.iterations} steps/block: " + "; ".join(parts)
+        return (f"test image {self.index}, noise {self.noise:g} on Φ, {self.method} ≤ {self.iterations} steps/block: "
+                + "; ".join(parts))
 
 
 def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
                     iterations: int = 100, tol: float = 1e-6, seed: int = 0) -> TwoRoadsState:
-    """Digit ``index`` of ``images`` ([N, C, H, W] in [0, 1], centred to x − ½ as the classifiers were trained)
-    through each model of ``models`` ({road: classifier}, see :func:`two_roads_models`) to its final features Φ(x);
-    add noise of relative size ``noise`` (‖δ‖ = noise·‖Φ(x)‖, a fixed direction from ``seed``); invert. i-RevNet
+    """Test image ``index`` of ``images`` ([N, C, H, W] in [0, 1], centred to x − ½ as the classifiers were trained)
+    through each model of ``models`` ({road: classifier} for every road of :data:`ROADS`, see
+    :func:`two_roads_models`; any device and dtype: the image follows each model) to its final features Φ(x); add
+    noise of relative size ``noise`` (‖δ‖ = noise·‖Φ(x)‖, one fixed direction drawn from ``seed``); invert. i-RevNet
     inverts analytically; the two residual networks by ``method`` with at most ``iterations`` steps per block and
-    tolerance ``tol`` (a solve that stops short is shown, not raised: the unconstrained ResNet's often does).
+    relative tolerance ``tol`` per block (a solve that stops short is shown, not raised: the unconstrained ResNet's
+    often does).
 
-    Raises ``ValueError`` for an index outside ``images``, a noise outside [0, 1], a road missing from ``models``, an
-    unknown method, or non-finite images."""
+    Raises ``ValueError`` for a road missing from ``models`` or holding another kind of model, an index outside
+    ``images``, a noise outside [0, 1], an unknown method, ``iterations`` < 1, ``tol`` outside (0, 1), images that are
+    not floats in [0, 1] of the models' input shape (or non-finite), or an image that is 0 after centring (its relative
+    error is undefined); ``TypeError`` for a non-integer index, iterations or seed."""
     from .solvers import METHODS
 
     missing = [road for road in ROADS if road not in models]
     if missing:
         raise ValueError(f"models needs every road of {ROADS}; missing {missing}")
+    for road in ROADS:
+        _check_road(road, models[road])
     check_choice(method, "method", METHODS)
     check_positive_int(iterations, "iterations")
-    check_finite(images, "images")
-    if not 0 <= index < len(images):
-        raise ValueError(f"digit {index} is not among the {len(images)} images (0 to {len(images) - 1})")
+    check_positive_int(seed, "seed", minimum=0)
+    tol = _check_tol(tol)
+    config = models["i-RevNet"].config
+    _check_images(images, (config.in_channels, config.image_size, config.image_size), "these classifiers")
+    index = _check_index(index, "test image", len(images))
+    noise = float(noise)
     if not 0 <= noise <= 1:
         raise ValueError(f"noise is relative to ‖Φ(x)‖ and must be in [0, 1], got {noise}")
-    x = images[index : index + 1] - 0.5
-    state = TwoRoadsState(index=index, noise=noise, method=method, iterations=iterations, image=x[0],
+    image = images[index : index + 1] - 0.5
+    if not bool(image.any()):
+        raise ValueError(f"test image {index} is 0.5 everywhere, 0 after centring: its relative error is undefined")
+    state = TwoRoadsState(index=index, noise=noise, method=method, iterations=iterations, image=image[0].cpu(),
                           reconstructions={}, errors={}, predictions={}, converged={}, evaluations={})
     for road in ROADS:
         model = models[road]
+        x = image.to(next(model.parameters()))
         with torch.no_grad():
             phi = model.features(x)
             state.predictions[road] = int(model.logits_from_features(phi).argmax(1))
-            direction = torch.randn(phi.shape, generator=torch.Generator().manual_seed(seed), dtype=phi.dtype)
-            phi = phi + noise * phi.norm() * direction / direction.norm()
+            direction = torch.randn(phi.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            direction = (direction / direction.norm()).to(phi)
+            phi = phi + noise * phi.norm() * direction
             if road == "i-RevNet":
                 x_hat, converged, evaluations = model.inverse(phi), None, 0
             else:
@@ -453,7 +524,7 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
                 converged = all(info.converged for info in infos)
                 evaluations = sum(info.function_evals for info in infos)
         finite = bool(torch.isfinite(x_hat).all())
-        state.reconstructions[road] = x_hat[0]
+        state.reconstructions[road] = x_hat[0].cpu()
         state.errors[road] = float((x_hat - x).norm() / x.norm()) if finite else math.inf
         state.converged[road] = converged if finite or converged is None else False
         state.evaluations[road] = evaluations

@@ -1,10 +1,14 @@
 """The lessons' interactive demos: the inversion demo of lesson 04 (its logic here, as plain functions tested without
-a browser), and the front ends of lessons 01–03's demos, whose logic is in :mod:`invattn.demos`.
+a browser), the front ends of the other demos, whose logic is in :mod:`invattn.demos`, and :func:`demo_app`, all six in
+one page (what ``make demo`` serves with Voilà).
 
 :func:`inversion_demo_state` squeezes an image to 12 channels, applies one invertible attention block
 y = x + g(x), perturbs y with noise, and inverts with a fixed number of iterations of the chosen method,
 recording the relative reconstruction error after every iteration beside the a-priori bound.
 :func:`plot_inversion_demo` draws a state; :func:`inversion_demo` wires both to sliders.
+
+Every demo is built by the same front end: a row of controls, a "computing…" status line, a one-line summary and the
+figure; a combination the state function refuses is shown as a message in bold, and the last figure stays.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class DemoState:
 
     def summary(self) -> str:
         return (f"{self.kind} ({self.variant}), c = {self.coeff:.2f}, {self.method}, {self.iterations} iterations, "
-                f"noise {self.noise:.0e}: relative error {self.final_error:.2e}")
+                f"noise {self.noise:g}: relative error {self.final_error:.2e}")
 
 
 def error_per_iteration(block: InvertibleResidual, x: torch.Tensor, y: torch.Tensor, method: str, iterations: int,
@@ -191,7 +195,7 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
     bold. Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
     import ipywidgets as widgets
 
-    controls = dict(
+    controls = _built(lambda: dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
         coeff=widgets.FloatSlider(value=coeff, min=0.05, max=0.99, step=0.01, description="c", continuous_update=False),
         iterations=widgets.IntSlider(value=iterations, min=1, max=100, description="iterations", continuous_update=False),
@@ -199,9 +203,10 @@ def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9
         variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
         noise=widgets.FloatSlider(value=noise, min=0.0, max=0.1, step=0.001, readout_format=".3f",
                                   description="noise on y", continuous_update=False),
-    )
+    ))
     return _demo(controls, lambda **values: inversion_demo_state(image, **values), plot_inversion_demo,
-                 [["kind", "coeff", "iterations"], ["method", "variant"], ["noise"]])
+                 [["kind", "coeff", "iterations"], ["method", "variant"], ["noise"]],
+                 dict(kind=kind, coeff=coeff, iterations=iterations, method=method, noise=noise, variant=variant))
 
 
 # -- the shared front end, and the demos whose logic is in invattn.demos ----------------------------------------
@@ -216,33 +221,66 @@ def _figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _demo(controls: dict, compute, draw, layout: list):
-    """A VBox of ``layout`` (rows of control names), a one-line summary and the figure as a PNG image. Every change
-    of a control calls ``compute(**values)`` (a state function of :mod:`invattn.demos`) and ``draw(state)``; a
-    ``ValueError`` (a refused combination) is shown in the summary, in bold, and the last figure stays."""
+def _built(make_controls):
+    """``make_controls()`` (a dict of ipywidgets controls), with a starting value that a control cannot take (an
+    option it does not offer) raised as ``ValueError``, not as traitlets' ``TraitError``."""
+    from traitlets import TraitError
+
+    try:
+        return make_controls()
+    except TraitError as error:
+        raise ValueError(f"a starting value is not one the demo's controls offer: {error}") from None
+
+
+def _demo(controls: dict, compute, draw, layout: list, requested: dict, note: str = ""):
+    """A VBox of ``layout`` (rows of control names), a status line, a one-line summary and the figure as a PNG image.
+
+    Every change of a control calls ``compute(**values)`` (a state function of :mod:`invattn.demos`) and
+    ``draw(state)``, showing "computing…" meanwhile; a refused combination (``ValueError``, or
+    :class:`invattn.InversionError` from a solve that did not converge) is shown in the summary, in bold, and the last
+    figure stays. ``requested``: the starting values the caller asked for; a slider clamps a value outside its range
+    silently, so one that did not survive is refused here (``ValueError``). ``note``: a line shown under the controls
+    (for example, which settings take longer)."""
+    import html
+
     import ipywidgets as widgets
 
-    summary = widgets.HTML().add_class("invattn-summary")  # the class lets a browser test find it
+    from .solvers import InversionError
+
+    for name, value in requested.items():
+        shown = controls[name].value
+        if shown != value and not (isinstance(value, float) and math.isclose(shown, value, rel_tol=1e-9, abs_tol=1e-12)):
+            span = (f" (from {controls[name].min} to {controls[name].max})" if hasattr(controls[name], "max") else "")
+            raise ValueError(f"{name} = {value!r} is outside what its control offers{span}")
+    status = widgets.HTML().add_class("invattn-status")
+    summary = widgets.HTML().add_class("invattn-summary")  # the classes let a browser test find them
     picture = widgets.Image(format="png")
     rows = [widgets.HBox([controls[name] for name in row]) for row in layout]
-    box = widgets.VBox([*rows, summary, picture])
+    box = widgets.VBox([*rows, *([widgets.HTML(f"<i>{html.escape(note)}</i>")] if note else []), status, summary, picture])
     box.state = None
 
     def update(change=None) -> None:
+        status.value = "<i>computing…</i>"
         try:
-            state = compute(**{name: control.value for name, control in controls.items()})
-        except ValueError as error:
-            summary.value = f"<b>{error}</b>"
-            return
-        png = _figure_png(draw(state))
-        box.state = state
-        picture.value = png
-        summary.value = f"<code>{state.summary()}</code>"  # last: a new summary means the new figure is there
+            try:
+                state = compute(**{name: control.value for name, control in controls.items()})
+            except (ValueError, InversionError) as error:
+                box.refusal = str(error)
+                summary.value = f"<b>{html.escape(box.refusal)}</b>"
+                return
+            png = _figure_png(draw(state))
+            box.state = state
+            picture.value = png
+            summary.value = f"<code>{html.escape(state.summary())}</code>"  # last: a new summary means the new figure is there
+        finally:
+            status.value = ""
 
     for control in controls.values():
         control.observe(update, names="value")
     box.controls, box.summary, box.picture = controls, summary, picture
     update()
+    if box.state is None:  # the starting values themselves are refused: the caller hears it, not only the widget
+        raise ValueError(f"the demo's starting values are refused: {box.refusal}")
     return box
 
 
@@ -287,12 +325,12 @@ def banach_demo(map: str = "1d", c: float = 0.9, steps: int = 30):
 
     from .demos import BANACH_MAPS, MAX_STEPS, banach_state
 
-    controls = dict(
+    controls = _built(lambda: dict(
         map=widgets.ToggleButtons(options=BANACH_MAPS, value=map, description="map"),
         c=widgets.FloatSlider(value=c, min=0.05, max=4.0, step=0.05, description="c", continuous_update=False),
         steps=widgets.IntSlider(value=steps, min=1, max=MAX_STEPS, description="steps", continuous_update=False),
-    )
-    return _demo(controls, banach_state, plot_banach, [["map"], ["c", "steps"]])
+    ))
+    return _demo(controls, banach_state, plot_banach, [["map"], ["c", "steps"]], dict(map=map, c=c, steps=steps))
 
 
 def plot_bound_explorer(state, figure=None):
@@ -321,7 +359,7 @@ def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float 
     from .demos import MAX_POSITIONS, bound_explorer_state
 
     sides = [s * s for s in range(2, math.isqrt(MAX_POSITIONS) + 1)]
-    controls = dict(
+    controls = _built(lambda: dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
         n_positions=widgets.SelectionSlider(options=sides, value=n_positions, description="N",
                                             continuous_update=False),
@@ -330,9 +368,12 @@ def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float 
         temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1, description="temperature",
                                            continuous_update=False),
         reduction=widgets.IntSlider(value=reduction, min=1, max=12, description="reduction", continuous_update=False),
-    )
+    ))
     return _demo(controls, bound_explorer_state, plot_bound_explorer,
-                 [["kind", "n_positions"], ["radius", "temperature", "reduction"]])
+                 [["kind", "n_positions"], ["radius", "temperature", "reduction"]],
+                 dict(kind=kind, n_positions=n_positions, radius=radius, temperature=temperature, reduction=reduction),
+                 note="Large N takes longer (up to about 2 s at N = 1024 on a 2-core CPU): the measured constant runs "
+                      "power iterations through the whole N × N attention.")
 
 
 def plot_attention_map(state, figure=None):
@@ -363,7 +404,7 @@ def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: floa
     from .demos import attention_map_state
 
     height, width = image.shape[1] // 2, image.shape[2] // 2
-    controls = dict(
+    controls = _built(lambda: dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
         row=widgets.IntSlider(value=height // 2, min=0, max=height - 1, description="row", continuous_update=False),
         col=widgets.IntSlider(value=width // 2, min=0, max=width - 1, description="column", continuous_update=False),
@@ -371,9 +412,9 @@ def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: floa
                                            continuous_update=False),
         radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
                                       continuous_update=False),
-    )
+    ))
     return _demo(controls, lambda **values: attention_map_state(image, **values), plot_attention_map,
-                 [["kind"], ["row", "col"], ["temperature", "radius"]])
+                 [["kind"], ["row", "col"], ["temperature", "radius"]], dict(kind=kind, temperature=temperature, radius=radius))
 
 
 def _tiles(images: torch.Tensor, columns: int):
@@ -398,10 +439,10 @@ def plot_latent(state, figure=None):
     samples.set_title(f"samples, T = {state.temperature:g}, seed {state.seed}", fontsize=9)
     ends = fig.add_subplot(grid[0, 1])
     ends.imshow(_tiles(torch.stack([state.endpoints[0], state.endpoints[1]]), 2), cmap="gray", vmin=0, vmax=1)
-    ends.set_title(f"digits {state.first} and {state.second}, encoded", fontsize=9)
+    ends.set_title(f"x_a, x_b: test images {state.first} and {state.second}", fontsize=9)
     walk = fig.add_subplot(grid[1, 1])
     walk.imshow(_tiles(state.walk, len(state.walk)), cmap="gray", vmin=0, vmax=1)
-    walk.set_title("decoded along z_t = (1 − t)·z_a + t·z_b", fontsize=9)
+    walk.set_title(f"{len(state.walk)} images decoded along z_t = (1 − t)·f(x_a) + t·f(x_b)", fontsize=9)
     for ax in (samples, ends, walk):
         ax.set_axis_off()
     errors = fig.add_subplot(grid[:, 2])
@@ -415,21 +456,26 @@ def plot_latent(state, figure=None):
 
 
 def latent_demo(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1):
-    """Lesson 08's demo for a trained :class:`~invattn.models.ResidualFlow`: temperature, seed, and the two digits of
-    ``images`` ([N, C, H, W] in [0, 1]) to walk between. ``.state`` holds the latest :class:`invattn.demos.LatentState`."""
+    """Lesson 08's demo for a trained :class:`~invattn.models.ResidualFlow`: temperature (0 to 1.5), seed (0 to 99),
+    and the two images of ``images`` ([N, C, H, W] in [0, 1], e.g. held-out digits) to walk between.
+    ``.state`` holds the latest :class:`invattn.demos.LatentState`. Raises ``ValueError`` when a starting value is
+    outside its control's range or refused by :func:`invattn.demos.latent_state`."""
     import ipywidgets as widgets
 
     from .demos import MAX_TEMPERATURE, latent_state
 
-    controls = dict(
+    controls = _built(lambda: dict(
         temperature=widgets.FloatSlider(value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.05, description="T",
                                         continuous_update=False),
         seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False),
-        first=widgets.IntSlider(value=first, min=0, max=len(images) - 1, description="from digit", continuous_update=False),
-        second=widgets.IntSlider(value=second, min=0, max=len(images) - 1, description="to digit", continuous_update=False),
-    )
+        first=widgets.IntSlider(value=first, min=0, max=max(len(images) - 1, 0), description="from image",
+                                continuous_update=False),
+        second=widgets.IntSlider(value=second, min=0, max=max(len(images) - 1, 0), description="to image",
+                                 continuous_update=False),
+    ))
     return _demo(controls, lambda **values: latent_state(model, images, **values), plot_latent,
-                 [["temperature", "seed"], ["first", "second"]])
+                 [["temperature", "seed"], ["first", "second"]],
+                 dict(temperature=temperature, seed=seed, first=first, second=second))
 
 
 def plot_two_roads(state, figure=None):
@@ -444,7 +490,7 @@ def plot_two_roads(state, figure=None):
     fig.clear()
     axes = fig.subplots(2, 4)
     axes[0, 0].imshow(_tiles(state.image[None], 1), cmap="gray", vmin=0, vmax=1)
-    axes[0, 0].set_title(f"digit {state.index}", fontsize=9)
+    axes[0, 0].set_title(f"test image {state.index}", fontsize=9)
     axes[1, 0].text(0.5, 0.5, f"noise on Φ: {state.noise:g}\n{state.method}\n≤ {state.iterations} steps per block",
                     ha="center", va="center", fontsize=9, transform=axes[1, 0].transAxes)
     low = 1e-8
@@ -454,7 +500,7 @@ def plot_two_roads(state, figure=None):
         axes[0, column].imshow(_tiles(state.reconstructions[road].nan_to_num(nan=0.0)[None], 1), cmap="gray", vmin=0, vmax=1)
         how = ("analytic" if state.converged[road] is None else
                ("converged" if state.converged[road] else "not converged") + f", {state.evaluations[road]} evals")
-        axes[0, column].set_title(f"{road}: error {state.errors[road]:.1e}\n{how}\npredicts {state.predictions[road]}",
+        axes[0, column].set_title(f"{road}: error {state.errors[road]:.1e}\n{how}\nclass of the clean x: {state.predictions[road]}",
                                   fontsize=8)
         shown = axes[1, column].imshow(difference.clamp_min(low).numpy(), cmap="magma", norm=LogNorm(low, high))
     fig.colorbar(shown, ax=axes[1, 1:].tolist(), fraction=0.03, pad=0.02, label="|x̂ − x|")
@@ -468,35 +514,39 @@ NOISE_LEVELS = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3)  # relative to ‖Φ(x)�
 
 def two_roads_demo(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
                    iterations: int = 100):
-    """Lesson 09's demo for the three classifiers of :func:`invattn.demos.two_roads_models`: the digit of ``images``
-    ([N, C, H, W] in [0, 1]), the noise added to its features, the solver and its steps per block.
-    ``.state`` holds the latest :class:`invattn.demos.TwoRoadsState`."""
+    """Lesson 09's demo for the three classifiers of :func:`invattn.demos.two_roads_models`: the test image of
+    ``images`` ([N, C, H, W] in [0, 1]), the noise added to its features (one of :data:`NOISE_LEVELS`, or ``noise``
+    itself), the solver and its steps per block (1 to 200). ``.state`` holds the latest
+    :class:`invattn.demos.TwoRoadsState`. Raises ``ValueError`` when a starting value is outside its control's range
+    or refused by :func:`invattn.demos.two_roads_state`."""
     import ipywidgets as widgets
 
     from .demos import two_roads_state
 
-    controls = dict(
-        index=widgets.IntSlider(value=index, min=0, max=len(images) - 1, description="digit", continuous_update=False),
+    controls = _built(lambda: dict(
+        index=widgets.IntSlider(value=index, min=0, max=max(len(images) - 1, 0), description="test image",
+                                continuous_update=False),
         noise=widgets.SelectionSlider(options=NOISE_LEVELS if noise in NOISE_LEVELS else sorted({*NOISE_LEVELS, noise}),
                                       value=noise, description="noise on Φ", continuous_update=False),
         method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
         iterations=widgets.IntSlider(value=iterations, min=1, max=200, description="steps/block", continuous_update=False),
-    )
+    ))
     return _demo(controls, lambda **values: two_roads_state(models, images, **values), plot_two_roads,
-                 [["index", "noise"], ["method", "iterations"]])
+                 [["index", "noise"], ["method", "iterations"]],
+                 dict(index=index, noise=noise, method=method, iterations=iterations))
 
 
 # -- all six demos in one page: what `make demo` serves --------------------------------------------
 DEMO_TABS = (  # (tab title, lesson, one plain sentence: the app shows no code and typesets no math)
-    ("Banach's iteration", "01", "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1, "
-                                 "and from c > 1 the map folds and y has several preimages."),
+    ("Banach's iteration", "01", "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1; "
+                                 "above 1 the map may fold, and where it does, y has several preimages."),
     ("Bound explorer", "02", "Each attention kind's bound before the output gain, after it (the certified one) and the "
                              "Lipschitz constant measured on random inputs, at N positions."),
     ("Attention map", "03", "Where one query position of the photograph looks: its attention weights on every position."),
     ("Inversion", "04", "Invert one attention block y = x + g(x) step by step: the error per iteration beside the a-priori "
                         "bound, and the error per pixel."),
     ("Samples and walks", "08", "The trained digits model: samples at a temperature, a straight walk in latent "
-                                        "space between two encoded digits, and each image's re-encoding error."),
+                                "space between two held-out digits, and each decoded image's re-encoding error."),
     ("Two roads", "09", "Invert a classifier's final features back to the digit: i-RevNet analytically, the i-ResNet "
                         "classifier and an unconstrained ResNet by iteration, with optional noise on the features."),
 )
@@ -513,13 +563,14 @@ def demo_app(checkpoints: str = "../checkpoints"):
     import ipywidgets as widgets
 
     from .ablation import load_model
-    from .data import load_labelled, photograph, photograph_crops
+    from .data import digits, load_labelled, photograph, photograph_crops
     from .demos import two_roads_models
 
     folder = Path(checkpoints)
     photo = torch.nn.functional.interpolate(photograph()[None, :, 40:440, 56:456], size=(64, 64), mode="bilinear",
                                             antialias=True)[0].clamp(0, 1)
-    test_digits = load_labelled("digits", split="test")[0]
+    held_out = digits()[0][1500:]  # the digits the density model never saw (it trained on the first 1500)
+    test_digits = load_labelled("digits", split="test")[0]  # the classifiers' held-out split
     demos = {
         "Banach's iteration": lambda: banach_demo(map="1d", c=0.9, steps=30),
         "Bound explorer": lambda: bound_explorer_demo(kind="l2", n_positions=256),
@@ -527,7 +578,7 @@ def demo_app(checkpoints: str = "../checkpoints"):
                                                     temperature=3.0, radius=3.0),
         "Inversion": lambda: inversion_demo(photo, kind="concat", iterations=8),
         "Samples and walks": lambda: latent_demo(load_model(folder / "digits-200" / "concat-seed1.pt"),
-                                                         test_digits, first=0, second=1),
+                                                         held_out, first=0, second=1),
         "Two roads": lambda: two_roads_demo(two_roads_models(folder / "two-roads"), test_digits),
     }
     built, pages = {}, []

@@ -377,8 +377,12 @@ def test_a_saved_classifier_loads_with_its_weights_config_and_record(tmp_path, a
     path = tmp_path / "model.pt"
     save_classifier(model, path, test_accuracy=0.5, epochs=2)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
-    loaded, record = load_classifier(path)
+    loaded, record = load_classifier(path, device="cpu")
     assert record == dict(test_accuracy=0.5, epochs=2) and loaded.config == model.config and not loaded.training
+    assert next(loaded.parameters()).device.type == "cpu"
+    with pytest.raises(TypeError, match="accuracy is Tensor"):
+        save_classifier(model, tmp_path / "other.pt", accuracy=torch.tensor(0.5))
+    assert not (tmp_path / "other.pt").exists()
     x = torch.rand(3, 1, 8, 8) - 0.5
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))

@@ -140,14 +140,22 @@ def flow():
 
 
 @pytest.fixture(scope="module")
+def held_out():
+    """The 297 digits the density model never saw (it trained on the first 1500)."""
+    from invattn.data import digits
+
+    return digits()[0][1500:]
+
+
+@pytest.fixture(scope="module")
 def test_digits():
     from invattn.data import load_labelled
 
     return load_labelled("digits", split="test")
 
 
-def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encodes(flow, test_digits):
-    images = test_digits[0]
+def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encodes(flow, held_out):
+    images = held_out
     state = demos.latent_state(flow, images, temperature=0.8, seed=1, first=3, second=9, count=6, steps=5)
     assert state.samples.shape == (6, 1, 8, 8) and state.walk.shape == (5, 1, 8, 8)
     assert state.sample_errors.shape == (6,) and state.walk_errors.shape == (5,)
@@ -157,11 +165,11 @@ def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encode
     assert state.endpoint_error < 1e-4
     assert float((state.walk[0] - expected[0]).abs().max()) < 1e-4
     assert state.reencoding_error < 1e-4  # every decoded image encodes back to its z (float32, tol 1e-6 per block)
-    assert "digit 3 to digit 9" in state.summary()
+    assert "5 images on the line from test image 3 to test image 9" in state.summary()
 
 
-def test_temperature_and_seed_set_the_samples(flow, test_digits):
-    images = test_digits[0]
+def test_temperature_and_seed_set_the_samples(flow, held_out):
+    images = held_out
     cold = demos.latent_state(flow, images, temperature=0.0, count=4, steps=2)
     # T = 0: every z is the prior's mean, so every sample is the same image
     assert float((cold.samples - cold.samples[:1]).abs().max()) < 1e-5
@@ -177,22 +185,35 @@ def test_temperature_and_seed_set_the_samples(flow, test_digits):
 @pytest.mark.parametrize("options, message", [
     (dict(temperature=-0.1), "temperature must be in"),
     (dict(temperature=demos.MAX_TEMPERATURE + 0.1), "temperature must be in"),
-    (dict(first=-1), "first digit -1 is not among"),
-    (dict(second=10_000), "second digit 10000 is not among"),
+    (dict(first=-1), "first must be an integer >= 0"),
+    (dict(second=10_000), "second 10000 is not among the 297 images"),
     (dict(steps=1), "steps"),
+    (dict(count=0), "count"),
+    (dict(tol=0.0), "tol"),
+    (dict(tol=1.0), "tol is a relative tolerance"),
 ])
-def test_latent_refusals(flow, test_digits, options, message):
+def test_latent_refusals(flow, held_out, options, message):
     with pytest.raises(ValueError, match=message):
-        demos.latent_state(flow, test_digits[0], **options)
+        demos.latent_state(flow, held_out, **options)
 
 
-def test_latent_refuses_images_the_model_does_not_take(flow, test_digits):
+def test_latent_refuses_images_the_model_does_not_take(flow, held_out):
+    test_digits = (held_out, None)
     with pytest.raises(ValueError, match=r"images must be \[N, 1, 8, 8\]"):
         demos.latent_state(flow, torch.rand(4, 3, 8, 8))
     broken = test_digits[0][:4].clone()
     broken[0, 0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="images"):
         demos.latent_state(flow, broken)
+    for wrong in (test_digits[0] * 255, test_digits[0] - 0.5):  # pixel values, or already centred: not [0, 1]
+        with pytest.raises(ValueError, match=r"images must be in \[0, 1\]"):
+            demos.latent_state(flow, wrong)
+    with pytest.raises(ValueError, match="float tensor"):
+        demos.latent_state(flow, (test_digits[0] * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match="first must be an integer"):
+        demos.latent_state(flow, test_digits[0], first=1.0)
+    with pytest.raises(TypeError, match="first must be an integer"):
+        demos.latent_state(flow, test_digits[0], first=True)
 
 
 # -- lesson 09: two roads ---------------------------------------------------------------------------
@@ -226,16 +247,18 @@ def test_noise_on_the_features_grows_the_error_of_every_road(roads, test_digits)
     images = test_digits[0]
     errors = [demos.two_roads_state(roads, images, index=5, noise=noise, method="anderson").errors
               for noise in (0.0, 1e-3, 1e-2, 1e-1)]
-    for road in ("i-RevNet", "i-ResNet"):
+    for road in ("i-RevNet", "i-ResNet", "ResNet"):  # Anderson inverts even the unconstrained network here
         values = [e[road] for e in errors]
         assert values == sorted(values) and values[-1] > 100 * values[0]
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(index=-1), "digit -1 is not among"),
+    (dict(index=-1), "test image must be an integer >= 0"),
+    (dict(index=10_000), "test image 10000 is not among the 360 images"),
     (dict(noise=1.5), "noise is relative"),
     (dict(method="newton"), "method"),
     (dict(iterations=0), "iterations"),
+    (dict(tol=2.0), "tol is a relative tolerance"),
 ])
 def test_two_roads_refusals(roads, test_digits, options, message):
     with pytest.raises(ValueError, match=message):
@@ -261,3 +284,52 @@ def test_two_roads_models_trains_what_is_missing_once_and_then_loads(tmp_path):
         for road in demos.ROADS:
             assert torch.equal(trained[road](x), loaded[road](x))
     assert loaded["i-ResNet"].config.coeff == 0.9 and loaded["ResNet"].config.coeff is None
+    from invattn.classifiers import load_classifier
+
+    assert load_classifier(tmp_path / "irevnet.pt")[1]["epochs"] == 1
+
+
+def test_tol_and_seed_reach_the_solve_and_the_noise(roads, test_digits, flow):
+    images = test_digits[0]
+    loose = demos.two_roads_state(roads, images, index=3, tol=1e-2, method="fixed_point")
+    tight = demos.two_roads_state(roads, images, index=3, tol=1e-6, method="fixed_point")
+    assert loose.evaluations["i-ResNet"] < tight.evaluations["i-ResNet"] and loose.errors["i-ResNet"] > tight.errors["i-ResNet"]
+    a = demos.two_roads_state(roads, images, index=3, noise=0.1, seed=0)
+    b = demos.two_roads_state(roads, images, index=3, noise=0.1, seed=1)
+    assert not torch.equal(a.reconstructions["i-RevNet"], b.reconstructions["i-RevNet"])  # another noise direction
+    loose = demos.latent_state(flow, images, count=2, steps=2, tol=1e-2)
+    tight = demos.latent_state(flow, images, count=2, steps=2, tol=1e-7)
+    assert loose.reencoding_error > tight.reencoding_error
+
+
+def test_the_image_follows_each_model_dtype(roads, test_digits):
+    """float64 models with float32 images (or the reverse) work: the image is moved to each model's dtype/device."""
+    import copy
+
+    doubled = {road: copy.deepcopy(model).double() for road, model in roads.items()}
+    single = demos.two_roads_state(roads, test_digits[0], index=4)
+    double = demos.two_roads_state(doubled, test_digits[0], index=4)
+    assert double.reconstructions["i-RevNet"].dtype == torch.float64
+    assert double.errors["i-RevNet"] < single.errors["i-RevNet"] / 1e3  # float64's rounding, far below float32's
+    assert single.reconstructions["i-ResNet"].device.type == "cpu"
+
+
+def test_a_road_holding_another_model_is_refused(roads, test_digits, tmp_path):
+    import shutil
+
+    swapped = {**roads, "i-RevNet": roads["i-ResNet"]}
+    with pytest.raises(ValueError, match="the i-RevNet road needs an IRevNet, got IResNetClassifier"):
+        demos.two_roads_state(swapped, test_digits[0])
+    with pytest.raises(ValueError, match="the ResNet road needs an IResNetClassifier with coeff=None"):
+        demos.two_roads_state({**roads, "ResNet": roads["i-ResNet"]}, test_digits[0])
+    for name in ("irevnet.pt", "iresnet-c0.9.pt", "resnet-unconstrained.pt"):
+        shutil.copy(CHECKPOINTS / "two-roads" / name, tmp_path / name)
+    shutil.copy(CHECKPOINTS / "two-roads" / "iresnet-c0.9.pt", tmp_path / "irevnet.pt")
+    with pytest.raises(ValueError, match="irevnet.pt: the i-RevNet road needs an IRevNet.*delete it"):
+        demos.two_roads_models(tmp_path, train_missing=False)
+
+
+def test_an_image_that_is_zero_after_centring_is_refused(roads):
+    images = torch.full((2, 1, 8, 8), 0.5)
+    with pytest.raises(ValueError, match="0 after centring"):
+        demos.two_roads_state(roads, images, index=1)

@@ -19,7 +19,7 @@ import time
 import urllib.request
 
 import pytest
-from _browser import ARTIFACTS, ROOT, free_port, launch, require_browser
+from _browser import ARTIFACTS, ROOT, free_port, require_browser
 
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 DEMO = "04_inversion_error.ipynb"
@@ -67,16 +67,6 @@ def lab(tmp_path_factory):
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.kill()
-
-
-@pytest.fixture(scope="module")
-def browser(lab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 def open_lesson(browser, lab, name: str):

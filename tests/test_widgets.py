@@ -144,7 +144,7 @@ def test_a_refused_combination_is_a_message_not_a_traceback():
     from invattn.widgets import _demo, plot_banach
 
     controls = dict(c=widgets.FloatText(value=0.5), steps=widgets.IntText(value=5))
-    demo = _demo(controls, lambda **v: banach_state("1d", **v), plot_banach, [["c", "steps"]])
+    demo = _demo(controls, lambda **v: banach_state("1d", **v), plot_banach, [["c", "steps"]], dict(c=0.5, steps=5))
     picture = demo.picture.value
     controls["steps"].value = 9999
     assert "at most 500" in demo.summary.value and "<b>" in demo.summary.value
@@ -165,7 +165,7 @@ def test_latent_demo_follows_temperature_and_digits():
     demo.controls["temperature"].value = 1.2
     assert "T = 1.2" in demo.summary.value and not torch.allclose(first, demo.state.samples)
     demo.controls["second"].value = 7
-    assert "to digit 7" in demo.summary.value and demo.state.reencoding_error < 1e-4
+    assert "to test image 7" in demo.summary.value and demo.state.reencoding_error < 1e-4
     assert demo.controls["first"].max == 19  # the sliders span the images given
 
 
@@ -195,10 +195,76 @@ def test_the_app_holds_the_six_demos_with_their_lessons():
     for (title, lesson, _), page in zip(DEMO_TABS, app.children):
         assert f"Lesson {lesson}." in page.children[0].value
         assert app.demos[title].state is not None and app.demos[title].picture.value  # a first state, drawn
-    # the benchmark's probe moves every control to a neighbouring value and back
-    app.demos = {"Banach's iteration": app.demos["Banach's iteration"]}
+    # the benchmark's probe moves every control over its range (each option; a slider's neighbour, ends) and back
+    app.demos = {title: app.demos[title] for title in ("Banach's iteration", "Bound explorer")}
     rows = response_times(app, rounds=1)
-    assert [row["control"] for row in rows] == ["map", "c", "steps"]
+    assert [row["control"] for row in rows] == ["map", "c", "steps", "kind", "n_positions", "radius", "temperature",
+                                                "reduction"]
     assert all(0 < row["median"] <= row["worst"] for row in rows)
+    radius = next(row for row in rows if row["control"] == "radius")  # a log slider: its neighbour and both ends
+    assert sorted(radius["values"]) == pytest.approx(sorted([10 ** 0.1, 0.1, 10.0]))
+    kind = next(row for row in rows if row["control"] == "kind")
+    assert len(kind["values"]) == len(app.demos["Bound explorer"].controls["kind"].options) - 1  # every other option
     banach = app.children[0].children[1]
     assert banach.state.c == 0.9 and len(banach.state.iterates) == 31 and banach.state.map == "1d"  # moved back
+
+
+def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_too():
+    import ipywidgets as widgets
+
+    from invattn.solvers import InverseInfo, InversionError
+    from invattn.widgets import _demo
+
+    class State:
+        def summary(self):
+            return "fine"
+
+    def compute(value):
+        if value == 1:
+            raise ValueError("kinds <b>('a', 'b')</b>")
+        if value == 2:
+            raise InversionError("did not converge", InverseInfo(method="fixed_point", tol=1e-6))
+        return State()
+
+    control = widgets.IntText(value=0)
+    demo = _demo(dict(value=control), compute, lambda state: __import__("matplotlib.pyplot").pyplot.figure(), [["value"]],
+                 dict(value=0))
+    control.value = 1
+    assert demo.summary.value == "<b>kinds &lt;b&gt;(&#x27;a&#x27;, &#x27;b&#x27;)&lt;/b&gt;</b>"
+    control.value = 2
+    assert demo.summary.value == "<b>did not converge</b>" and isinstance(demo.state, State)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is outside what its control offers"),
+    (lambda: __import__("invattn.widgets").widgets.banach_demo(map="3d"), "not one the demo's controls offer"),
+    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0), "coeff = 2.0 is outside"),
+    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), kind="l2", variant="paper"),
+     "starting values are refused: variant='paper' exists for"),
+])
+def test_a_starting_value_a_control_cannot_show_is_refused_not_clamped(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_latent_and_two_roads_demos_refuse_starting_values_outside_their_sliders():
+    from invattn.ablation import load_model
+    from invattn.data import load_labelled
+    from invattn.demos import two_roads_models
+    from invattn.widgets import latent_demo, two_roads_demo
+
+    images = load_labelled("digits", split="test")[0][:20]
+    flow = load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt")
+    for options, message in ((dict(first=1000), "first = 1000 is outside"), (dict(temperature=5.0), "temperature = 5.0"),
+                             (dict(seed=500), "seed = 500")):
+        with pytest.raises(ValueError, match=message):
+            latent_demo(flow, images, **options)
+    with pytest.raises(ValueError, match="images must be"):
+        latent_demo(flow, images[:0], second=0)
+    roads = two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
+    for options, message in ((dict(index=-1), "index = -1 is outside"), (dict(iterations=500), "iterations = 500"),
+                             (dict(method="newton"), "not one the demo's controls offer")):
+        with pytest.raises(ValueError, match=message):
+            two_roads_demo(roads, images, **options)
+    demo = two_roads_demo(roads, images, noise=0.05)  # a noise level of one's own joins the slider's options
+    assert 0.05 in demo.controls["noise"].options and "noise 0.05 on Φ" in demo.summary.value
