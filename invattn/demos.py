@@ -35,8 +35,9 @@ __all__ = ["BanachState", "banach_state", "BoundState", "bound_explorer_state", 
 
 BANACH_MAPS = ("1d", "2d")
 MAX_STEPS = 500  # the iteration sliders stop here: each step is one evaluation, and the plot is of every iterate
-# The bound explorer measures Lip(g) by 10 Jacobian power iterations on one √N×√N input: about 0.1 s at N = 256 and
-# 0.6–1.1 s at N = 1024 on one CPU core over the kinds; N = 4096 took 40–100 s, so the slider stops at 1024.
+# The bound explorer measures Lip(g) by 10 Jacobian power iterations on one √N×√N input: a fraction of a second at
+# N = 256 and seconds at N = 1024 on one CPU core (python -m invattn.bench demos); N = 4096 took 40–100 s, so the
+# slider stops at 1024.
 MAX_POSITIONS = 1024
 DEFAULT_Y = {"1d": (3.0,), "2d": (0.5, -0.3)}
 
@@ -327,8 +328,8 @@ class LatentState:
 
     def summary(self) -> str:
         return (f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; {len(self.walk)} images on the "
-                f"line from test image {self.first} to test image {self.second}; largest re-encoding error "
-                f"{self.reencoding_error:.1e}; the two test images reconstructed to {self.endpoint_error:.1e}")
+                f"line from image {self.first} to image {self.second}; largest re-encoding error "
+                f"{self.reencoding_error:.1e}; the two images reconstructed to {self.endpoint_error:.1e}")
 
 
 def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1,
@@ -348,9 +349,9 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
     temperature = float(temperature)
     if not 0 <= temperature <= MAX_TEMPERATURE:
         raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE}], got {temperature}")
-    check_positive_int(count, "count")
-    check_positive_int(steps, "steps", minimum=2)
-    check_positive_int(seed, "seed", minimum=0)
+    count = check_positive_int(count, "count")
+    steps = check_positive_int(steps, "steps", minimum=2)
+    seed = check_positive_int(seed, "seed", minimum=0)
     tol = _check_tol(tol)
     config = model.config
     _check_images(images, (config.in_channels, config.image_size, config.image_size), "this model")
@@ -359,7 +360,7 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
     with torch.no_grad():
         samples = model.sample(count, temperature=temperature, generator=torch.Generator().manual_seed(seed), tol=tol)
         sample_errors = _relative(model.latents(samples), _prior_draws(model, count, temperature, seed))
-        x = ((torch.round(images[[first, second]] * 255) + 0.5) / 256 - 0.5).to(parameter)
+        x = ((torch.round(images[[first, second]].detach() * 255) + 0.5) / 256 - 0.5).to(parameter)
         ends = model.latents(x)
         t = torch.linspace(0, 1, steps, dtype=parameter.dtype, device=parameter.device)
         line = [(1 - t).view(-1, 1, 1, 1) * z[:1] + t.view(-1, 1, 1, 1) * z[1:] for z in ends]
@@ -419,7 +420,7 @@ def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int
     from .classifiers import load_classifier, save_classifier
     from .train import train
 
-    check_positive_int(epochs, "epochs")
+    epochs = check_positive_int(epochs, "epochs")
     folder = Path(folder)
     models = {}
     for road, (name, architecture, overrides) in _ROAD_MODELS.items():
@@ -493,8 +494,8 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
     for road in ROADS:
         _check_road(road, models[road])
     check_choice(method, "method", METHODS)
-    check_positive_int(iterations, "iterations")
-    check_positive_int(seed, "seed", minimum=0)
+    iterations = check_positive_int(iterations, "iterations")
+    seed = check_positive_int(seed, "seed", minimum=0)
     tol = _check_tol(tol)
     config = models["i-RevNet"].config
     _check_images(images, (config.in_channels, config.image_size, config.image_size), "these classifiers")
@@ -502,7 +503,7 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
     noise = float(noise)
     if not 0 <= noise <= 1:
         raise ValueError(f"noise is relative to ‖Φ(x)‖ and must be in [0, 1], got {noise}")
-    image = images[index : index + 1] - 0.5
+    image = images[index : index + 1].detach() - 0.5
     if not bool(image.any()):
         raise ValueError(f"test image {index} is 0.5 everywhere, 0 after centring: its relative error is undefined")
     state = TwoRoadsState(index=index, noise=noise, method=method, iterations=iterations, image=image[0].cpu(),

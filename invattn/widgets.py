@@ -250,8 +250,12 @@ def _demo(controls: dict, compute, draw, layout: list, requested: dict, note: st
     for name, value in requested.items():
         shown = controls[name].value
         if shown != value and not (isinstance(value, float) and math.isclose(shown, value, rel_tol=1e-9, abs_tol=1e-12)):
-            span = (f" (from {controls[name].min} to {controls[name].max})" if hasattr(controls[name], "max") else "")
-            raise ValueError(f"{name} = {value!r} is outside what its control offers{span}")
+            control = controls[name]
+            if hasattr(control, "base"):  # a log slider's min and max are exponents
+                span = f" (from {control.base ** control.min:g} to {control.base ** control.max:g})"
+            else:
+                span = f" (from {control.min} to {control.max})" if hasattr(control, "max") else ""
+            raise ValueError(f"{name} = {value!r} is not a value its control offers{span}")
     status = widgets.HTML().add_class("invattn-status")
     summary = widgets.HTML().add_class("invattn-summary")  # the classes let a browser test find them
     picture = widgets.Image(format="png")
@@ -372,8 +376,8 @@ def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float 
     return _demo(controls, bound_explorer_state, plot_bound_explorer,
                  [["kind", "n_positions"], ["radius", "temperature", "reduction"]],
                  dict(kind=kind, n_positions=n_positions, radius=radius, temperature=temperature, reduction=reduction),
-                 note="Large N takes longer (up to about 2 s at N = 1024 on a 2-core CPU): the measured constant runs "
-                      "power iterations through the whole N × N attention.")
+                 note="Large N takes longer (seconds near N = 1024): the measured constant runs power iterations "
+                      "through the whole N × N attention.")
 
 
 def plot_attention_map(state, figure=None):
@@ -439,7 +443,7 @@ def plot_latent(state, figure=None):
     samples.set_title(f"samples, T = {state.temperature:g}, seed {state.seed}", fontsize=9)
     ends = fig.add_subplot(grid[0, 1])
     ends.imshow(_tiles(torch.stack([state.endpoints[0], state.endpoints[1]]), 2), cmap="gray", vmin=0, vmax=1)
-    ends.set_title(f"x_a, x_b: test images {state.first} and {state.second}", fontsize=9)
+    ends.set_title(f"x_a, x_b: images {state.first} and {state.second}", fontsize=9)
     walk = fig.add_subplot(grid[1, 1])
     walk.imshow(_tiles(state.walk, len(state.walk)), cmap="gray", vmin=0, vmax=1)
     walk.set_title(f"{len(state.walk)} images decoded along z_t = (1 − t)·f(x_a) + t·f(x_b)", fontsize=9)
@@ -467,7 +471,7 @@ def latent_demo(model, images: torch.Tensor, temperature: float = 0.8, seed: int
     controls = _built(lambda: dict(
         temperature=widgets.FloatSlider(value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.05, description="T",
                                         continuous_update=False),
-        seed=widgets.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False),
+        seed=widgets.IntSlider(value=seed, min=0, max=max(99, seed), description="seed", continuous_update=False),
         first=widgets.IntSlider(value=first, min=0, max=max(len(images) - 1, 0), description="from image",
                                 continuous_update=False),
         second=widgets.IntSlider(value=second, min=0, max=max(len(images) - 1, 0), description="to image",
@@ -539,7 +543,8 @@ def two_roads_demo(models: dict, images: torch.Tensor, index: int = 0, noise: fl
 # -- all six demos in one page: what `make demo` serves --------------------------------------------
 DEMO_TABS = (  # (tab title, lesson, one plain sentence: the app shows no code and typesets no math)
     ("Banach's iteration", "01", "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1; "
-                                 "above 1 the map may fold, and where it does, y has several preimages."),
+                                 "above 1 the map folds (its Jacobian changes sign), and for larger c the chosen y has "
+                                 "several preimages."),
     ("Bound explorer", "02", "Each attention kind's bound before the output gain, after it (the certified one) and the "
                              "Lipschitz constant measured on random inputs, at N positions."),
     ("Attention map", "03", "Where one query position of the photograph looks: its attention weights on every position."),
@@ -563,13 +568,14 @@ def demo_app(checkpoints: str = "../checkpoints"):
     import ipywidgets as widgets
 
     from .ablation import load_model
+    from .ablation import HELD_OUT_FROM
     from .data import digits, load_labelled, photograph, photograph_crops
     from .demos import two_roads_models
 
     folder = Path(checkpoints)
     photo = torch.nn.functional.interpolate(photograph()[None, :, 40:440, 56:456], size=(64, 64), mode="bilinear",
                                             antialias=True)[0].clamp(0, 1)
-    held_out = digits()[0][1500:]  # the digits the density model never saw (it trained on the first 1500)
+    held_out = digits()[0][HELD_OUT_FROM:]  # the digits the density model never saw
     test_digits = load_labelled("digits", split="test")[0]  # the classifiers' held-out split
     demos = {
         "Banach's iteration": lambda: banach_demo(map="1d", c=0.9, steps=30),

@@ -165,7 +165,7 @@ def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encode
     assert state.endpoint_error < 1e-4
     assert float((state.walk[0] - expected[0]).abs().max()) < 1e-4
     assert state.reencoding_error < 1e-4  # every decoded image encodes back to its z (float32, tol 1e-6 per block)
-    assert "5 images on the line from test image 3 to test image 9" in state.summary()
+    assert "5 images on the line from image 3 to image 9" in state.summary()
 
 
 def test_temperature_and_seed_set_the_samples(flow, held_out):
@@ -327,6 +327,14 @@ def test_a_road_holding_another_model_is_refused(roads, test_digits, tmp_path):
     shutil.copy(CHECKPOINTS / "two-roads" / "iresnet-c0.9.pt", tmp_path / "irevnet.pt")
     with pytest.raises(ValueError, match="irevnet.pt: the i-RevNet road needs an IRevNet.*delete it"):
         demos.two_roads_models(tmp_path, train_missing=False)
+
+
+def test_numpy_integers_and_images_with_gradients_are_taken(roads, flow, held_out):
+    images = held_out.clone().requires_grad_(True)
+    state = demos.two_roads_state(roads, images, index=np.int64(2), iterations=np.int64(50), seed=np.int64(1))
+    assert not state.image.requires_grad and type(state.index) is int and state.errors["i-RevNet"] < 1e-5
+    walked = demos.latent_state(flow, images, seed=np.int64(3), count=np.int64(2), steps=np.int64(2))
+    assert walked.seed == 3 and type(walked.seed) is int and walked.samples.shape[0] == 2
 
 
 def test_an_image_that_is_zero_after_centring_is_refused(roads):

@@ -165,7 +165,7 @@ def test_latent_demo_follows_temperature_and_digits():
     demo.controls["temperature"].value = 1.2
     assert "T = 1.2" in demo.summary.value and not torch.allclose(first, demo.state.samples)
     demo.controls["second"].value = 7
-    assert "to test image 7" in demo.summary.value and demo.state.reencoding_error < 1e-4
+    assert "to image 7" in demo.summary.value and demo.state.reencoding_error < 1e-4
     assert demo.controls["first"].max == 19  # the sliders span the images given
 
 
@@ -236,9 +236,9 @@ def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_to
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is outside what its control offers"),
+    (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is not a value its control offers"),
     (lambda: __import__("invattn.widgets").widgets.banach_demo(map="3d"), "not one the demo's controls offer"),
-    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0), "coeff = 2.0 is outside"),
+    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0), "coeff = 2.0 is not a value"),
     (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), kind="l2", variant="paper"),
      "starting values are refused: variant='paper' exists for"),
 ])
@@ -255,16 +255,20 @@ def test_latent_and_two_roads_demos_refuse_starting_values_outside_their_sliders
 
     images = load_labelled("digits", split="test")[0][:20]
     flow = load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt")
-    for options, message in ((dict(first=1000), "first = 1000 is outside"), (dict(temperature=5.0), "temperature = 5.0"),
-                             (dict(seed=500), "seed = 500")):
+    for options, message in ((dict(first=1000), "first = 1000 is not a value its control offers"), (dict(temperature=5.0), "temperature = 5.0"),
+                             (dict(seed=-1), "seed = -1")):
         with pytest.raises(ValueError, match=message):
             latent_demo(flow, images, **options)
     with pytest.raises(ValueError, match="images must be"):
         latent_demo(flow, images[:0], second=0)
     roads = two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
-    for options, message in ((dict(index=-1), "index = -1 is outside"), (dict(iterations=500), "iterations = 500"),
+    for options, message in ((dict(index=-1), "index = -1 is not a value"), (dict(iterations=500), "iterations = 500"),
                              (dict(method="newton"), "not one the demo's controls offer")):
         with pytest.raises(ValueError, match=message):
             two_roads_demo(roads, images, **options)
+    demo = latent_demo(flow, images, seed=250)  # any seed a lesson is run with: the seed slider reaches it
+    assert demo.controls["seed"].max == 250 and "seed 250" in demo.summary.value
+    with pytest.raises(ValueError, match=r"radius = 0.05 is not a value its control offers \(from 0.1 to 10\)"):
+        __import__("invattn.widgets").widgets.bound_explorer_demo(radius=0.05)
     demo = two_roads_demo(roads, images, noise=0.05)  # a noise level of one's own joins the slider's options
     assert 0.05 in demo.controls["noise"].options and "noise 0.05 on Φ" in demo.summary.value
