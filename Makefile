@@ -32,7 +32,7 @@ bench: setup
 
 demo: setup
 	@echo "invattn demos: open http://127.0.0.1:$(DEMO_PORT)/ in a browser (Ctrl-C stops the server)"
-	$(VENV)/bin/voila notebooks/demos.ipynb --no-browser --port=$(DEMO_PORT) --Voila.ip=127.0.0.1
+	$(VENV)/bin/voila app/demos.ipynb --no-browser --port=$(DEMO_PORT) --Voila.ip=127.0.0.1
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks
