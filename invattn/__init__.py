@@ -1,6 +1,6 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
-Floors (an import only points down): ``_validation`` → ``norms`` → ``lipschitz``, ``solvers``, ``logdet`` →
+Floors (an import only points down): ``_validation``, ``_files`` → ``norms`` → ``lipschitz``, ``solvers``, ``logdet`` →
 ``blocks``, ``coupling`` → ``attention`` → ``models``, ``classifiers``, ``data``, ``memory``, ``lesson``, ``plots``
 → ``train``, ``widgets``, ``bench``.
 """

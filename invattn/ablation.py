@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from .attention import KINDS
 from .data import dequantize, digits
 from .lipschitz import estimate_lipschitz
 from .models import PRESETS, FlowConfig, ResidualFlow
+from ._files import load_saved_model, write_atomically
 from .train import save_checkpoint, train
 
 __all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "saved_record", "run", "run_is_reliable",
@@ -105,15 +105,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Residual
     (with the command that writes it) when ``path`` does not exist and ``ValueError`` when it is not a model saved by
     the ablation."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        model = ResidualFlow(FlowConfig.from_dict(state["model_config"])).to(device)
-        model.load_state_dict(state["model"])
-    except Exception as error:  # unpickling, missing keys, a config or state dict of something else
-        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation ({type(error).__name__}: {error})") from None
-    return model.eval()
+    return load_saved_model(path, device, lambda config: ResidualFlow(FlowConfig.from_dict(config)),
+                            missing=f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}",
+                            foreign=f"{path} is not a model saved by python -m invattn.ablation")[0]
 
 
 def saved_record(path: str | Path) -> dict:
@@ -157,9 +151,7 @@ def _read_results(path: Path) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1)), binary=False)
 
 
 def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._files import load_saved_model, write_atomically
 from ._validation import check_choice, check_coeff, check_finite, check_positive_int
 from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
 from .blocks import InvertibleResidual, Squeeze
@@ -353,31 +353,19 @@ def save_classifier(model: _Classifier, path: str | Path, **record) -> None:
     for name, value in record.items():
         if value is not None and type(value) not in (bool, int, float, str):
             raise TypeError(f"record values must be plain bool, int, float, str or None; {name} is {type(value).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(dict(model=model.state_dict(), model_config=model.config.to_dict(), record=record), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(model=model.state_dict(), model_config=model.config.to_dict(), record=record)
+    write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[_Classifier, dict]:
     """(model in eval mode, record) saved by :func:`save_classifier`; loaded with ``weights_only=True`` (no code
     runs), certificates recomputed from the weights. Raises ``FileNotFoundError`` when ``path`` is missing and
     ``ValueError`` when it holds something else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no classifier at {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        model = build_classifier(ClassifierConfig.from_dict(state["model_config"])).to(device)
-        model.load_state_dict(state["model"])
-    except Exception as error:  # unpickling, missing keys, a config or state dict of something else
-        raise ValueError(f"{path} is not a classifier saved by save_classifier ({type(error).__name__}: {error})") from None
-    return model.eval(), dict(state.get("record", {}))
+    model, state = load_saved_model(path, device, lambda config: build_classifier(ClassifierConfig.from_dict(config)),
+                                    missing=f"no classifier at {path}",
+                                    foreign=f"{path} is not a classifier saved by save_classifier")
+    return model, dict(state.get("record", {}))
 
 
 @torch.no_grad()

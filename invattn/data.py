@@ -29,6 +29,7 @@ from ._validation import check_positive_int
 
 __all__ = [
     "photograph",
+    "photograph_thumbnail",
     "sample_photographs",
     "photograph_crops",
     "full_scale_photograph",
@@ -67,6 +68,14 @@ def _photograph_uint8() -> np.ndarray:
 def photograph() -> torch.Tensor:
     """The photograph as a float tensor [3, 600, 512] with values in [0, 1]."""
     return torch.from_numpy(_photograph_uint8()).permute(2, 0, 1).float().div_(255.0)
+
+
+def photograph_thumbnail(size: int = 64) -> torch.Tensor:
+    """The photograph's central 400×400 square (rows 40–439, columns 56–455: the face), resized with antialiasing to
+    [3, size, size] in [0, 1]; what the inversion demo (lesson 04 and the app) inverts."""
+    check_positive_int(size, "size")
+    square = photograph()[None, :, 40:440, 56:456]
+    return torch.nn.functional.interpolate(square, size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
 
 
 @lru_cache(maxsize=1)

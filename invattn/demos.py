@@ -358,8 +358,9 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
     first, second = _check_index(first, "first", len(images)), _check_index(second, "second", len(images))
     parameter = next(model.parameters())
     with torch.no_grad():
-        samples = model.sample(count, temperature=temperature, generator=torch.Generator().manual_seed(seed), tol=tol)
-        sample_errors = _relative(model.latents(samples), _prior_draws(model, count, temperature, seed))
+        drawn = model.prior_sample(count, temperature, torch.Generator().manual_seed(seed))
+        samples = model.inverse(drawn, tol=tol)
+        sample_errors = _relative(model.latents(samples), drawn)
         x = ((torch.round(images[[first, second]].detach() * 255) + 0.5) / 256 - 0.5).to(parameter)
         ends = model.latents(x)
         t = torch.linspace(0, 1, steps, dtype=parameter.dtype, device=parameter.device)
@@ -370,16 +371,6 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
     return LatentState(temperature=temperature, seed=seed, first=first, second=second, samples=samples.cpu(),
                        walk=walk.cpu(), endpoints=x.cpu(), sample_errors=sample_errors.cpu(), walk_errors=walk_errors.cpu(),
                        endpoint_error=endpoint_error)
-
-
-def _prior_draws(model, count: int, temperature: float, seed: int) -> list[torch.Tensor]:
-    """The latents :meth:`ResidualFlow.sample` draws for (count, temperature, seed): the same generator, the same order."""
-    generator = torch.Generator().manual_seed(seed)
-    draws = []
-    for mean, log_std in zip(model.prior_mean, model.prior_log_std):
-        noise = torch.randn((count, *mean.shape), generator=generator, dtype=mean.dtype).to(mean.device)
-        draws.append(mean + temperature * log_std.exp() * noise)
-    return draws
 
 
 # -- lesson 09: two roads back from a classifier's features ----------------------------------------

@@ -264,15 +264,20 @@ class ResidualFlow(nn.Module):
         return self.squeeze.inverse(h)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver) -> torch.Tensor:
-        """n exact samples: z from the prior (std scaled by ``temperature``), then the inverse, to a tolerance."""
+    def prior_sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """n draws z from the prior, one piece per scale ([n, *z_shape]), its standard deviation scaled by
+        ``temperature``; the noise comes from ``generator`` (on the CPU, so a seed gives the same z on every device)."""
         check_positive_int(n, "n")
-        device = self.prior_mean[0].device
         zs = []
         for mean, log_std in zip(self.prior_mean, self.prior_log_std):
-            noise = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype).to(device)
+            noise = torch.randn((n, *mean.shape), generator=generator, dtype=mean.dtype).to(mean.device)
             zs.append(mean + temperature * log_std.exp() * noise)
-        return self.inverse(zs, **solver)
+        return zs
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver) -> torch.Tensor:
+        """n exact samples: z from :meth:`prior_sample`, then the inverse, to a tolerance."""
+        return self.inverse(self.prior_sample(n, temperature, generator), **solver)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, **solver) -> tuple[torch.Tensor, float]:

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ._files import write_atomically
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .classifiers import ARCHITECTURES, ClassifierConfig, build_classifier, classifier_preset
 from .data import DATASETS, LABELLED, dequantize, digits, load_images, load_labelled
@@ -137,17 +138,7 @@ def _set_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed to disk, then
     renamed over the old one, so an interruption leaves either the old or the new checkpoint, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

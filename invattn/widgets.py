@@ -569,12 +569,10 @@ def demo_app(checkpoints: str = "../checkpoints"):
 
     from .ablation import load_model
     from .ablation import HELD_OUT_FROM
-    from .data import digits, load_labelled, photograph, photograph_crops
+    from .data import digits, load_labelled, photograph_crops, photograph_thumbnail
     from .demos import two_roads_models
 
     folder = Path(checkpoints)
-    photo = torch.nn.functional.interpolate(photograph()[None, :, 40:440, 56:456], size=(64, 64), mode="bilinear",
-                                            antialias=True)[0].clamp(0, 1)
     held_out = digits()[0][HELD_OUT_FROM:]  # the digits the density model never saw
     test_digits = load_labelled("digits", split="test")[0]  # the classifiers' held-out split
     demos = {
@@ -582,7 +580,7 @@ def demo_app(checkpoints: str = "../checkpoints"):
         "Bound explorer": lambda: bound_explorer_demo(kind="l2", n_positions=256),
         "Attention map": lambda: attention_map_demo(photograph_crops(1, 64, seed=0)[0], kind="gaussian",
                                                     temperature=3.0, radius=3.0),
-        "Inversion": lambda: inversion_demo(photo, kind="concat", iterations=8),
+        "Inversion": lambda: inversion_demo(photograph_thumbnail(64), kind="concat", iterations=8),
         "Samples and walks": lambda: latent_demo(load_model(folder / "digits-200" / "concat-seed1.pt"),
                                                          held_out, first=0, second=1),
         "Two roads": lambda: two_roads_demo(two_roads_models(folder / "two-roads"), test_digits),

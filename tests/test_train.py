@@ -136,3 +136,18 @@ def test_training_leaves_the_plotting_backend_alone(tmp_path, monkeypatch):
     training.train("smoke", tmp_path, steps=2, progress_bar=False,
                    training_overrides=dict(checkpoint_every=2, samples_per_epoch=4))
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "samples_epoch1.png").is_file()
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from invattn._files import write_atomically
+
+    path = tmp_path / "results.json"
+    write_atomically(path, lambda handle: handle.write("old"), binary=False)
+
+    def interrupted(handle):
+        handle.write("half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted, binary=False)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
