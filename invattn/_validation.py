@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from contextlib import contextmanager
 
 import torch
 
@@ -42,8 +43,12 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(torch.stack((low, high))).all())
 
 
+class NonFiniteError(ValueError):
+    """A tensor held NaN or infinity where a finite value is needed (raised by :func:`check_finite`)."""
+
+
 def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or infinity; return it unchanged otherwise.
+    """Raise :class:`NonFiniteError` (a ``ValueError``) if ``tensor`` holds NaN or infinity; return it unchanged otherwise.
 
     Inside ``torch.func.vmap`` a value can't steer control flow, so a batched tensor is passed through unchecked.
     """
@@ -53,7 +58,7 @@ def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
         return tensor
     if not _all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); refusing to compute with it")
+        raise NonFiniteError(f"{name} has {bad} non-finite value(s) (NaN or inf); refusing to compute with it")
     return tensor
 
 
@@ -89,3 +94,141 @@ def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
     return value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when present) or a ``torch.device`` → ``torch.device``.
+
+    Asking for CUDA on a machine without a GPU is an error, not a silent fall-back to the CPU. Raises ``TypeError``
+    for anything but a string or a ``torch.device`` and ``ValueError`` for an unknown or absent device.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was asked for, but this machine has no CUDA GPU; "
+                "use device='cpu' (the default) or device='auto'"
+            )
+        try:
+            resolved = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}") from None
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} GPU(s) are visible")
+        return resolved
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}")
+
+
+def check_model(model, name: str = "model", kind: type | tuple[type, ...] | None = None):
+    """Return ``model`` if it is an ``nn.Module`` (of ``kind``, when given), refusing a model wrapped in
+    ``DataParallel`` / ``DistributedDataParallel`` with the fix (pass ``.module``): the wrapper only splits batches
+    across devices and hides the attributes (config, inverse, certificates) that invattn's functions read."""
+    from torch import nn
+
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError(
+            f"{name} is wrapped in {type(model).__name__}; pass the model itself, {name}.module (the wrapper only "
+            "splits batches across devices for training; it has no inverse, config or certificates)"
+        )
+    wanted = kind if kind is not None else nn.Module
+    if not isinstance(model, wanted):
+        names = " or ".join(k.__name__ for k in (wanted if isinstance(wanted, tuple) else (wanted,)))
+        raise TypeError(f"{name} must be a {names}, got {type(model).__name__}")
+    return model
+
+
+def check_images(x, name: str, model_dtype: torch.dtype | None = None, model_device: torch.device | None = None):
+    """Refuse what is not a floating-point tensor on the model's device, naming the fix, before any layer fails
+    with a message about something else (an integer image, a NumPy array, a CPU batch for a GPU model)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__} (convert it with torch.as_tensor)")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (e.g. pixel values / 255 as float32), got {x.dtype}")
+    if x.dim() > 0 and x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}): there is nothing to compute")
+    if model_device is not None and x.device != model_device:
+        raise ValueError(f"{name} is on {x.device} but the model's weights are on {model_device}: move one of them "
+                         f"({name}.to({str(model_device)!r}) or model.to({str(x.device)!r}))")
+    if model_dtype is not None and x.dtype != model_dtype:
+        raise TypeError(f"{name} is {x.dtype} but the model computes in {model_dtype}: convert one of them "
+                        f"({name}.to({model_dtype}) or model.to({x.dtype}))")
+    return x
+
+
+def check_inverse_mode(module, who: str) -> None:
+    """Refuse to invert through ``module`` while a known layer of it computes differently from call to call: batch
+    normalisation in training mode (normalises with the statistics of whichever batch it is given, and updates its
+    running statistics) or without running statistics, instance normalisation that tracks running statistics in
+    training mode (updates them), dropout, RReLU and attention dropout in training mode (random). An inverse
+    re-evaluates F on the outputs, so such a layer would make it silently wrong (a sub-batch inverts to another F) and
+    change the model's state; in eval mode each is a fixed function and the inverse is exact. Raises ``RuntimeError``
+    naming the layer and the fix. Layers this list does not know are caught by :func:`unchanged_by_inverse`."""
+    from torch import nn
+
+    for name, part in module.named_modules():
+        where = f"{type(part).__name__} {name!r}" if name else type(part).__name__
+        if isinstance(part, nn.modules.batchnorm._BatchNorm) and part.running_mean is None:
+            raise RuntimeError(
+                f"{who} refused: its branch holds {where}, built with track_running_stats=False: it normalises with the "
+                "statistics of whichever batch it is given, in eval mode too, so the inverse would evaluate another "
+                "function than the forward pass did on any other batch. Rebuild it with track_running_stats=True and "
+                "invert in eval mode (model.eval())")
+        why = None
+        if part.training and isinstance(part, nn.modules.batchnorm._BatchNorm):
+            why = ("normalises with the statistics of the batch it is given and updates its running statistics; the "
+                   "inverse would evaluate it on another batch than the forward pass did (a silently wrong result for "
+                   "any sub-batch) and change the model")
+        elif part.training and isinstance(part, nn.modules.instancenorm._InstanceNorm) and part.track_running_stats:
+            why = "would update its running statistics during the inverse"
+        elif part.training and (isinstance(part, (nn.modules.dropout._DropoutNd, nn.RReLU))
+                                or (isinstance(part, nn.MultiheadAttention) and part.dropout > 0)):
+            why = "draws random numbers, so F in the inverse differs from F in the forward pass"
+        if why is not None:
+            raise RuntimeError(f"{who} refused: its branch holds {where} in training mode, which {why}. Call "
+                               "model.eval() first (and compute the forward pass in eval mode too)")
+
+
+@contextmanager
+def unchanged_by_inverse(module, who: str):
+    """Run an inverse through ``module`` (a block's F or g) so that it can neither be silently wrong nor change the
+    model: :func:`check_inverse_mode` first; then, while any part of ``module`` is in training mode, the buffers of
+    ``module`` and the random number generators are recorded, and if the inverse changed a buffer (a layer that
+    updates statistics) or drew random numbers (a random layer), both are put back and ``RuntimeError`` says which
+    buffer or that randomness was drawn, and how to fix it (``model.eval()``)."""
+    check_inverse_mode(module, who)
+    if not any(part.training for part in module.modules()):
+        yield
+        return
+    buffers = [(name, buffer, buffer.detach().clone()) for name, buffer in module.named_buffers()]
+    cpu_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    failure = None
+    try:
+        yield
+    except Exception as error:  # e.g. a solve that did not converge because g is random: the real cause is below
+        failure = error
+    changed = [name for name, buffer, before in buffers if not torch.equal(buffer, before)]
+    drew = not torch.equal(cpu_state, torch.random.get_rng_state()) or (
+        cuda_states is not None and any(not torch.equal(a, b) for a, b in zip(cuda_states, torch.cuda.get_rng_state_all())))
+    if changed or drew:
+        with torch.no_grad():
+            for _, buffer, before in buffers:
+                buffer.copy_(before)
+        torch.random.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        what = (f"changed its buffer(s) {', '.join(changed)}" if changed else "") + (" and " if changed and drew else "") \
+            + ("drew random numbers" if drew else "")
+        raise RuntimeError(
+            f"{who} refused: in training mode its branch {what} during the inverse, so it computes differently from "
+            "call to call and the inverse would be silently wrong (the buffers and random state are restored). Call "
+            "model.eval() first (and compute the forward pass in eval mode too)") from failure
+    if failure is not None:
+        raise failure

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ._validation import check_choice, check_positive_int
+from ._validation import check_choice, check_model, check_positive_int
 from .attention import KINDS
 from .data import dequantize, digits
 from .lipschitz import estimate_lipschitz
@@ -75,7 +75,9 @@ def held_out_bits_per_dim(model: ResidualFlow) -> float:
     """Mean bits/dim of the 297 held-out digits under ``model`` (series, 20 terms, 4 probes, probe seed 0), in eval
     mode (the model's mode and the caller's random state are restored). A finite number is only meaningful when every
     block is a contraction: for an uncertified attention block whose Lipschitz constant exceeds 1 the series need
-    not converge and the number can be anything (see :func:`run_is_reliable`)."""
+    not converge and the number can be anything (see :func:`run_is_reliable`). ``TypeError`` for anything but a
+    ResidualFlow (a model wrapped in DataParallel included: pass ``.module``)."""
+    check_model(model, "model", ResidualFlow)
     device = next(model.parameters()).device
     x = held_out_images().to(device)
     was_training = model.training
@@ -89,7 +91,9 @@ def held_out_bits_per_dim(model: ResidualFlow) -> float:
 
 def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
     """(certified bound, measured Lipschitz constant) of the first attention branch on held-out features;
-    (nan, nan) without attention. The bound is ``inf`` for an uncertified variant."""
+    (nan, nan) without attention. The bound is ``inf`` for an uncertified variant. ``TypeError`` as
+    :func:`held_out_bits_per_dim`."""
+    check_model(model, "model", ResidualFlow)
     blocks = model.attention_blocks()
     if not blocks:
         return math.nan, math.nan
@@ -107,7 +111,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Residual
     path = Path(path)
     return load_saved_model(path, device, lambda config: ResidualFlow(FlowConfig.from_dict(config)),
                             missing=f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}",
-                            foreign=f"{path} is not a model saved by python -m invattn.ablation")[0]
+                            foreign=f"{path} is not a model saved by python -m invattn.ablation", task="density")[0]
 
 
 def saved_record(path: str | Path) -> dict:

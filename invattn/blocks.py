@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._validation import check_finite
+from ._validation import check_finite, check_inverse_mode, unchanged_by_inverse
 from .lipschitz import lipschitz_bound
 from .logdet import residual_logdet
-from .solvers import ANDERSON_MEMORY, ANDERSON_RATE_GATE, InverseInfo, check_scale, solve_fixed_point
+from .solvers import ANDERSON_MEMORY, ANDERSON_RATE_GATE, InverseInfo, check_scale, check_tol, solve_fixed_point
 
 __all__ = ["InvertibleResidual", "ActNorm", "Squeeze", "InvertibleSequential", "logdet"]
 
@@ -66,10 +66,16 @@ class InvertibleResidual(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, InverseInfo]:
         """Return x with x + g(x) = y, found by ``method`` ("anderson" or "fixed_point").
 
-        Stops when ‖x_k + g(x_k) − y‖/‖y‖ ≤ ``tol`` for every sample (default 1e-10 in float64, 1e-5
-        otherwise). If that does not happen within ``max_iter`` evaluations of g, raises
-        :class:`invattn.InversionError` or, with ``on_failure="warn"``, warns and returns the last iterate
-        (``on_failure="return"``: returns it silently, for a deliberate fixed iteration count).
+        ``y``: [B, ...] in float64, float32, float16 or bfloat16 (any other dtype: ``ValueError``); x has its shape and
+        dtype. Stops when ‖x_k + g(x_k) − y‖/‖y‖ ≤ ``tol`` for every sample (a relative residual; default
+        :func:`invattn.solvers.default_tol`: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs u in float16 (7.8e-3)
+        and bfloat16 (0.0625)). A tol below 4u of y's dtype (2.4e-7 in float32, 4.4e-16 in float64), which rounding
+        alone can keep the residual above, raises ``ValueError`` at once, before g is evaluated. If the tolerance is
+        not reached within ``max_iter`` evaluations of g, or the residual stalls at the dtype's rounding floor above
+        it (over the last 50 evaluations it fell too slowly to reach tol within max_iter), raises :class:`invattn.InversionError` (its message gives the stalled
+        residual in units of u) or, with ``on_failure="warn"``, warns and returns the last iterate
+        (``on_failure="return"``: returns it silently, for a deliberate fixed iteration count; any tol is then taken
+        and the solve runs to ``max_iter`` or a residual ≤ tol, e.g. ``tol=1e-300`` to watch the error reach the rounding floor).
         With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` bounds the relative error when
         Lip(g) has a certified bound below 1: exactly for the contraction, plus a rounding allowance (see
         :func:`invattn.solvers.solve_fixed_point`; below float64 it re-evaluates g in float64 once to measure it). ``callback(k, x_k)`` sees every iterate. ``memory`` is
@@ -77,11 +83,17 @@ class InvertibleResidual(nn.Module):
         steps until the observed contraction rate exceeds ``rate_gate`` (0: mix from the start; see
         :func:`invattn.solvers.solve_fixed_point`).
 
+        Raises ``RuntimeError`` while g holds batch normalisation or dropout in training mode, or in training mode
+        changes a buffer or draws random numbers during the solve (its buffers and the random state are restored):
+        such a g is not one function, so the inverse would be silently wrong; call ``model.eval()``.
+
         A g whose certified bound is not below 1 (for example the paper's attention formulation, bound
         ``inf``) is refused unless ``allow_uncertified=True``: then the solver just tries, and non-convergence
         is reported as usual.
         """
+        check_inverse_mode(self.g, "InvertibleResidual.inverse")
         scale = check_scale(y)
+        tol = check_tol(tol, y.dtype, on_failure)  # an unreachable tol is refused before any work on g
         try:
             bound = self.lipschitz_bound()
         except ValueError:
@@ -101,7 +113,7 @@ class InvertibleResidual(nn.Module):
                 difference = self.g(x).double() - reference(x.double())
                 return 2 * difference.reshape(x.shape[0], -1).norm(dim=1)
 
-        with torch.no_grad():
+        with torch.no_grad(), unchanged_by_inverse(self.g, "InvertibleResidual.inverse"):
             x, info = solve_fixed_point(
                 lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,
                 memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback, rounding=rounding,

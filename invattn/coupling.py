@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_finite, check_positive_float, check_positive_int
+from ._validation import NonFiniteError, check_finite, check_positive_float, check_positive_int, unchanged_by_inverse
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "InjectivePad", "bottleneck_branch"]
 
@@ -51,7 +51,7 @@ class AdditiveCoupling(nn.Module):
     ``f``: any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint). ``inverse`` is exact up to
     the rounding of one addition and one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (module docstring: the error is
     relative to |x₂| + |F(x₁)|). F is evaluated on the same x₁ as in the forward pass, so it must be
-    deterministic: batch normalisation in eval mode, no dropout.
+    deterministic: ``inverse`` refuses (``RuntimeError``) while F holds batch normalisation or dropout in training mode.
     """
 
     def __init__(self, f: nn.Module, channels: int) -> None:
@@ -72,8 +72,13 @@ class AdditiveCoupling(nn.Module):
         return torch.cat([x2 + self._f(x1), x1], dim=1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """x from y = forward(x): x₁ = y₂, x₂ = y₁ − F(y₂); [B, C, ...] → [B, C, ...]. Raises ``RuntimeError`` while F
+        holds batch normalisation or dropout in training mode, or in training mode changes a buffer or draws random
+        numbers while inverting (call ``model.eval()``: F then depends on the batch or on chance, and the inverse would
+        be silently wrong for a sub-batch and change the model; buffers and random state are restored)."""
         y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
-        return torch.cat([y2, y1 - self._f(y2)], dim=1)
+        with unchanged_by_inverse(self.f, f"{type(self).__name__}.inverse"):
+            return torch.cat([y2, y1 - self._f(y2)], dim=1)
 
     def logdet(self, x: torch.Tensor) -> torch.Tensor:
         """0 for every sample: the Jacobian [[J_F, I], [I, 0]] has determinant ±1."""
@@ -84,8 +89,8 @@ class AdditiveCoupling(nn.Module):
 def _finite(out: torch.Tensor, where: str) -> torch.Tensor:
     try:
         return check_finite(out, f"AffineCoupling's {where} output")
-    except ValueError as error:
-        raise ValueError(f"{error}: F's scale or shift overflowed the dtype; bound F's output or use float64") from None
+    except NonFiniteError as error:
+        raise NonFiniteError(f"{error}: F's scale or shift overflowed the dtype; bound F's output or use float64") from None
 
 
 class AffineCoupling(nn.Module):
@@ -119,8 +124,12 @@ class AffineCoupling(nn.Module):
         return self.forward_and_logdet(x)[0]
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """x from y = forward(x): x₁ = y₂, x₂ = (y₁ − t(y₂))·exp(−s(y₂)); [B, C, ...] → [B, C, ...]. Raises
+        ``RuntimeError`` while F holds batch normalisation or dropout in training mode (as
+        :meth:`AdditiveCoupling.inverse`) and ``ValueError`` when the result overflows."""
         y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
-        log_scale, shift = self._scale_shift(y2)
+        with unchanged_by_inverse(self.f, f"{type(self).__name__}.inverse"):
+            log_scale, shift = self._scale_shift(y2)
         return _finite(torch.cat([y2, (y1 - shift) * torch.exp(-log_scale)], dim=1), "inverse")
 
     def forward_and_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

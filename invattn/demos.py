@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
+from ._validation import check_choice, check_finite, check_model, check_positive_float, check_positive_int
 from .attention import KINDS, make_attention
 from .blocks import Squeeze
 from .lipschitz import estimate_lipschitz
@@ -295,11 +295,15 @@ def _check_index(index: int, name: str, count: int) -> int:
     return int(index)
 
 
-def _check_tol(tol: float) -> float:
+def _check_tol(tol: float, dtype: torch.dtype | None = None) -> float:
+    """``tol`` in (0, 1); with ``dtype``, also not below the 4 unit roundoffs of ``dtype`` that a solve accepts
+    (:func:`invattn.solvers.check_tol`), so a tolerance the model's dtype cannot reach is refused before any work."""
     tol = check_positive_float(tol, "tol")
     if tol >= 1:
         raise ValueError(f"tol is a relative tolerance and must be in (0, 1), got {tol}")
-    return tol
+    from .solvers import check_tol
+
+    return tol if dtype is None else check_tol(tol, dtype)
 
 
 @dataclass
@@ -343,16 +347,18 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
     (:meth:`invattn.InvertibleResidual.inverse`); the re-encoding error is measured, not bounded by it.
 
     Raises ``ValueError`` for a temperature outside [0, MAX_TEMPERATURE], an index outside ``images``, ``count`` < 1,
-    ``steps`` < 2, ``tol`` outside (0, 1), images that are not floats in [0, 1] of the model's shape (or empty or
-    non-finite); ``TypeError`` for a non-integer index, count, steps or seed; :class:`invattn.InversionError` if an
-    inverse does not reach ``tol``."""
+    ``steps`` < 2, ``tol`` outside (0, 1) or below 4 unit roundoffs of the model's dtype (2.4e-7 in float32: the
+    residual's own rounding), images that are not floats in [0, 1] of the model's shape (or empty or non-finite);
+    ``TypeError`` for a non-integer index, count, steps or seed; :class:`invattn.InversionError` if an inverse does not
+    reach ``tol`` (within max_iter, or its residual stalls at the rounding floor above it)."""
+    check_model(model, "model")
     temperature = float(temperature)
     if not 0 <= temperature <= MAX_TEMPERATURE:
         raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE}], got {temperature}")
     count = check_positive_int(count, "count")
     steps = check_positive_int(steps, "steps", minimum=2)
     seed = check_positive_int(seed, "seed", minimum=0)
-    tol = _check_tol(tol)
+    tol = _check_tol(tol, next(model.parameters()).dtype)
     config = model.config
     _check_images(images, (config.in_channels, config.image_size, config.image_size), "this model")
     first, second = _check_index(first, "first", len(images)), _check_index(second, "second", len(images))
@@ -386,6 +392,7 @@ def _check_road(road: str, model) -> None:
     """ValueError unless ``model`` is what ``road`` names: an IRevNet, a constrained or an unconstrained i-ResNet."""
     from .classifiers import IResNetClassifier, IRevNet
 
+    check_model(model, f"models[{road!r}]")
     config = getattr(model, "config", None)
     if road == "i-RevNet":
         fits = isinstance(model, IRevNet)
@@ -508,13 +515,14 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
             direction = torch.randn(phi.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
             direction = (direction / direction.norm()).to(phi)
             phi = phi + noise * phi.norm() * direction
+            # return_info=True: the noisy phi is outside Φ's range on purpose, so the report replaces the warning
             if road == "i-RevNet":
-                x_hat, converged, evaluations = model.inverse(phi), None, 0
+                (x_hat, _), converged, evaluations = model.inverse(phi, return_info=True), None, 0
             else:
-                x_hat, infos = model.inverse(phi, return_info=True, method=method, max_iter=iterations, tol=tol,
-                                             on_failure="return")
-                converged = all(info.converged for info in infos)
-                evaluations = sum(info.function_evals for info in infos)
+                x_hat, report = model.inverse(phi, return_info=True, method=method, max_iter=iterations, tol=tol,
+                                              on_failure="return")
+                converged = all(info.converged for info in report.blocks)
+                evaluations = sum(info.function_evals for info in report.blocks)
         finite = bool(torch.isfinite(x_hat).all())
         state.reconstructions[road] = x_hat[0].cpu()
         state.errors[road] = float((x_hat - x).norm() / x.norm()) if finite else math.inf

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_coeff, check_positive_float, check_positive_int
+from ._validation import check_choice, check_coeff, check_positive_float, check_positive_int, resolve_device
 
 __all__ = [
     "Setup",
@@ -44,30 +44,6 @@ class Setup:
     device: torch.device
     figures: Path
     seed: int
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present) → ``torch.device``.
-
-    Asking for CUDA on a machine without a GPU is an error, not a silent fall-back to the CPU.
-    """
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was asked for, but this machine has no CUDA GPU; "
-                "use device='cpu' (the default) or device='auto'"
-            )
-        resolved = torch.device(device)
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} GPU(s) are visible")
-        return resolved
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}")
 
 
 def figures_dir() -> Path:

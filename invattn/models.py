@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_coeff, check_finite, check_positive_int
+from ._validation import check_choice, check_coeff, check_finite, check_images, check_positive_int
 from .attention import GENERATION_KINDS, KINDS, PAPER_KINDS, VARIANTS, make_attention
 from .blocks import ActNorm, InvertibleResidual, Squeeze
 from .lipschitz import LipSwish, lipschitz_bound, spectral_norm
@@ -194,6 +194,8 @@ class ResidualFlow(nn.Module):
     def _walk(self, x: torch.Tensor, options: dict | None, attention_inputs: list | None = None):
         """The one pass through the network: ``(zs, logdet)``, log-dets estimated with ``options`` (``None``:
         none, logdet = 0). The features entering each attention block are appended to ``attention_inputs``."""
+        reference = self.prior_mean[0]
+        check_images(x, "x", reference.dtype, reference.device)
         check_finite(x, "x")
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
@@ -245,7 +247,12 @@ class ResidualFlow(nn.Module):
     # -- inversion -------------------------------------------------------------------------------
     def inverse(self, zs: list[torch.Tensor], **solver) -> torch.Tensor:
         """The x with f(x) = zs; every residual block is solved to its tolerance (``solver`` options go to
-        :meth:`InvertibleResidual.inverse`, e.g. ``tol``, ``method``), raising if one does not converge."""
+        :meth:`InvertibleResidual.inverse`, e.g. ``tol``, ``method``), raising if one does not converge.
+        The default ``tol`` follows the model's dtype (1e-5 relative residual in float32, 1e-10 in float64, 16 unit
+        roundoffs in float16 and bfloat16); a ``tol`` below 4 unit roundoffs of it raises ``ValueError`` before any
+        block is solved, and a residual stalled at the rounding floor above ``tol`` raises
+        :class:`invattn.InversionError` once 50 evaluations show it falling too slowly to reach ``tol``, not after
+        ``max_iter``."""
         if len(zs) != len(self.scales):
             raise ValueError(f"need {len(self.scales)} latent pieces, got {len(zs)}")
         h = zs[-1]
@@ -276,7 +283,8 @@ class ResidualFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver) -> torch.Tensor:
-        """n exact samples: z from :meth:`prior_sample`, then the inverse, to a tolerance."""
+        """n exact samples [n, C, H, W] in the model's dtype: z from :meth:`prior_sample`, then :meth:`inverse` to a
+        tolerance (``solver`` options such as ``tol``; the default suits the dtype, see :meth:`inverse`)."""
         return self.inverse(self.prior_sample(n, temperature, generator), **solver)
 
     @torch.no_grad()

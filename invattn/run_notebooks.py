@@ -32,9 +32,45 @@ def find_notebooks(folder: Path, only: str | None) -> list[Path]:
     return lessons
 
 
+def _scalar(text: str):
+    """One value as papermill's own ``-p`` reads it: ``True``, ``False`` and ``None`` are themselves, then an int,
+    then a float (``1e-3`` → 0.001, ``inf``), else the text as it is (``cuda``, ``none``, ``true``)."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _typed(node):
+    """A structure of texts (YAML read without any implicit typing) with each text read by :func:`_scalar`."""
+    if isinstance(node, list):
+        return [_typed(item) for item in node]
+    if isinstance(node, dict):
+        return {_scalar(key): _typed(value) for key, value in node.items()}
+    return _scalar(node)
+
+
+def parse_value(text: str):
+    """One ``-p NAME VALUE`` value, read as papermill's own ``-p`` reads it (``True``/``False``/``None``, then an
+    int, then a float: ``1e-3`` → 0.001, ``0.001``, ``12``; anything else stays text: ``cuda``, ``none``,
+    ``true``), plus, for the lessons' list parameters, a YAML list or mapping (``[0.5, 0.9]``, ``{a: 1e-3}``) whose
+    every item is read by the same rule (``[1e-3, none]`` → [0.001, 'none']). Raises ``ValueError`` for a list or
+    mapping that is not valid YAML."""
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            return _typed(yaml.load(text, Loader=yaml.BaseLoader))
+        except yaml.YAMLError as error:
+            raise ValueError(f"{text!r} looks like a list or mapping but is not valid YAML ({error})") from None
+    return _scalar(text)
+
+
 def parse_parameters(pairs: list[list[str]]) -> dict:
-    """``-p NAME VALUE`` pairs; values are read as YAML, as papermill's own command line does."""
-    return {name: yaml.safe_load(value) for name, value in pairs}
+    """``-p NAME VALUE`` pairs → {name: value}, each value read by :func:`parse_value`."""
+    return {name: parse_value(value) for name, value in pairs}
 
 
 def check_known(notebook: Path, parameters: dict) -> None:
@@ -89,10 +125,16 @@ def run(notebook: Path, parameters: dict, output: Path) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run only the lessons whose file name starts with this (e.g. 04)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set a lesson parameter, read as papermill's -p reads it: 1e-3 and 0.001 are numbers, True, "
+                        "False and None are themselves, anything else is text (cuda, none); [0.5, 0.9] is a list "
+                        "whose items are read the same way")
     parser.add_argument("--folder", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    parameters = parse_parameters(args.parameter)
+    try:
+        parameters = parse_parameters(args.parameter)
+    except ValueError as error:
+        parser.error(str(error))
     lessons = find_notebooks(args.folder, args.only)
     if not lessons:
         raise SystemExit(f"no lessons found in {args.folder}")

@@ -29,7 +29,7 @@ from ._validation import check_coeff, check_finite, check_positive_float, check_
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential
 from .lesson import progress
 from .lipschitz import LipSwish, spectral_norm
-from .solvers import check_scale, default_tol
+from .solvers import check_scale, check_tol
 
 __all__ = [
     "DATASETS",
@@ -262,8 +262,9 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     """``(x, bound)``: x = F⁻¹(z) (n, 2) computed block by block, and per point a certified bound (n,) on
     ‖x − F⁻¹(z)‖ (in the units of x), F⁻¹(z) the exact preimage.
 
-    Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default: 1e-10 in float64,
-    1e-5 below); its :class:`invattn.InverseInfo` ``sample_error_bounds`` certify that solve, point by point. Errors already present
+    Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default
+    :func:`invattn.solvers.default_tol` of z's dtype: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16
+    and bfloat16; a tol below 4 unit roundoffs raises ``ValueError``); its :class:`invattn.InverseInfo` ``sample_error_bounds`` certify that solve, point by point. Errors already present
     in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
     most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
     the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
@@ -272,7 +273,7 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     _check_points(z, "z")
     if not isinstance(flow, InvertibleSequential):
         raise TypeError(f"invert walks an InvertibleSequential block by block, got {type(flow).__name__}")
-    tol = default_tol(z.dtype) if tol is None else check_positive_float(tol, "tol")
+    tol = check_tol(tol, z.dtype)  # the dtype's default, or ValueError for a tol below its rounding floor
     unit_roundoff = torch.finfo(z.dtype).eps / 2
     x = z
     bound = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)

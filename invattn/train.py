@@ -11,8 +11,14 @@ ResNet). Classification logs the batch loss and accuracy, and the held-out accur
   ``--[no-]neumann-gradient`` (lesson 07 compares them; the Neumann gradient is the default);
 * a progress bar; metrics to ``DIR/metrics.jsonl``; ``DIR/curves.png``; samples ``DIR/samples_epochN.png``;
 * checkpoints written atomically (temporary file, fsync, rename) every ``--checkpoint-every`` steps and at the
-  end, holding model, optimiser, scheduler, every RNG state and the position in the data: ``--resume``
-  continues exactly, so a run killed at any moment and resumed ends with the weights of an uninterrupted run;
+  end, holding model, optimiser, scheduler, every RNG state (as tensors) and the position in the data: ``--resume``
+  continues exactly, so a run killed at any moment and resumed ends with the weights of an uninterrupted run
+  (``--resume --lr X`` continues with another learning rate). Checkpoints are read with ``weights_only=True``: a
+  file carrying pickled code is refused before anything in it runs. :func:`load_trained` opens what a run wrote
+  (``DIR`` or ``DIR/checkpoint.pt``), density model or classifier, in eval mode;
+* a diverging run stops with :class:`TrainingDiverged` (exit status 2 on the command line) naming the step at which
+  the loss, the activations or the gradients became non-finite and the last checkpoint, which is never one whose
+  weights give a non-finite loss;
 * ``--amp`` (bfloat16 autocast, CUDA only; the certified bounds and the spectral-norm scale are computed in
   float64 outside autocast, but the convolutions then run on bfloat16-rounded weights, which the certificates do
   not cover: evaluate, invert and report bounds without it). There is no ``--compile``: the objective
@@ -32,6 +38,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -40,15 +47,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._files import write_atomically
-from ._validation import check_choice, check_positive_float, check_positive_int
+from ._files import read_weights, write_atomically
+from ._validation import NonFiniteError, check_choice, check_positive_float, check_positive_int, resolve_device
 from .classifiers import ARCHITECTURES, ClassifierConfig, build_classifier, classifier_preset
 from .data import DATASETS, LABELLED, dequantize, digits, load_images, load_labelled
-from .lesson import progress, resolve_device
+from .lesson import progress
 from .models import PRESETS, FlowConfig, ResidualFlow
 
-__all__ = ["TrainConfig", "TRAINING", "CLASSIFY_TRAINING", "TASKS", "train", "load_checkpoint", "save_checkpoint",
-           "main"]
+__all__ = ["TrainConfig", "TRAINING", "CLASSIFY_TRAINING", "TASKS", "TrainingDiverged", "train", "load_checkpoint",
+           "load_trained", "save_checkpoint", "main"]
 
 TASKS = ("density", "classify")
 
@@ -121,7 +128,13 @@ def epoch_order(n: int, epoch: int, seed: int) -> torch.Tensor:
 
 # -- checkpoints --------------------------------------------------------------------------------
 def _rng_state() -> dict:
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    """Every random state the loop draws from, as tensors and plain numbers (``weights_only`` loading reads them)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    state = dict(torch=torch.get_rng_state(),
+                 numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), position=int(position),
+                            has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+                 python=dict(version=version, words=list(words), gauss_next=gauss_next))
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -129,8 +142,14 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy_state, python_state = state["numpy"], state["python"]
+    if isinstance(numpy_state, dict):
+        np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
+                             numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+        random.setstate((python_state["version"], tuple(python_state["words"]), python_state["gauss_next"]))
+    else:  # a checkpoint written before the states were stored as tensors: NumPy's and Python's own tuples
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -141,15 +160,88 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint written by :func:`train` (plain tensors and built-in types: ``weights_only`` loading)."""
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "history", "rng", "model_config", "train_config")
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` itself, or ``path/checkpoint.pt`` when ``path`` is a run folder."""
     path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict of a checkpoint written by :func:`train` (a file, or a run folder holding ``checkpoint.pt``).
+
+    Read with ``torch.load(..., weights_only=True)``: tensors and plain values only, so a file carrying pickled
+    code is refused before anything in it runs. Raises ``FileNotFoundError`` (with the command that writes one) when
+    there is no checkpoint and ``ValueError`` when the file is not a training checkpoint (refused objects, a damaged
+    file, missing entries)."""
+    path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (python -m invattn.train --preset ... --out {path.parent})")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    state = read_weights(path, map_location=map_location)
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint written by invattn.train: it lacks {', '.join(missing)}")
+    kinds = dict(model=dict, optimizer=dict, scheduler=dict, step=int, history=list, rng=dict, model_config=dict,
+                 train_config=dict)
+    wrong = [f"{key} is a {type(state[key]).__name__}" for key, kind in kinds.items()
+             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if wrong or state["step"] < 0 or state.get("task", "density") not in TASKS:
+        raise ValueError(f"{path} is a damaged training checkpoint: {', '.join(wrong) or 'its step or task is invalid'}")
+    _configs(state, path)  # the settings must build a run
+    return state
+
+
+def _configs(state: dict, path: Path) -> tuple[FlowConfig | ClassifierConfig, TrainConfig]:
+    """(model config, training config) of a checkpoint's dict; ``ValueError`` naming the file when they do not build."""
+    try:
+        values = state["model_config"]
+        model_config = (FlowConfig.from_dict(values) if state.get("task", "density") == "density"
+                        else ClassifierConfig.from_dict(values))
+        train_config = TrainConfig(**state["train_config"])
+        check_positive_float(train_config.lr, "lr")
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(f"{path} is a damaged training checkpoint: its settings do not build a run "
+                         f"({type(error).__name__}: {error})") from None
+    return model_config, train_config
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, what the run recorded) from what :func:`train` / ``python -m invattn.train --out DIR``
+    wrote: ``path`` is the run folder ``DIR`` or its ``checkpoint.pt``.
+
+    The model is a :class:`~invattn.models.ResidualFlow` (``task`` "density") or the
+    :class:`~invattn.classifiers.IRevNet` / :class:`~invattn.classifiers.IResNetClassifier` of a ``--task
+    classify`` run, on ``device``, its certificates recomputed from the weights. The record holds ``task``,
+    ``preset``, ``step``, ``model_config``, ``train_config`` and ``history`` (the logged metrics). Loaded with
+    ``weights_only=True`` (no code runs). Raises ``FileNotFoundError`` / ``ValueError`` as :func:`load_checkpoint`,
+    and ``ValueError`` for a device this machine lacks.
+    """
+    device = resolve_device(device)
+    state = load_checkpoint(path, map_location=device)
+    task, (model_config, _) = state.get("task", "density"), _configs(state, checkpoint_path(path))
+    model = ResidualFlow(model_config) if task == "density" else build_classifier(model_config)
+    try:
+        model.to(device).load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        raise ValueError(f"{checkpoint_path(path)} is a damaged training checkpoint: its weights do not fit its "
+                         f"model ({' '.join(str(error).split())[:300]})") from None
+    record = dict(task=task, preset=state.get("preset"), step=state["step"], model_config=state["model_config"],
+                  train_config=state["train_config"], history=state["history"])
+    return model.eval(), record
 
 
 # -- training -----------------------------------------------------------------------------------
+class TrainingDiverged(RuntimeError):
+    """Training stopped because the loss, the activations or the gradients became non-finite at ``step``; no
+    checkpoint was written after the last one that held finite weights (``last_checkpoint_step``, 0 if none)."""
+
+    def __init__(self, message: str, step: int, last_checkpoint_step: int) -> None:
+        super().__init__(message)
+        self.step, self.last_checkpoint_step = step, last_checkpoint_step
+
+
 class Objective(nn.Module):
     """Mean bits/dim of a batch of [0, 1] images (dequantised here): what DistributedDataParallel wraps."""
 
@@ -237,6 +329,8 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 
 def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
+    """A grid of ``n`` samples at temperature 0.8 to ``path``; when the model cannot be inverted from its prior's
+    draws (a diverging run's weights overflow), a warning says so and no file is written: training goes on."""
     import matplotlib.image
     from torchvision.utils import make_grid
 
@@ -244,6 +338,11 @@ def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
     try:
         samples = model.sample(n, temperature=0.8, generator=torch.Generator().manual_seed(seed), tol=1e-4,
                                max_iter=200, on_failure="warn")
+    except NonFiniteError as error:
+        warnings.warn(f"no samples written to {path.name}: inverting the prior's draws overflowed ({error}); "
+                      "the model is far from a density of the data (a diverging run? lower the learning rate)",
+                      RuntimeWarning, stacklevel=2)
+        return
     finally:
         model.train()
     grid = make_grid((samples.float().cpu() + 0.5).clamp(0, 1), nrow=int(math.ceil(math.sqrt(n))), padding=1)
@@ -296,7 +395,14 @@ def train(
         raise ValueError("amp=True (bfloat16 autocast) is for CUDA devices; on a CPU train in float32")
     checkpoint_path = out / CHECKPOINT
     state = None
+    new_lr = None
     if resume:
+        ignored = sorted(set(model_overrides or {}) | (set(training_overrides or {}) - {"lr"}))
+        if ignored:
+            raise ValueError(f"resume=True continues the saved run with its own settings; only steps and lr can be "
+                             f"changed, got overrides of {', '.join(ignored)}")
+        if training_overrides and "lr" in training_overrides:
+            new_lr = check_positive_float(training_overrides["lr"], "lr")
         state = load_checkpoint(checkpoint_path)
         saved_task = state.get("task", "density")
         saved_architecture = state["model_config"].get("architecture")
@@ -304,11 +410,9 @@ def train(
             raise ValueError(f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
                              f"as saved (asked for {architecture!r})")
         task, preset = saved_task, state.get("preset", preset)
-        if task == "density":
-            model_config = FlowConfig.from_dict(state["model_config"])
-        else:
-            model_config = ClassifierConfig.from_dict(state["model_config"])
-        train_config = TrainConfig(**state["train_config"])
+        model_config, train_config = _configs(state, checkpoint_path)
+        if new_lr is not None:
+            train_config = replace(train_config, lr=new_lr)
     elif task == "density":
         check_choice(preset, "preset", tuple(PRESETS))
         model_config = replace(PRESETS[preset], **(model_overrides or {}))
@@ -335,6 +439,10 @@ def train(
     np.random.seed(train_config.seed)
     random.seed(train_config.seed)
     images, labels, test = _data(task, train_config, model_config)
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        raise ValueError(f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
+                         "the data set is damaged (re-create it, or drop those images)")
     model = (ResidualFlow(model_config) if task == "density" else build_classifier(model_config)).to(resolved)
     if train_config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
@@ -350,11 +458,20 @@ def train(
     total_steps = train_config.steps or train_config.epochs * batches_per_epoch
     step, history = 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+            raise ValueError(f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
+                             f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+        if new_lr is not None:  # a resumed run with a new learning rate (e.g. after a divergence): same schedule
+            scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
+            for group in optimizer.param_groups:
+                factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+                group["initial_lr"], group["lr"] = new_lr, new_lr * factor
         step, history = state["step"], state["history"]
-        _set_rng_state(state["rng"])
         if rank == 0:  # steps logged after the checkpoint are replayed: the log restarts from the checkpoint's
             with open(out / "metrics.jsonl", "w") as handle:
                 handle.writelines(json.dumps(record) + "\n" for record in history)
@@ -369,7 +486,46 @@ def train(
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
 
+    saved_step = state["step"] if state is not None else 0
+    latest: dict[str, torch.Tensor | None] = dict(batch=None, targets=None)
+
+    def diverged(at: int, what: str) -> TrainingDiverged:
+        kept = (f"the last checkpoint, {checkpoint_path} (step {saved_step}), holds finite weights"
+                if saved_step else "no checkpoint was written before it")
+        return TrainingDiverged(
+            f"training diverged at step {at} (epoch {at // batches_per_epoch + 1}): {what}. Nothing after step "
+            f"{saved_step} was saved; {kept}. Lower the learning rate (lr={train_config.lr:g} now"
+            + (f"; python -m invattn.train --out {out} --resume --lr SMALLER continues from step {saved_step}"
+               if saved_step else "") + ") or clip the gradients (grad_clip).", at, saved_step)
+
+    def outputs_are_finite() -> bool:
+        """Whether the current weights are finite and give a finite loss on the last batch (eval mode, no state
+        change, the random streams untouched): a checkpoint is only written when they do. Finite outputs are not
+        enough: latents of 1e32 are finite, but their prior log-density overflows and a resumed run would diverge
+        at once, whatever its learning rate."""
+        if not all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()]
+                   if t.is_floating_point()):
+            return False
+        if latest["batch"] is None:
+            return True
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
+                if task == "density":
+                    loss = model.bits_per_dim(dequantize(latest["batch"]))
+                else:
+                    loss = nn.functional.cross_entropy(model(latest["batch"] - 0.5), latest["targets"])
+            return bool(torch.isfinite(loss).all())
+        except NonFiniteError:
+            return False
+        finally:
+            model.train(was_training)
+
     def checkpoint() -> None:
+        nonlocal saved_step
+        if not outputs_are_finite():
+            raise diverged(step, "the weights after this step give a non-finite loss on its batch")
         if world > 1:
             # DistributedDataParallel hands rank 0's buffers to every rank at each forward; running statistics
             # (batch norm) then drift apart again on each rank's shard, so hand them over now, as the next step would
@@ -382,6 +538,7 @@ def train(
                 step=step, history=history, rng=_rng_state(), model_config=model_config.to_dict(),
                 train_config=asdict(train_config), preset=preset, task=task,
             ))
+        saved_step = step
 
     model.train()
     label = preset if task == "density" else f"{model_config.architecture} {preset}"
@@ -396,10 +553,20 @@ def train(
             mine = indices[rank::world]
             batch = images[mine].to(resolved)
             targets = labels[mine].to(resolved) if labels is not None else None
-            with torch.autocast(device_type=resolved.type, dtype=torch.bfloat16, enabled=amp):
-                loss, metrics = objective(batch, targets)
+            latest["batch"] = images[indices].to(resolved)  # the whole batch, the same on every rank
+            latest["targets"] = labels[indices].to(resolved) if labels is not None else None
+            try:
+                with torch.autocast(device_type=resolved.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, metrics = objective(batch, targets)
+            except NonFiniteError as error:  # the data were checked to be finite: the model overflowed
+                raise diverged(step + 1, f"the activations became non-finite ({error})") from None
+            if not bool(torch.isfinite(loss)):
+                raise diverged(step + 1, f"the loss became {float(loss.detach())}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            gradients = [p.grad for p in model.parameters() if p.grad is not None]
+            if gradients and not bool(torch.isfinite(nn.utils.get_total_norm(gradients, norm_type=math.inf))):
+                raise diverged(step + 1, "the gradients became non-finite")
             if train_config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
             optimizer.step()
@@ -427,7 +594,8 @@ def train(
                 _save_samples(model, train_config.samples_per_epoch, out / f"samples_epoch{epoch + 1}.png", epoch)
                 _set_rng_state(state_before)
     except KeyboardInterrupt:
-        checkpoint()  # an interrupted run keeps everything up to its last step
+        if saved_step != step:
+            checkpoint()  # an interrupted run keeps everything up to its last step
         raise
     finally:
         bar.close()
@@ -446,7 +614,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default="density", choices=TASKS,
                         help="density: the generative model (default); classify: an invertible classifier")
     parser.add_argument("--model", choices=ARCHITECTURES, help="the classifier for --task classify")
-    parser.add_argument("--preset", required=True, choices=sorted(set(PRESETS) | set(CLASSIFY_TRAINING)))
+    parser.add_argument("--preset", choices=sorted(set(PRESETS) | set(CLASSIFY_TRAINING)),
+                        help="the configuration to train (a resumed run keeps its own)")
     parser.add_argument("--out", required=True, help="folder for the checkpoint, metrics, curves and samples")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     parser.add_argument("--steps", type=int, help="total number of steps (default: the preset's epochs)")
@@ -455,6 +624,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=tuple(dict.fromkeys(("digits",) + DATASETS + LABELLED)))
     parser.add_argument("--data-root")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's); with --resume it replaces the "
+                        "saved run's, e.g. to continue with a smaller one after a divergence")
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--attention", help="attention kind in the first scale (density) or stage (classify), or 'none'")
     parser.add_argument("--coeff", help="classify, iresnet: the blocks' Lipschitz coefficient in (0, 1), or 'none' "
@@ -469,6 +640,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.preset is None and not args.resume:
+        parser.error("--preset is required (smoke, digits or cifar10-paper), except with --resume")
     if args.task == "classify" and args.model is None and not args.resume:
         parser.error("--task classify needs --model irevnet or --model iresnet")
     if args.task == "density" and (args.model is not None or args.coeff is not None):
@@ -483,6 +656,9 @@ def main(argv: list[str] | None = None) -> None:
                                       batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
                 if v is not None}
     model = dict(estimator)
+    if args.resume and args.attention is not None:
+        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
+                     "may be changed")
     if args.attention is not None:
         kind = None if args.attention == "none" else args.attention
         if args.task == "density":
@@ -499,12 +675,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs is not None and args.steps is None:
         training["steps"] = None  # --epochs replaces a preset's step count
     if args.resume and (training or model or args.model):
-        parser.error("--resume continues the saved run with its own settings (model included); only --steps may be changed")
+        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
+                     "may be changed")
+    if args.lr is not None:
+        training["lr"] = args.lr
     try:
         result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
                        model_overrides=model, training_overrides=training,
                        progress_bar=not args.no_progress, task=args.task, architecture=args.model)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         parser.exit(2, f"python -m invattn.train: error: {error}\n")
     if result["rank"] == 0 and result["history"]:
         last = result["history"][-1]

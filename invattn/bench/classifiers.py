@@ -43,9 +43,9 @@ def _inverse(model: nn.Module, x: torch.Tensor) -> tuple[float, float, str]:
         start = time.perf_counter()
         if hasattr(model, "lipschitz_bound"):  # the residual networks: iterate
             tol = 1e-10 if x.dtype == torch.float64 else 1e-5
-            x_hat, infos = model.inverse(phi, tol=tol, max_iter=500, on_failure="return", return_info=True)
-            note = "converged" if all(i.converged for i in infos) else "NOT converged"
-            note += f", {sum(i.function_evals for i in infos)} evaluations of g"
+            x_hat, report = model.inverse(phi, tol=tol, max_iter=500, on_failure="return", return_info=True)
+            note = "converged" if all(i.converged for i in report.blocks) else "NOT converged"
+            note += f", {sum(i.function_evals for i in report.blocks)} evaluations of g"
         else:
             x_hat, note = model.inverse(phi), "analytic"
         seconds = time.perf_counter() - start
