@@ -168,8 +168,10 @@ def check_inverse_mode(module, who: str) -> None:
     running statistics) or without running statistics, instance normalisation that tracks running statistics in
     training mode (updates them), dropout, RReLU and attention dropout in training mode (random). An inverse
     re-evaluates F on the outputs, so such a layer would make it silently wrong (a sub-batch inverts to another F) and
-    change the model's state; in eval mode each is a fixed function and the inverse is exact. Raises ``RuntimeError``
-    naming the layer and the fix. Layers this list does not know are caught by :func:`unchanged_by_inverse`."""
+    change the model's state; in eval mode each is a fixed function and the inverse is exact. A layer defined outside
+    torch and invattn is refused in training mode too: nothing can tell from outside whether it computes from batch
+    statistics, counters or its own random generator (after ``model.eval()`` it is taken as one function). Raises
+    ``RuntimeError`` naming the layer and the fix."""
     from torch import nn
 
     for name, part in module.named_modules():
@@ -190,6 +192,11 @@ def check_inverse_mode(module, who: str) -> None:
         elif part.training and (isinstance(part, (nn.modules.dropout._DropoutNd, nn.RReLU))
                                 or (isinstance(part, nn.MultiheadAttention) and part.dropout > 0)):
             why = "draws random numbers, so F in the inverse differs from F in the forward pass"
+        origin = type(part).__module__
+        if why is None and part.training and not origin.startswith(("torch.", "invattn.")):
+            why = (f"is defined outside torch and invattn ({origin}), so invattn cannot tell whether it computes the "
+                   "same function on every call (batch statistics, a counter, its own random generator would make the "
+                   "inverse silently wrong)")
         if why is not None:
             raise RuntimeError(f"{who} refused: its branch holds {where} in training mode, which {why}. Call "
                                "model.eval() first (and compute the forward pass in eval mode too)")
@@ -197,16 +204,21 @@ def check_inverse_mode(module, who: str) -> None:
 
 @contextmanager
 def unchanged_by_inverse(module, who: str):
-    """Run an inverse through ``module`` (a block's F or g) so that it can neither be silently wrong nor change the
-    model: :func:`check_inverse_mode` first; then, while any part of ``module`` is in training mode, the buffers of
-    ``module`` and the random number generators are recorded, and if the inverse changed a buffer (a layer that
-    updates statistics) or drew random numbers (a random layer), both are put back and ``RuntimeError`` says which
-    buffer or that randomness was drawn, and how to fix it (``model.eval()``)."""
+    """Run an inverse through ``module`` (a block's F or g): :func:`check_inverse_mode` first (known layers that differ
+    in training mode, and any layer from outside torch and invattn, are refused while in training mode); then, while
+    any part of ``module`` is in training mode, a second line of defence: its parameters and buffers, torch's CPU and
+    CUDA generators and any ``torch.Generator`` a part holds are recorded, and if the inverse changed one (a layer
+    that updates statistics or draws random numbers), all are put back and ``RuntimeError`` says what changed and how
+    to fix it (``model.eval()``)."""
     check_inverse_mode(module, who)
     if not any(part.training for part in module.modules()):
         yield
         return
-    buffers = [(name, buffer, buffer.detach().clone()) for name, buffer in module.named_buffers()]
+    buffers = [(name, tensor, tensor.detach().clone())
+               for name, tensor in [*module.named_parameters(), *module.named_buffers()]]
+    generators = [(f"{name}.{key}" if name else key, value, value.get_state())
+                  for name, part in module.named_modules() for key, value in vars(part).items()
+                  if isinstance(value, torch.Generator)]
     cpu_state = torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     failure = None
@@ -217,14 +229,17 @@ def unchanged_by_inverse(module, who: str):
     changed = [name for name, buffer, before in buffers if not torch.equal(buffer, before)]
     drew = not torch.equal(cpu_state, torch.random.get_rng_state()) or (
         cuda_states is not None and any(not torch.equal(a, b) for a, b in zip(cuda_states, torch.cuda.get_rng_state_all())))
+    drew = drew or any(not torch.equal(generator.get_state(), before) for _, generator, before in generators)
     if changed or drew:
         with torch.no_grad():
             for _, buffer, before in buffers:
                 buffer.copy_(before)
         torch.random.set_rng_state(cpu_state)
+        for _, generator, before in generators:
+            generator.set_state(before)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-        what = (f"changed its buffer(s) {', '.join(changed)}" if changed else "") + (" and " if changed and drew else "") \
+        what = (f"changed {', '.join(changed)}" if changed else "") + (" and " if changed and drew else "") \
             + ("drew random numbers" if drew else "")
         raise RuntimeError(
             f"{who} refused: in training mode its branch {what} during the inverse, so it computes differently from "

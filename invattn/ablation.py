@@ -37,7 +37,7 @@ from .attention import KINDS
 from .data import dequantize, digits
 from .lipschitz import estimate_lipschitz
 from .models import PRESETS, FlowConfig, ResidualFlow
-from ._files import load_saved_model, write_atomically
+from ._files import load_saved_model, read_weights, write_atomically
 from .train import save_checkpoint, train
 
 __all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "saved_record", "run", "run_is_reliable",
@@ -121,9 +121,12 @@ def saved_record(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
     try:
-        return dict(torch.load(path, map_location="cpu", weights_only=True)["record"])
-    except Exception as error:
-        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation ({type(error).__name__}: {error})") from None
+        state = read_weights(path)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation: {error}") from None
+    if not isinstance(state.get("record"), dict):
+        raise ValueError(f"{path} is not a model saved by python -m invattn.ablation: it holds no run record")
+    return dict(state["record"])
 
 
 def run_is_reliable(record: dict) -> tuple[bool, str]:

@@ -550,7 +550,9 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     1-Lipschitz. A residual sum rounds by ≤ u‖ŷ‖; ReLU, squeezes and zero padding are exact; mean pooling over P
     positions errs by ≤ γ_{P+1}‖ĥ‖/√P and has norm 1/√P. The norms ‖ĥ_ℓ(x')‖ are bounded over the ball by
     ‖h_ℓ(x)‖ + Lip(prefix)·r₀ + e_ℓ, with ‖h_ℓ(x)‖ ≤ the float64 pass's norm (raised past its rounding) plus that
-    pass's own error, bounded by the same recursion with u = 2⁻⁵³. E is typically ~10³ times the measured
+    pass's own error, bounded by the same recursion with u = 2⁻⁵³. The analysis assumes no overflow: every entry and
+    every partial sum of a layer is at most its ℓ₂ bound ‖|W|‖·‖ĥ‖ + ‖b‖, and a sample where such a bound (or the
+    float64 pass's) exceeds a quarter of the dtype's largest number, or any quantity is not finite, gets radius 0. E is typically ~10³ times the measured
     |f̂ − f| (the worst-case γ_n), and shrinks ordinary radii by ~2 %.
 
     Assumptions, refused otherwise with a ``ValueError`` that says why and what to do: the model is float32 or
@@ -564,6 +566,7 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     model wrapped in ``DataParallel`` (pass ``.module``).
     """
     check_model(model, "model")
+    check_images(x, "x")
     if not isinstance(model, IResNetClassifier) or model.config.coeff is None:
         raise ValueError(f"certified radii need a certified Lipschitz bound; this {type(model).__name__} has none "
                          "(i-RevNet and the unconstrained ResNet are not Lipschitz-constrained)")
@@ -575,7 +578,11 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     was_training = reference.training
     reference.eval()
     try:
-        bound = reference.logit_lipschitz_bound()
+        try:
+            bound = reference.logit_lipschitz_bound()
+        except OverflowError:
+            raise ValueError("the model's weights are too large for a certified Lipschitz bound (their norms overflow "
+                             "float64): no certified radius can be given") from None
         logits = reference(x.double())
         top2 = logits.topk(2, dim=1)
         margin = top2.values[:, 0] - top2.values[:, 1]
@@ -583,6 +590,7 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
         # certify what the user evaluates (the model in its own dtype) and the margin of exact arithmetic
         error, error64 = _evaluation_error_bound(model, reference, x.double(), ball)
         radius = torch.clamp(margin - math.sqrt(2) * (error + error64), min=0) / (math.sqrt(2) * bound)
+        radius = torch.where(torch.isfinite(radius), radius, torch.zeros_like(radius))  # an overflowing pass: none
     finally:
         reference.train(was_training)
     rounded = radius.to(x.dtype)
@@ -607,9 +615,14 @@ def _check_rounding_model(model: IResNetClassifier) -> None:
                          "rounding analysis of its certified radius; move it to the CPU (model.cpu(), x.cpu()): the "
                          "radius then holds for the model evaluated there")
     reduced = []
-    if torch.get_float32_matmul_precision() != "highest":
-        reduced.append(f"torch.set_float32_matmul_precision({torch.get_float32_matmul_precision()!r})")
+    try:  # the legacy switch; once the per-backend ``fp32_precision`` switches are used, torch refuses to read it
+        legacy = torch.get_float32_matmul_precision() if dtype == torch.float32 else "highest"
+    except RuntimeError:
+        legacy = "highest"  # the per-backend settings below say what is in force
+    if legacy != "highest":
+        reduced.append(f"torch.set_float32_matmul_precision({legacy!r})")
     for name, backend in (("torch.backends.fp32_precision", torch.backends),
+                          ("torch.backends.mkldnn.fp32_precision", torch.backends.mkldnn),
                           ("torch.backends.mkldnn.matmul.fp32_precision", getattr(torch.backends.mkldnn, "matmul", None)),
                           ("torch.backends.mkldnn.conv.fp32_precision", getattr(torch.backends.mkldnn, "conv", None))):
         setting = getattr(backend, "fp32_precision", None)
@@ -656,11 +669,22 @@ def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifi
     def computed_norm(h: torch.Tensor) -> torch.Tensor:  # ≥ ‖h_b‖ of the float64 tensor h, past the norm's rounding
         return _sample_norms(h) * (1 + 2 * (h[0].numel() + 2) * u64)
 
+    # No overflow anywhere over the ball: every entry and every partial sum Σ|w||h| of a layer is at most the ℓ₂ bound
+    # ‖|W|‖·‖ĥ‖ + ‖b‖ used below, so a sample whose bounds stay under a quarter of the dtype's largest number (and of
+    # float64's for the reference pass) cannot overflow; any other sample gets E = inf (radius 0), as does a NaN.
+    limit, limit64 = torch.finfo(dtype).max / 4, torch.finfo(torch.float64).max / 4
+    unsafe = torch.zeros_like(radius, dtype=torch.bool)
+
+    def guard(reach: torch.Tensor, reach64: torch.Tensor) -> None:
+        nonlocal unsafe
+        unsafe = unsafe | ~(reach <= limit) | ~(reach64 <= limit64)  # NaN counts as unsafe
+
     h = x
     # the input rounded to float32: ‖fl(x') − x'‖ ≤ u‖x'‖ + (subnormal spacing)·√D
     lip = 1.0
     err = u * (computed_norm(h) + r0) + tiny * math.sqrt(h[0].numel())
     err64 = torch.zeros_like(r0)
+    guard(computed_norm(h) + r0 + err, computed_norm(h))
 
     def ball_norm(h: torch.Tensor, lip: float, err: torch.Tensor, err64: torch.Tensor) -> torch.Tensor:
         # ‖ĥ(x')‖ ≤ ‖h(x)‖ + Lip(prefix)·r₀ + e over the ball, ‖h(x)‖ ≤ ‖ĥ₆₄(x)‖ + e₆₄
@@ -679,6 +703,7 @@ def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifi
         if layer32.bias is not None and not torch.equal(layer32.bias.detach().double(), layer64.bias.detach()):
             raise ValueError("the float64 copy's biases differ from the model's")  # deepcopy().double() is exact
         outputs = out[0].numel()
+        guard(abs32 * ball_norm(h, lip, err, err64) + bias, abs64 * computed_norm(h) + bias)
         local = _gamma(fan_in + 1, u) * (abs32 * ball_norm(h, lip, err, err64) + bias) + (fan_in + 1) * tiny * math.sqrt(outputs)
         new_err = lip_layer * err + local + delta * ball_norm(h, lip, err, err64)
         new_err64 = lip_layer * err64 + _gamma(fan_in + 1, u64) * (abs64 * computed_norm(h) + bias)
@@ -703,6 +728,7 @@ def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifi
             h = a + h
             err64 = err64_a + err64 + u64 * computed_norm(h)
             lip = lip_a * (1 + block64.lipschitz_bound())  # Lip(a + g(a)) ≤ 1 + Lip(g)
+            guard(ball_norm(h, lip, err_a + err, err64), computed_norm(h) + err64)
             err = err_a + err
             err = err + u * ball_norm(h, lip, err, err64)
     # the head: ReLU (exact, 1-Lipschitz), mean over P positions (γ_{P+1}: P − 1 additions and a division), linear
@@ -717,7 +743,8 @@ def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifi
         h = h.flatten(1)
     head_norm = certify_operator_norm(reference.head.weight, layer_geometry(reference.head)).sigma
     _, _, err, err64 = linear(model.head, reference.head, h, lip, err, err64, head_norm)
-    return err, err64
+    bad = unsafe | ~torch.isfinite(err) | ~torch.isfinite(err64)
+    return torch.where(bad, math.inf, err), torch.where(bad, math.inf, err64)
 
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, radius: torch.Tensor,

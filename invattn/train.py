@@ -187,10 +187,31 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                  train_config=dict)
     wrong = [f"{key} is a {type(state[key]).__name__}" for key, kind in kinds.items()
              if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if not wrong and not all(isinstance(h, dict) and isinstance(h.get("step"), int) for h in state["history"]):
+        wrong.append("its history holds entries that are not logged steps")
     if wrong or state["step"] < 0 or state.get("task", "density") not in TASKS:
         raise ValueError(f"{path} is a damaged training checkpoint: {', '.join(wrong) or 'its step or task is invalid'}")
     _configs(state, path)  # the settings must build a run
     return state
+
+
+def _check_resumed(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Raise ``ValueError`` unless what a checkpoint restored can train: finite weights and optimiser state, every
+    state tensor of a parameter shaped like it (or a scalar), numeric learning rates."""
+    if not all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()):
+        raise ValueError("its weights hold NaN or infinite values")
+    for group in optimizer.param_groups:
+        if isinstance(group.get("lr"), bool) or not isinstance(group.get("lr"), (int, float)):
+            raise ValueError(f"its optimiser's learning rate is {group.get('lr')!r}")
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if not isinstance(value, torch.Tensor) or value.dim() == 0:
+                    continue
+                if value.shape != parameter.shape:
+                    raise ValueError(f"its optimiser's {name} of shape {tuple(value.shape)} does not fit a parameter "
+                                     f"of shape {tuple(parameter.shape)}")
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    raise ValueError(f"its optimiser's {name} holds NaN or infinite values")
 
 
 def _configs(state: dict, path: Path) -> tuple[FlowConfig | ClassifierConfig, TrainConfig]:
@@ -201,6 +222,11 @@ def _configs(state: dict, path: Path) -> tuple[FlowConfig | ClassifierConfig, Tr
                         else ClassifierConfig.from_dict(values))
         train_config = TrainConfig(**state["train_config"])
         check_positive_float(train_config.lr, "lr")
+        for name in ("batch_size", "epochs", "checkpoint_every"):
+            check_positive_int(getattr(train_config, name), name)
+        check_positive_int(train_config.seed, "seed", minimum=0)
+        if train_config.steps is not None:
+            check_positive_int(train_config.steps, "steps")
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise ValueError(f"{path} is a damaged training checkpoint: its settings do not build a run "
                          f"({type(error).__name__}: {error})") from None
@@ -463,6 +489,7 @@ def train(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"])
+            _check_resumed(model, optimizer)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
             raise ValueError(f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
                              f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None

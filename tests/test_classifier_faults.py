@@ -225,8 +225,8 @@ def test_float32_radii_refuse_what_the_rounding_analysis_does_not_cover(float32_
 @torch.no_grad()
 def test_a_float64_model_whose_logits_cancel_gets_only_the_radius_its_rounding_allows():
     """A crafted float64 model: head rows 1e9 apart from each other by 1e-3, bias cancelling the logits to ~1e-7 at
-    x₀. A relative rounding allowance (10⁻⁹·max|f|, the former rule) gave positive radii inside which random
-    directions flipped the prediction; the proven float64 rounding bound leaves no such radius."""
+    x₀. The former rule (margin lowered by 10⁻⁹·max|f|) certified radii inside which random directions flip the
+    prediction; the proven float64 rounding bound is larger than these margins, so no radius is certified."""
     torch.manual_seed(0)
     model = IResNetClassifier(classifier_preset("iresnet", "smoke")).double().eval()
     x0 = torch.rand(1, 1, 8, 8, dtype=torch.float64) - 0.5
@@ -237,14 +237,33 @@ def test_a_float64_model_whose_logits_cancel_gets_only_the_radius_its_rounding_a
     model.head.bias.copy_(-(weight @ h[0]))
     model.head.bias[3] += 1e-7
     x = x0 + 1e-9 * torch.randn(100, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    radius, certified = certified_radius(model, x)
+    logits = model(x)
+    top2 = logits.topk(2, dim=1)
+    former = (top2.values[:, 0] - top2.values[:, 1] - 1e-9 * logits.abs().amax(1)).clamp(min=0) / (
+        math.sqrt(2) * model.logit_lipschitz_bound())
     generator = torch.Generator().manual_seed(2)
-    for index in torch.nonzero(radius > 0).flatten().tolist():
+    flipped = 0
+    for index in torch.nonzero(former > 0).flatten().tolist():
         for _ in range(20):
             direction = torch.randn(1, 1, 8, 8, generator=generator, dtype=torch.float64)
-            moved = x[index : index + 1] + 0.99 * radius[index] * direction / direction.norm()
-            assert int(model(moved).argmax(1)) == int(certified[index])
-    logits = model(x)
-    top2 = logits.topk(2, dim=1).values
-    former = (top2[:, 0] - top2[:, 1] - 1e-9 * logits.abs().amax(1)).clamp(min=0)
-    assert int((former > 0).sum()) > 0  # the former rule certified some of these points
+            moved = x[index : index + 1] + 0.5 * former[index] * direction / direction.norm()
+            flipped += int(model(moved).argmax(1)) != int(top2.indices[index, 0])
+    assert flipped > 0  # the former radius was a false certificate here
+    radius, certified = certified_radius(model, x)
+    assert torch.equal(certified, top2.indices[:, 0])
+    _, bound64 = _evaluation_error_bound(model, model, x, former)
+    no_margin = (top2.values[:, 0] - top2.values[:, 1]) <= math.sqrt(2) * bound64
+    assert bool(no_margin.all()) and torch.equal(radius, torch.zeros_like(radius))  # rounding exceeds every margin
+
+
+@torch.no_grad()
+def test_a_model_that_overflows_gets_no_radius():
+    """Finite float32 head weights of 3e38 make the logits overflow to inf/NaN: rounding analysis assumes no overflow,
+    so the bound proves it (every partial sum under a quarter of the largest float) or gives no radius."""
+    torch.manual_seed(0)
+    model = IResNetClassifier(classifier_preset("iresnet", "smoke")).eval()
+    x = (torch.rand(8, 1, 8, 8) - 0.5) * 100
+    model.head.weight.copy_(model.head.weight / model.head.weight.abs().max() * 3e38)
+    assert not bool(torch.isfinite(model(x)).all())
+    radius, _ = certified_radius(model, x)
+    assert torch.equal(radius, torch.zeros_like(radius))

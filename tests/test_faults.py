@@ -182,8 +182,8 @@ class FunctionalDropout(nn.Module):
         return nn.functional.dropout(x, 0.5, self.training)
 
 
-@pytest.mark.parametrize("make, says", [(nn.RReLU, "RReLU.*random"), (RunningMean, "changed its buffer.*mean"),
-                                        (FunctionalDropout, "drew random numbers")],
+@pytest.mark.parametrize("make, says", [(nn.RReLU, "RReLU.*random"), (RunningMean, "RunningMean.*defined outside torch"),
+                                        (FunctionalDropout, "FunctionalDropout.*defined outside torch")],
                          ids=["RReLU", "buffer", "functional-dropout"])
 def test_layers_the_library_does_not_know_are_caught_by_what_they_do(make, says):
     blocks = [ia.AdditiveCoupling(nn.Sequential(nn.Conv2d(2, 2, 1), make()), 4),
@@ -196,6 +196,30 @@ def test_layers_the_library_does_not_know_are_caught_by_what_they_do(make, says)
             block.inverse(y, **({} if isinstance(block, ia.AdditiveCoupling) else dict(allow_uncertified=True)))
         assert all(torch.equal(before[key], value) for key, value in block.state_dict().items())
         assert torch.equal(random_state, torch.get_rng_state())  # put back as it was
+
+
+def test_a_known_looking_layer_that_changes_state_is_caught_and_rolled_back():
+    """The second line of defence: a layer that passes the type checks (here one posing as a torch layer) but changes
+    a parameter, a buffer or a generator during the inverse is refused and everything is put back."""
+
+    class Drifting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(2), requires_grad=False)
+            self.generator = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            self.scale.add_(0.1)
+            return x * self.scale.view(1, -1, 1, 1) + 1e-3 * torch.randn(x.shape, generator=self.generator)
+
+    Drifting.__module__ = "torch.nn.modules.drifting"
+    block = ia.AdditiveCoupling(nn.Sequential(nn.Conv2d(2, 2, 1), Drifting()), 4)
+    before = {key: value.clone() for key, value in block.state_dict().items()}
+    generator_state = block.f[1].generator.get_state()
+    with pytest.raises(RuntimeError, match=r"changed 1\.scale.*drew random numbers.*model\.eval\(\)"):
+        block.inverse(torch.randn(2, 4, 3, 3))
+    assert all(torch.equal(before[key], value) for key, value in block.state_dict().items())
+    assert torch.equal(generator_state, block.f[1].generator.get_state())
 
 
 def test_batch_norm_without_running_statistics_is_refused_even_in_eval_mode():
