@@ -400,9 +400,11 @@ def plot_attention_map(state, figure=None):
     return fig
 
 
-def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: float = 1.0, radius: float = 1.0):
-    """Lesson 03's demo: a slider pair for the query position on ``image`` ([3, H, W], H and W even), the kind,
-    temperature and radius. ``.state`` holds the latest :class:`invattn.demos.MapState`."""
+def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: float = 1.0, radius: float = 1.0,
+                       row: int | None = None, col: int | None = None):
+    """Lesson 03's demo: a slider pair for the query position on ``image`` ([3, H, W], H and W even), starting at
+    (``row``, ``col``) on the squeezed H/2 × W/2 grid (default: its centre), the kind, temperature and radius.
+    ``.state`` holds the latest :class:`invattn.demos.MapState`. ``ValueError`` for a start outside the grid."""
     import ipywidgets as widgets
 
     from .demos import attention_map_state
@@ -410,15 +412,19 @@ def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: floa
     height, width = image.shape[1] // 2, image.shape[2] // 2
     controls = _built(lambda: dict(
         kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
-        row=widgets.IntSlider(value=height // 2, min=0, max=height - 1, description="row", continuous_update=False),
-        col=widgets.IntSlider(value=width // 2, min=0, max=width - 1, description="column", continuous_update=False),
+        row=widgets.IntSlider(value=height // 2 if row is None else row, min=0, max=height - 1, description="row",
+                              continuous_update=False),
+        col=widgets.IntSlider(value=width // 2 if col is None else col, min=0, max=width - 1, description="column",
+                              continuous_update=False),
         temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1.5, description="temperature",
                                            continuous_update=False),
         radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
                                       continuous_update=False),
     ))
     return _demo(controls, lambda **values: attention_map_state(image, **values), plot_attention_map,
-                 [["kind"], ["row", "col"], ["temperature", "radius"]], dict(kind=kind, temperature=temperature, radius=radius))
+                 [["kind"], ["row", "col"], ["temperature", "radius"]],
+                 dict(kind=kind, temperature=temperature, radius=radius,
+                      **({} if row is None else {"row": row}), **({} if col is None else {"col": col})))
 
 
 def _tiles(images: torch.Tensor, columns: int):

@@ -135,6 +135,10 @@ def test_attention_map_demo_follows_its_sliders(image):
     assert "query (0, 0)" in demo.summary.value and not torch.equal(before, demo.state.weights)
     demo.controls["temperature"].value = 10.0
     assert demo.state.entropy_ratio < 1
+    started = attention_map_demo(image, kind="gaussian", radius=3.0, row=2, col=3)  # the lesson starts it where its figure is
+    assert "query (2, 3)" in started.summary.value
+    with pytest.raises(ValueError, match="row = 99 is not a value its control offers"):
+        attention_map_demo(image, row=99)
 
 
 def test_a_refused_combination_is_a_message_not_a_traceback():
