@@ -49,8 +49,8 @@ class UnsafeFileError(ValueError):
 
 
 def _why_refused(error: Exception) -> str:
-    """What torch.load's refusal means, in one clause: the Python object the file names (never torch's advice to
-    load with ``weights_only=False``, which would run it) or the damage."""
+    """What torch.load's refusal means, in one clause: the Python object the file names, or the damage. Torch's own
+    message is not repeated: it suggests loading the file unsafely, which would run that object."""
     text = str(error)
     named = re.search(r"GLOBAL\s+([\w.]+)", text, flags=re.IGNORECASE)
     if named:

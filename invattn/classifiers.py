@@ -42,7 +42,7 @@ from .coupling import AdditiveCoupling, InjectivePad, bottleneck_branch
 from .models import conv_branch
 from .lipschitz import lipschitz_bound
 from .norms import certify_operator_norm, layer_geometry, unit_roundoff
-from .solvers import InverseInfo
+from .solvers import InverseInfo, per_sample_norm
 
 __all__ = ["ClassifierConfig", "ClassifierInverseInfo", "CLASSIFIER_PRESETS", "IRevNet", "IResNetClassifier",
            "OutsideRangeWarning", "build_classifier", "certified_radius", "classifier_preset", "load_classifier",
@@ -102,17 +102,9 @@ class ClassifierInverseInfo:
                 f"range_distance≤{float(self.range_distance.max()) if self.range_distance.numel() else 0:.2e})")
 
 
-def _sample_norms(t: torch.Tensor) -> torch.Tensor:
-    """‖t_b‖₂ per sample in float64, scaled by the largest entry first (no overflow for any finite float32 t)."""
-    flat = t.detach().reshape(t.shape[0], -1).double()
-    largest = flat.abs().amax(dim=1, keepdim=True) if flat.shape[1] else flat.new_zeros(flat.shape[0], 1)
-    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
-    return (flat / unit).norm(dim=1) * unit.squeeze(1)
-
-
 def _relative_to(difference: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """‖difference_b‖/‖reference_b‖ per sample, float64; 0/0 = 0 and x/0 = inf for x > 0."""
-    top, bottom = _sample_norms(difference), _sample_norms(reference)
+    top, bottom = per_sample_norm(difference), per_sample_norm(reference)
     ratio = top / torch.where(bottom > 0, bottom, torch.ones_like(bottom))
     return torch.where(bottom > 0, ratio, torch.where(top > 0, torch.full_like(top, math.inf), torch.zeros_like(top)))
 
@@ -661,90 +653,99 @@ def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifi
     model itself when it is float64) in exact arithmetic; E₆₄ ≥ ‖reference(x) − f(x)‖₂, the rounding of the float64
     pass at x that gives the margins. The proof is :func:`certified_radius`'s docstring. ``x`` [B, C, H, W] float64;
     ``reference`` in eval mode."""
-    dtype = model.head.weight.dtype
-    u, u64 = unit_roundoff(dtype), unit_roundoff(torch.float64)
-    tiny = torch.finfo(dtype).smallest_normal  # the absolute error of a product flushed to zero, or rounded
-    r0 = radius.double()
+    bound = _RoundingBound(model.head.weight.dtype, x, radius)
+    for _ in range(model.config.init_downsampling):
+        bound.h = reference.squeeze(bound.h)
+    for stride, pad, stage32, stage64 in zip(model.config.strides, reference.pads, model.stages, reference.stages):
+        if stride == 2:
+            bound.h = reference.squeeze(bound.h)
+        bound.h = pad(bound.h)  # squeezes and zero padding: exact, isometric
+        for block32, block64 in zip(stage32, stage64):
+            bound.residual_block(block32, block64)
+    bound.head(model, reference)
+    bad = bound.unsafe | ~torch.isfinite(bound.err) | ~torch.isfinite(bound.err64)
+    return torch.where(bad, math.inf, bound.err), torch.where(bad, math.inf, bound.err64)
 
-    def computed_norm(h: torch.Tensor) -> torch.Tensor:  # ≥ ‖h_b‖ of the float64 tensor h, past the norm's rounding
-        return _sample_norms(h) * (1 + 2 * (h[0].numel() + 2) * u64)
 
-    # No overflow anywhere over the ball: every entry and every partial sum Σ|w||h| of a layer is at most the ℓ₂ bound
-    # ‖|W|‖·‖ĥ‖ + ‖b‖ used below, so a sample whose bounds stay under a quarter of the dtype's largest number (and of
-    # float64's for the reference pass) cannot overflow; any other sample gets E = inf (radius 0), as does a NaN.
-    limit, limit64 = torch.finfo(dtype).max / 4, torch.finfo(torch.float64).max / 4
-    unsafe = torch.zeros_like(radius, dtype=torch.bool)
+class _RoundingBound:
+    """The layer-by-layer recursion of :func:`_evaluation_error_bound`: the float64 activation h at x, the Lipschitz
+    bound ``lip`` of the prefix, and per sample the error bounds ``err`` (the model's dtype over the ball) and
+    ``err64`` (the float64 pass at x), with ``unsafe`` marking samples whose bounds could overflow."""
 
-    def guard(reach: torch.Tensor, reach64: torch.Tensor) -> None:
-        nonlocal unsafe
-        unsafe = unsafe | ~(reach <= limit) | ~(reach64 <= limit64)  # NaN counts as unsafe
+    def __init__(self, dtype: torch.dtype, x: torch.Tensor, radius: torch.Tensor) -> None:
+        self.u, self.u64 = unit_roundoff(dtype), unit_roundoff(torch.float64)
+        self.tiny = torch.finfo(dtype).smallest_normal  # the absolute error of a product flushed to zero, or rounded
+        self.r0 = radius.double()
+        # No overflow anywhere over the ball: every entry and every partial sum Σ|w||h| of a layer is at most the ℓ₂
+        # bound ‖|W|‖·‖ĥ‖ + ‖b‖ used below, so a sample whose bounds stay under a quarter of the dtype's largest number
+        # (and of float64's for the reference pass) cannot overflow; any other sample gets E = inf (radius 0), as does NaN.
+        self.limit, self.limit64 = torch.finfo(dtype).max / 4, torch.finfo(torch.float64).max / 4
+        self.unsafe = torch.zeros_like(radius, dtype=torch.bool)
+        self.h, self.lip = x, 1.0
+        # the input rounded to the dtype: ‖fl(x') − x'‖ ≤ u‖x'‖ + (subnormal spacing)·√D
+        self.err = self.u * (self.computed_norm(x) + self.r0) + self.tiny * math.sqrt(x[0].numel())
+        self.err64 = torch.zeros_like(self.r0)
+        self.guard(self.computed_norm(x) + self.r0 + self.err, self.computed_norm(x))
 
-    h = x
-    # the input rounded to float32: ‖fl(x') − x'‖ ≤ u‖x'‖ + (subnormal spacing)·√D
-    lip = 1.0
-    err = u * (computed_norm(h) + r0) + tiny * math.sqrt(h[0].numel())
-    err64 = torch.zeros_like(r0)
-    guard(computed_norm(h) + r0 + err, computed_norm(h))
+    def computed_norm(self, h: torch.Tensor) -> torch.Tensor:  # ≥ ‖h_b‖ of the float64 tensor h, past its rounding
+        return per_sample_norm(h) * (1 + 2 * (h[0].numel() + 2) * self.u64)
 
-    def ball_norm(h: torch.Tensor, lip: float, err: torch.Tensor, err64: torch.Tensor) -> torch.Tensor:
+    def guard(self, reach: torch.Tensor, reach64: torch.Tensor) -> None:
+        self.unsafe = self.unsafe | ~(reach <= self.limit) | ~(reach64 <= self.limit64)  # NaN counts as unsafe
+
+    def ball_norm(self, err: torch.Tensor | None = None) -> torch.Tensor:
         # ‖ĥ(x')‖ ≤ ‖h(x)‖ + Lip(prefix)·r₀ + e over the ball, ‖h(x)‖ ≤ ‖ĥ₆₄(x)‖ + e₆₄
-        return computed_norm(h) + err64 + lip * r0 + err
+        return self.computed_norm(self.h) + self.err64 + self.lip * self.r0 + (self.err if err is None else err)
 
-    def linear(layer32: nn.Module, layer64: nn.Module, h: torch.Tensor, lip: float, err, err64, lip_layer: float):
+    def linear(self, layer32: nn.Module, layer64: nn.Module, lip_layer: float) -> None:
         w32, w64 = layer32.weight.detach().double(), layer64.weight.detach()
         taps = lambda w: w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)  # noqa: E731  [taps, out, in]
         abs32 = float(taps(w32).flatten(1).norm(dim=1).sum())  # Σ_t ‖W_t‖_F ≥ ‖|W| as a layer‖₂
         abs64 = float(taps(w64).flatten(1).norm(dim=1).sum())
         delta = float(taps(w32 - w64).flatten(1).norm(dim=1).sum())  # ≥ ‖(Ŵ − W) as a layer‖₂
         fan_in = w64[0].numel()
-        out = layer64(h)
+        out = layer64(self.h)
         positions = out[0, 0].numel() if out.dim() > 2 else 1
         bias = 0.0 if layer64.bias is None else float(layer64.bias.detach().norm()) * math.sqrt(positions)
         if layer32.bias is not None and not torch.equal(layer32.bias.detach().double(), layer64.bias.detach()):
             raise ValueError("the float64 copy's biases differ from the model's")  # deepcopy().double() is exact
-        outputs = out[0].numel()
-        guard(abs32 * ball_norm(h, lip, err, err64) + bias, abs64 * computed_norm(h) + bias)
-        local = _gamma(fan_in + 1, u) * (abs32 * ball_norm(h, lip, err, err64) + bias) + (fan_in + 1) * tiny * math.sqrt(outputs)
-        new_err = lip_layer * err + local + delta * ball_norm(h, lip, err, err64)
-        new_err64 = lip_layer * err64 + _gamma(fan_in + 1, u64) * (abs64 * computed_norm(h) + bias)
-        return out, lip * lip_layer, new_err, new_err64
+        ball, computed = self.ball_norm(), self.computed_norm(self.h)
+        self.guard(abs32 * ball + bias, abs64 * computed + bias)
+        local = _gamma(fan_in + 1, self.u) * (abs32 * ball + bias) + (fan_in + 1) * self.tiny * math.sqrt(out[0].numel())
+        self.err = lip_layer * self.err + local + delta * ball
+        self.err64 = lip_layer * self.err64 + _gamma(fan_in + 1, self.u64) * (abs64 * computed + bias)
+        self.h, self.lip = out, self.lip * lip_layer
 
-    for _ in range(model.config.init_downsampling):
-        h = reference.squeeze(h)
-    for stride, pad, stage32, stage64 in zip(model.config.strides, reference.pads, model.stages, reference.stages):
-        if stride == 2:
-            h = reference.squeeze(h)
-        h = pad(h)  # squeezes and zero padding: exact, isometric
-        for block32, block64 in zip(stage32, stage64):
-            a, lip_a, err_a, err64_a = h, lip, err, err64
-            for layer32, layer64 in zip(block32.g, block64.g):
-                if isinstance(layer64, nn.ELU):  # |fl(elu(t)) − elu(t)| ≤ (2k + 1)u per entry; 1-Lipschitz
-                    h = layer64(h)
-                    err = err + (2 * _EXP_ULPS + 1) * u * math.sqrt(h[0].numel())
-                    err64 = err64 + (2 * _EXP_ULPS + 1) * u64 * math.sqrt(h[0].numel())
-                else:
-                    h, lip, err, err64 = linear(layer32, layer64, h, lip, err, err64, lipschitz_bound(layer64))
-            # y = a + g: |fl(s) − s| ≤ u|fl(s)| per entry
-            h = a + h
-            err64 = err64_a + err64 + u64 * computed_norm(h)
-            lip = lip_a * (1 + block64.lipschitz_bound())  # Lip(a + g(a)) ≤ 1 + Lip(g)
-            guard(ball_norm(h, lip, err_a + err, err64), computed_norm(h) + err64)
-            err = err_a + err
-            err = err + u * ball_norm(h, lip, err, err64)
-    # the head: ReLU (exact, 1-Lipschitz), mean over P positions (γ_{P+1}: P − 1 additions and a division), linear
-    h = F.relu(h)
-    if model.config.pool:
-        count = h[0, 0].numel()
-        scale = 1 / math.sqrt(count)  # ‖mean‖ ≤ ‖h‖/√P and Σ_p|h_cp|/P ≤ ‖h_c‖/√P
-        err = scale * (err + _gamma(count + 1, u) * ball_norm(h, lip, err, err64))
-        err64 = scale * (err64 + _gamma(count + 1, u64) * computed_norm(h))
-        h, lip = h.mean(dim=(2, 3)), lip * scale
-    else:
-        h = h.flatten(1)
-    head_norm = certify_operator_norm(reference.head.weight, layer_geometry(reference.head)).sigma
-    _, _, err, err64 = linear(model.head, reference.head, h, lip, err, err64, head_norm)
-    bad = unsafe | ~torch.isfinite(err) | ~torch.isfinite(err64)
-    return torch.where(bad, math.inf, err), torch.where(bad, math.inf, err64)
+    def residual_block(self, block32: InvertibleResidual, block64: InvertibleResidual) -> None:
+        a, lip_a, err_a, err64_a = self.h, self.lip, self.err, self.err64
+        for layer32, layer64 in zip(block32.g, block64.g):
+            if isinstance(layer64, nn.ELU):  # |fl(elu(t)) − elu(t)| ≤ (2k + 1)u per entry; 1-Lipschitz
+                self.h = layer64(self.h)
+                self.err = self.err + (2 * _EXP_ULPS + 1) * self.u * math.sqrt(self.h[0].numel())
+                self.err64 = self.err64 + (2 * _EXP_ULPS + 1) * self.u64 * math.sqrt(self.h[0].numel())
+            else:
+                self.linear(layer32, layer64, lipschitz_bound(layer64))
+        # y = a + g: |fl(s) − s| ≤ u|fl(s)| per entry
+        self.h = a + self.h
+        self.err64 = err64_a + self.err64 + self.u64 * self.computed_norm(self.h)
+        self.lip = lip_a * (1 + block64.lipschitz_bound())  # Lip(a + g(a)) ≤ 1 + Lip(g)
+        self.guard(self.ball_norm(err_a + self.err), self.computed_norm(self.h) + self.err64)
+        self.err = err_a + self.err
+        self.err = self.err + self.u * self.ball_norm()
+
+    def head(self, model: IResNetClassifier, reference: IResNetClassifier) -> None:
+        """ReLU (exact, 1-Lipschitz), mean over P positions (γ_{P+1}: P − 1 additions and a division), linear."""
+        self.h = F.relu(self.h)
+        if model.config.pool:
+            count = self.h[0, 0].numel()
+            scale = 1 / math.sqrt(count)  # ‖mean‖ ≤ ‖h‖/√P and Σ_p|h_cp|/P ≤ ‖h_c‖/√P
+            self.err = scale * (self.err + _gamma(count + 1, self.u) * self.ball_norm())
+            self.err64 = scale * (self.err64 + _gamma(count + 1, self.u64) * self.computed_norm(self.h))
+            self.h, self.lip = self.h.mean(dim=(2, 3)), self.lip * scale
+        else:
+            self.h = self.h.flatten(1)
+        head_norm = certify_operator_norm(reference.head.weight, layer_geometry(reference.head)).sigma
+        self.linear(model.head, reference.head, head_norm)
 
 
 def pgd_attack(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, radius: torch.Tensor,

@@ -20,7 +20,7 @@ import torch
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
 
 __all__ = ["ANDERSON_MEMORY", "ANDERSON_RATE_GATE", "InverseInfo", "InversionError", "InversionWarning", "solve_fixed_point", "default_tol",
-           "check_tol", "smallest_tol"]
+           "check_tol", "smallest_tol", "per_sample_norm"]
 
 METHODS = ("anderson", "fixed_point")
 # Past iterates Anderson mixes by default. Each step costs O(B·d·m) beyond G (one row of the residual Gram matrix and
@@ -152,11 +152,12 @@ def check_tol(tol: float | None, dtype: torch.dtype, on_failure: str = "raise") 
     return tol
 
 
-def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    """‖t_b‖ per sample, in float64 and scaled by the largest entry first: a float32 norm overflows at ‖t‖ ≈ 1.8e19
-    and a float64 one at about 1e154 (the sum of squares), and the relative residual would overflow with it."""
-    flat = t.reshape(t.shape[0], -1).double()
-    largest = flat.abs().amax(dim=1, keepdim=True)
+def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t_b‖₂ per sample of t [B, ...], float64 [B], scaled by the largest entry first: a float32 norm overflows at
+    ‖t‖ ≈ 1.8e19 and a float64 one at about 1e154 (the sum of squares), and a relative residual would overflow with
+    it. No gradient flows through it."""
+    flat = t.detach().reshape(t.shape[0], -1).double()
+    largest = flat.abs().amax(dim=1, keepdim=True) if flat.shape[1] else flat.new_zeros(flat.shape[0], 1)
     unit = torch.where(largest > 0, largest, torch.ones_like(largest))
     return (flat / unit).norm(dim=1) * unit.squeeze(1)
 
@@ -243,7 +244,7 @@ def solve_fixed_point(
         if not torch.isfinite(gx).all():
             info.iterations = iteration
             return _fail(info, x, "an iterate became non-finite (is Lip(g) really < 1?)", on_failure)
-        residual = _per_sample_norm(gx - x) / scale
+        residual = per_sample_norm(gx - x) / scale
         worst = float(residual.max())
         info.residuals.append(worst)
         if worst <= tol:
@@ -253,22 +254,16 @@ def solve_fixed_point(
             if callback is not None:
                 callback(iteration + 1, gx)
             if lipschitz is not None and lipschitz < 1:
-                u = torch.finfo(x.dtype).eps / 2
-                allowance = 8 * u * (scale + _per_sample_norm(x) + _per_sample_norm(gx))
-                if rounding is not None:
-                    allowance = allowance + rounding(x)
-                bound = (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
-                info.sample_error_bounds = bound
-                info.error_bound = float(bound.max())
+                info.sample_error_bounds = _error_bounds(x, gx, scale, residual, lipschitz, rounding)
+                info.error_bound = float(info.sample_error_bounds.max())
             break
         bests.append(min(worst, bests[-1]) if bests else worst)
-        if on_failure != "return" and iteration >= STALL_EVALUATIONS and _too_slow(bests, tol, max_iter):
-            stalled = _stall_message(x, gx, scale, bests[-1], tol)
-            if stalled is not None:
-                info.iterations = iteration + 1
-                if callback is not None:  # the point handed back, seen like every other
-                    callback(iteration + 1, gx)
-                return _fail(info, gx, stalled, on_failure)
+        stalled = _stalled(x, gx, scale, bests, tol, max_iter) if on_failure != "return" else None
+        if stalled is not None:
+            info.iterations = iteration + 1
+            if callback is not None:  # the point handed back, seen like every other
+                callback(iteration + 1, gx)
+            return _fail(info, gx, stalled, on_failure)
         if method == "fixed_point" or memory == 1:
             x = gx
             continue
@@ -343,6 +338,25 @@ class _AndersonHistory:
         return (gamma.to(gx.dtype).unsqueeze(1) @ self.images[:, :stored]).squeeze(1)
 
 
+def _error_bounds(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, residual: torch.Tensor, lipschitz: float,
+                  rounding: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """Per-sample bound (float64 [B]) on ‖fl(G(x)) − x*‖/scale: (L·r + e/scale)/(1 − L), e the rounding allowance
+    8u(scale + ‖x‖ + ‖G(x)‖) plus ``rounding(x)`` when the caller measures more (see :func:`solve_fixed_point`)."""
+    u = torch.finfo(x.dtype).eps / 2
+    allowance = 8 * u * (scale + per_sample_norm(x) + per_sample_norm(gx))
+    if rounding is not None:
+        allowance = allowance + rounding(x)
+    return (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
+
+
+def _stalled(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, bests: list[float], tol: float,
+             max_iter: int) -> str | None:
+    """Why the solve stops at the rounding floor (see :func:`_stall_message`), or None while it may still reach tol."""
+    if len(bests) <= STALL_EVALUATIONS or not _too_slow(bests, tol, max_iter):
+        return None
+    return _stall_message(x, gx, scale, bests[-1], tol)
+
+
 def _too_slow(bests: list[float], tol: float, max_iter: int) -> bool:
     """Whether the best residual, at the rate it fell over the last STALL_EVALUATIONS evaluations (not at all, or by a
     factor p), would need more evaluations to reach ``tol`` than ``max_iter`` leaves."""
@@ -358,7 +372,7 @@ def _stall_message(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, best:
     within STALL_LEVEL times the rounding of one evaluation, u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖) (largest over the batch);
     else None."""
     u = torch.finfo(x.dtype).eps / 2
-    rounding = u * float((1 + (_per_sample_norm(x) + _per_sample_norm(gx)) / scale).max())
+    rounding = u * float((1 + (per_sample_norm(x) + per_sample_norm(gx)) / scale).max())
     if best > STALL_LEVEL * rounding:
         return None
     return (f"stalled at the rounding floor of {x.dtype}: its best relative residual {best:.2e} ≈ {best / u:.1f}u "
@@ -383,7 +397,7 @@ def check_scale(y: torch.Tensor) -> torch.Tensor:
     scale, gets 1e-12 of the batch's largest norm (1 if every y is 0); every other sample keeps its own norm, so a
     small y beside a huge one is still solved to its own relative tolerance."""
     check_finite(y, "y")
-    norms = _per_sample_norm(y.detach())  # float64: no overflow for float32 inputs up to their largest value
+    norms = per_sample_norm(y.detach())  # float64: no overflow for float32 inputs up to their largest value
     largest = float(norms.max())
     fallback = largest * 1e-12 if largest > 0 else 1.0
     return torch.where(norms > 0, norms, torch.full_like(norms, fallback))

@@ -198,7 +198,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _check_resumed(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Raise ``ValueError`` unless what a checkpoint restored can train: finite weights and optimiser state, every
     state tensor of a parameter shaped like it (or a scalar), numeric learning rates."""
-    if not all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()):
+    if not _finite_weights(model):
         raise ValueError("its weights hold NaN or infinite values")
     for group in optimizer.param_groups:
         if isinstance(group.get("lr"), bool) or not isinstance(group.get("lr"), (int, float)):
@@ -388,6 +388,112 @@ def _data(task: str, config: TrainConfig, model_config) -> tuple[torch.Tensor, t
     return images, labels, test
 
 
+def _run_settings(task: str, preset: str, architecture: str | None, checkpoint_path: Path | None,
+                  model_overrides: dict | None, training_overrides: dict | None, steps: int | None, world: int):
+    """(task, preset, saved state or None, model config, training config) of a run: a preset with its overrides, or
+    (``checkpoint_path`` given) the saved run, of which only ``lr`` and ``steps`` may change; every setting checked."""
+    state = None
+    if checkpoint_path is not None:
+        ignored = sorted(set(model_overrides or {}) | (set(training_overrides or {}) - {"lr"}))
+        if ignored:
+            raise ValueError(f"resume=True continues the saved run with its own settings; only steps and lr can be "
+                             f"changed, got overrides of {', '.join(ignored)}")
+        if training_overrides and "lr" in training_overrides:
+            check_positive_float(training_overrides["lr"], "lr")
+        state = load_checkpoint(checkpoint_path)
+        saved_task = state.get("task", "density")
+        saved_architecture = state["model_config"].get("architecture")
+        if architecture is not None and architecture != saved_architecture:
+            raise ValueError(f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
+                             f"as saved (asked for {architecture!r})")
+        task, preset = saved_task, state.get("preset", preset)
+        model_config, train_config = _configs(state, checkpoint_path)
+        if training_overrides and "lr" in training_overrides:
+            train_config = replace(train_config, lr=float(training_overrides["lr"]))
+    elif task == "density":
+        check_choice(preset, "preset", tuple(PRESETS))
+        model_config = replace(PRESETS[preset], **(model_overrides or {}))
+        train_config = replace(TRAINING[preset], **(training_overrides or {}))
+    else:
+        if architecture is None:
+            raise ValueError(f"task='classify' needs a model: architecture one of {ARCHITECTURES}")
+        model_config = replace(classifier_preset(architecture, preset), **(model_overrides or {}))
+        train_config = replace(CLASSIFY_TRAINING[preset], **(training_overrides or {}))
+    if steps is not None:
+        train_config = replace(train_config, steps=check_positive_int(steps, "steps"))
+    check_choice(train_config.dataset, "dataset", ("digits",) + DATASETS if task == "density" else LABELLED)
+    check_positive_float(train_config.lr, "lr")
+    for name in ("batch_size", "epochs", "checkpoint_every"):
+        check_positive_int(getattr(train_config, name), name)
+    check_choice(train_config.optimizer, "optimizer", ("adamax", "adam", "sgd"))
+    if train_config.weight_decay < 0:
+        raise ValueError(f"weight_decay must be ≥ 0, got {train_config.weight_decay}")
+    if train_config.batch_size % world:
+        raise ValueError(f"batch_size {train_config.batch_size} must be divisible by the {world} processes")
+    return task, preset, state, model_config, train_config
+
+
+def _optimiser(model: nn.Module, train_config: TrainConfig):
+    """(optimiser, warm-up scheduler) of ``train_config``."""
+    if train_config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
+                                    weight_decay=train_config.weight_decay)
+    else:
+        optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
+        optimizer = optimizer_class(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    warmup = max(train_config.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    return optimizer, scheduler
+
+
+def _restore(state: dict, model: nn.Module, optimizer, scheduler, new_lr: float | None, checkpoint_path: Path) -> None:
+    """Load a checkpoint's model, optimiser, scheduler and random states (``ValueError`` naming a damaged file), with
+    ``new_lr`` (if given) replacing the saved learning rate on the same schedule."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        _check_resumed(model, optimizer)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        raise ValueError(f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
+                         f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+    if new_lr is not None:  # a resumed run with a new learning rate (e.g. after a divergence): same schedule
+        scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
+        for group in optimizer.param_groups:
+            factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+            group["initial_lr"], group["lr"] = new_lr, new_lr * factor
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+
+
+def _loss_is_finite(model: nn.Module, task: str, batch: torch.Tensor | None, targets: torch.Tensor | None,
+                    device: torch.device) -> bool:
+    """Whether the weights are finite and give a finite loss on ``batch`` (eval mode, no state change, the random
+    streams untouched): a checkpoint is only written when they do. Finite outputs are not enough: latents of 1e32
+    are finite, but their prior log-density overflows and a resumed run would diverge at once, whatever its learning
+    rate."""
+    if not _finite_weights(model):
+        return False
+    if batch is None:
+        return True
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if task == "density":
+                loss = model.bits_per_dim(dequantize(batch))
+            else:
+                loss = nn.functional.cross_entropy(model(batch - 0.5), targets)
+        return bool(torch.isfinite(loss).all())
+    except NonFiniteError:
+        return False
+    finally:
+        model.train(was_training)
+
+
 def train(
     preset: str = "smoke",
     out: str | Path = "runs/smoke",
@@ -420,45 +526,9 @@ def train(
     if amp and resolved.type != "cuda":
         raise ValueError("amp=True (bfloat16 autocast) is for CUDA devices; on a CPU train in float32")
     checkpoint_path = out / CHECKPOINT
-    state = None
-    new_lr = None
-    if resume:
-        ignored = sorted(set(model_overrides or {}) | (set(training_overrides or {}) - {"lr"}))
-        if ignored:
-            raise ValueError(f"resume=True continues the saved run with its own settings; only steps and lr can be "
-                             f"changed, got overrides of {', '.join(ignored)}")
-        if training_overrides and "lr" in training_overrides:
-            new_lr = check_positive_float(training_overrides["lr"], "lr")
-        state = load_checkpoint(checkpoint_path)
-        saved_task = state.get("task", "density")
-        saved_architecture = state["model_config"].get("architecture")
-        if architecture is not None and architecture != saved_architecture:
-            raise ValueError(f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
-                             f"as saved (asked for {architecture!r})")
-        task, preset = saved_task, state.get("preset", preset)
-        model_config, train_config = _configs(state, checkpoint_path)
-        if new_lr is not None:
-            train_config = replace(train_config, lr=new_lr)
-    elif task == "density":
-        check_choice(preset, "preset", tuple(PRESETS))
-        model_config = replace(PRESETS[preset], **(model_overrides or {}))
-        train_config = replace(TRAINING[preset], **(training_overrides or {}))
-    else:
-        if architecture is None:
-            raise ValueError(f"task='classify' needs a model: architecture one of {ARCHITECTURES}")
-        model_config = replace(classifier_preset(architecture, preset), **(model_overrides or {}))
-        train_config = replace(CLASSIFY_TRAINING[preset], **(training_overrides or {}))
-    if steps is not None:
-        train_config = replace(train_config, steps=check_positive_int(steps, "steps"))
-    check_choice(train_config.dataset, "dataset", ("digits",) + DATASETS if task == "density" else LABELLED)
-    check_positive_float(train_config.lr, "lr")
-    for name in ("batch_size", "epochs", "checkpoint_every"):
-        check_positive_int(getattr(train_config, name), name)
-    check_choice(train_config.optimizer, "optimizer", ("adamax", "adam", "sgd"))
-    if train_config.weight_decay < 0:
-        raise ValueError(f"weight_decay must be ≥ 0, got {train_config.weight_decay}")
-    if train_config.batch_size % world:
-        raise ValueError(f"batch_size {train_config.batch_size} must be divisible by the {world} processes")
+    task, preset, state, model_config, train_config = _run_settings(
+        task, preset, architecture, checkpoint_path if resume else None, model_overrides, training_overrides, steps, world)
+    new_lr = train_config.lr if resume and training_overrides and "lr" in training_overrides else None
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(train_config.seed)
@@ -470,34 +540,14 @@ def train(
         raise ValueError(f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
                          "the data set is damaged (re-create it, or drop those images)")
     model = (ResidualFlow(model_config) if task == "density" else build_classifier(model_config)).to(resolved)
-    if train_config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
-                                    weight_decay=train_config.weight_decay)
-    else:
-        optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
-        optimizer = optimizer_class(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    warmup = max(train_config.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    optimizer, scheduler = _optimiser(model, train_config)
     batches_per_epoch = len(images) // train_config.batch_size
     if batches_per_epoch == 0:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {train_config.batch_size}")
     total_steps = train_config.steps or train_config.epochs * batches_per_epoch
     step, history = 0, []
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            _check_resumed(model, optimizer)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-            raise ValueError(f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
-                             f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
-        if new_lr is not None:  # a resumed run with a new learning rate (e.g. after a divergence): same schedule
-            scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
-            for group in optimizer.param_groups:
-                factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
-                group["initial_lr"], group["lr"] = new_lr, new_lr * factor
+        _restore(state, model, optimizer, scheduler, new_lr, checkpoint_path)
         step, history = state["step"], state["history"]
         if rank == 0:  # steps logged after the checkpoint are replayed: the log restarts from the checkpoint's
             with open(out / "metrics.jsonl", "w") as handle:
@@ -525,33 +575,9 @@ def train(
             + (f"; python -m invattn.train --out {out} --resume --lr SMALLER continues from step {saved_step}"
                if saved_step else "") + ") or clip the gradients (grad_clip).", at, saved_step)
 
-    def outputs_are_finite() -> bool:
-        """Whether the current weights are finite and give a finite loss on the last batch (eval mode, no state
-        change, the random streams untouched): a checkpoint is only written when they do. Finite outputs are not
-        enough: latents of 1e32 are finite, but their prior log-density overflows and a resumed run would diverge
-        at once, whatever its learning rate."""
-        if not all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()]
-                   if t.is_floating_point()):
-            return False
-        if latest["batch"] is None:
-            return True
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
-                if task == "density":
-                    loss = model.bits_per_dim(dequantize(latest["batch"]))
-                else:
-                    loss = nn.functional.cross_entropy(model(latest["batch"] - 0.5), latest["targets"])
-            return bool(torch.isfinite(loss).all())
-        except NonFiniteError:
-            return False
-        finally:
-            model.train(was_training)
-
     def checkpoint() -> None:
         nonlocal saved_step
-        if not outputs_are_finite():
+        if not _loss_is_finite(model, task, latest["batch"], latest["targets"], resolved):
             raise diverged(step, "the weights after this step give a non-finite loss on its batch")
         if world > 1:
             # DistributedDataParallel hands rank 0's buffers to every rank at each forward; running statistics
@@ -636,7 +662,49 @@ def train(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict, dict]:
+    """(model overrides, training overrides) that the command line asks for; ``parser.error`` for a combination
+    that does not fit (a classifier's flag for the density model, settings with --resume but --steps and --lr…)."""
+    if args.preset is None and not args.resume:
+        parser.error("--preset is required (smoke, digits or cifar10-paper), except with --resume")
+    if args.task == "classify" and args.model is None and not args.resume:
+        parser.error("--task classify needs --model irevnet or --model iresnet")
+    if args.task == "density" and (args.model is not None or args.coeff is not None):
+        parser.error("--model and --coeff are for --task classify")
+    estimator = dict(logdet=args.logdet, n_terms=args.n_terms, neumann_gradient=args.neumann_gradient)
+    estimator = {k: v for k, v in estimator.items() if v is not None}
+    if args.task != "density" and estimator:
+        parser.error("--logdet, --n-terms and --neumann-gradient are for --task density")
+    if args.coeff is not None and args.model != "iresnet":
+        parser.error("--coeff is the i-ResNet classifier's Lipschitz coefficient: use it with --model iresnet")
+    training = {k: v for k, v in dict(epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
+                                      batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
+                if v is not None}
+    if args.resume and (training or estimator or args.model or args.attention is not None or args.coeff is not None):
+        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
+                     "may be changed")
+    model = dict(estimator)
+    if args.attention is not None:
+        kind = None if args.attention == "none" else args.attention
+        if args.task == "density":
+            kinds = [None] * len(PRESETS[args.preset].blocks)
+            kinds[0] = kind
+            model["attention"] = tuple(kinds)
+        else:
+            model["attention"] = kind
+    if args.coeff is not None:
+        try:
+            model["coeff"] = None if args.coeff.lower() == "none" else float(args.coeff)
+        except ValueError:
+            parser.error(f"--coeff takes a number in (0, 1) or 'none', got {args.coeff!r}")
+    if args.epochs is not None and args.steps is None:
+        training["steps"] = None  # --epochs replaces a preset's step count
+    if args.lr is not None:
+        training["lr"] = args.lr
+    return model, training
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m invattn.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="density", choices=TASKS,
                         help="density: the generative model (default); classify: an invertible classifier")
@@ -666,46 +734,13 @@ def main(argv: list[str] | None = None) -> None:
                         "the presets' default), or --no-neumann-gradient to back-propagate through the series")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.preset is None and not args.resume:
-        parser.error("--preset is required (smoke, digits or cifar10-paper), except with --resume")
-    if args.task == "classify" and args.model is None and not args.resume:
-        parser.error("--task classify needs --model irevnet or --model iresnet")
-    if args.task == "density" and (args.model is not None or args.coeff is not None):
-        parser.error("--model and --coeff are for --task classify")
-    estimator = dict(logdet=args.logdet, n_terms=args.n_terms, neumann_gradient=args.neumann_gradient)
-    estimator = {k: v for k, v in estimator.items() if v is not None}
-    if args.task != "density" and estimator:
-        parser.error("--logdet, --n-terms and --neumann-gradient are for --task density")
-    if args.coeff is not None and args.model != "iresnet":
-        parser.error("--coeff is the i-ResNet classifier's Lipschitz coefficient: use it with --model iresnet")
-    training = {k: v for k, v in dict(epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
-                                      batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
-                if v is not None}
-    model = dict(estimator)
-    if args.resume and args.attention is not None:
-        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
-                     "may be changed")
-    if args.attention is not None:
-        kind = None if args.attention == "none" else args.attention
-        if args.task == "density":
-            kinds = [None] * len(PRESETS[args.preset].blocks)
-            kinds[0] = kind
-            model["attention"] = tuple(kinds)
-        else:
-            model["attention"] = kind
-    if args.coeff is not None:
-        try:
-            model["coeff"] = None if args.coeff.lower() == "none" else float(args.coeff)
-        except ValueError:
-            parser.error(f"--coeff takes a number in (0, 1) or 'none', got {args.coeff!r}")
-    if args.epochs is not None and args.steps is None:
-        training["steps"] = None  # --epochs replaces a preset's step count
-    if args.resume and (training or model or args.model):
-        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
-                     "may be changed")
-    if args.lr is not None:
-        training["lr"] = args.lr
+    model, training = _overrides(args, parser)
     try:
         result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
                        model_overrides=model, training_overrides=training,

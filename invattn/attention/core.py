@@ -38,7 +38,7 @@ def _plain_evaluation(t: torch.Tensor) -> bool:
     return torch.autograd.forward_ad._current_level < 0
 
 
-def _project_to_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
+def project_to_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
     """Project every column z[:, :, i] onto the Euclidean ball of ``radius``: z·min(1, r/‖z‖).
 
     A projection onto a convex set, hence 1-Lipschitz; applied position by position it is the projection
@@ -48,7 +48,7 @@ def _project_to_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
     return z * (radius / norm.clamp_min(radius))
 
 
-def _affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+def affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """A 1×1 convolution on flattened maps: [d, C] @ [B, C, N] (+ bias) → [B, d, N]."""
     out = torch.matmul(weight, x)
     return out if bias is None else out + bias[:, None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_choice, check_positive_float, check_positive_int
-from .core import CertifiedAttention, _affine, _Core, _norm2, _project_to_ball, _uniform
+from .core import CertifiedAttention, affine, _Core, _norm2, project_to_ball, _uniform
 
 PAPER_KINDS = ("concat", "dot", "embedded_gaussian", "gaussian")
 
@@ -81,12 +81,12 @@ class KernelAttention(CertifiedAttention):
         return self._sqrt_kernel_ratio(self.score_bound()) * spread
 
     def _core(self, x: torch.Tensor) -> _Core:
-        values = _project_to_ball(_affine(self.value_weight, self.value_bias, x), self.value_radius)
+        values = project_to_ball(affine(self.value_weight, self.value_bias, x), self.value_radius)
         if self.kind == "gaussian":
-            queries = keys = _project_to_ball(x, self.radius)
+            queries = keys = project_to_ball(x, self.radius)
         else:
-            queries = _project_to_ball(_affine(self.query_weight, self.query_bias, x), self.radius)
-            keys = _project_to_ball(_affine(self.key_weight, self.key_bias, x), self.radius)
+            queries = project_to_ball(affine(self.query_weight, self.query_bias, x), self.radius)
+            keys = project_to_ball(affine(self.key_weight, self.key_bias, x), self.radius)
         if self.kind == "concat":
             # w_qᵀq_j + w_kᵀk_i by broadcasting two N-vectors: never the [B, 2d, N, N] concatenation.
             a = torch.einsum("d,bdn->bn", self.query_score, queries)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from .._validation import check_positive_int
-from .core import CertifiedAttention, _affine, _Core, _norm2, _uniform
+from .core import CertifiedAttention, affine, _Core, _norm2, _uniform
 
 
 class LipNormAttention(CertifiedAttention):
@@ -35,9 +35,9 @@ class LipNormAttention(CertifiedAttention):
         return math.e * (v + q + key_term + pairs)
 
     def _core(self, x: torch.Tensor) -> _Core:
-        queries = _affine(self.query_weight, self.query_bias, x)
-        keys = _affine(self.key_weight, self.key_bias, x)
-        values = _affine(self.value_weight, self.value_bias, x)
+        queries = affine(self.query_weight, self.query_bias, x)
+        keys = affine(self.key_weight, self.key_bias, x)
+        values = affine(self.value_weight, self.value_bias, x)
         u = queries.flatten(1).norm(dim=1)
         v = keys.norm(dim=1).amax(dim=1)
         w = values.norm(dim=1).amax(dim=1)

@@ -15,7 +15,7 @@ import torch
 
 from ..attention import KINDS, PAPER_KINDS, VARIANTS, KernelAttention, make_attention
 from ..attention.tightness import scale_with_positions
-from ..attention.core import _project_to_ball, _row_normalise
+from ..attention.core import project_to_ball, _row_normalise
 from ..blocks import InvertibleResidual, Squeeze
 from ..data import dequantize, full_scale_photograph, photograph_crops
 from ..lipschitz import estimate_lipschitz
@@ -30,12 +30,12 @@ def naive_concat(g: KernelAttention, x: torch.Tensor) -> torch.Tensor:
     other position axis, concatenated into [B, 2d, N, N], reduced by the 1×1 "concat" convolution."""
     flat = x.flatten(2)
     n = flat.shape[-1]
-    queries = _project_to_ball(g.query_weight @ flat + g.query_bias[:, None], g.radius)
-    keys = _project_to_ball(g.key_weight @ flat + g.key_bias[:, None], g.radius)
+    queries = project_to_ball(g.query_weight @ flat + g.query_bias[:, None], g.radius)
+    keys = project_to_ball(g.key_weight @ flat + g.key_bias[:, None], g.radius)
     pairs = torch.cat([queries[:, :, :, None].repeat(1, 1, 1, n), keys[:, :, None, :].repeat(1, 1, n, 1)], dim=1)
     scores = torch.einsum("c,bcji->bji", torch.cat([g.query_score, g.key_score]), pairs)
     weights = _row_normalise(scores, "elu1")
-    values = _project_to_ball(g.value_weight @ flat + g.value_bias[:, None], g.value_radius)
+    values = project_to_ball(g.value_weight @ flat + g.value_bias[:, None], g.value_radius)
     attended = torch.bmm(values, weights.transpose(1, 2))
     out = g.gain(n) * (g.out_weight @ attended) + g.out_bias[:, None]
     return out.view_as(x)
