@@ -8,7 +8,7 @@ STAMP := $(VENV)/.invattn-installed
 NB ?=
 DEMO_PORT ?= 8866
 ARGS ?=
-LESSONS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+LESSONS = $(sort $(wildcard notebooks/[0-9][0-9]*_*.ipynb))
 export INVATTN_PLAIN_PROGRESS := 1
 
 .PHONY: setup run test bench lab demo clean

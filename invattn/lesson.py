@@ -7,6 +7,7 @@ import math
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -19,6 +20,7 @@ from ._validation import check_choice, check_coeff, check_positive_float, check_
 __all__ = [
     "Setup",
     "setup",
+    "report_run_time",
     "resolve_device",
     "figures_dir",
     "progress",
@@ -72,7 +74,24 @@ def setup(seed: int = 0, device: str = "cpu") -> Setup:
     from .plots import use_lesson_style
 
     use_lesson_style()
+    global _started
+    _started = time.perf_counter()
     return Setup(device=resolved, figures=figures_dir(), seed=seed)
+
+
+_started: float | None = None
+
+
+def report_run_time() -> float:
+    """What a lesson's last cell calls: print how long the lesson ran since :func:`setup` (seconds below 90 s, else
+    minutes), e.g. ``This run took 38 s.``, the figure a lesson's opening "about … to run" is checked against by
+    :mod:`invattn.course`. Returns the seconds. Raises ``RuntimeError`` if :func:`setup` was not called first."""
+    if _started is None:
+        raise RuntimeError("report_run_time() measures from lesson.setup(); call lesson.setup() first")
+    seconds = time.perf_counter() - _started
+    shown = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+    print(f"This run took {shown}.")
+    return seconds
 
 
 def progress(iterable=None, **kwargs):

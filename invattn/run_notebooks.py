@@ -21,8 +21,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def find_notebooks(folder: Path, only: str | None) -> list[Path]:
-    """The lessons ``NN_name.ipynb`` in order; ``only`` keeps those whose name starts with it."""
-    lessons = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    """The lessons ``NN_name.ipynb`` and their appendices ``NNa_name.ipynb`` in order; ``only`` keeps those whose name starts with it."""
+    lessons = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
     if only:
         chosen = [p for p in lessons if p.name.startswith(only)]
         if not chosen:

@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from _browser import ARTIFACTS, ROOT, free_port, require_browser
 
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 DEMO = "04_inversion_error.ipynb"
 
 

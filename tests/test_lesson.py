@@ -1,5 +1,6 @@
 import ast
 import hashlib
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -83,7 +84,7 @@ def test_runner_reads_values_as_yaml():
     }
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")), ids=lambda p: p.stem)
 def test_lessons_follow_the_contract(notebook):
     nb = nbformat.read(notebook, as_version=4)
     assert nb.metadata.kernelspec.name == "python3"
@@ -150,3 +151,18 @@ def test_check_parameters_reports_every_problem_at_once():
     lesson.check_parameters(dict(n=np.int64(5)), n=lesson.integer())  # numpy integers are integers
     with pytest.raises(ValueError, match="True or False"):
         lesson.check_parameters(dict(full="yes"), full=lesson.flag())
+
+
+def test_report_run_time_prints_the_time_since_setup(capsys, monkeypatch):
+    from invattn import lesson
+
+    monkeypatch.setattr(lesson, "_started", None)
+    with pytest.raises(RuntimeError, match="call lesson.setup"):
+        lesson.report_run_time()
+    lesson.setup(seed=0)
+    monkeypatch.setattr(lesson, "_started", lesson.time.perf_counter() - 42.4)
+    assert 42 < lesson.report_run_time() < 100
+    monkeypatch.setattr(lesson, "_started", lesson.time.perf_counter() - 150)
+    lesson.report_run_time()
+    first, second = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"This run took 4\d s\.", first) and second == "This run took 2.5 min."

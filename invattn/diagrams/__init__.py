@@ -1,0 +1,84 @@
+"""Diagrams of the course's core ideas, drawn by code so every one is reproducible and byte-stable.
+
+Each diagram is a function that returns a matplotlib figure, registered under the stem of the file it is saved as,
+``NN_diagram_<name>`` (``NN`` the lesson that shows it). A lesson shows one with ``draw_diagram("01_diagram_fixed_point")``,
+which saves ``figures/01_diagram_fixed_point.svg`` (no date, a fixed hash salt: the same bytes on every run with
+the same matplotlib) and shows the drawing inline. ``python -m invattn.diagrams`` redraws them all.
+
+Nothing here computes a result: a diagram is a drawing of a formula or of a data flow, and every number written in
+one is a symbol or a label, never a measurement (measurements are plotted by the lessons).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.pyplot as plt
+
+__all__ = ["DIAGRAMS", "diagram", "draw_diagram", "save_diagram", "main"]
+
+DIAGRAMS: dict[str, Callable[[], plt.Figure]] = {}
+
+
+def diagram(name: str):
+    """Register the decorated function (no arguments, returns a figure) as the diagram ``name``
+    (``NN_diagram_<what>``, lower case)."""
+    import re
+
+    if not re.fullmatch(r"\d\d_diagram_[a-z0-9_]+", name):
+        raise ValueError(f"a diagram's name is 'NN_diagram_<what>' in lower case, got {name!r}")
+
+    def register(function):
+        if name in DIAGRAMS:
+            raise ValueError(f"two diagrams are named {name!r}")
+        DIAGRAMS[name] = function
+        return function
+
+    return register
+
+
+def _figure(name: str) -> plt.Figure:
+    if name not in DIAGRAMS:
+        raise KeyError(f"no diagram named {name!r}; the diagrams are: {', '.join(sorted(DIAGRAMS))}")
+    return DIAGRAMS[name]()
+
+
+def save_diagram(name: str, folder: str | Path | None = None) -> Path:
+    """Draw diagram ``name`` and save it as ``<folder>/<name>.svg`` (default: the project's ``figures/``), byte-stable:
+    no date or creator in the file and a fixed hash salt for its element ids. Returns the path. Raises ``KeyError``
+    for an unknown name (the message lists the known ones)."""
+    from ..lesson import figures_dir
+
+    folder = figures_dir() if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.svg"
+    with plt.rc_context({"svg.hashsalt": "invattn", "svg.fonttype": "path"}):
+        fig = _figure(name)
+        fig.savefig(path, metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def draw_diagram(name: str, folder: str | Path | None = None) -> Path:
+    """What a lesson calls: save diagram ``name`` (see :func:`save_diagram`) and show it inline. Returns the SVG path."""
+    path = save_diagram(name, folder)
+    with plt.rc_context({"svg.hashsalt": "invattn"}):
+        _figure(name)
+    plt.show()
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m invattn.diagrams [FOLDER]``: redraw every diagram into FOLDER (default ``figures/``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0]) if argv else None
+    for name in sorted(DIAGRAMS):
+        print(save_diagram(name, folder))
+
+
+from . import attention, residual  # noqa: E402  (each registers its diagrams)
+
+if __name__ == "__main__":
+    main()
