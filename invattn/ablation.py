@@ -263,31 +263,36 @@ def format_summary(results: dict) -> str:
 
 
 def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
-    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a bar; lower is better) and the
-    training curves (mean over seeds, smoothed over an epoch). Draws into ``figure`` (a matplotlib Figure, e.g. from
-    ``plt.figure`` in a notebook) or a new bare Figure; returns it, saved to ``path`` if given."""
+    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a diamond with the seeds'
+    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an epoch). Draws into
+    ``figure`` (a matplotlib Figure, e.g. from ``plt.figure`` in a notebook) or a new bare Figure; returns it, saved to
+    ``path`` if given."""
     from matplotlib.figure import Figure
 
     rows = summary(results)
     fig = Figure(figsize=(13.5, 4.2)) if figure is None else figure
     left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.1, 1)))
     colours = {row["label"]: f"C{i}" for i, row in enumerate(rows)}
-    lows = [row["low"] for row in rows if math.isfinite(row["low"])]
-    floor = min(lows, default=0.0) - 0.02
+    # points with error bars, not bars: the axis does not start at 0, so a bar's length would exaggerate differences
     for i, row in enumerate(rows):
         values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
         finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            left.plot([i + 0.12] * len(finite), finite, "o", color=colours[row["label"]], ms=3.5, alpha=0.6)
         if finite and math.isfinite(row["mean"]):
-            left.bar(i, row["mean"] - floor, bottom=floor, color=colours[row["label"]], alpha=0.35)
-            left.plot([i] * len(finite), finite, "o", color=colours[row["label"]], ms=4)
-        if row["unreliable"]:
-            left.annotate(f"{row['unreliable']} of {row['n']}\nunreliable", (i, floor), ha="center", va="bottom",
-                          fontsize=7, color="C3")
+            left.errorbar(i - 0.12, row["mean"], yerr=row["std"] if math.isfinite(row["std"]) else None, fmt="D",
+                          color=colours[row["label"]], ms=5, capsize=3, lw=1.2)
+        if row["unreliable"]:  # above the configuration's highest value, not at the axis floor where neighbours' labels collided
+            left.annotate(f"{row['unreliable']} of {row['n']}\nunreliable", (i, max(finite, default=row["mean"])),
+                          xytext=(0, 5), textcoords="offset points", ha="center", va="bottom", fontsize=7, color="C3")
+    if any(row["unreliable"] for row in rows):
+        bottom, top = left.get_ylim()
+        left.set_ylim(bottom, top + 0.12 * (top - bottom))  # room for the labels above the highest points
     if rows and rows[0]["label"] == "none":
         left.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
         left.legend(loc="upper left", fontsize=8)
     left.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
-    left.set(ylabel="held-out bits/dim (lower is better)",
+    left.set(ylabel="held-out bits/dim (lower is better)\n◆ mean ± std over seeds, ● each seed",
              title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds")
     smoothed = {}
     for row in rows:

@@ -25,7 +25,7 @@ def lambert_w0(x: float) -> float:
 
 def l2_attention_constant(n_positions: int) -> float:
     """L_u(N) = √((N+1)/2) + 2w + 2√(w·(N−1)·W₀(1/e)), w = W₀((N−1)/e): the Lipschitz constant of
-    U ↦ (Σ_i P_ji u_i)_j for L2 attention on N tokens, for every temperature (derived in lesson 02)."""
+    U ↦ (Σ_i P_ji u_i)_j for L2 attention on N tokens, for every temperature (derived in appendix 02a, section 5)."""
     n = check_positive_int(n_positions, "n_positions")
     w = lambert_w0((n - 1) / math.e)
     return math.sqrt((n + 1) / 2) + 2 * w + 2 * math.sqrt(w * (n - 1) * lambert_w0(1 / math.e))

@@ -266,7 +266,7 @@ def attention_block():
     box(ax, (0.42, rows["k"]), "$x$", width=0.5, height=0.46, role="input", fontsize=FONT + 1)
     label(ax, (0.42, 3.28), "$C\\times H\\times W$")
     affine = {"q": "$W_q\\,x_j + b_q$", "k": "$W_k\\,x_i + b_k$", "v": "$W_v\\,x_i + b_v$"}
-    balls = {"q": "$\\Pi_r$", "k": "$\\Pi_r$", "v": "$\\Pi_{r_v}$"}
+    balls = {"q": "$\\pi_r$", "k": "$\\pi_r$", "v": "$\\pi_{r_v}$"}
     for name, y in rows.items():
         arrow(ax, (0.67, rows["k"] + (y - rows["k"]) * 0.3), (affine_x - 0.62, y))
         box(ax, (affine_x, y), affine[name], width=1.24, height=0.44, role="layer")
@@ -274,7 +274,7 @@ def attention_block():
         box(ax, (ball_x, y), balls[name], width=0.6, height=0.44, role="constraint")
     _heading(ax, (affine_x, 4.3), "$1\\times1$ convolutions")
     _heading(ax, (ball_x, 4.3), "onto balls")
-    label(ax, (2.35, 1.35), "gaussian: $q = k = \\Pi_r(x)$;  l2, lipnorm: no projection", fontsize=FONT - 1)
+    label(ax, (2.35, 1.35), "gaussian: $q = k = \\pi_r(x)$;  l2, lipnorm: no projection", fontsize=FONT - 1)
 
     # scores and the map
     scores, weights = (4.5, 3.15), (6.0, 3.15)
@@ -283,7 +283,7 @@ def attention_block():
     arrow(ax, (ball_x + 0.3, rows["q"]), (scores[0] - 0.55, 3.4), "$q_j$", text_offset=(-0.05, 0.06))
     arrow(ax, (ball_x + 0.3, rows["k"]), (scores[0] - 0.55, 2.9), "$k_i$", text_offset=(-0.05, -0.06))
     label(ax, (scores[0], 3.75), "$|s_{ji}| \\leq B$")
-    box(ax, weights, "$P_{ji} = \\dfrac{k(s_{ji})}{\\sum_l\\,k(s_{jl})}$", width=1.4, height=0.76, role="neutral")
+    box(ax, weights, "$P_{ji} = \\dfrac{\\kappa(s_{ji})}{\\sum_l\\,\\kappa(s_{jl})}$", width=1.4, height=0.76, role="neutral")
     arrow(ax, (scores[0] + 0.55, 3.15), (weights[0] - 0.7, 3.15))
     label(ax, (weights[0], 3.75), "rows of $P$ sum to 1")
     attended = (weights[0], rows["v"])

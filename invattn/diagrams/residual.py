@@ -88,29 +88,31 @@ def fixed_point():
 
 @diagram("01_diagram_spectral_branch")
 def spectral_branch():
-    """Lesson 01, section 4: the library's Lipschitz-constrained branch g = W₃ ∘ ELU ∘ W₂ ∘ ELU ∘ W₁ (the convolutions
-    of :func:`invattn.models.conv_branch`), each weight rescaled by ``spectral_norm`` to a certified norm ≤ c, the
-    activations 1-Lipschitz, so Lip(g) ≤ c·1·c·1·c = c³."""
+    """Lesson 01, section 4: the library's Lipschitz-constrained branch g = W₃ ∘ ELU ∘ W₂ ∘ ELU ∘ W₁ ∘ [ELU] (the
+    convolutions of :func:`invattn.models.conv_branch`, whose input ELU every block but a model's first has), each
+    weight rescaled by ``spectral_norm`` to a certified norm ≤ c, the activations 1-Lipschitz, so
+    Lip(g) ≤ c·1·c·1·c·1 = c³."""
     fig, ax = canvas(8.8, 3.3, "A Lipschitz-constrained branch $g$")
 
     row = 2.4
     parts = [  # text, role, width, what bounds its Lipschitz constant
-        ("$x$", "input", 0.5, None),
-        ("$W_1$\nconv 3×3", "constraint", 1.15, r"$\Vert W_1\Vert_2 \leq c$"),
-        ("ELU", "neutral", 0.78, "1-Lipschitz"),
-        ("$W_2$\nconv 1×1", "constraint", 1.15, r"$\Vert W_2\Vert_2 \leq c$"),
-        ("ELU", "neutral", 0.78, "1-Lipschitz"),
-        ("$W_3$\nconv 3×3", "constraint", 1.15, r"$\Vert W_3\Vert_2 \leq c$"),
-        ("$g(x)$", "output", 0.7, None),
+        ("$x$", "input", 0.45, None),
+        ("[ELU]", "neutral", 0.78, "1-Lipschitz\n(not in block 1)"),
+        ("$W_1$\nconv 3×3", "constraint", 1.05, r"$\Vert W_1\Vert_2 \leq c$"),
+        ("ELU", "neutral", 0.68, "1-Lipschitz"),
+        ("$W_2$\nconv 1×1", "constraint", 1.05, r"$\Vert W_2\Vert_2 \leq c$"),
+        ("ELU", "neutral", 0.68, "1-Lipschitz"),
+        ("$W_3$\nconv 3×3", "constraint", 1.05, r"$\Vert W_3\Vert_2 \leq c$"),
+        ("$g(x)$", "output", 0.62, None),
     ]
-    edges = _row_of_boxes(ax, parts, row, 0.25, 8.55, height=0.62)
+    edges = _row_of_boxes(ax, parts, row, 0.2, 8.6, height=0.62)
     for (*_, note), (left, right) in zip(parts, edges):
         if note:
             label(ax, ((left + right) / 2, row - 0.45), note, va="top")
 
     label(ax, (4.4, 1.35),
-          r"$\mathrm{Lip}(g) \leq \Vert W_3\Vert_2 \cdot 1 \cdot \Vert W_2\Vert_2 \cdot 1 \cdot \Vert W_1\Vert_2"
-          r" \leq c \cdot 1 \cdot c \cdot 1 \cdot c = c^3 < 1$", fontsize=FONT + 1, colour="#000000")
+          r"$\mathrm{Lip}(g) \leq \Vert W_3\Vert_2 \cdot 1 \cdot \Vert W_2\Vert_2 \cdot 1 \cdot \Vert W_1\Vert_2 \cdot 1"
+          r" \leq c \cdot 1 \cdot c \cdot 1 \cdot c \cdot 1 = c^3 < 1$", fontsize=FONT + 1, colour="#000000")
     _tag(ax, (4.4, 0.48), "", width=8.3, height=0.8)
     label(ax, (4.4, 0.64),
           r"each $W_i$:   $W \leftarrow W \cdot \dfrac{c}{\max(c,\ \sigma_{\mathrm{up}}(W))}$"
@@ -138,7 +140,8 @@ def _spiral(centre, start, ratio, turn, count):
 @diagram("04_diagram_stopping_rule")
 def stopping_rule():
     """Lesson 04, section 1: two solvers (fixed-point iteration, Anderson acceleration) and the one certificate that
-    stops both: the relative residual ‖F(x_k) − y‖/‖y‖ ≤ tol bounds the error by tol·‖y‖/(1 − L), L = Lip(g)."""
+    stops both: once the relative residual ‖F(x_k) − y‖/‖y‖ ≤ tol, the library returns x̂ = T(x_k), and
+    ‖x̂ − x‖ ≤ L·‖x_k − x‖ ≤ L·tol·‖y‖/(1 − L), L = Lip(g); ``info.error_bound`` adds a rounding allowance."""
     import math
 
     from matplotlib.patches import Circle
@@ -159,10 +162,10 @@ def stopping_rule():
     label(ax, (target[0], target[1] - 0.14), "$x$", va="top", colour="#2a7a2a", fontsize=FONT + 1)
     for point, name in zip(points, ["$x_0 = y$", "$x_1$", "$x_2$"]):
         label(ax, (point[0], point[1] + 0.12), name, va="bottom", colour="#000000")
-    label(ax, (hat[0] + 0.12, hat[1] + 0.06), "$\\hat x = x_3$", ha="left", va="bottom", colour="#000000")
+    label(ax, (hat[0] + 0.12, hat[1] + 0.06), "$x_k = x_3$", ha="left", va="bottom", colour="#000000")
     label(ax, (1.9, 1.1), r"a fixed-point step:  $\Vert x_{k+1} - x_k\Vert = \Vert F(x_k) - y\Vert$, measurable;"
-          "\n$x$ is unknown, but lies in the ball around $\\hat x$\n"
-          r"of radius $\Vert F(\hat x) - y\Vert\,/\,(1 - L)$",
+          "\n$x$ is unknown, but lies in the ball around $x_k$\n"
+          r"of radius $\Vert F(x_k) - y\Vert\,/\,(1 - L)$",
           fontsize=FONT - 1, linespacing=1.5)
     _tag(ax, (1.9, 0.4), r"$T(x) = y - g(x)$,   $L = \mathrm{Lip}(g) \leq c$ certified", width=3.3, height=0.3)
 
@@ -181,10 +184,11 @@ def stopping_rule():
     _line(ax, [(7.7, rule_row), (8.8, rule_row)])
     arrow(ax, (8.8, rule_row), (8.8, solvers_row - 0.345))
     label(ax, (8.25, rule_row - 0.1), "no: next\nstep", va="top")
-    box(ax, (6.35, out_row), r"$\Vert \hat x - x\Vert \leq \mathrm{tol}\cdot\Vert y\Vert\,/\,(1 - L)$",
-        width=2.7, height=0.55, role="output")
-    arrow(ax, (6.35, rule_row - 0.31), (6.35, out_row + 0.275), r"yes: $\hat x = x_k$", text_offset=(0.55, -0.08))
-    label(ax, (6.35, out_row - 0.4), "certified, for either solver", va="top")
+    box(ax, (6.35, out_row), r"$\Vert \hat x - x\Vert \leq L\,\Vert x_k - x\Vert \leq L\cdot\mathrm{tol}\cdot\Vert y\Vert\,/\,(1 - L)$",
+        width=3.3, height=0.55, role="output")
+    arrow(ax, (6.35, rule_row - 0.31), (6.35, out_row + 0.275), r"yes: return $\hat x = T(x_k)$", text_offset=(0.8, -0.08))
+    label(ax, (6.35, out_row - 0.4), "certified, for either solver; info.error_bound: this over $\\Vert y\\Vert$,\n"
+          "plus a rounding allowance", va="top")
     return fig
 
 
