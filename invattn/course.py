@@ -156,6 +156,7 @@ def _check_prose_numbers(name, key, nb, lessons, findings) -> None:
     """Timings in prose and numbers quoted from other lessons, each against the stored outputs that should hold it."""
     printed = _lesson_output(nb)
     ran = _RAN.search(printed)
+    minutes = reading_stats(nb).minutes
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
             continue
@@ -164,7 +165,7 @@ def _check_prose_numbers(name, key, nb, lessons, findings) -> None:
             claims = set()
             for match in _READ_CLAIM.finditer(plain):
                 claims.add(match.start(1))
-                claimed, actual = int(match.group(1)), reading_stats(nb).minutes
+                claimed, actual = int(match.group(1)), minutes
                 if abs(claimed - actual) > max(3.0, 0.2 * actual):
                     findings.append(Finding(name, index, match.group(0), f"the lesson reads in {actual:.0f} min"))
             for match in _RUN_CLAIM.finditer(plain):
@@ -205,8 +206,9 @@ def _check_widgets(name, nb, findings) -> None:
         for status in _WIDGET_STATUS.findall(value):
             status = html.unescape(status).strip()
             if status and status not in printed:
-                index = next(i for i, c in enumerate(nb.cells)
-                             if any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", [])))
+                index = next((i for i, c in enumerate(nb.cells)
+                              if any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                     for o in c.get("outputs", []))), 0)
                 findings.append(Finding(name, index, status[:60], "the stored widget shows a state that no cell "
                                                                   "beneath it prints"))
 

@@ -211,29 +211,11 @@ def solve_fixed_point(
     The gate trades evaluations for mixing work: on a map whose evaluation costs far more than the mixing (a trained
     model's blocks) ``rate_gate=0`` can be faster; ``python -m invattn.bench inverse`` measures both.
     """
-    check_choice(method, "method", METHODS)
-    check_choice(on_failure, "on_failure", ON_FAILURE)
-    check_positive_int(max_iter, "max_iter")
-    check_positive_int(memory, "memory")
-    tol = check_tol(tol, x0.dtype, on_failure)  # before any evaluation of G: an unreachable tol is refused at once
-    if lipschitz is not None and not (0.0 <= float(lipschitz) < math.inf):
-        raise ValueError(f"lipschitz must be a bound L >= 0 on Lip(G) (or None), got {lipschitz!r}")
-    if isinstance(rate_gate, bool) or not isinstance(rate_gate, numbers.Real):
-        raise TypeError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    if not 0.0 <= float(rate_gate) < 1.0:
-        raise ValueError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    rate_gate = float(rate_gate)
+    tol, rate_gate = _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate)
     scale = scale.double()
     info = InverseInfo(method=method, tol=tol)
-    batch = x0.shape[0]
-    flat_shape = (batch, -1)
     x = x0
-    # Anderson's history: ring buffers [B, d, memory] of the residuals f_i = G(x_i) − x_i (float64) and the images
-    # G(x_i), and the Gram matrix of the residuals, updated by one new row per step (see _AndersonHistory).
-    history = None
-    mixed_steps = 0
-    mixing = False  # Anderson: set for good once plain iteration's observed rate exceeds rate_gate
-    previous = x0
+    step = _NextIterate(x0, scale, memory if method == "anderson" else 1, rate_gate)
     result = None
     bests: list[float] = []  # bests[k]: the smallest worst-sample residual of iterates 0..k (the stall check)
     for iteration in range(max_iter):
@@ -248,9 +230,7 @@ def solve_fixed_point(
         worst = float(residual.max())
         info.residuals.append(worst)
         if worst <= tol:
-            info.iterations = iteration + 1
-            info.converged = True
-            result = gx
+            info.iterations, info.converged, result = iteration + 1, True, gx
             if callback is not None:
                 callback(iteration + 1, gx)
             if lipschitz is not None and lipschitz < 1:
@@ -264,29 +244,63 @@ def solve_fixed_point(
             if callback is not None:  # the point handed back, seen like every other
                 callback(iteration + 1, gx)
             return _fail(info, gx, stalled, on_failure)
-        if method == "fixed_point" or memory == 1:
-            x = gx
-            continue
-        if not mixing and iteration > 0:
-            mixing = rate_gate == 0 or (info.residuals[-2] > 0 and worst / info.residuals[-2] > rate_gate)
-        if not mixing:
-            previous, x = x, gx
-            continue
-        if history is None:
-            history = _AndersonHistory(batch, x[0].numel(), memory, x.dtype, x.device)
-            # the last plain step's pair (x_{k−1}, G(x_{k−1}) = x_k) joins the history, as if it had mixed all along
-            history.step(previous.reshape(flat_shape), x.reshape(flat_shape), scale, 0, 1)
-            mixed_steps = 1
-        slot = mixed_steps % memory  # ring buffer: the oldest pair is overwritten once ``memory`` are stored
-        mixed_steps += 1
-        stored = min(mixed_steps, memory)
-        x = history.step(x.reshape(flat_shape), gx.reshape(flat_shape), scale, slot, stored).reshape(x0.shape)
+        x = step(x, gx, info.residuals)
     if result is None:
         info.iterations = max_iter
         if callback is not None:  # the point handed back is the last iterate, seen like every other
             callback(max_iter, x)
         return _fail(info, x, f"did not reach tol={tol:g} in max_iter={max_iter} iterations", on_failure)
     return result, info
+
+
+def _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate) -> tuple[float, float]:
+    """:func:`solve_fixed_point`'s argument checks, all before any evaluation of G (an unreachable tol is refused at
+    once); returns (tol, resolved against x0's dtype; rate_gate as a float)."""
+    check_choice(method, "method", METHODS)
+    check_choice(on_failure, "on_failure", ON_FAILURE)
+    check_positive_int(max_iter, "max_iter")
+    check_positive_int(memory, "memory")
+    tol = check_tol(tol, x0.dtype, on_failure)
+    if lipschitz is not None and not (0.0 <= float(lipschitz) < math.inf):
+        raise ValueError(f"lipschitz must be a bound L >= 0 on Lip(G) (or None), got {lipschitz!r}")
+    if isinstance(rate_gate, bool) or not isinstance(rate_gate, numbers.Real):
+        raise TypeError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
+    if not 0.0 <= float(rate_gate) < 1.0:
+        raise ValueError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
+    return tol, float(rate_gate)
+
+
+class _NextIterate:
+    """The step from (x_k, G(x_k)) to x_{k+1}: plain iteration (``memory`` = 1), or Anderson, which takes plain steps
+    until the observed rate r_k/r_{k−1} first exceeds ``rate_gate`` and then mixes for good over a ring buffer of the
+    last ``memory`` pairs (:class:`_AndersonHistory`: residuals f_i = G(x_i) − x_i in float64, the images G(x_i), and
+    their Gram matrix, one new row per step)."""
+
+    def __init__(self, x0: torch.Tensor, scale: torch.Tensor, memory: int, rate_gate: float):
+        self.shape, self.scale, self.memory, self.rate_gate = x0.shape, scale, memory, rate_gate
+        self.history: _AndersonHistory | None = None
+        self.mixed_steps = 0
+        self.mixing = False
+        self.previous = x0
+
+    def __call__(self, x: torch.Tensor, gx: torch.Tensor, residuals: list[float]) -> torch.Tensor:
+        if self.memory == 1:
+            return gx
+        if not self.mixing and len(residuals) > 1:
+            self.mixing = self.rate_gate == 0 or (residuals[-2] > 0 and residuals[-1] / residuals[-2] > self.rate_gate)
+        if not self.mixing:
+            self.previous = x
+            return gx
+        flat = (self.shape[0], -1)
+        if self.history is None:
+            self.history = _AndersonHistory(self.shape[0], x[0].numel(), self.memory, x.dtype, x.device)
+            # the last plain step's pair (x_{k−1}, G(x_{k−1}) = x_k) joins the history, as if it had mixed all along
+            self.history.step(self.previous.reshape(flat), x.reshape(flat), self.scale, 0, 1)
+            self.mixed_steps = 1
+        slot = self.mixed_steps % self.memory  # ring buffer: the oldest pair is overwritten once ``memory`` are stored
+        self.mixed_steps += 1
+        stored = min(self.mixed_steps, self.memory)
+        return self.history.step(x.reshape(flat), gx.reshape(flat), self.scale, slot, stored).reshape(self.shape)
 
 
 class _AndersonHistory:

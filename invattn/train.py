@@ -494,6 +494,107 @@ def _loss_is_finite(model: nn.Module, task: str, batch: torch.Tensor | None, tar
         model.train(was_training)
 
 
+def _training_device(device: str, amp: bool, world: int) -> torch.device:
+    """The device this process trains on: ``device`` resolved, and under ``torchrun`` with CUDA this rank's GPU
+    (``LOCAL_RANK``). ``ValueError`` for ``amp`` (bfloat16 autocast) off CUDA."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and world > 1:
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(resolved)
+    if amp and resolved.type != "cuda":
+        raise ValueError("amp=True (bfloat16 autocast) is for CUDA devices; on a CPU train in float32")
+    return resolved
+
+
+def _finite_data(task: str, train_config: TrainConfig, model_config):
+    """:func:`_data`, refusing training images that hold NaN or infinite pixels (``ValueError``, counting them)."""
+    images, labels, test = _data(task, train_config, model_config)
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        raise ValueError(f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
+                         "the data set is damaged (re-create it, or drop those images)")
+    return images, labels, test
+
+
+def _start_log(path: Path, history: list[dict], rank: int) -> None:
+    """The metrics log at the run's start (rank 0): a fresh run starts an empty one; a resumed run rewrites it with the
+    checkpoint's history, since the steps logged after the checkpoint are replayed."""
+    if rank != 0:
+        return
+    if history:
+        with open(path, "w") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in history)
+    elif path.exists():
+        path.unlink()
+
+
+def _optimisation_step(objective, model, optimizer, scheduler, batch, targets, grad_clip, amp, diverged) -> dict:
+    """One step: the loss of ``batch`` (bfloat16 autocast if ``amp``), backward, optional clipping, the optimiser and
+    scheduler steps; returns the objective's metrics. Raises ``diverged(what)`` (a :class:`TrainingDiverged`) when
+    the activations, the loss or the gradients become non-finite, before the weights change."""
+    device = batch.device.type
+    try:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
+            loss, metrics = objective(batch, targets)
+    except NonFiniteError as error:  # the data were checked to be finite: the model overflowed
+        raise diverged(f"the activations became non-finite ({error})") from None
+    if not bool(torch.isfinite(loss)):
+        raise diverged(f"the loss became {float(loss.detach())}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if gradients and not bool(torch.isfinite(nn.utils.get_total_norm(gradients, norm_type=math.inf))):
+        raise diverged("the gradients became non-finite")
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return metrics
+
+
+class _Checkpoints:
+    """A run's checkpoints: :meth:`write` saves the run's state atomically (rank 0; under ``torchrun`` the ranks'
+    buffers are handed over and checked to be in step first), :meth:`diverged` builds the error that says what was
+    kept. ``step`` is the step of the last checkpoint (0 before the first)."""
+
+    def __init__(self, path: Path, out: Path, step: int, batches_per_epoch: int, rank: int, world: int,
+                 stateful: dict, settings: dict, lr: float):
+        self.path, self.out, self.step, self.batches_per_epoch = path, out, step, batches_per_epoch
+        self.rank, self.world, self.stateful, self.settings, self.lr = rank, world, stateful, settings, lr
+
+    def diverged(self, at: int, what: str) -> TrainingDiverged:
+        kept = (f"the last checkpoint, {self.path} (step {self.step}), holds finite weights"
+                if self.step else "no checkpoint was written before it")
+        return TrainingDiverged(
+            f"training diverged at step {at} (epoch {at // self.batches_per_epoch + 1}): {what}. Nothing after step "
+            f"{self.step} was saved; {kept}. Lower the learning rate (lr={self.lr:g} now"
+            + (f"; python -m invattn.train --out {self.out} --resume --lr SMALLER continues from step {self.step}"
+               if self.step else "") + ") or clip the gradients (grad_clip).", at, self.step)
+
+    def write(self, step: int, history: list[dict]) -> None:
+        model = self.stateful["model"]
+        if self.world > 1:
+            # DistributedDataParallel hands rank 0's buffers to every rank at each forward; running statistics
+            # (batch norm) then drift apart again on each rank's shard, so hand them over now, as the next step would
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+            _check_in_step(model)
+        if self.rank == 0:
+            save_checkpoint(self.path, dict(
+                **{name: part.state_dict() for name, part in self.stateful.items()},
+                step=step, history=history, rng=_rng_state(), **self.settings,
+            ))
+        self.step = step
+
+
+def _shown(record: dict, task: str) -> dict:
+    """The progress bar's postfix for one logged step."""
+    shown = dict(bpd=f"{record['bits_per_dim']:.3f}") if task == "density" else dict(loss=f"{record['loss']:.3f}")
+    if "test_accuracy" in record:
+        shown["test"] = f"{record['test_accuracy']:.3f}"
+    return shown
+
+
 def train(
     preset: str = "smoke",
     out: str | Path = "runs/smoke",
@@ -519,12 +620,7 @@ def train(
     check_choice(task, "task", TASKS)
     out = Path(out)
     rank, world = _distributed()
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and world > 1:
-        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(resolved)
-    if amp and resolved.type != "cuda":
-        raise ValueError("amp=True (bfloat16 autocast) is for CUDA devices; on a CPU train in float32")
+    resolved = _training_device(device, amp, world)
     checkpoint_path = out / CHECKPOINT
     task, preset, state, model_config, train_config = _run_settings(
         task, preset, architecture, checkpoint_path if resume else None, model_overrides, training_overrides, steps, world)
@@ -534,11 +630,7 @@ def train(
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     random.seed(train_config.seed)
-    images, labels, test = _data(task, train_config, model_config)
-    if not bool(torch.isfinite(images).all()):
-        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
-        raise ValueError(f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
-                         "the data set is damaged (re-create it, or drop those images)")
+    images, labels, test = _finite_data(task, train_config, model_config)
     model = (ResidualFlow(model_config) if task == "density" else build_classifier(model_config)).to(resolved)
     optimizer, scheduler = _optimiser(model, train_config)
     batches_per_epoch = len(images) // train_config.batch_size
@@ -549,49 +641,26 @@ def train(
     if state is not None:
         _restore(state, model, optimizer, scheduler, new_lr, checkpoint_path)
         step, history = state["step"], state["history"]
-        if rank == 0:  # steps logged after the checkpoint are replayed: the log restarts from the checkpoint's
-            with open(out / "metrics.jsonl", "w") as handle:
-                handle.writelines(json.dumps(record) + "\n" for record in history)
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
-    if state is None and task == "density":
+    elif task == "density":
         # ActNorm's data-dependent initialisation, on the first full batch, identical on every rank
         first = images[epoch_order(len(images), 0, train_config.seed)[: train_config.batch_size]].to(resolved)
         with torch.no_grad():
             model.bits_per_dim(dequantize(first))
+    _start_log(out / "metrics.jsonl", history, rank)
     objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
 
-    saved_step = state["step"] if state is not None else 0
+    saved = _Checkpoints(checkpoint_path, out, state["step"] if state is not None else 0, batches_per_epoch, rank, world,
+                         dict(model=model, optimizer=optimizer, scheduler=scheduler),
+                         dict(model_config=model_config.to_dict(), train_config=asdict(train_config), preset=preset,
+                              task=task), train_config.lr)
     latest: dict[str, torch.Tensor | None] = dict(batch=None, targets=None)
 
-    def diverged(at: int, what: str) -> TrainingDiverged:
-        kept = (f"the last checkpoint, {checkpoint_path} (step {saved_step}), holds finite weights"
-                if saved_step else "no checkpoint was written before it")
-        return TrainingDiverged(
-            f"training diverged at step {at} (epoch {at // batches_per_epoch + 1}): {what}. Nothing after step "
-            f"{saved_step} was saved; {kept}. Lower the learning rate (lr={train_config.lr:g} now"
-            + (f"; python -m invattn.train --out {out} --resume --lr SMALLER continues from step {saved_step}"
-               if saved_step else "") + ") or clip the gradients (grad_clip).", at, saved_step)
-
     def checkpoint() -> None:
-        nonlocal saved_step
         if not _loss_is_finite(model, task, latest["batch"], latest["targets"], resolved):
-            raise diverged(step, "the weights after this step give a non-finite loss on its batch")
-        if world > 1:
-            # DistributedDataParallel hands rank 0's buffers to every rank at each forward; running statistics
-            # (batch norm) then drift apart again on each rank's shard, so hand them over now, as the next step would
-            for buffer in model.buffers():
-                dist.broadcast(buffer, 0)
-            _check_in_step(model)
-        if rank == 0:
-            save_checkpoint(checkpoint_path, dict(
-                model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                step=step, history=history, rng=_rng_state(), model_config=model_config.to_dict(),
-                train_config=asdict(train_config), preset=preset, task=task,
-            ))
-        saved_step = step
+            raise saved.diverged(step, "the weights after this step give a non-finite loss on its batch")
+        saved.write(step, history)
 
     model.train()
     label = preset if task == "density" else f"{model_config.architecture} {preset}"
@@ -603,27 +672,12 @@ def train(
             epoch, position = divmod(step, batches_per_epoch)
             order = epoch_order(len(images), epoch, train_config.seed)
             indices = order[position * train_config.batch_size : (position + 1) * train_config.batch_size]
-            mine = indices[rank::world]
-            batch = images[mine].to(resolved)
-            targets = labels[mine].to(resolved) if labels is not None else None
             latest["batch"] = images[indices].to(resolved)  # the whole batch, the same on every rank
             latest["targets"] = labels[indices].to(resolved) if labels is not None else None
-            try:
-                with torch.autocast(device_type=resolved.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, metrics = objective(batch, targets)
-            except NonFiniteError as error:  # the data were checked to be finite: the model overflowed
-                raise diverged(step + 1, f"the activations became non-finite ({error})") from None
-            if not bool(torch.isfinite(loss)):
-                raise diverged(step + 1, f"the loss became {float(loss.detach())}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            gradients = [p.grad for p in model.parameters() if p.grad is not None]
-            if gradients and not bool(torch.isfinite(nn.utils.get_total_norm(gradients, norm_type=math.inf))):
-                raise diverged(step + 1, "the gradients became non-finite")
-            if train_config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            mine = indices[rank::world]
+            batch, targets = images[mine].to(resolved), (labels[mine].to(resolved) if labels is not None else None)
+            metrics = _optimisation_step(objective, model, optimizer, scheduler, batch, targets, train_config.grad_clip,
+                                         amp, lambda what: saved.diverged(step + 1, what))
             step += 1
             record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
                           lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
@@ -636,10 +690,7 @@ def train(
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             bar.update(1)
-            shown = dict(bpd=f"{record['bits_per_dim']:.3f}") if task == "density" else dict(loss=f"{record['loss']:.3f}")
-            if "test_accuracy" in record:
-                shown["test"] = f"{record['test_accuracy']:.3f}"
-            bar.set_postfix(shown, refresh=False)
+            bar.set_postfix(_shown(record, task), refresh=False)
             if step % train_config.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
             if rank == 0 and end_of_epoch and task == "density" and train_config.samples_per_epoch:
@@ -647,7 +698,7 @@ def train(
                 _save_samples(model, train_config.samples_per_epoch, out / f"samples_epoch{epoch + 1}.png", epoch)
                 _set_rng_state(state_before)
     except KeyboardInterrupt:
-        if saved_step != step:
+        if saved.step != step:
             checkpoint()  # an interrupted run keeps everything up to its last step
         raise
     finally:

@@ -45,10 +45,10 @@ def _figure(name: str) -> plt.Figure:
     return DIAGRAMS[name]()
 
 
-def save_diagram(name: str, folder: str | Path | None = None) -> Path:
+def save_diagram(name: str, folder: str | Path | None = None, show: bool = False) -> Path:
     """Draw diagram ``name`` and save it as ``<folder>/<name>.svg`` (default: the project's ``figures/``), byte-stable:
-    no date or creator in the file and a fixed hash salt for its element ids. Returns the path. Raises ``KeyError``
-    for an unknown name (the message lists the known ones)."""
+    no date or creator in the file and a fixed hash salt for its element ids; with ``show`` also show it inline
+    (the same figure). Returns the path. Raises ``KeyError`` for an unknown name (the message lists the known ones)."""
     from ..lesson import figures_dir
 
     folder = figures_dir() if folder is None else Path(folder)
@@ -57,17 +57,17 @@ def save_diagram(name: str, folder: str | Path | None = None) -> Path:
     with plt.rc_context({"svg.hashsalt": "invattn", "svg.fonttype": "path"}):
         fig = _figure(name)
         fig.savefig(path, metadata={"Date": None, "Creator": None}, bbox_inches="tight")
-    plt.close(fig)
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)
     return path
 
 
 def draw_diagram(name: str, folder: str | Path | None = None) -> Path:
-    """What a lesson calls: save diagram ``name`` (see :func:`save_diagram`) and show it inline. Returns the SVG path."""
-    path = save_diagram(name, folder)
-    with plt.rc_context({"svg.hashsalt": "invattn"}):
-        _figure(name)
-    plt.show()
-    return path
+    """What a lesson calls: save diagram ``name`` and show it inline (:func:`save_diagram` with ``show=True``).
+    Returns the SVG path."""
+    return save_diagram(name, folder, show=True)
 
 
 def main(argv: list[str] | None = None) -> None:
