@@ -96,20 +96,34 @@ def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when present) or a ``torch.device`` → ``torch.device``.
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
-    Asking for CUDA on a machine without a GPU is an error, not a silent fall-back to the CPU. Raises ``TypeError``
-    for anything but a string or a ``torch.device`` and ``ValueError`` for an unknown or absent device.
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (Apple silicon), ``"auto"`` or a ``torch.device`` → ``torch.device``.
+
+    ``"auto"`` picks CUDA when present, then MPS, then the CPU. Asking for CUDA or MPS on a machine without it is an
+    error, not a silent fall-back to the CPU. MPS has no float64, in which every certified bound is computed: there
+    a certified layer raises torch's ``TypeError`` about float64 at its first bound (coupling blocks run). Raises ``TypeError`` for anything but a string or a ``torch.device`` and
+    ``ValueError`` for an unknown or absent device.
     """
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {device!r}")
+        raise TypeError(f"device must be a string such as 'cpu', 'cuda', 'mps' or 'auto', got {device!r}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     if device == "cpu":
         return torch.device("cpu")
+    if device in ("mps", "mps:0"):
+        if not _mps_available():
+            raise ValueError(
+                f"device={device!r} was asked for, but this machine has no MPS (Apple-silicon GPU) backend; "
+                "use device='cpu' (the default) or device='auto'"
+            )
+        return torch.device("mps")
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ValueError(
@@ -119,11 +133,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
         try:
             resolved = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}") from None
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'; got {device!r}") from None
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} GPU(s) are visible")
         return resolved
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}")
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'; got {device!r}")
 
 
 def check_model(model, name: str = "model", kind: type | tuple[type, ...] | None = None):

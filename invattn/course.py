@@ -17,6 +17,7 @@
   a sentence saying that lesson NN measured, printed or showed it) that lesson NN's stored outputs do not contain;
 * a widget whose stored state disagrees with the static drawing beneath it: every status line a stored widget shows
   (its ``<code>`` text) is printed by a cell of the lesson;
+* a lesson whose "Open in Colab" badge or install cell differs from what :mod:`invattn.colab` generates;
 * a lesson over its reading budget (:data:`MAX_WORDS` words of prose outside collapsed ``<details>``, about
   :data:`MAX_WORDS_PER_PICTURE` per picture), without a diagram, or without an opening that says how long it takes.
 
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+from .colab import BADGE, INSTALL_TAG, out_of_date
 
 __all__ = ["Finding", "ReadingStats", "reading_stats", "check_lessons", "main", "MAX_WORDS", "MAX_WORDS_PER_PICTURE"]
 
@@ -121,11 +124,11 @@ def reading_stats(nb) -> ReadingStats:
     words = collapsed = code_lines = pictures = diagrams = 0
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            outside = _DETAILS.sub(" ", cell.source)
+            outside = _DETAILS.sub(" ", BADGE.sub(" ", cell.source))
             words += len(outside.split())
             collapsed += sum(len(block.split()) for block in _DETAILS.findall(cell.source))
             pictures += len(re.findall(r"!\[[^\]]*\]\(|<img\b", outside))
-        elif cell.cell_type == "code":
+        elif cell.cell_type == "code" and INSTALL_TAG not in cell.metadata.get("tags", []):
             code_lines += sum(1 for line in cell.source.splitlines() if line.strip())
             diagrams += len(_DIAGRAM_CALL.findall(cell.source))
             pictures += sum(1 for output in cell.get("outputs", []) if {"image/png", "image/svg+xml"} & set(output.get("data", {})))
@@ -223,7 +226,7 @@ def _check_budget(name, nb, findings) -> None:
                                 f"over {MAX_WORDS_PER_PICTURE} words per picture"))
     if not stats.diagrams:
         findings.append(Finding(name, 0, "draw_diagram", "no diagram"))
-    opening = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    opening = BADGE.sub("", next((c.source for c in nb.cells if c.cell_type == "markdown"), "")).strip()
     if not (_READ_CLAIM.search(opening) and _RUN_CLAIM.search(opening)):
         findings.append(Finding(name, 0, opening[:40], "the opening does not say 'about N min to read' and "
                                                        "'about T s to run'"))
@@ -281,6 +284,9 @@ def check_lessons(folder: str | Path = NOTEBOOKS) -> list[Finding]:
         _check_widgets(name, nb, findings)
         if key.isdigit():  # a lesson, not an appendix
             _check_budget(name, nb, findings)
+    findings += [Finding(name, 0, "Open in Colab", "its badge or install cell differs from what pyproject.toml's "
+                                                   "address gives: run python -m invattn.colab")
+                 for name in out_of_date(folder)]
     return findings
 
 

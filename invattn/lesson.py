@@ -18,6 +18,8 @@ import torch
 from ._validation import check_choice, check_coeff, check_positive_float, check_positive_int, resolve_device
 
 __all__ = [
+    "CPU_THREADS",
+    "REPRODUCIBLE_ENV",
     "Setup",
     "setup",
     "report_run_time",
@@ -39,13 +41,38 @@ __all__ = [
 ]
 
 
+CPU_THREADS = 1
+"""The intra-op threads torch uses in a lesson (:func:`setup`). One: a float sum is then split the same way on every
+machine, so training gives the same numbers to the last bit whatever the core count; and a lesson beside other busy
+processes slows down in proportion instead of collapsing (two threads waiting on each other beside two busy
+processes ran a classifier's training 35× slower). The lessons' models are small: more threads gain little."""
+
+REPRODUCIBLE_ENV = {
+    "OMP_NUM_THREADS": str(CPU_THREADS),
+    "MKL_NUM_THREADS": str(CPU_THREADS),
+    # the same vector instructions on every x86 machine: torch's own kernels, oneDNN's convolutions and MKL's
+    # matrix products each pick the widest a CPU has (AVX-512 here, AVX2 there), which sums in another order
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+}
+"""What a lesson's kernel process must be started with for its numbers to be the same on every x86 machine with AVX2
+(read by the libraries when they load, so set before ``import torch``): the course's Jupyter kernel carries it
+(``python -m invattn.kernel``, which ``make setup`` runs), and ``python -m invattn.run_notebooks`` and the tests set it
+for the kernels they start. Other processors (Apple silicon, other ISAs) compute in another order: their numbers
+agree with the stored ones to rounding, not to the last bit."""
+
+
 @dataclass(frozen=True)
 class Setup:
-    """What :func:`setup` decided: the device to compute on and the folder figures are saved to."""
+    """What :func:`setup` decided: the device to compute on, the folder figures are saved to, the seed, torch's CPU
+    threads and the vector instructions its CPU kernels use (``"AVX2"``, ``"AVX512"``, ...)."""
 
     device: torch.device
     figures: Path
     seed: int
+    threads: int
+    cpu_capability: str
 
 
 def figures_dir() -> Path:
@@ -60,10 +87,14 @@ def figures_dir() -> Path:
     return path
 
 
-def setup(seed: int = 0, device: str = "cpu") -> Setup:
-    """Seed torch, numpy and random; make CPU kernels deterministic; resolve ``device``; style plots."""
+def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Setup:
+    """Seed torch, numpy and random; make CPU kernels deterministic on ``threads`` intra-op threads
+    (:data:`CPU_THREADS`); resolve ``device`` (:func:`resolve_device`); style plots. Prints one line saying what it
+    chose. Raises ``ValueError`` for a negative seed, fewer than one thread or a device this machine lacks."""
     check_positive_int(seed, "seed", minimum=0)
+    check_positive_int(threads, "threads")
     resolved = resolve_device(device)
+    torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -74,9 +105,12 @@ def setup(seed: int = 0, device: str = "cpu") -> Setup:
     from .plots import use_lesson_style
 
     use_lesson_style()
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    print(f"seed {seed}, device {resolved}; torch on {threads} CPU thread{'s' if threads > 1 else ''} "
+          f"({capability} kernels): the same numbers on any such machine")
     global _started
     _started = time.perf_counter()
-    return Setup(device=resolved, figures=figures_dir(), seed=seed)
+    return Setup(device=resolved, figures=figures_dir(), seed=seed, threads=threads, cpu_capability=capability)
 
 
 _started: float | None = None
@@ -97,7 +131,8 @@ def report_run_time() -> float:
 def progress(iterable=None, **kwargs):
     """A tqdm progress bar: a widget in JupyterLab, plain text when run headless (``make run``/``make test``
     set ``INVATTN_PLAIN_PROGRESS=1``): then it prints one line, its final state, when it closes, so a stored
-    output holds one readable line per bar, not one per update."""
+    output holds one readable line per bar, not one per update, without elapsed time or rate (a re-run of an
+    unchanged lesson stores the same bytes)."""
     if os.environ.get("INVATTN_PLAIN_PROGRESS"):
         from tqdm.std import tqdm
 
@@ -110,6 +145,7 @@ def progress(iterable=None, **kwargs):
         kwargs.setdefault("mininterval", math.inf)
         kwargs.setdefault("delay", math.inf)  # no first line
         kwargs.setdefault("ncols", 80)
+        kwargs.setdefault("bar_format", "{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
         return FinalLineOnly(iterable, **kwargs)
     from tqdm.auto import tqdm
 

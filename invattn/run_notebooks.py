@@ -3,13 +3,23 @@
 With default parameters each executed notebook is saved in place, outputs included (what the reader
 sees, and what nbval compares). With ``-p`` overrides the result goes to ``notebooks/runs/`` instead,
 so a custom run (a GPU, a real data set) never overwrites the stored reference outputs.
+
+The kernels run with :data:`invattn.lesson.REPRODUCIBLE_ENV` (one CPU thread, the same vector instructions on every
+x86 machine). A re-run of an unchanged lesson leaves its file untouched: papermill's timestamps are dropped, widget
+model ids are renamed to ids that depend only on the notebook (:func:`stable_widget_ids`), progress lines carry no
+rate or elapsed time, and a run whose outputs equal the stored ones except for timings (a number with a unit of
+time, within a factor 2 of the stored one: the tolerance of a lesson's "about T s to run") keeps the stored file
+(:func:`same_but_timings`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
+import uuid
 import tempfile
 import time
 from pathlib import Path
@@ -84,17 +94,99 @@ def check_known(notebook: Path, parameters: dict) -> None:
         raise SystemExit(f"{notebook.name}: unknown parameter(s) {', '.join(unknown)}; this lesson takes: {allowed}")
 
 
-def strip_run_metadata(path: Path) -> None:
-    """Drop papermill's timestamps and durations so an unchanged lesson re-saves unchanged."""
-    nb = nbformat.read(path, as_version=4)
+def strip_run_metadata(nb) -> None:
+    """Drop papermill's timestamps and durations (in place), and join a cell's consecutive outputs to the same
+    stream (the kernel cuts printed text into pieces where its output buffer happened to be flushed), so an unchanged
+    lesson re-saves unchanged."""
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
-    nbformat.write(nb, path)
+        joined = []
+        for output in cell.get("outputs", []):
+            previous = joined[-1] if joined else None
+            if (output.get("output_type") == "stream" and previous is not None
+                    and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+                previous["text"] = "".join(previous["text"]) + "".join(output["text"])
+            else:
+                joined.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = joined
 
 
-def run(notebook: Path, parameters: dict, output: Path) -> float:
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_MODEL_REFERENCE = re.compile(r"IPY_MODEL_([0-9a-zA-Z_-]+)")
+
+
+def stable_widget_ids(nb, name: str) -> None:
+    """Rename every widget model id of ``nb`` (in place) to one derived from ``name`` and the model's position: the
+    models shown by the outputs in cell order, then those they refer to, depth first (fields in sorted order), then
+    any others in the order of their content. Jupyter makes fresh random ids each run; these are the same each run
+    of the same lesson, so the stored widget state (which GitHub's viewer draws) no longer changes on a re-run."""
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    views = [output["data"][_WIDGET_VIEW] for cell in nb.cells if cell.cell_type == "code"
+             for output in cell.get("outputs", []) if _WIDGET_VIEW in output.get("data", {})]
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in order or model_id not in state:
+            return
+        order.append(model_id)
+        for reference in _MODEL_REFERENCE.findall(json.dumps(state[model_id], sort_keys=True)):
+            visit(reference)
+
+    for view in views:
+        visit(view.get("model_id", ""))
+    masked = {key: _MODEL_REFERENCE.sub("IPY_MODEL_", json.dumps(model, sort_keys=True)) for key, model in state.items()}
+    order += sorted((key for key in state if key not in order), key=lambda key: masked[key])
+    renamed = {old: uuid.uuid5(uuid.NAMESPACE_URL, f"invattn/{name}/{i}").hex for i, old in enumerate(order)}
+    if not renamed:
+        return
+    text = json.dumps(state)
+    text = _MODEL_REFERENCE.sub(lambda m: "IPY_MODEL_" + renamed.get(m.group(1), m.group(1)), text)
+    new_state = json.loads(text)
+    nb.metadata["widgets"][_WIDGET_STATE]["state"] = {renamed[key]: new_state[key] for key in order}
+    for view in views:
+        view["model_id"] = renamed.get(view.get("model_id"), view.get("model_id"))
+
+
+_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*(?:ms|µs|s|min)\b)")
+TIMING_FACTOR = 2.0
+"""How far a timing may move before a re-run rewrites the stored lesson (the factor ``python -m invattn.course``
+allows between a lesson's "about T s to run" and its stored run)."""
+
+
+def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
+    """Whether notebook ``new`` equals ``stored`` except for timings in its outputs' text: each number followed by a
+    unit of time (``12 ms``, ``3.5 s``, ``1.2 min``) within ``factor`` of the stored one; everything else (sources,
+    images, every other number) byte for byte."""
+    def split(nb):
+        nb, times = nbformat.from_dict(json.loads(json.dumps(nb))), []  # a deep copy
+
+        def mask(text):
+            times.extend(float(value) for value, _ in _TIME.findall(text))
+            return _TIME.sub(lambda m: "<time>" + m.group(2), text)
+
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if "text" in output:
+                    output["text"] = mask("".join(output["text"]))
+                for kind in ("text/plain", "text/html", "text/markdown"):
+                    if kind in output.get("data", {}):
+                        output["data"][kind] = mask("".join(output["data"][kind]))
+        return json.dumps(nb, sort_keys=True), times
+
+    new_text, new_times = split(new)
+    stored_text, stored_times = split(stored)
+    return new_text == stored_text and all(
+        (a == b == 0) or (min(a, b) > 0 and max(a, b) / min(a, b) <= factor) for a, b in zip(new_times, stored_times))
+
+
+def run(notebook: Path, parameters: dict, output: Path) -> tuple[float, bool]:
+    """Execute ``notebook`` with ``parameters`` into ``output``; returns (seconds, whether ``output`` was written:
+    False when the run equals the stored ``output`` but for timings). Raises ``SystemExit`` naming the failed cell
+    (the partly executed notebook goes to ``runs/FAILED_<name>``)."""
     import papermill
 
     start = time.perf_counter()
@@ -116,10 +208,15 @@ def run(notebook: Path, parameters: dict, output: Path) -> float:
             ) from None
         stale = notebook.parent / "runs" / f"FAILED_{notebook.name}"
         stale.unlink(missing_ok=True)
-        strip_run_metadata(executed)
+        result = nbformat.read(executed, as_version=4)
+        strip_run_metadata(result)
+        stable_widget_ids(result, notebook.name)
+        if output.exists() and same_but_timings(result, nbformat.read(output, as_version=4)):
+            return time.perf_counter() - start, False  # the stored file stays, byte for byte
+        nbformat.write(result, executed)
         output.parent.mkdir(parents=True, exist_ok=True)
         os.replace(executed, output)  # atomic: a stored notebook is never left half-written
-    return time.perf_counter() - start
+    return time.perf_counter() - start, True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no lessons found in {args.folder}")
     for notebook in lessons:
         check_known(notebook, parameters)
+    from .lesson import REPRODUCIBLE_ENV
+
     os.environ["INVATTN_PLAIN_PROGRESS"] = "1"  # the kernels inherit it: text progress bars
+    os.environ.update(REPRODUCIBLE_ENV)  # and the same numbers on every machine
     if parameters:  # a run with custom parameters must not overwrite the stored lessons' figures
         os.environ["INVATTN_FIGURES"] = str(args.folder / "runs" / "figures")
     total = 0.0
@@ -151,9 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             output = notebook
         print(f"[{number}/{len(lessons)}] {notebook.name} ...", flush=True)
-        seconds = run(notebook, parameters, output)
+        seconds, written = run(notebook, parameters, output)
         total += seconds
-        print(f"[{number}/{len(lessons)}] {notebook.name} done in {seconds:.1f} s -> {output.relative_to(args.folder.parent)}", flush=True)
+        where = f"-> {output.relative_to(args.folder.parent)}" if written else "(unchanged: the stored file is kept)"
+        print(f"[{number}/{len(lessons)}] {notebook.name} done in {seconds:.1f} s {where}", flush=True)
     print(f"all {len(lessons)} lesson(s) ran in {total:.1f} s", flush=True)
 
 

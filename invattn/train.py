@@ -76,6 +76,7 @@ class TrainConfig:
     optimizer: str = "adamax"  # "adamax", "adam" or "sgd" (momentum 0.9)
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (lr·½(1 + cos(π·step/steps)) to 0)
     grad_clip: float | None = None
     checkpoint_every: int = 500
     samples_per_epoch: int = 16
@@ -95,8 +96,10 @@ TRAINING: dict[str, TrainConfig] = {
 CLASSIFY_TRAINING: dict[str, TrainConfig] = {
     "smoke": TrainConfig(dataset="digits", n_train=256, batch_size=32, epochs=1, steps=8, lr=1e-3, optimizer="adam",
                          checkpoint_every=4, samples_per_epoch=0),
+    # cosine decay: the last epochs settle the weights, so the final accuracy does not hang on the last few steps
+    # (at a constant lr it moved between 94 % and 99 % with the rounding of the sums)
     "digits": TrainConfig(dataset="digits", batch_size=64, epochs=12, lr=2e-3, optimizer="adam", checkpoint_every=100,
-                          samples_per_epoch=0),
+                          samples_per_epoch=0, lr_schedule="cosine"),
     "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=128, epochs=200, lr=0.1, optimizer="sgd",
                                  weight_decay=5e-4, warmup_steps=391, checkpoint_every=1000, samples_per_epoch=0),
 }
@@ -426,6 +429,7 @@ def _run_settings(task: str, preset: str, architecture: str | None, checkpoint_p
     for name in ("batch_size", "epochs", "checkpoint_every"):
         check_positive_int(getattr(train_config, name), name)
     check_choice(train_config.optimizer, "optimizer", ("adamax", "adam", "sgd"))
+    check_choice(train_config.lr_schedule, "lr_schedule", ("constant", "cosine"))
     if train_config.weight_decay < 0:
         raise ValueError(f"weight_decay must be ≥ 0, got {train_config.weight_decay}")
     if train_config.batch_size % world:
@@ -433,8 +437,17 @@ def _run_settings(task: str, preset: str, architecture: str | None, checkpoint_p
     return task, preset, state, model_config, train_config
 
 
-def _optimiser(model: nn.Module, train_config: TrainConfig):
-    """(optimiser, warm-up scheduler) of ``train_config``."""
+def _lr_factor(step: int, warmup: int, schedule: str, total_steps: int) -> float:
+    """The learning rate's factor at ``step`` (from 0): a linear ramp over ``warmup`` steps, then 1 (``"constant"``)
+    or ½(1 + cos(π·step/total_steps)) (``"cosine"``, 0 at the last step)."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if schedule == "cosine":
+        return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return ramp
+
+
+def _optimiser(model: nn.Module, train_config: TrainConfig, total_steps: int):
+    """(optimiser, scheduler) of ``train_config``: warm-up, then its ``lr_schedule`` over ``total_steps``."""
     if train_config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
                                     weight_decay=train_config.weight_decay)
@@ -442,7 +455,8 @@ def _optimiser(model: nn.Module, train_config: TrainConfig):
         optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     warmup = max(train_config.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, warmup, train_config.lr_schedule, total_steps))
     return optimizer, scheduler
 
 
@@ -632,11 +646,11 @@ def train(
     random.seed(train_config.seed)
     images, labels, test = _finite_data(task, train_config, model_config)
     model = (ResidualFlow(model_config) if task == "density" else build_classifier(model_config)).to(resolved)
-    optimizer, scheduler = _optimiser(model, train_config)
     batches_per_epoch = len(images) // train_config.batch_size
     if batches_per_epoch == 0:
         raise ValueError(f"{len(images)} training images are fewer than one batch of {train_config.batch_size}")
     total_steps = train_config.steps or train_config.epochs * batches_per_epoch
+    optimizer, scheduler = _optimiser(model, train_config, total_steps)
     step, history = 0, []
     if state is not None:
         _restore(state, model, optimizer, scheduler, new_lr, checkpoint_path)

@@ -74,6 +74,7 @@ def test_bound_holds_after_training(kind, trained):
         assert 0 < lip <= bound <= 0.9
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", KINDS)
 def test_inverse_on_real_images_float32(kind, trained):
     x = image_batch(4, 32, seed=7)
@@ -104,6 +105,7 @@ def test_full_scale_forward_and_inverse():
     assert float((x_hat - x).norm() / x.norm()) < 1e-5
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", KINDS)
 def test_attention_map_is_a_distribution_per_output_position(kind):
     g = ia.make_attention(kind, CHANNELS)
@@ -114,6 +116,7 @@ def test_attention_map_is_a_distribution_per_output_position(kind):
     assert torch.allclose(p.sum(-1), torch.ones(2, 64), atol=1e-5)
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_gradients(kind):
     g = ia.make_attention(kind, 4, reduction=2).double()
@@ -149,6 +152,7 @@ def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset, map_st
     assert torch.autograd.gradgradcheck(fn, (values, left, right))
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", KINDS)
 def test_lean_backward_equals_plain_autograd(kind, map_storage):
     """The custom backward (autograd) and the plain ops (seen by torch.func) give the same gradient, with the map
@@ -223,6 +227,7 @@ def test_l2_constant_and_lambert_w():
     assert g.raw_lipschitz_bound(256) < g.raw_lipschitz_bound(4096)
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", PAPER_KINDS)
 def test_paper_variant_reports_an_honest_bound(kind):
     g = ia.make_attention(kind, CHANNELS, variant="paper").eval()

@@ -26,6 +26,7 @@ def conv_block(channels, size, coeff):
     return ia.InvertibleResidual(g).double().eval()
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("method", ["anderson", "fixed_point"])
 @pytest.mark.parametrize("coeff", [0.5, 0.9, 0.99])
 def test_inverse_recovers_input_float64(method, coeff):
@@ -42,6 +43,7 @@ def test_inverse_recovers_input_float64(method, coeff):
     assert bool((per_sample <= info.sample_error_bounds).all())
 
 
+@pytest.mark.compat
 def test_conv_block_inverse():
     block = conv_block(3, (6, 6), 0.9)
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
@@ -59,6 +61,7 @@ def test_anderson_needs_fewer_evaluations_near_one():
     assert aa.function_evals < fp.function_evals
 
 
+@pytest.mark.compat
 def test_not_converging_raises_with_info():
     block = dense_block(8, 0.9)
     y = block(torch.randn(2, 8, dtype=torch.float64))
@@ -117,6 +120,7 @@ def test_callback_sees_every_iterate():
     assert seen == [0, 1, 2, 3, 4] and torch.equal(returned[-1], x_hat)
 
 
+@pytest.mark.compat
 def test_actnorm_initialises_from_data_and_inverts():
     norm = ia.ActNorm(3).double()
     x = torch.randn(64, 3, 4, 4, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2]).view(1, 3, 1, 1).double() + 2
@@ -136,6 +140,7 @@ def test_actnorm_shape_errors():
         ia.ActNorm(3)(torch.randn(2, 4, 5, 5))
 
 
+@pytest.mark.compat
 def test_squeeze_round_trip_and_shape_errors():
     squeeze = ia.Squeeze()
     x = torch.randn(2, 3, 4, 6)
@@ -146,6 +151,7 @@ def test_squeeze_round_trip_and_shape_errors():
         squeeze(torch.randn(1, 3, 5, 4))
 
 
+@pytest.mark.compat
 def test_sequence_inverse_runs_backwards():
     chain = ia.InvertibleSequential(ia.ActNorm(3), ia.Squeeze(), conv_block(12, (2, 2), 0.8)).double()
     x = torch.randn(4, 3, 4, 4, dtype=torch.float64)
@@ -174,6 +180,7 @@ def test_property_inverse_of_forward_is_identity(dim, batch, coeff, method, seed
     assert float((x_hat - x).norm() / x.norm()) < 1e-6
 
 
+@pytest.mark.compat
 def test_gradcheck_forward_small():
     block = dense_block(3, 0.8)
     x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
@@ -243,6 +250,7 @@ def test_anderson_takes_plain_steps_while_iteration_is_fast():
     assert not all(torch.equal(a, b) for a, b in zip(textbook, fp_iterates))  # the textbook algorithm mixes
 
 
+@pytest.mark.compat
 def test_anderson_starts_mixing_once_iteration_is_slow():
     layer = nn.Linear(32, 32)
     with torch.no_grad():  # symmetric W: plain iteration's rate approaches its spectral radius ‖W‖ = 0.95 > the gate

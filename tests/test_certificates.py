@@ -31,6 +31,7 @@ def _relative_errors(x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> t
 
 
 # -- 1. weights changed in eval mode ----------------------------------------------------------------------------
+@pytest.mark.compat
 @pytest.mark.parametrize("write", ["copy_", "data"])
 def test_eval_mode_sees_a_weight_change(write):
     torch.manual_seed(0)
@@ -120,6 +121,7 @@ def _func_modules():
     return modules
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("name", list(_func_modules()))
 def test_torch_func_transforms_work_in_eval_mode_from_the_first_call(name):
     torch.manual_seed(0)
@@ -136,6 +138,7 @@ def test_torch_func_transforms_work_in_eval_mode_from_the_first_call(name):
     assert torch.allclose(jacobian.t() @ tangent[0].flatten(), vj[0].flatten())
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("kind", ia.KINDS)
 def test_jvp_then_backward_through_every_attention_kind(kind):
     torch.manual_seed(0)
@@ -181,6 +184,7 @@ def test_float32_gain_never_exceeds_the_float64_certificate(kind):
 
 
 # -- 5. conv options --------------------------------------------------------------------------------------------
+@pytest.mark.compat
 @pytest.mark.parametrize(
     "options,size",
     [
@@ -366,6 +370,7 @@ def test_workflow_ema_swap_in_eval_mode():
     _check_model(model, x)
 
 
+@pytest.mark.compat
 def test_workflow_save_and_load_into_a_fresh_model():
     model, x = _smoke_model(), _images()
     _train(model, x)
@@ -380,6 +385,7 @@ def test_workflow_save_and_load_into_a_fresh_model():
     assert model.lipschitz_bounds() == pytest.approx(fresh.lipschitz_bounds(), rel=1e-12)  # LAPACK may round the last bit differently
 
 
+@pytest.mark.compat
 def test_workflow_dtype_change():
     torch.manual_seed(0)
     model, x = ResidualFlow(PRESETS["smoke"]), _images().float()
@@ -429,6 +435,7 @@ def test_property_tap_grams_equal_the_grams_of_the_fft_spectrum(
     assert torch.allclose(gram, expected, rtol=0, atol=1e-13 * scale)
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("spectrum", ["random", "flat_top", "rank_one", "zero", "tied_pair"])
 @pytest.mark.parametrize("shape", [(512, 512), (97, 300), (300, 130)])
 def test_large_matrix_certificate_is_above_the_exact_norm_and_tight(spectrum, shape):
@@ -591,6 +598,7 @@ def test_spectral_normalised_layers_check_their_input():
         ia.make_attention("dot", 4, radius=1e200)
 
 
+@pytest.mark.compat
 def test_certificates_recomputed_inside_torch_func_leave_a_plain_cache():
     """A weight change certified inside vmap(jacrev(...)) must not leave torch.func's wrapped tensors in the cache
     (the layer could no longer be deep-copied, e.g. for a float64 twin or a checkpoint copy)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from invattn import course
+from invattn import colab, course
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,13 @@ def test_every_cross_reference_of_the_stored_lessons_resolves():
 
 
 def _lesson(folder: Path, name: str, cells: list) -> None:
-    nbformat.write(new_notebook(cells=cells), folder / name)
+    """A planted lesson with its Colab badge and install cell (the latter last, so the cell numbers stay those of
+    ``cells``; the check compares their text, not their place)."""
+    url = colab.repository_url()
+    if cells and cells[0].cell_type == "markdown":
+        cells[0].source = colab.badge(name, url) + "\n\n" + cells[0].source
+    install = new_code_cell(colab.install_cell_source(url), metadata={"tags": [colab.INSTALL_TAG]})
+    nbformat.write(new_notebook(cells=[*cells, install]), folder / name)
 
 
 def test_planted_broken_references_are_found(tmp_path):

@@ -6,6 +6,7 @@ import torch
 from invattn import data
 
 
+@pytest.mark.compat
 def test_offline_photographs_and_crops():
     photos = data.sample_photographs()
     assert len(photos) == 3 and all(p.shape[0] == 3 and 0 <= p.min() and p.max() <= 1 for p in photos)
@@ -47,6 +48,7 @@ def test_missing_dataset_says_how_to_get_it(name, tmp_path):
     assert "dataset='photos'" in str(error.value)
 
 
+@pytest.mark.compat
 def test_folder_of_images_loads(tmp_path):
     from PIL import Image
 

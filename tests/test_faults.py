@@ -91,6 +91,7 @@ def test_a_damaged_checkpoint_is_named_as_such(smoke_run, tmp_path, change, says
         training.load_trained(tmp_path)
 
 
+@pytest.mark.compat
 def test_a_refusal_names_the_object_the_file_would_run(smoke_run, tmp_path):
     class System:
         def __reduce__(self):
@@ -102,6 +103,7 @@ def test_a_refusal_names_the_object_the_file_would_run(smoke_run, tmp_path):
     assert "weights_only" not in str(caught.value)  # never torch's advice to load it unsafely
 
 
+@pytest.mark.compat
 def test_a_checkpoint_with_numpy_random_state_from_before_still_resumes(smoke_run, tmp_path):
     state = training.load_checkpoint(smoke_run)
     numpy_state, python_state = state["rng"]["numpy"], state["rng"]["python"]
@@ -116,6 +118,7 @@ def test_a_checkpoint_with_numpy_random_state_from_before_still_resumes(smoke_ru
     assert resumed["history"][-1]["step"] == 6
 
 
+@pytest.mark.compat
 def test_the_random_state_round_trips_through_a_checkpoint(tmp_path):
     torch.manual_seed(3)
     np.random.seed(3)
@@ -338,6 +341,7 @@ def test_a_trained_classifier_loads_from_its_run_folder(classify_run):
     assert isinstance(model, IResNetClassifier) and record["task"] == "classify" and record["preset"] == "smoke"
 
 
+@pytest.mark.compat
 def test_a_trained_density_model_loads_from_its_run_folder(smoke_run):
     model, record = training.load_trained(smoke_run)
     assert isinstance(model, ResidualFlow) and not model.training and record["step"] == 4

@@ -27,7 +27,7 @@ def test_cuda_device_resolves_on_a_gpu():
 
 
 def test_unknown_device_says_what_is_allowed():
-    with pytest.raises(ValueError, match="'cpu', 'cuda', 'cuda:N' or 'auto'"):
+    with pytest.raises(ValueError, match="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"):
         lesson.resolve_device("tpu")
 
 
@@ -59,9 +59,82 @@ def test_saved_figures_are_byte_stable(tmp_path):
 
 def test_progress_is_plain_text_when_headless(monkeypatch, capsys):
     monkeypatch.setenv("INVATTN_PLAIN_PROGRESS", "1")
-    for _ in lesson.progress(range(3), desc="steps"):
-        pass
-    assert "steps: 100%" in capsys.readouterr().out
+    bar = lesson.progress(range(3), desc="steps")
+    for _ in bar:
+        bar.set_postfix(loss=0.5, refresh=False)  # as the library sets it
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("steps: 100%") and line.endswith("| 3/3, loss=0.5"), line  # no rate, no elapsed time
+
+
+def test_setup_pins_threads_and_says_so(capsys):
+    threads = torch.get_num_threads()
+    try:
+        env = lesson.setup(seed=0, threads=2)
+        assert torch.get_num_threads() == env.threads == 2
+        assert "torch on 2 CPU threads" in capsys.readouterr().out
+        env = lesson.setup(seed=0)
+        assert torch.get_num_threads() == env.threads == lesson.CPU_THREADS == 1
+        assert f"({env.cpu_capability} kernels)" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="threads"):
+            lesson.setup(threads=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_auto_device_order_and_mps_refused_where_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert lesson.resolve_device("auto").type == "mps"
+    assert lesson.resolve_device("mps").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert lesson.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert lesson.resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="no MPS"):
+        lesson.resolve_device("mps")
+
+
+def test_a_rerun_of_an_unchanged_lesson_changes_no_byte(tmp_path, monkeypatch):
+    """Lesson 01 run twice by the runner: the second run leaves the file byte for byte; the first reproduces the
+    stored lesson but for timings (and keeps it, when those are within a factor 2)."""
+    stored = ROOT / "notebooks" / "01_invertible_residual_networks.ipynb"
+    (tmp_path / stored.name).write_bytes(stored.read_bytes())
+    monkeypatch.setenv("INVATTN_FIGURES", str(tmp_path / "figures"))
+    runs = []
+    for _ in range(2):
+        run_notebooks.main(["--only", "01", "--folder", str(tmp_path)])
+        runs.append((tmp_path / stored.name).read_bytes())
+    assert runs[0] == runs[1]
+    first, reference = (nbformat.reads(text, as_version=4) for text in (runs[0].decode(), stored.read_text()))
+    assert run_notebooks.same_but_timings(first, reference, factor=float("inf")), "the stored lesson is out of date"
+
+
+def test_rerun_normalisation_ids_streams_and_timings():
+    nb = nbformat.v4.new_notebook()
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0}}
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("display_data", data=view),
+        nbformat.v4.new_output("stream", name="stdout", text="took 10 s\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="accuracy 98.9%\n")])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
+        "abc": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_def"]}},
+        "def": {"model_name": "HTMLModel", "state": {"value": "<code>ok</code>"}}}, "version_major": 2}}
+    nb.metadata["papermill"] = {"duration": 1.0}
+    run_notebooks.strip_run_metadata(nb)
+    run_notebooks.stable_widget_ids(nb, "x.ipynb")
+    assert "papermill" not in nb.metadata and len(nb.cells[0].outputs) == 2  # the two prints joined
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    root = nb.cells[0].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert list(state) == [root, state[root]["state"]["children"][0].removeprefix("IPY_MODEL_")]
+    assert "abc" not in state and "def" not in state
+    slower, wrong = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), 4)), nbformat.reads(nbformat.writes(nb), 4)
+    slower.cells[0].outputs[1]["text"] = "took 19 s\naccuracy 98.9%\n"
+    assert run_notebooks.same_but_timings(slower, nb)
+    slower.cells[0].outputs[1]["text"] = "took 21 s\naccuracy 98.9%\n"
+    assert not run_notebooks.same_but_timings(slower, nb)
+    wrong.cells[0].outputs[1]["text"] = "took 10 s\naccuracy 98.8%\n"
+    assert not run_notebooks.same_but_timings(wrong, nb)
 
 
 def test_runner_refuses_unknown_parameters():
@@ -160,6 +233,7 @@ def test_report_run_time_prints_the_time_since_setup(capsys, monkeypatch):
     with pytest.raises(RuntimeError, match="call lesson.setup"):
         lesson.report_run_time()
     lesson.setup(seed=0)
+    capsys.readouterr()  # setup's own line
     monkeypatch.setattr(lesson, "_started", lesson.time.perf_counter() - 42.4)
     assert 42 < lesson.report_run_time() < 100
     monkeypatch.setattr(lesson, "_started", lesson.time.perf_counter() - 150)

@@ -14,6 +14,7 @@ from invattn.lipschitz import SpectralNorm
 MATRIX_RTOL = 1e-6
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("coeff", [0.3, 0.9, 0.99])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_linear_norm_is_coeff_after_normalisation(coeff, mode):
@@ -32,6 +33,7 @@ def test_small_weights_are_left_alone_up_to_the_rounding_margin():
     assert torch.allclose(layer.weight, before, rtol=1e-15, atol=0)  # σ = 0.1 < c: only the 1 − 2u margin
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("stride,padding,size", [(1, 1, (8, 8)), (2, 1, (8, 6)), (1, 0, (7, 7))])
 def test_conv_operator_norm_is_the_convolutions_not_the_reshaped_kernel(stride, padding, size):
     conv = nn.Conv2d(3, 5, 3, stride=stride, padding=padding).double()
@@ -77,6 +79,7 @@ def test_power_iteration_approaches_the_norm_from_below():
     assert estimates[-1] == pytest.approx(exact, rel=1e-3)
 
 
+@pytest.mark.compat
 def test_the_function_is_the_same_in_training_and_eval_mode():
     layer = ia.spectral_norm(nn.Conv2d(3, 4, 3, padding=1), coeff=0.5, input_size=(6, 6))
     trained = layer.weight.detach().clone()
@@ -86,6 +89,7 @@ def test_the_function_is_the_same_in_training_and_eval_mode():
     assert torch.equal(layer.weight, trained)
 
 
+@pytest.mark.compat
 def test_gradients_flow_through_sigma():
     layer = ia.spectral_norm(nn.Linear(5, 5), coeff=0.5)
     layer(torch.randn(3, 5)).sum().backward()
@@ -93,6 +97,7 @@ def test_gradients_flow_through_sigma():
     assert layer.parametrizations.weight.original.grad is not None
 
 
+@pytest.mark.compat
 def test_estimate_lipschitz_of_linear_map_is_its_norm():
     layer = nn.Linear(10, 10, bias=False).double()
     measured = ia.estimate_lipschitz(layer, torch.randn(4, 10, dtype=torch.float64), n_iterations=200)
@@ -106,6 +111,7 @@ def test_estimate_lipschitz_finds_the_steepest_pair():
     assert 0.95 <= measured <= 1.0 + 1e-12
 
 
+@pytest.mark.compat
 def test_lipschitz_bound_composes_and_refuses_unknown_layers():
     g = nn.Sequential(
         ia.spectral_norm(nn.Linear(4, 8), coeff=0.9), nn.ELU(), ia.spectral_norm(nn.Linear(8, 4), coeff=0.5)
@@ -159,6 +165,7 @@ def test_property_conv_measured_lipschitz_below_coeff(channels, out_channels, ke
     assert exact <= ia.lipschitz_bound(layer) <= coeff
 
 
+@pytest.mark.compat
 def test_spectral_norm_parametrization_is_a_parametrize_module():
     layer = ia.spectral_norm(nn.Linear(3, 3))
     assert isinstance(layer.parametrizations.weight[0], SpectralNorm)

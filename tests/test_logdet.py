@@ -25,6 +25,7 @@ def conv_block(size=4):
     return ia.InvertibleResidual(g).double().eval()
 
 
+@pytest.mark.compat
 def test_exact_matches_dense_slogdet():
     block = conv_block()
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
@@ -33,6 +34,7 @@ def test_exact_matches_dense_slogdet():
         assert float(ia.logdet(block, x, "exact")[b].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-12)
 
 
+@pytest.mark.compat
 def test_series_converges_within_truncation_bound():
     block = small_block()
     x = torch.randn(4, 6, dtype=torch.float64) * 2
@@ -83,6 +85,7 @@ def _gradient(block, x, direction, **options):
     return sum((p.grad * d).sum() for p, d in zip(block.parameters(), direction) if p.grad is not None).detach()
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("neumann", [False, True])
 def test_series_gradient_matches_exact_gradient_with_exact_traces(neumann):
     block = small_block()
@@ -106,6 +109,7 @@ def test_neumann_gradient_matches_exact_gradient_on_average():
     assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / math.sqrt(len(draws))
 
 
+@pytest.mark.compat
 def test_neumann_value_equals_power_series_value():
     block = small_block()
     x = torch.randn(3, 6, dtype=torch.float64)
@@ -114,6 +118,7 @@ def test_neumann_value_equals_power_series_value():
     assert torch.allclose(a, b, atol=1e-12)
 
 
+@pytest.mark.compat
 def test_gradient_flows_to_the_input():
     block = small_block()
     x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)

@@ -52,6 +52,7 @@ def test_low_precision_default_is_sixteen_unit_roundoffs(dtype):
     assert smallest_tol(dtype) == 4 * unit_roundoff(dtype) < default_tol(dtype)
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 @pytest.mark.parametrize("method", ["anderson", "fixed_point"])
 def test_default_inverse_converges_in_low_precision_within_its_certified_bound(dtype, method):
@@ -112,6 +113,7 @@ def test_the_old_float32_request_of_1e_minus_7_is_refused():
         solve_fixed_point(lambda x: 0.5 * x, torch.ones(1, 3), torch.ones(1), tol=1e-7)
 
 
+@pytest.mark.compat
 def test_a_solve_that_stalls_at_the_rounding_floor_stops_long_before_max_iter():
     """An exact two-cycle between float32 points 10u apart (relative to the scale ‖a‖): the residual is 10u at every
     step, above the accepted tol of 5u, and falls no further on any processor (the difference of two floats this close

@@ -1,6 +1,7 @@
 """Training: the smoke preset end to end, exact resume after SIGKILL, two-process torchrun, clear errors."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ def command(*args):
     return [sys.executable, "-m", "invattn.train", "--preset", "smoke", "--no-progress", *args]
 
 
+@pytest.mark.compat
 def test_smoke_training_learns_and_writes_everything(tmp_path):
     result = training.train("smoke", tmp_path, steps=8, progress_bar=False,
                             training_overrides=dict(checkpoint_every=4, samples_per_epoch=4))
@@ -97,6 +99,7 @@ def test_bad_requests_are_clear(tmp_path):
         training.train("imagenet", tmp_path)
 
 
+@pytest.mark.compat
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "checkpoint.pt"
     training.save_checkpoint(path, {"step": 1})
@@ -151,3 +154,18 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         write_atomically(path, interrupted, binary=False)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_cosine_schedule_decays_to_zero_and_a_wrong_schedule_is_refused(tmp_path):
+    factors = [training._lr_factor(s, warmup=2, schedule="cosine", total_steps=10) for s in range(11)]
+    assert factors[0] == pytest.approx(0.5 * 0.5 * (1 + math.cos(0)))  # the ramp's first half, times 1
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:])) and factors[10] == pytest.approx(0.0, abs=1e-12)
+    assert [training._lr_factor(s, 0, "constant", 10) for s in (0, 9)] == [1.0, 1.0]
+    result = training.train("smoke", tmp_path / "run", task="classify", architecture="irevnet", steps=8,
+                            training_overrides=dict(lr_schedule="cosine"), progress_bar=False)
+    checkpoint = training.load_checkpoint(tmp_path / "run" / training.CHECKPOINT)
+    assert checkpoint["train_config"]["lr_schedule"] == "cosine"
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at step 8
+    assert result["model"] is not None
+    with pytest.raises(ValueError, match="lr_schedule"):
+        training.train("smoke", tmp_path / "bad", training_overrides=dict(lr_schedule="linear"), progress_bar=False)

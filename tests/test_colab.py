@@ -1,0 +1,67 @@
+"""Each lesson's "Open in Colab" badge and install cell (invattn.colab): generated from the one repository address,
+kept in step with it, and doing the right thing where the package is present, in a checkout, or nowhere."""
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from invattn import colab
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+
+
+def test_every_lesson_opens_with_its_badge_and_install_cell():
+    url = colab.repository_url()
+    assert colab.out_of_date() == []
+    for path in LESSONS:
+        nb = nbformat.read(path, as_version=4)
+        assert colab.badge(path.name, url) in nb.cells[0].source
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert colab.INSTALL_TAG in first_code.metadata.tags and "git+" + url in first_code.source
+        assert first_code.outputs == [], "the install cell prints nothing where invattn is installed"
+
+
+def test_a_new_address_is_one_edit_and_one_command(tmp_path):
+    for path in LESSONS[:2]:
+        shutil.copy(path, tmp_path / path.name)
+    new = "https://github.com/someone/invertible-course"
+    assert colab.out_of_date(tmp_path, new) == [p.name for p in LESSONS[:2]]
+    assert colab.update(tmp_path, new) == [p.name for p in LESSONS[:2]]
+    assert colab.out_of_date(tmp_path, new) == [] and colab.update(tmp_path, new) == []  # idempotent
+    nb = nbformat.read(tmp_path / LESSONS[0].name, as_version=4)
+    assert f"colab.research.google.com/github/someone/invertible-course/blob/main/notebooks/{LESSONS[0].name}" in nb.cells[0].source
+    assert sum(colab.INSTALL_TAG in c.metadata.get("tags", []) for c in nb.cells) == 1
+    assert len(nb.cells) == len(nbformat.read(LESSONS[0], as_version=4).cells)
+
+
+def test_the_address_must_be_a_github_repository(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://example.org/x"\n')
+    with pytest.raises(ValueError, match="must be https://github.com/OWNER/NAME"):
+        colab.repository_url(tmp_path / "pyproject.toml")
+    with pytest.raises(FileNotFoundError, match="inside a checkout"):
+        colab.repository_url(tmp_path / "missing.toml")
+
+
+def _run_install_cell(monkeypatch, cwd: Path, installed: bool) -> list:
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda command, check: calls.append(command))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: (real(name) if installed else None)
+                        if name == "invattn" else real(name))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    exec(colab.install_cell_source(colab.repository_url()), {})
+    return calls
+
+
+def test_the_install_cell_installs_only_what_is_missing(monkeypatch, tmp_path):
+    assert _run_install_cell(monkeypatch, ROOT / "notebooks", installed=True) == []  # nothing to do
+    (call,) = _run_install_cell(monkeypatch, ROOT / "notebooks", installed=False)  # a clone: its checkout
+    assert call[-2:] == ["-e", str(ROOT)] and call[1:4] == ["-m", "pip", "install"]
+    (call,) = _run_install_cell(monkeypatch, tmp_path, installed=False)  # Colab: the repository
+    assert call[-1] == "git+" + colab.repository_url() and "torch" not in " ".join(call)
