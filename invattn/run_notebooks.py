@@ -8,7 +8,7 @@ The kernels run with :data:`invattn.lesson.REPRODUCIBLE_ENV` (one CPU thread, th
 x86 machine). A re-run of an unchanged lesson leaves its file untouched: papermill's timestamps are dropped, widget
 model ids are renamed to ids that depend only on the notebook (:func:`stable_widget_ids`), progress lines carry no
 rate or elapsed time, and a run whose outputs equal the stored ones except for timings (a number with a unit of
-time, within a factor 2 of the stored one: the tolerance of a lesson's "about T s to run") keeps the stored file
+time, or a ratio of timings, within a factor 2 of the stored one: the tolerance of a lesson's "about T s to run") keeps the stored file
 (:func:`same_but_timings`).
 """
 
@@ -151,7 +151,8 @@ def stable_widget_ids(nb, name: str) -> None:
         view["model_id"] = renamed.get(view.get("model_id"), view.get("model_id"))
 
 
-_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*(?:ms|µs|s|min)\b)")
+_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(\s*(?:ms|µs|s|min)\b|× (?:faster|slower)\b)")
+_SECONDS = {"ms": 1e-3, "µs": 1e-6, "s": 1.0, "min": 60.0}
 TIMING_FACTOR = 2.0
 """How far a timing may move before a re-run rewrites the stored lesson (the factor ``python -m invattn.course``
 allows between a lesson's "about T s to run" and its stored run)."""
@@ -159,14 +160,15 @@ allows between a lesson's "about T s to run" and its stored run)."""
 
 def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
     """Whether notebook ``new`` equals ``stored`` except for timings in its outputs' text: each number followed by a
-    unit of time (``12 ms``, ``3.5 s``, ``1.2 min``) within ``factor`` of the stored one; everything else (sources,
-    images, every other number) byte for byte."""
+    unit of time (``12 ms``, ``3.5 s``, ``1.2 min``: compared in seconds, so ``95 s`` matches ``1.6 min``) or a ratio
+    of two (``13× faster``) within ``factor`` of the stored one; everything else (sources, images, every other number) byte for byte."""
     def split(nb):
         nb, times = nbformat.from_dict(json.loads(json.dumps(nb))), []  # a deep copy
 
         def mask(text):
-            times.extend(float(value) for value, _ in _TIME.findall(text))
-            return _TIME.sub(lambda m: "<time>" + m.group(2), text)
+            for value, unit in _TIME.findall(text):  # durations in seconds, so 95 s and 1.6 min compare
+                times.append(float(value) * _SECONDS.get(unit.strip(), 1.0))
+            return _TIME.sub(lambda m: "<ratio>" if "×" in m.group(2) else "<time>", text)
 
         for cell in nb.cells:
             for output in cell.get("outputs", []):

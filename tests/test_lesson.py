@@ -133,6 +133,16 @@ def test_rerun_normalisation_ids_streams_and_timings():
     assert run_notebooks.same_but_timings(slower, nb)
     slower.cells[0].outputs[1]["text"] = "took 21 s\naccuracy 98.9%\n"
     assert not run_notebooks.same_but_timings(slower, nb)
+    ratio = nbformat.reads(nbformat.writes(nb), 4)
+    ratio.cells[0].outputs[1]["text"] = "took 10 s\naccuracy 98.9%\n13× faster\n"
+    faster = nbformat.reads(nbformat.writes(ratio), 4)
+    faster.cells[0].outputs[1]["text"] = "took 10 s\naccuracy 98.9%\n17× faster\n"
+    assert run_notebooks.same_but_timings(faster, ratio)  # a ratio of timings is a timing
+    minutes = nbformat.reads(nbformat.writes(nb), 4)
+    minutes.cells[0].outputs[1]["text"] = "took 0.2 min\naccuracy 98.9%\n"
+    assert run_notebooks.same_but_timings(minutes, nb)  # 12 s against 10 s
+    minutes.cells[0].outputs[1]["text"] = "took 10 ms\naccuracy 98.9%\n"
+    assert not run_notebooks.same_but_timings(minutes, nb)
     wrong.cells[0].outputs[1]["text"] = "took 10 s\naccuracy 98.8%\n"
     assert not run_notebooks.same_but_timings(wrong, nb)
 
