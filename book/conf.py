@@ -36,7 +36,8 @@ MATHJAX = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
 MATHJAX_PARTS = ["tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2", "ui", "a11y", "adaptors"]
 mathjax_path = "mathjax/tex-chtml.js"
 # An undefined macro is a TeX error (shown as one, and found by tests/test_book.py), not quietly red text.
-mathjax3_config = {"tex": {"packages": {"[-]": ["noundefined"]}}}
+# no context menu: its speech and explorer options would fetch MathJax's speech rules from a CDN
+mathjax3_config = {"tex": {"packages": {"[-]": ["noundefined"]}}, "options": {"enableMenu": False}}
 
 html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
@@ -51,7 +52,7 @@ html_theme_options = {
     "repository_branch": "main",
     "path_to_docs": "",
     "use_repository_button": True,
-    "use_download_button": True,
+    "use_download_button": False,  # the site holds no copies of the notebooks (the Colab and repository links do)
     "home_page_in_toc": True,
     "show_toc_level": 2,
     "launch_buttons": {"colab_url": "https://colab.research.google.com"},

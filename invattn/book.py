@@ -82,6 +82,10 @@ class BookBuild:
     seconds: float
 
 
+MARKER = ".invattn-book"
+"""The file that marks a folder as the book's output (see :func:`stage`)."""
+
+
 def lessons(folder: str | Path = NOTEBOOKS) -> list[Path]:
     """The lessons of ``folder``, ``NN…_name.ipynb`` in order. Raises ``FileNotFoundError`` when there are none."""
     found = sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))
@@ -282,8 +286,15 @@ def stage(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS
     there from an earlier build that this one does not write are removed.
 
     Raises ``FileNotFoundError`` when there are no lessons or no README, and ``ValueError`` (from
-    :func:`index_page` and :func:`stage_notebook`) when README's lesson map or a lesson's link is wrong."""
-    source = Path(output) / "source"
+    :func:`index_page` and :func:`stage_notebook`) when README's lesson map or a lesson's link is wrong, and
+    ``FileExistsError`` when ``output`` holds files that no build wrote (a build removes its own leftovers, so it
+    refuses to work in a folder it did not make: :data:`MARKER` marks the ones it did)."""
+    output = Path(output)
+    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).is_file():
+        raise FileExistsError(f"{output} holds files the book did not write; choose an empty or new folder for --output")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MARKER).write_text("built by python -m invattn.book: its files are replaced at each build\n")
+    source = output / "source"
     paths = lessons(notebooks)
     readme = Path(readme)
     if not readme.is_file():

@@ -15,10 +15,10 @@ of ``pyproject.toml`` at publication); :func:`out_of_date` lists the lessons tha
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
@@ -42,7 +42,10 @@ def repository_url(pyproject: str | Path = ROOT / "pyproject.toml") -> str:
     path = Path(pyproject)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the badges are generated inside a checkout of the repository")
-    url = tomllib.loads(path.read_text())["project"].get("urls", {}).get("Repository")
+    # read with a pattern, not tomllib (Python 3.11+): the package supports 3.10
+    urls = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", path.read_text(), re.MULTILINE | re.DOTALL)
+    found = re.search(r"^Repository\s*=\s*[\"']([^\"']*)[\"']", urls.group(1), re.MULTILINE) if urls else None
+    url = found.group(1) if found else None
     if not isinstance(url, str) or not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url.rstrip("/")):
         raise ValueError(f"[project.urls] Repository in {path} must be https://github.com/OWNER/NAME, got {url!r}")
     return url.rstrip("/")
@@ -54,58 +57,73 @@ def badge(notebook: str, url: str) -> str:
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab}/blob/main/notebooks/{notebook})"
 
 
+INSTALL_FIRST_LINE = "# Colab or any Jupyter without the course installed: install its package first (a torch already there is kept)"
+
+
 def install_cell_source(url: str) -> str:
-    """The source of each lesson's first code cell: install ``invattn`` if it cannot be imported, from the checkout
-    the notebook sits in when there is one (editable), else from ``url`` with pip (keeping the installed torch)."""
+    """The source of each lesson's first code cell. Where ``invattn`` is not installed it pip-installs it: from the
+    checkout the kernel's working folder lies in (a clone: editable), else from ``url`` (Colab), keeping the installed
+    torch. In a checkout its own library then comes first on ``sys.path``, whatever else is installed, so a clone
+    always runs the library beside it."""
     return f'''\
-# Colab or any Jupyter without the course installed: install its package first (a torch already there is kept)
-import importlib, importlib.util, subprocess, sys
+{INSTALL_FIRST_LINE}
+import importlib, subprocess, sys
+from importlib import metadata
 from pathlib import Path
 
-if importlib.util.find_spec("invattn") is None:
-    checkout = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "invattn" / "__init__.py").is_file()), None)
+checkout = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "invattn" / "__init__.py").is_file()), None)
+try:
+    metadata.version("invattn")
+except metadata.PackageNotFoundError:
     source = ["-e", str(checkout)] if checkout else ["git+{url}"]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *source], check=True)
-    sys.path[:0] = [str(checkout)] if checkout else []  # an editable install is seen by the next kernel only
-    importlib.invalidate_caches()'''
+if checkout is not None and str(checkout) not in sys.path:
+    sys.path.insert(0, str(checkout))  # this clone's library, not another installed one
+importlib.invalidate_caches()'''
 
 
 def _lessons(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))
 
 
+def _is_install(cell) -> bool:
+    """An install cell: tagged, or an untagged copy of one (its first line)."""
+    return cell.cell_type == "code" and (INSTALL_TAG in cell.metadata.get("tags", [])
+                                         or cell.source.startswith(INSTALL_FIRST_LINE))
+
+
 def _expected(nb, name: str, url: str):
-    """``nb`` with its badge and install cell as generated from ``url`` (a modified copy; the input is unchanged)."""
+    """``nb`` with exactly one badge, under its title, and exactly one install cell, its first code cell, as generated
+    from ``url`` (a modified copy; the input is unchanged)."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
+    for cell in nb.cells:  # badges anywhere else are stale copies
+        if cell.cell_type == "markdown" and BADGE.search(cell.source):
+            cell.source = re.sub(r"\n{3,}", "\n\n", BADGE.sub("", cell.source)).strip("\n")
     title = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if title is None:  # a notebook without text: the badge opens it
         title = nbformat.v4.new_markdown_cell("")
         nb.cells.insert(0, title)
-    line = badge(name, url)
-    if BADGE.search(title.source):
-        title.source = BADGE.sub(lambda _: line, title.source)
-    else:  # under the title (``# …``), else first
-        lines = title.source.split("\n")
-        heading = next((i + 1 for i, text in enumerate(lines) if text.startswith("# ")), 0)
-        title.source = "\n".join(lines[:heading] + ([""] if heading else []) + [line, ""] + lines[heading:]).rstrip()
-        title.source = re.sub(r"\n{3,}", "\n\n", title.source)
-    installs = [c for c in nb.cells if c.cell_type == "code" and INSTALL_TAG in c.metadata.get("tags", [])]
-    if installs:
-        installs[0].source = install_cell_source(url)
-        nb.cells = [c for c in nb.cells if c is installs[0] or not any(c is other for other in installs)]
-    else:
-        first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
-        cell = nbformat.v4.new_code_cell(install_cell_source(url), metadata={"tags": [INSTALL_TAG]})
-        cell["id"] = f"install-{name[:3].rstrip('_')}"
-        nb.cells.insert(first_code, cell)
+    lines = title.source.split("\n")
+    heading = next((i + 1 for i, text in enumerate(lines) if text.startswith("# ")), 0)
+    title.source = "\n".join(lines[:heading] + ([""] if heading else []) + [badge(name, url), ""] + lines[heading:])
+    title.source = re.sub(r"\n{3,}", "\n\n", title.source).rstrip()
+    old = [c for c in nb.cells if _is_install(c)]
+    nb.cells = [c for c in nb.cells if not _is_install(c)]
+    cell = nbformat.v4.new_code_cell(install_cell_source(url), metadata={"tags": [INSTALL_TAG]})
+    cell["id"] = old[0].get("id") if old and old[0].get("id") else f"install-{name[:3].rstrip('_')}"
+    if old:
+        cell.execution_count, cell.outputs = old[0].get("execution_count"), old[0].get("outputs", [])
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    nb.cells.insert(first_code, cell)
     return nb
 
 
 def _comparable(nb):
-    """The badge line and install cell of ``nb``: what :func:`update` writes."""
-    title = next((c for c in nb.cells if c.cell_type == "markdown"), nbformat.v4.new_markdown_cell(""))
-    install = [c.source for c in nb.cells if c.cell_type == "code" and INSTALL_TAG in c.metadata.get("tags", [])]
-    return BADGE.findall(title.source), install
+    """Where the badges and install cells of ``nb`` are and what they say: what :func:`update` writes."""
+    badges = [(i, line) for i, c in enumerate(nb.cells) if c.cell_type == "markdown" for line in BADGE.findall(c.source)]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    installs = [(i, c.source, tuple(c.metadata.get("tags", []))) for i, c in enumerate(code) if _is_install(c)]
+    return badges, installs
 
 
 def out_of_date(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
@@ -136,9 +154,12 @@ def update(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m invattn.colab [FOLDER]``: rewrite the lessons' badges and install cells from pyproject.toml."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    folder = Path(argv[0]) if argv else NOTEBOOKS
-    changed = update(folder)
+    parser = argparse.ArgumentParser(prog="python -m invattn.colab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=NOTEBOOKS, help="the lessons' folder (notebooks/)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not _lessons(args.folder):
+        parser.error(f"no lessons (NN_name.ipynb) in {args.folder}")
+    changed = update(args.folder)
     print(f"{len(changed)} lesson(s) updated from {repository_url()}: {', '.join(changed) or 'none'}")
 
 

@@ -398,10 +398,18 @@ def table(results: list[Result]) -> str:
 
 
 def _pair(text: list[str]) -> Pair:
+    """A ``--pair`` (``ArgumentTypeError`` for a malformed version or one below the package's lower bounds, which pip
+    would refuse only after downloading it)."""
     for version in text:
         if not VERSION.fullmatch(version):
             raise argparse.ArgumentTypeError(f"{version!r} is not a version number such as 2.5.0")
-    return Pair(*text)
+    pair = Pair(*text)
+    for name in ("torch", "torchvision"):
+        if _release(getattr(pair, name)) < _release(getattr(OLDEST_PAIR, name)):
+            raise argparse.ArgumentTypeError(
+                f"{name} {getattr(pair, name)} is below the package's lower bound {getattr(OLDEST_PAIR, name)} "
+                "(pyproject.toml); lower the bound there first to try it")
+    return pair
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -424,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except (argparse.ArgumentTypeError, ValueError) as error:
         parser.error(str(error))
     args.folder = args.folder.resolve()
+    if args.folder.exists() and not args.folder.is_dir():
+        parser.error(f"--folder {args.folder} is a file, not a folder")
     return args
 
 

@@ -236,8 +236,9 @@ def _asserts(cell) -> bool:
     return cell.cell_type == "code" and bool(_ASSERT_CODE.search(cell.source))
 
 
-def check_lessons(folder: str | Path = NOTEBOOKS) -> list[Finding]:
-    """Every broken cross-reference in the lessons ``NN_*.ipynb`` of ``folder`` (empty when all resolve)."""
+def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[Finding]:
+    """Every broken cross-reference in the lessons ``NN_*.ipynb`` of ``folder`` (empty when all resolve); with
+    ``badges`` also each lesson whose Colab badge or install cell is missing, misplaced or out of date."""
     folder = Path(folder)
     lessons = {path.name.split("_")[0]: nbformat.read(path, as_version=4)
                for path in sorted(folder.glob("[0-9][0-9]*_*.ipynb"))}
@@ -284,8 +285,8 @@ def check_lessons(folder: str | Path = NOTEBOOKS) -> list[Finding]:
         _check_widgets(name, nb, findings)
         if key.isdigit():  # a lesson, not an appendix
             _check_budget(name, nb, findings)
-    findings += [Finding(name, 0, "Open in Colab", "its badge or install cell differs from what pyproject.toml's "
-                                                   "address gives: run python -m invattn.colab")
+    findings += [] if not badges else [Finding(name, 0, "Open in Colab", "its badge or install cell is missing, misplaced or "
+                                                   "not what pyproject.toml's address gives: run python -m invattn.colab")
                  for name in out_of_date(folder)]
     return findings
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m invattn.kernel``: install the course's kernel into this environment and say where."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m invattn.kernel", description=__doc__)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     print(f"kernel 'python3' (invattn) installed in {install_kernel()}")
 

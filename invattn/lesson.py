@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import random
 import sys
 import time
@@ -47,16 +48,14 @@ machine, so training gives the same numbers to the last bit whatever the core co
 processes slows down in proportion instead of collapsing (two threads waiting on each other beside two busy
 processes ran a classifier's training 35× slower). The lessons' models are small: more threads gain little."""
 
-REPRODUCIBLE_ENV = {
-    "OMP_NUM_THREADS": str(CPU_THREADS),
-    "MKL_NUM_THREADS": str(CPU_THREADS),
+REPRODUCIBLE_ENV = {"OMP_NUM_THREADS": str(CPU_THREADS), "MKL_NUM_THREADS": str(CPU_THREADS)}
+if platform.machine().lower() in ("x86_64", "amd64"):
     # the same vector instructions on every x86 machine: torch's own kernels, oneDNN's convolutions and MKL's
-    # matrix products each pick the widest a CPU has (AVX-512 here, AVX2 there), which sums in another order
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "MKL_CBWR": "AVX2",
-}
+    # matrix products each pick the widest a CPU has (AVX-512 here, AVX2 there), which sums in another order;
+    # other processors have neither the names nor the libraries (torch would warn about them)
+    REPRODUCIBLE_ENV.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_CBWR="AVX2")
 """What a lesson's kernel process must be started with for its numbers to be the same on every x86 machine with AVX2
+(on other processors: the thread count only)
 (read by the libraries when they load, so set before ``import torch``): the course's Jupyter kernel carries it
 (``python -m invattn.kernel``, which ``make setup`` runs), and ``python -m invattn.run_notebooks`` and the tests set it
 for the kernels they start. Other processors (Apple silicon, other ISAs) compute in another order: their numbers
@@ -90,10 +89,17 @@ def figures_dir() -> Path:
 def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Setup:
     """Seed torch, numpy and random; make CPU kernels deterministic on ``threads`` intra-op threads
     (:data:`CPU_THREADS`); resolve ``device`` (:func:`resolve_device`); style plots. Prints one line saying what it
-    chose. Raises ``ValueError`` for a negative seed, fewer than one thread or a device this machine lacks."""
+    chose. ``"auto"`` takes CUDA, else the CPU (MPS lacks the float64 the bounds are computed in). Raises
+    ``ValueError`` for a negative seed, fewer than one thread, ``"mps"`` or a device this machine lacks."""
     check_positive_int(seed, "seed", minimum=0)
     check_positive_int(threads, "threads")
     resolved = resolve_device(device)
+    if resolved.type == "mps":  # the certified bounds need float64, which MPS lacks
+        if device != "auto":
+            raise ValueError("device='mps': the lessons' certified layers compute their bounds in float64, which "
+                             "Apple's MPS backend lacks; use device='cpu' (the default)")
+        resolved = torch.device("cpu")
+        print("device='auto' found MPS, but the certified bounds need float64, which MPS lacks: the CPU it is")
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)

@@ -76,7 +76,7 @@ class TrainConfig:
     optimizer: str = "adamax"  # "adamax", "adam" or "sgd" (momentum 0.9)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # after the warm-up: "constant", or "cosine" (lr·½(1 + cos(π·step/steps)) to 0)
+    lr_schedule: str = "constant"  # "constant", or "cosine": lr·½(1 + cos(π·step/steps)), 0 at the end (times the warm-up ramp)
     grad_clip: float | None = None
     checkpoint_every: int = 500
     samples_per_epoch: int = 16

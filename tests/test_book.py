@@ -294,7 +294,7 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
     page.on("pageerror", lambda error: errors.append(str(error)))
     links, checked, problems = set(), {}, []
     for name in pages:
-        page.goto(urljoin(base, name), wait_until="load")
+        page.goto(urljoin(base, name), wait_until="networkidle")  # the favicon too, which loads after the page
         typeset = page.evaluate(TYPESET)
         if name in lesson_pages or name == "index.html":
             assert typeset["mathjax"] and typeset["math"] > 0, f"{name}: no math typeset by MathJax"
@@ -321,12 +321,12 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
             if href.startswith(base):
                 links.add(href)
     for path in LESSONS:  # every heading a lesson may link to has the anchor the staging rewrites links to
-        page.goto(urljoin(base, f"notebooks/{path.stem}.html"), wait_until="load")
+        page.goto(urljoin(base, f"notebooks/{path.stem}.html"), wait_until="networkidle")  # the favicon too, which loads after the page
         ids = set(page.eval_on_selector_all("[id]", "elements => elements.map(e => e.id)"))
         slugs = set(book._anchors(json.loads(path.read_text(encoding="utf-8"))).values())
         assert slugs <= ids, f"{path.name}: headings without the anchor links are rewritten to: {slugs - ids}"
     for name in (path.name for path in WIDGET_LESSONS):
-        page.goto(urljoin(base, f"notebooks/{Path(name).stem}.html"), wait_until="load")
+        page.goto(urljoin(base, f"notebooks/{Path(name).stem}.html"), wait_until="networkidle")  # the favicon too, which loads after the page
         assert "needs a running kernel" in page.inner_text("body"), f"{name}: no note where its demo was"
     page.close()
     outside = [url for url in requests if not url.startswith(base) and not url.startswith(("data:", "blob:"))]
@@ -337,3 +337,11 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
         assert urljoin(base, lesson) in {urldefrag(link)[0] for link in links}, f"nothing links to {lesson}"
     problems = [problem for link in sorted(links) if (problem := _check_link(link, checked))]
     assert not problems, f"links that do not resolve: {problems[:10]}"
+
+
+def test_the_book_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "source" / "mine").mkdir(parents=True)
+    (tmp_path / "source" / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(FileExistsError, match="did not write"):
+        book.stage(tmp_path)
+    assert (tmp_path / "source" / "mine" / "thesis.tex").read_text() == "x"

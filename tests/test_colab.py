@@ -1,7 +1,6 @@
 """Each lesson's "Open in Colab" badge and install cell (invattn.colab): generated from the one repository address,
 kept in step with it, and doing the right thing where the package is present, in a checkout, or nowhere."""
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,21 +46,62 @@ def test_the_address_must_be_a_github_repository(tmp_path):
         colab.repository_url(tmp_path / "missing.toml")
 
 
-def _run_install_cell(monkeypatch, cwd: Path, installed: bool) -> list:
+def _run_install_cell(monkeypatch, cwd: Path, installed: bool) -> tuple[list, list]:
+    """Run the install cell's code in ``cwd`` with pip faked; returns (pip commands, sys.path after)."""
+    import sys
+    from importlib import metadata
+
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda command, check: calls.append(command))
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: (real(name) if installed else None)
-                        if name == "invattn" else real(name))
+    real = metadata.version
+
+    def version(name):
+        if name == "invattn" and not installed:
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(ROOT)])
     exec(colab.install_cell_source(colab.repository_url()), {})
-    return calls
+    return calls, list(sys.path)
 
 
 def test_the_install_cell_installs_only_what_is_missing(monkeypatch, tmp_path):
-    assert _run_install_cell(monkeypatch, ROOT / "notebooks", installed=True) == []  # nothing to do
-    (call,) = _run_install_cell(monkeypatch, ROOT / "notebooks", installed=False)  # a clone: its checkout
-    assert call[-2:] == ["-e", str(ROOT)] and call[1:4] == ["-m", "pip", "install"]
-    (call,) = _run_install_cell(monkeypatch, tmp_path, installed=False)  # Colab: the repository
+    calls, path = _run_install_cell(monkeypatch, ROOT / "notebooks", installed=True)  # make setup: nothing to install
+    assert calls == [] and path[0] == str(ROOT)  # but this checkout's library comes first
+    (call,), path = _run_install_cell(monkeypatch, ROOT / "notebooks", installed=False)  # a clone: its checkout
+    assert call[-2:] == ["-e", str(ROOT)] and call[1:4] == ["-m", "pip", "install"] and path[0] == str(ROOT)
+    (call,), path = _run_install_cell(monkeypatch, tmp_path, installed=False)  # Colab: the repository
     assert call[-1] == "git+" + colab.repository_url() and "torch" not in " ".join(call)
+    assert str(ROOT) not in path
+
+
+def test_drift_in_place_and_number_is_found_and_mended(tmp_path):
+    lesson = LESSONS[0]
+    nb = nbformat.read(lesson, as_version=4)
+    install = next(i for i, c in enumerate(nb.cells) if colab.INSTALL_TAG in c.metadata.get("tags", []))
+    below = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "import invattn" in c.source)
+    moved = nbformat.from_dict(nb)
+    cell = moved.cells.pop(install)
+    moved.cells.insert(below, cell)  # below the import it must precede
+    untagged = nbformat.reads(nbformat.writes(nb), 4)
+    untagged.cells[install].metadata.tags = []
+    doubled = nbformat.reads(nbformat.writes(nb), 4)
+    last_text = [c for c in doubled.cells if c.cell_type == "markdown"][-1]
+    last_text.source += "\n\n" + colab.badge(lesson.name, colab.repository_url())  # a stale copy further down
+    for case, broken in {"moved": moved, "untagged": untagged, "doubled": doubled}.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        nbformat.write(broken, folder / lesson.name)
+        assert colab.out_of_date(folder) == [lesson.name], case
+        assert colab.update(folder) == [lesson.name] and colab.out_of_date(folder) == [], case
+        mended = nbformat.read(folder / lesson.name, as_version=4)
+        assert sum(colab.INSTALL_TAG in c.metadata.get("tags", []) for c in mended.cells) == 1
+        assert sum(len(colab.BADGE.findall(c.source)) for c in mended.cells if c.cell_type == "markdown") == 1
+
+
+def test_the_command_line_refuses_a_folder_without_lessons(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        colab.main([str(tmp_path)])
+    assert "no lessons" in capsys.readouterr().err

@@ -61,6 +61,9 @@ def test_colab_like_alone_is_the_only_check():
     (["--pair", "2.6.0", "latest"], "not a version number"),
     (["--pair", "2.6.0"], "expected 2 arguments"),
     (["--lesson", "99"], "no lesson"),
+    (["--pair", "2.7.0", "0.23.0"], "below the package's lower bound"),
+    (["--pair", "2.8.0", "0.22.0"], "torchvision 0.22.0 is below"),
+    (["--folder", __file__], "is a file"),
 ])
 def test_bad_options_are_refused_with_the_reason(argv, says, capsys):
     with pytest.raises(SystemExit) as caught:

@@ -17,13 +17,7 @@ def test_every_cross_reference_of_the_stored_lessons_resolves():
 
 
 def _lesson(folder: Path, name: str, cells: list) -> None:
-    """A planted lesson with its Colab badge and install cell (the latter last, so the cell numbers stay those of
-    ``cells``; the check compares their text, not their place)."""
-    url = colab.repository_url()
-    if cells and cells[0].cell_type == "markdown":
-        cells[0].source = colab.badge(name, url) + "\n\n" + cells[0].source
-    install = new_code_cell(colab.install_cell_source(url), metadata={"tags": [colab.INSTALL_TAG]})
-    nbformat.write(new_notebook(cells=[*cells, install]), folder / name)
+    nbformat.write(new_notebook(cells=cells), folder / name)
 
 
 def test_planted_broken_references_are_found(tmp_path):
@@ -40,7 +34,7 @@ def test_planted_broken_references_are_found(tmp_path):
     ])
     _lesson(tmp_path, "02_second.ipynb", [new_markdown_cell(f"# 02 · Second\n\n{OPENING}\n\n## 1 · Only section\n\n"
                                                             "Back to lesson 01."), _diagram(), _ran()])
-    found = {(f.lesson, f.cell, f.text.split(")")[0], f.problem) for f in course.check_lessons(tmp_path)}
+    found = {(f.lesson, f.cell, f.text.split(")")[0], f.problem) for f in course.check_lessons(tmp_path, badges=False)}
     assert found == {
         ("01_first.ipynb", 2, "Section 7", "this lesson has no section 7"),
         ("01_first.ipynb", 2, "lesson 42", "there is no such lesson"),
@@ -125,7 +119,7 @@ def test_planted_numbers_timings_widgets_and_budgets_are_found(tmp_path):
         _diagram(),
         _ran(),
     ])
-    found = {(f.lesson, f.text, f.problem) for f in course.check_lessons(tmp_path)}
+    found = {(f.lesson, f.text, f.problem) for f in course.check_lessons(tmp_path, badges=False)}
     words = course.reading_stats(nbformat.read(tmp_path / "03_third.ipynb", as_version=4)).words
     assert words > 2600
     assert found == {
@@ -156,3 +150,10 @@ def test_reading_stats_count_the_main_path_and_the_collapsed_sections_apart():
     assert (stats.words, stats.code_lines, stats.pictures, stats.diagrams) == (4, 3, 2, 1)  # "one two three" + the link
     assert stats.collapsed == 6  # <details><summary>Proof</summary> four five six seven </details>
     assert stats.minutes == 4 / 130 + 3 * 5 / 60 + 2
+
+
+def test_a_lesson_without_its_colab_badge_and_install_cell_is_found(tmp_path):
+    _lesson(tmp_path, "01_first.ipynb", [new_markdown_cell("# 01 · First"), new_code_cell("x = 1")])
+    assert [f.text for f in course.check_lessons(tmp_path) if f.text == "Open in Colab"] == ["Open in Colab"]
+    colab.update(tmp_path)
+    assert not [f for f in course.check_lessons(tmp_path) if f.text == "Open in Colab"]

@@ -93,6 +93,10 @@ def test_auto_device_order_and_mps_refused_where_absent(monkeypatch):
     assert lesson.resolve_device("auto").type == "cpu"
     with pytest.raises(ValueError, match="no MPS"):
         lesson.resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # a Mac: the lessons stay on the CPU
+    assert lesson.setup(device="auto").device.type == "cpu"
+    with pytest.raises(ValueError, match="float64"):
+        lesson.setup(device="mps")
 
 
 def test_a_rerun_of_an_unchanged_lesson_changes_no_byte(tmp_path, monkeypatch):
@@ -143,6 +147,11 @@ def test_rerun_normalisation_ids_streams_and_timings():
     assert run_notebooks.same_but_timings(minutes, nb)  # 12 s against 10 s
     minutes.cells[0].outputs[1]["text"] = "took 10 ms\naccuracy 98.9%\n"
     assert not run_notebooks.same_but_timings(minutes, nb)
+    for before, after in [("N=4 s=2", "N=7 s=2"), ("within 4 s.e.", "within 7 s.e."), ("1,500 s", "9,500 s"),
+                          ("err 1.0e-05 s", "err 1.0e-09 s"), ("3 min(a, b)", "5 min(a, b)")]:
+        a, b = (nbformat.reads(nbformat.writes(nb), 4) for _ in range(2))
+        a.cells[0].outputs[1]["text"], b.cells[0].outputs[1]["text"] = before, after
+        assert not run_notebooks.same_but_timings(b, a), before  # numbers that are not durations
     wrong.cells[0].outputs[1]["text"] = "took 10 s\naccuracy 98.8%\n"
     assert not run_notebooks.same_but_timings(wrong, nb)
 
