@@ -153,7 +153,7 @@ def stable_widget_ids(nb, name: str) -> None:
 
 # a duration: a plain decimal (not part of 1,500, 1.0e-05 or x4) and a unit of time that ends there (not "s.e.",
 # "s=2" or "min(a, b)"); or a speed-up, "13× faster"
-_TIME = re.compile(r"(?<![\w.,+\-])(\d+(?:\.\d+)?)(\s*(?:ms|µs|s|min)(?![\w.(=]|\.\w)|× (?:faster|slower)\b)")
+_TIME = re.compile(r"(?<![\w.,+\-])(\d+(?:\.\d+)?)(\s*(?:ms|µs|s|min)(?![\w(=]|\.\w)|× (?:faster|slower)\b)")
 _SECONDS = {"ms": 1e-3, "µs": 1e-6, "s": 1.0, "min": 60.0}
 TIMING_FACTOR = 2.0
 """How far a timing may move before a re-run rewrites the stored lesson (the factor ``python -m invattn.course``

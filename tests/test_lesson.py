@@ -145,6 +145,10 @@ def test_rerun_normalisation_ids_streams_and_timings():
     minutes = nbformat.reads(nbformat.writes(nb), 4)
     minutes.cells[0].outputs[1]["text"] = "took 0.2 min\naccuracy 98.9%\n"
     assert run_notebooks.same_but_timings(minutes, nb)  # 12 s against 10 s
+    ended = nbformat.reads(nbformat.writes(nb), 4)
+    ended.cells[0].outputs[1]["text"] = "This run took 10 s.\n"
+    minutes.cells[0].outputs[1]["text"] = "This run took 16 s.\n"  # at a sentence's end
+    assert run_notebooks.same_but_timings(minutes, ended)
     minutes.cells[0].outputs[1]["text"] = "took 10 ms\naccuracy 98.9%\n"
     assert not run_notebooks.same_but_timings(minutes, nb)
     for before, after in [("N=4 s=2", "N=7 s=2"), ("within 4 s.e.", "within 7 s.e."), ("1,500 s", "9,500 s"),
