@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
+from ._notebooks import WIDGET_VIEW, lesson_notebooks
 from .colab import BADGE_IMAGE, repository_url
 
 __all__ = ["BookBuild", "lessons", "lesson_table", "index_page", "stage_notebook", "stage", "build", "main"]
@@ -50,7 +51,6 @@ BUILDER_PACKAGES = {"sphinx": "sphinx", "myst_nb": "myst-nb", "sphinx_book_theme
                     "mathjax": "django-static-mathjax"}
 """The modules the build imports and the PyPI packages that provide them (the ``book`` extra)."""
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 LOCAL_BADGE = "_static/open-in-colab.svg"
 """The book's own badge image, relative to the staged sources (and to ``book/``)."""
 DEMO_NOTE = (
@@ -88,7 +88,7 @@ MARKER = ".invattn-book"
 
 def lessons(folder: str | Path = NOTEBOOKS) -> list[Path]:
     """The lessons of ``folder``, ``NN…_name.ipynb`` in order. Raises ``FileNotFoundError`` when there are none."""
-    found = sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))
+    found = lesson_notebooks(folder)
     if not found:
         raise FileNotFoundError(f"no lessons (NN_name.ipynb) found in {Path(folder).resolve()}: nothing to build")
     return found

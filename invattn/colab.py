@@ -23,6 +23,8 @@ from pathlib import Path
 
 import nbformat
 
+from ._notebooks import lesson_notebooks
+
 __all__ = ["repository_url", "badge", "install_cell_source", "out_of_date", "update", "main", "INSTALL_TAG"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,10 +84,6 @@ if checkout is not None and str(checkout) not in sys.path:
 importlib.invalidate_caches()'''
 
 
-def _lessons(folder: Path) -> list[Path]:
-    return sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb"))
-
-
 def _is_install(cell) -> bool:
     """An install cell: tagged, or an untagged copy of one (its first line)."""
     return cell.cell_type == "code" and (INSTALL_TAG in cell.metadata.get("tags", [])
@@ -126,29 +124,29 @@ def _comparable(nb):
     return badges, installs
 
 
+def _drifted(folder: str | Path, url: str):
+    """(path, the notebook as :func:`update` would write it) for each lesson in ``folder`` whose badge or install
+    cell is missing, misplaced, doubled or not what ``url`` gives."""
+    for path in lesson_notebooks(folder):
+        nb = nbformat.read(path, as_version=4)
+        expected = _expected(nb, path.name, url)
+        if _comparable(nb) != _comparable(expected):
+            yield path, expected
+
+
 def out_of_date(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
     """The lessons in ``folder`` whose badge or install cell differs from what :func:`update` would write."""
-    url = url or repository_url()
-    stale = []
-    for path in _lessons(Path(folder)):
-        nb = nbformat.read(path, as_version=4)
-        if _comparable(nb) != _comparable(_expected(nb, path.name, url)):
-            stale.append(path.name)
-    return stale
+    return [path.name for path, _ in _drifted(folder, url or repository_url())]
 
 
 def update(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
     """Write the badge and install cell of every lesson in ``folder`` from ``url`` (default: :func:`repository_url`);
     returns the names of the lessons it changed. A new install cell has no output: the next run of the lesson stores
     its (empty) output."""
-    url = url or repository_url()
     changed = []
-    for path in _lessons(Path(folder)):
-        nb = nbformat.read(path, as_version=4)
-        expected = _expected(nb, path.name, url)
-        if _comparable(nb) != _comparable(expected):
-            nbformat.write(expected, path)
-            changed.append(path.name)
+    for path, expected in _drifted(folder, url or repository_url()):
+        nbformat.write(expected, path)
+        changed.append(path.name)
     return changed
 
 
@@ -157,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m invattn.colab", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=NOTEBOOKS, help="the lessons' folder (notebooks/)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not _lessons(args.folder):
+    if not lesson_notebooks(args.folder):
         parser.error(f"no lessons (NN_name.ipynb) in {args.folder}")
     changed = update(args.folder)
     print(f"{len(changed)} lesson(s) updated from {repository_url()}: {', '.join(changed) or 'none'}")

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .lesson import REPRODUCIBLE_ENV
+from ._notebooks import lesson_notebooks
+from .lesson import HEADLESS_ENV
 
 __all__ = ["OLDEST_PAIR", "Pair", "Check", "Result", "CheckFailed", "newest_pair", "planned_checks", "run_check",
            "main"]
@@ -196,17 +197,11 @@ def newest_pair(python: str | Path = sys.executable) -> Pair:
 
 def find_lesson(prefix: str, root: Path = ROOT) -> Path:
     """The first lesson ``notebooks/NN_name.ipynb`` whose file name starts with ``prefix``."""
-    lessons = sorted((root / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
-    chosen = [path for path in lessons if path.name.startswith(prefix)]
-    if not chosen:
-        names = ", ".join(path.stem for path in lessons) or "none"
-        raise ValueError(f"no lesson's file name starts with {prefix!r}; the lessons are: {names}")
-    return chosen[0]
+    return lesson_notebooks(root / "notebooks", prefix)[0]
 
 
 def _lesson_env(venv: Path, figures: Path) -> dict[str, str]:
-    return _clean_env(venv, **REPRODUCIBLE_ENV, INVATTN_FIGURES=str(figures), INVATTN_PLAIN_PROGRESS="1",
-                      MPLBACKEND="Agg")
+    return _clean_env(venv, **HEADLESS_ENV, INVATTN_FIGURES=str(figures), MPLBACKEND="Agg")
 
 
 def _run_lesson(python: Path, venv: Path, lesson: Path, output: Path, log: Path) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import nbformat
 
+from ._notebooks import WIDGET_STATE, WIDGET_VIEW, lesson_notebooks
 from .colab import BADGE, INSTALL_TAG, out_of_date
 
 __all__ = ["Finding", "ReadingStats", "reading_stats", "check_lessons", "main", "MAX_WORDS", "MAX_WORDS_PER_PICTURE"]
@@ -200,7 +201,7 @@ def _check_prose_numbers(name, key, nb, lessons, findings) -> None:
 
 def _check_widgets(name, nb, findings) -> None:
     """Each status line a stored widget shows is printed by some cell (the static drawing beneath it)."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     printed = _lesson_output(nb)
     for model in state.values():
         value = model.get("state", {}).get("value")
@@ -210,7 +211,7 @@ def _check_widgets(name, nb, findings) -> None:
             status = html.unescape(status).strip()
             if status and status not in printed:
                 index = next((i for i, c in enumerate(nb.cells)
-                              if any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                              if any(WIDGET_VIEW in o.get("data", {})
                                      for o in c.get("outputs", []))), 0)
                 findings.append(Finding(name, index, status[:60], "the stored widget shows a state that no cell "
                                                                   "beneath it prints"))
@@ -241,7 +242,7 @@ def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[F
     ``badges`` also each lesson whose Colab badge or install cell is missing, misplaced or out of date."""
     folder = Path(folder)
     lessons = {path.name.split("_")[0]: nbformat.read(path, as_version=4)
-               for path in sorted(folder.glob("[0-9][0-9]*_*.ipynb"))}
+               for path in lesson_notebooks(folder)}
     numbered = {key: {int(n) for cell in nb.cells if cell.cell_type == "markdown" for n in _HEADING.findall(cell.source)}
                 for key, nb in lessons.items()}
     findings = []
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(argv[0]) if argv else NOTEBOOKS
     if reading:
         print(f"{'notebook':<44}{'words':>7}{'collapsed':>10}{'code':>6}{'pictures':>9}{'diagrams':>9}{'minutes':>8}")
-        for path in sorted(folder.glob("[0-9][0-9]*_*.ipynb")):
+        for path in lesson_notebooks(folder):
             r = reading_stats(nbformat.read(path, as_version=4))
             print(f"{path.stem[:43]:<44}{r.words:>7}{r.collapsed:>10}{r.code_lines:>6}{r.pictures:>9}{r.diagrams:>9}"
                   f"{r.minutes:>8.0f}")

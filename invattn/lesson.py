@@ -21,6 +21,7 @@ from ._validation import check_choice, check_coeff, check_positive_float, check_
 __all__ = [
     "CPU_THREADS",
     "REPRODUCIBLE_ENV",
+    "HEADLESS_ENV",
     "Setup",
     "setup",
     "report_run_time",
@@ -60,6 +61,11 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 (``python -m invattn.kernel``, which ``make setup`` runs), and ``python -m invattn.run_notebooks`` and the tests set it
 for the kernels they start. Other processors (Apple silicon, other ISAs) compute in another order: their numbers
 agree with the stored ones to rounding, not to the last bit."""
+
+
+HEADLESS_ENV = {**REPRODUCIBLE_ENV, "INVATTN_PLAIN_PROGRESS": "1"}
+""":data:`REPRODUCIBLE_ENV` and text progress bars (:func:`progress`): the environment of the kernels that run a lesson
+with no one watching (``python -m invattn.run_notebooks``, nbval in the tests, ``python -m invattn.compat``)."""
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,18 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from ._notebooks import WIDGET_STATE, WIDGET_VIEW, lesson_notebooks
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def find_notebooks(folder: Path, only: str | None) -> list[Path]:
-    """The lessons ``NN_name.ipynb`` and their appendices ``NNa_name.ipynb`` in order; ``only`` keeps those whose name starts with it."""
-    lessons = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb"))
-    if only:
-        chosen = [p for p in lessons if p.name.startswith(only)]
-        if not chosen:
-            names = ", ".join(p.stem for p in lessons) or "none"
-            raise SystemExit(f"no lesson matches NB={only!r}; the lessons are: {names}")
-        return chosen
-    return lessons
+    """The lessons ``NN_name.ipynb`` and their appendices ``NNa_name.ipynb`` in order; ``only`` keeps those whose name
+    starts with it (``SystemExit`` naming the lessons when none does)."""
+    try:
+        return lesson_notebooks(folder, only or None)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _scalar(text: str):
@@ -114,8 +113,6 @@ def strip_run_metadata(nb) -> None:
             cell.outputs = joined
 
 
-_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _MODEL_REFERENCE = re.compile(r"IPY_MODEL_([0-9a-zA-Z_-]+)")
 
 
@@ -124,9 +121,9 @@ def stable_widget_ids(nb, name: str) -> None:
     models shown by the outputs in cell order, then those they refer to, depth first (fields in sorted order), then
     any others in the order of their content. Jupyter makes fresh random ids each run; these are the same each run
     of the same lesson, so the stored widget state (which GitHub's viewer draws) no longer changes on a re-run."""
-    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
-    views = [output["data"][_WIDGET_VIEW] for cell in nb.cells if cell.cell_type == "code"
-             for output in cell.get("outputs", []) if _WIDGET_VIEW in output.get("data", {})]
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    views = [output["data"][WIDGET_VIEW] for cell in nb.cells if cell.cell_type == "code"
+             for output in cell.get("outputs", []) if WIDGET_VIEW in output.get("data", {})]
     order: list[str] = []
 
     def visit(model_id: str) -> None:
@@ -146,7 +143,7 @@ def stable_widget_ids(nb, name: str) -> None:
     text = json.dumps(state)
     text = _MODEL_REFERENCE.sub(lambda m: "IPY_MODEL_" + renamed.get(m.group(1), m.group(1)), text)
     new_state = json.loads(text)
-    nb.metadata["widgets"][_WIDGET_STATE]["state"] = {renamed[key]: new_state[key] for key in order}
+    nb.metadata["widgets"][WIDGET_STATE]["state"] = {renamed[key]: new_state[key] for key in order}
     for view in views:
         view["model_id"] = renamed.get(view.get("model_id"), view.get("model_id"))
 
@@ -241,10 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no lessons found in {args.folder}")
     for notebook in lessons:
         check_known(notebook, parameters)
-    from .lesson import REPRODUCIBLE_ENV
+    from .lesson import HEADLESS_ENV
 
-    os.environ["INVATTN_PLAIN_PROGRESS"] = "1"  # the kernels inherit it: text progress bars
-    os.environ.update(REPRODUCIBLE_ENV)  # and the same numbers on every machine
+    os.environ.update(HEADLESS_ENV)  # the kernels inherit it: text progress bars, the same numbers on every machine
     if parameters:  # a run with custom parameters must not overwrite the stored lessons' figures
         os.environ["INVATTN_FIGURES"] = str(args.folder / "runs" / "figures")
     total = 0.0

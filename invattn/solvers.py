@@ -35,6 +35,9 @@ ANDERSON_MEMORY = 10
 # against 30); where it is slower, the saved evaluations pay for the mixing. The price: on expensive maps that contract
 # at ≤ 0.5 per step it gives up some evaluations (the trained digits model: 203 against 174 with rate_gate=0).
 ANDERSON_RATE_GATE = 0.5
+"""The observed rate r_k/r_{k−1} above which Anderson starts mixing (:func:`solve_fixed_point`). The gate trades
+evaluations for mixing work: on a map whose evaluation costs far more than the mixing (a trained model's blocks)
+``rate_gate=0`` can be faster; ``python -m invattn.bench inverse`` measures both."""
 ON_FAILURE = ("raise", "warn", "return")
 # The dtypes a solve runs in. A coarser float (float8) cannot resolve a useful relative residual: its unit roundoff is
 # 2^-4 or 2^-3, and its default tolerance below would be ≥ 1.
@@ -208,15 +211,12 @@ def solve_fixed_point(
     Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
     :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
     negative lipschitz, or a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
-    The gate trades evaluations for mixing work: on a map whose evaluation costs far more than the mixing (a trained
-    model's blocks) ``rate_gate=0`` can be faster; ``python -m invattn.bench inverse`` measures both.
     """
     tol, rate_gate = _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate)
     scale = scale.double()
     info = InverseInfo(method=method, tol=tol)
     x = x0
     step = _NextIterate(x0, scale, memory if method == "anderson" else 1, rate_gate)
-    result = None
     bests: list[float] = []  # bests[k]: the smallest worst-sample residual of iterates 0..k (the stall check)
     for iteration in range(max_iter):
         if callback is not None:
@@ -230,27 +230,28 @@ def solve_fixed_point(
         worst = float(residual.max())
         info.residuals.append(worst)
         if worst <= tol:
-            info.iterations, info.converged, result = iteration + 1, True, gx
-            if callback is not None:
-                callback(iteration + 1, gx)
+            info.converged = True
             if lipschitz is not None and lipschitz < 1:
                 info.sample_error_bounds = _error_bounds(x, gx, scale, residual, lipschitz, rounding)
                 info.error_bound = float(info.sample_error_bounds.max())
-            break
-        bests.append(min(worst, bests[-1]) if bests else worst)
+            return _hand_back(info, gx, iteration + 1, callback)
+        bests.append(min([worst, *bests[-1:]]))
         stalled = _stalled(x, gx, scale, bests, tol, max_iter) if on_failure != "return" else None
-        if stalled is not None:
-            info.iterations = iteration + 1
-            if callback is not None:  # the point handed back, seen like every other
-                callback(iteration + 1, gx)
-            return _fail(info, gx, stalled, on_failure)
+        if stalled is not None:  # stopped at the rounding floor
+            return _hand_back(info, gx, iteration + 1, callback, stalled, on_failure)
         x = step(x, gx, info.residuals)
-    if result is None:
-        info.iterations = max_iter
-        if callback is not None:  # the point handed back is the last iterate, seen like every other
-            callback(max_iter, x)
-        return _fail(info, x, f"did not reach tol={tol:g} in max_iter={max_iter} iterations", on_failure)
-    return result, info
+    return _hand_back(info, x, max_iter, callback, f"did not reach tol={tol:g} in max_iter={max_iter} iterations",
+                      on_failure)
+
+
+def _hand_back(info: InverseInfo, point: torch.Tensor, iterations: int, callback, failure: str | None = None,
+               on_failure: str = "raise") -> tuple[torch.Tensor, InverseInfo]:
+    """End a solve at ``point`` after ``iterations``: the callback sees it like every other iterate, then it is
+    returned, or for a ``failure`` (its reason) handled by ``on_failure`` (:func:`_fail`)."""
+    info.iterations = iterations
+    if callback is not None:
+        callback(iterations, point)
+    return (point, info) if failure is None else _fail(info, point, failure, on_failure)
 
 
 def _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate) -> tuple[float, float]:

@@ -359,10 +359,12 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
     """A grid of ``n`` samples at temperature 0.8 to ``path``; when the model cannot be inverted from its prior's
-    draws (a diverging run's weights overflow), a warning says so and no file is written: training goes on."""
+    draws (a diverging run's weights overflow), a warning says so and no file is written: training goes on. The
+    random state is put back afterwards: sampling does not change the training's random stream."""
     import matplotlib.image
     from torchvision.utils import make_grid
 
+    state_before = _rng_state()
     model.eval()
     try:
         samples = model.sample(n, temperature=0.8, generator=torch.Generator().manual_seed(seed), tol=1e-4,
@@ -374,6 +376,7 @@ def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
         return
     finally:
         model.train()
+        _set_rng_state(state_before)
     grid = make_grid((samples.float().cpu() + 0.5).clamp(0, 1), nrow=int(math.ceil(math.sqrt(n))), padding=1)
     matplotlib.image.imsave(path, grid.permute(1, 2, 0).numpy(), metadata={"Software": None})
 
@@ -530,16 +533,15 @@ def _finite_data(task: str, train_config: TrainConfig, model_config):
     return images, labels, test
 
 
-def _start_log(path: Path, history: list[dict], rank: int) -> None:
-    """The metrics log at the run's start (rank 0): a fresh run starts an empty one; a resumed run rewrites it with the
-    checkpoint's history, since the steps logged after the checkpoint are replayed."""
+def _start_log(path: Path, history: list[dict], rank: int):
+    """The metrics log at the run's start, opened for appending (rank 0; None on the other ranks): a fresh run starts
+    an empty one; a resumed run rewrites it with the checkpoint's history, since the steps logged after the checkpoint
+    are replayed."""
     if rank != 0:
-        return
-    if history:
-        with open(path, "w") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in history)
-    elif path.exists():
-        path.unlink()
+        return None
+    with open(path, "w") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in history)
+    return open(path, "a")
 
 
 def _optimisation_step(objective, model, optimizer, scheduler, batch, targets, grad_clip, amp, diverged) -> dict:
@@ -609,38 +611,11 @@ def _shown(record: dict, task: str) -> dict:
     return shown
 
 
-def train(
-    preset: str = "smoke",
-    out: str | Path = "runs/smoke",
-    resume: bool = False,
-    steps: int | None = None,
-    device: str = "cpu",
-    amp: bool = False,
-    model_overrides: dict | None = None,
-    training_overrides: dict | None = None,
-    progress_bar: bool = True,
-    task: str = "density",
-    architecture: str | None = None,
-) -> dict:
-    """Train ``preset`` into folder ``out``; return ``{"model", "history", "checkpoint", "rank", "world"}``.
-
-    ``task="density"``: the :class:`ResidualFlow` of ``PRESETS[preset]``. ``task="classify"``: the classifier
-    ``architecture`` ("irevnet" or "iresnet") of :func:`invattn.classifiers.classifier_preset`, trained with
-    ``CLASSIFY_TRAINING[preset]``. ``model_overrides`` / ``training_overrides`` replace fields of the model's
-    config (:class:`FlowConfig` or :class:`ClassifierConfig`) / :class:`TrainConfig` (e.g.
-    ``{"attention": ("dot", None)}``, ``{"coeff": None}``, ``{"epochs": 3}``). With ``resume=True`` the run
-    continues from ``out/checkpoint.pt`` exactly where it stopped (task and configs are read from it).
-    """
-    check_choice(task, "task", TASKS)
-    out = Path(out)
-    rank, world = _distributed()
-    resolved = _training_device(device, amp, world)
-    checkpoint_path = out / CHECKPOINT
-    task, preset, state, model_config, train_config = _run_settings(
-        task, preset, architecture, checkpoint_path if resume else None, model_overrides, training_overrides, steps, world)
-    new_lr = train_config.lr if resume and training_overrides and "lr" in training_overrides else None
-    out.mkdir(parents=True, exist_ok=True)
-
+def _start_run(task, model_config, train_config: TrainConfig, state, new_lr, checkpoint_path, resolved):
+    """A run's ((training images, labels, test set), (model, optimiser, scheduler, batches per epoch, total steps,
+    step, history)), every random generator seeded first: from the checkpoint ``state`` when resuming, else from
+    step 0 (a density model after ActNorm's data-dependent initialisation). ``ValueError`` for damaged data
+    (:func:`_finite_data`) or training images fewer than one batch."""
     torch.manual_seed(train_config.seed)
     np.random.seed(train_config.seed)
     random.seed(train_config.seed)
@@ -660,7 +635,67 @@ def train(
         first = images[epoch_order(len(images), 0, train_config.seed)[: train_config.batch_size]].to(resolved)
         with torch.no_grad():
             model.bits_per_dim(dequantize(first))
-    _start_log(out / "metrics.jsonl", history, rank)
+    return (images, labels, test), (model, optimizer, scheduler, batches_per_epoch, total_steps, step, history)
+
+
+def _record(step: int, epoch: int, metrics: dict, scheduler, started: float, test_model=None, test=None) -> dict:
+    """One line of the metrics log: the step's metrics, learning rate and seconds since ``started``; with
+    ``test_model`` its held-out accuracy on ``test`` (at epoch ends only, not at a run's last step, so a resumed run
+    logs what an uninterrupted one does)."""
+    record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
+                  lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
+    if test_model is not None:
+        record["test_accuracy"] = accuracy(test_model, *test)
+    return record
+
+
+def _show_step(record: dict, task: str, log, bar) -> None:
+    """A step's record to the metrics log (rank 0's open file, else None) and the progress bar."""
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    bar.update(1)
+    bar.set_postfix(_shown(record, task), refresh=False)
+
+
+def _batch_at(step, images, labels, batches_per_epoch, train_config: TrainConfig, resolved, rank, world):
+    """(epoch, (the whole batch, its targets), (this rank's share, its targets)) of ``step``, on ``resolved``; the
+    whole batch is the same on every rank (the divergence check evaluates it), targets None for density."""
+    epoch, position = divmod(step, batches_per_epoch)
+    order = epoch_order(len(images), epoch, train_config.seed)
+    indices = order[position * train_config.batch_size : (position + 1) * train_config.batch_size]
+
+    def taken(which):
+        return images[which].to(resolved), (labels[which].to(resolved) if labels is not None else None)
+
+    return epoch, taken(indices), taken(indices[rank::world])
+
+
+def train(preset: str = "smoke", out: str | Path = "runs/smoke", resume: bool = False, steps: int | None = None,
+          device: str = "cpu", amp: bool = False, model_overrides: dict | None = None,
+          training_overrides: dict | None = None, progress_bar: bool = True, task: str = "density",
+          architecture: str | None = None) -> dict:
+    """Train ``preset`` into folder ``out``; return ``{"model", "history", "checkpoint", "rank", "world"}``.
+
+    ``task="density"``: the :class:`ResidualFlow` of ``PRESETS[preset]``. ``task="classify"``: the classifier
+    ``architecture`` ("irevnet" or "iresnet") of :func:`invattn.classifiers.classifier_preset`, trained with
+    ``CLASSIFY_TRAINING[preset]``. ``model_overrides`` / ``training_overrides`` replace fields of the model's
+    config (:class:`FlowConfig` or :class:`ClassifierConfig`) / :class:`TrainConfig` (e.g.
+    ``{"attention": ("dot", None)}``, ``{"coeff": None}``, ``{"epochs": 3}``). With ``resume=True`` the run
+    continues from ``out/checkpoint.pt`` exactly where it stopped (task and configs are read from it).
+    """
+    check_choice(task, "task", TASKS)
+    out = Path(out)
+    rank, world = _distributed()
+    resolved = _training_device(device, amp, world)
+    checkpoint_path = out / CHECKPOINT
+    task, preset, state, model_config, train_config = _run_settings(
+        task, preset, architecture, checkpoint_path if resume else None, model_overrides, training_overrides, steps, world)
+    new_lr = train_config.lr if resume and training_overrides and "lr" in training_overrides else None
+    out.mkdir(parents=True, exist_ok=True)
+
+    (images, labels, test), (model, optimizer, scheduler, batches_per_epoch, total_steps, step, history) = _start_run(
+        task, model_config, train_config, state, new_lr, checkpoint_path, resolved)
     objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
@@ -679,38 +714,25 @@ def train(
     model.train()
     label = preset if task == "density" else f"{model_config.architecture} {preset}"
     bar = progress(total=total_steps, initial=step, desc=label, disable=not progress_bar or rank != 0)
-    log = open(out / "metrics.jsonl", "a") if rank == 0 else None
+    log = _start_log(out / "metrics.jsonl", history, rank)
     started = time.perf_counter()
     try:
         while step < total_steps:
-            epoch, position = divmod(step, batches_per_epoch)
-            order = epoch_order(len(images), epoch, train_config.seed)
-            indices = order[position * train_config.batch_size : (position + 1) * train_config.batch_size]
-            latest["batch"] = images[indices].to(resolved)  # the whole batch, the same on every rank
-            latest["targets"] = labels[indices].to(resolved) if labels is not None else None
-            mine = indices[rank::world]
-            batch, targets = images[mine].to(resolved), (labels[mine].to(resolved) if labels is not None else None)
+            epoch, (latest["batch"], latest["targets"]), (batch, targets) = _batch_at(
+                step, images, labels, batches_per_epoch, train_config, resolved, rank, world)
             metrics = _optimisation_step(objective, model, optimizer, scheduler, batch, targets, train_config.grad_clip,
                                          amp, lambda what: saved.diverged(step + 1, what))
             step += 1
-            record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
-                          lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
+            record = _record(step, epoch, metrics, scheduler, started,
+                             test_model=model if task == "classify" and step % batches_per_epoch == 0 and rank == 0
+                             else None, test=test)
             end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
-            if task == "classify" and step % batches_per_epoch == 0 and rank == 0:
-                # at epoch ends only (not at a run's last step), so a resumed run logs what an uninterrupted one does
-                record["test_accuracy"] = accuracy(model, *test)
             history.append(record)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(_shown(record, task), refresh=False)
+            _show_step(record, task, log, bar)
             if step % train_config.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
             if rank == 0 and end_of_epoch and task == "density" and train_config.samples_per_epoch:
-                state_before = _rng_state()  # sampling must not change the training's random stream
                 _save_samples(model, train_config.samples_per_epoch, out / f"samples_epoch{epoch + 1}.png", epoch)
-                _set_rng_state(state_before)
     except KeyboardInterrupt:
         if saved.step != step:
             checkpoint()  # an interrupted run keeps everything up to its last step
@@ -721,10 +743,9 @@ def train(
             log.close()
     if rank == 0 and history:
         _plot_curves(history, out / "curves.png")
-    result = dict(model=model, history=history, checkpoint=checkpoint_path, rank=rank, world=world)
-    if task == "classify" and rank == 0:
-        result["test_accuracy"] = accuracy(model, *test)  # of the final weights, whether or not an epoch just ended
-    return result
+    # a classifier's accuracy: of the final weights, whether or not an epoch just ended
+    return dict(model=model, history=history, checkpoint=checkpoint_path, rank=rank, world=world,
+                **({"test_accuracy": accuracy(model, *test)} if task == "classify" and rank == 0 else {}))
 
 
 def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict, dict]:

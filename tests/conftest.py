@@ -4,12 +4,11 @@ import matplotlib
 import pytest
 import torch
 
-from invattn.lesson import REPRODUCIBLE_ENV
+from invattn.lesson import HEADLESS_ENV
 
 # The kernels nbval starts (with --nbval-current-env: this Python, not the kernel spec) inherit these: the stored
 # lessons' numbers (one CPU thread, the same vector instructions on every x86 machine), text progress bars.
-os.environ.update(REPRODUCIBLE_ENV)
-os.environ["INVATTN_PLAIN_PROGRESS"] = "1"
+os.environ.update(HEADLESS_ENV)
 
 matplotlib.use("Agg")
 

@@ -9,9 +9,10 @@ import nbformat
 import pytest
 
 from invattn import colab
+from invattn._notebooks import lesson_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+LESSONS = lesson_notebooks(ROOT / "notebooks")
 
 
 def test_every_lesson_opens_with_its_badge_and_install_cell():

@@ -7,6 +7,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from invattn import colab, course
+from invattn._notebooks import lesson_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ def test_planted_broken_references_are_found(tmp_path):
 
 
 def test_the_command_line_fails_on_a_broken_reference(tmp_path, capsys):
-    for path in (ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"):
+    for path in lesson_notebooks(ROOT / "notebooks"):
         shutil.copy(path, tmp_path / path.name)
     course.main([str(tmp_path)])  # the stored lessons: nothing to report, no exit
     assert "0 finding(s)" in capsys.readouterr().out

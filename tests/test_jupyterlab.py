@@ -21,7 +21,9 @@ import urllib.request
 import pytest
 from _browser import ARTIFACTS, ROOT, free_port, require_browser
 
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+from invattn._notebooks import lesson_notebooks
+
+LESSONS = lesson_notebooks(ROOT / "notebooks")
 DEMO = "04_inversion_error.ipynb"
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from invattn import lesson, plots, run_notebooks
+from invattn._notebooks import lesson_notebooks
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def test_runner_reads_values_as_yaml():
     }
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", lesson_notebooks(ROOT / "notebooks"), ids=lambda p: p.stem)
 def test_lessons_follow_the_contract(notebook):
     nb = nbformat.read(notebook, as_version=4)
     assert nb.metadata.kernelspec.name == "python3"
