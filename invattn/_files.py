@@ -39,7 +39,8 @@ def write_atomically(path: str | Path, write: Callable, binary: bool = True) -> 
 
 # What a checkpoint written by invattn.train before December 2026 held besides tensors: NumPy's random state, a uint32
 # array. ``weights_only`` loading admits exactly these four NumPy names for it (array reconstruction, ndarray, dtype,
-# the uint32 dtype class): no function of this list runs code from the file. New checkpoints store that state as tensors.
+# the uint32 dtype class): no function of this list runs code from the file. New checkpoints store that state as
+# tensors.
 _NUMPY_STATE_GLOBALS = [_numpy_multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
@@ -54,8 +55,10 @@ def _why_refused(error: Exception) -> str:
     text = str(error)
     named = re.search(r"GLOBAL\s+([\w.]+)", text, flags=re.IGNORECASE)
     if named:
-        return (f"it holds a pickled reference to the Python object {named.group(1)}, which loading would call or "
-                "build: not a file of tensors and plain values written by invattn")
+        return (
+            f"it holds a pickled reference to the Python object {named.group(1)}, which loading would call or "
+            "build: not a file of tensors and plain values written by invattn"
+        )
     if isinstance(error, pickle.UnpicklingError) or "WeightsUnpickler" in text:
         return "it holds pickled objects other than tensors and plain values (not a file written by invattn)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
@@ -88,8 +91,14 @@ def saved_task(state: dict) -> str:
     return "density"
 
 
-def load_saved_model(path: str | Path, device: str | torch.device, build: Callable[[dict], nn.Module],
-                     missing: str, foreign: str, task: str | None = None) -> tuple[nn.Module, dict]:
+def load_saved_model(
+    path: str | Path,
+    device: str | torch.device,
+    build: Callable[[dict], nn.Module],
+    missing: str,
+    foreign: str,
+    task: str | None = None,
+) -> tuple[nn.Module, dict]:
     """(model in eval mode, the whole saved dict) from a file holding ``model`` (a state dict) and ``model_config``
     (what ``build`` turns into the module), read by :func:`read_weights` onto ``device`` (checked first: asking
     for CUDA without a GPU says so). Raises ``FileNotFoundError(missing)`` when ``path`` is not a file and
@@ -107,8 +116,10 @@ def load_saved_model(path: str | Path, device: str | torch.device, build: Callab
     except UnsafeFileError as error:
         raise UnsafeFileError(f"{foreign}: {error}") from None
     if task is not None and "model_config" in state and saved_task(state) != task:
-        other = {"density": "a density model (ResidualFlow): load it with invattn.train.load_trained",
-                 "classify": "a classifier: load it with invattn.classifiers.load_classifier or invattn.train.load_trained"}
+        other = {
+            "density": "a density model (ResidualFlow): load it with invattn.train.load_trained",
+            "classify": "a classifier: load it with invattn.classifiers.load_classifier or invattn.train.load_trained",
+        }
         raise ValueError(f"{foreign}: it holds {other[saved_task(state)]}")
     try:
         model = build(state["model_config"]).to(device)

@@ -48,7 +48,8 @@ class NonFiniteError(ValueError):
 
 
 def check_finite(tensor: torch.Tensor, name: str = "input") -> torch.Tensor:
-    """Raise :class:`NonFiniteError` (a ``ValueError``) if ``tensor`` holds NaN or infinity; return it unchanged otherwise.
+    """Raise :class:`NonFiniteError` (a ``ValueError``) if ``tensor`` holds NaN or infinity; return it unchanged
+    otherwise.
 
     Inside ``torch.func.vmap`` a value can't steer control flow, so a batched tensor is passed through unchecked.
     """
@@ -102,11 +103,13 @@ def _mps_available() -> bool:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (Apple silicon), ``"auto"`` or a ``torch.device`` → ``torch.device``.
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (Apple silicon), ``"auto"`` or a ``torch.device`` →
+    ``torch.device``.
 
     ``"auto"`` picks CUDA when present, then MPS, then the CPU. Asking for CUDA or MPS on a machine without it is an
     error, not a silent fall-back to the CPU. MPS has no float64, in which every certified bound is computed: there
-    a certified layer raises torch's ``TypeError`` about float64 at its first bound (coupling blocks run). Raises ``TypeError`` for anything but a string or a ``torch.device`` and
+    a certified layer raises torch's ``TypeError`` about float64 at its first bound (coupling blocks run). Raises
+    ``TypeError`` for anything but a string or a ``torch.device`` and
     ``ValueError`` for an unknown or absent device.
     """
     if isinstance(device, torch.device):
@@ -168,11 +171,15 @@ def check_images(x, name: str, model_dtype: torch.dtype | None = None, model_dev
     if x.dim() > 0 and x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}): there is nothing to compute")
     if model_device is not None and x.device != model_device:
-        raise ValueError(f"{name} is on {x.device} but the model's weights are on {model_device}: move one of them "
-                         f"({name}.to({str(model_device)!r}) or model.to({str(x.device)!r}))")
+        raise ValueError(
+            f"{name} is on {x.device} but the model's weights are on {model_device}: move one of them "
+            f"({name}.to({str(model_device)!r}) or model.to({str(x.device)!r}))"
+        )
     if model_dtype is not None and x.dtype != model_dtype:
-        raise TypeError(f"{name} is {x.dtype} but the model computes in {model_dtype}: convert one of them "
-                        f"({name}.to({model_dtype}) or model.to({x.dtype}))")
+        raise TypeError(
+            f"{name} is {x.dtype} but the model computes in {model_dtype}: convert one of them "
+            f"({name}.to({model_dtype}) or model.to({x.dtype}))"
+        )
     return x
 
 
@@ -192,28 +199,38 @@ def check_inverse_mode(module, who: str) -> None:
         where = f"{type(part).__name__} {name!r}" if name else type(part).__name__
         if isinstance(part, nn.modules.batchnorm._BatchNorm) and part.running_mean is None:
             raise RuntimeError(
-                f"{who} refused: its branch holds {where}, built with track_running_stats=False: it normalises with the "
+                f"{who} refused: its branch holds {where}, built with track_running_stats=False: it normalises with "
+                "the "
                 "statistics of whichever batch it is given, in eval mode too, so the inverse would evaluate another "
                 "function than the forward pass did on any other batch. Rebuild it with track_running_stats=True and "
-                "invert in eval mode (model.eval())")
+                "invert in eval mode (model.eval())"
+            )
         why = None
         if part.training and isinstance(part, nn.modules.batchnorm._BatchNorm):
-            why = ("normalises with the statistics of the batch it is given and updates its running statistics; the "
-                   "inverse would evaluate it on another batch than the forward pass did (a silently wrong result for "
-                   "any sub-batch) and change the model")
+            why = (
+                "normalises with the statistics of the batch it is given and updates its running statistics; the "
+                "inverse would evaluate it on another batch than the forward pass did (a silently wrong result for "
+                "any sub-batch) and change the model"
+            )
         elif part.training and isinstance(part, nn.modules.instancenorm._InstanceNorm) and part.track_running_stats:
             why = "would update its running statistics during the inverse"
-        elif part.training and (isinstance(part, (nn.modules.dropout._DropoutNd, nn.RReLU))
-                                or (isinstance(part, nn.MultiheadAttention) and part.dropout > 0)):
+        elif part.training and (
+            isinstance(part, (nn.modules.dropout._DropoutNd, nn.RReLU))
+            or (isinstance(part, nn.MultiheadAttention) and part.dropout > 0)
+        ):
             why = "draws random numbers, so F in the inverse differs from F in the forward pass"
         origin = type(part).__module__
         if why is None and part.training and not origin.startswith(("torch.", "invattn.")):
-            why = (f"is defined outside torch and invattn ({origin}), so invattn cannot tell whether it computes the "
-                   "same function on every call (batch statistics, a counter, its own random generator would make the "
-                   "inverse silently wrong)")
+            why = (
+                f"is defined outside torch and invattn ({origin}), so invattn cannot tell whether it computes the "
+                "same function on every call (batch statistics, a counter, its own random generator would make the "
+                "inverse silently wrong)"
+            )
         if why is not None:
-            raise RuntimeError(f"{who} refused: its branch holds {where} in training mode, which {why}. Call "
-                               "model.eval() first (and compute the forward pass in eval mode too)")
+            raise RuntimeError(
+                f"{who} refused: its branch holds {where} in training mode, which {why}. Call "
+                "model.eval() first (and compute the forward pass in eval mode too)"
+            )
 
 
 @contextmanager
@@ -228,11 +245,16 @@ def unchanged_by_inverse(module, who: str):
     if not any(part.training for part in module.modules()):
         yield
         return
-    buffers = [(name, tensor, tensor.detach().clone())
-               for name, tensor in [*module.named_parameters(), *module.named_buffers()]]
-    generators = [(f"{name}.{key}" if name else key, value, value.get_state())
-                  for name, part in module.named_modules() for key, value in vars(part).items()
-                  if isinstance(value, torch.Generator)]
+    buffers = [
+        (name, tensor, tensor.detach().clone())
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+    ]
+    generators = [
+        (f"{name}.{key}" if name else key, value, value.get_state())
+        for name, part in module.named_modules()
+        for key, value in vars(part).items()
+        if isinstance(value, torch.Generator)
+    ]
     cpu_state = torch.random.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     failure = None
@@ -242,7 +264,9 @@ def unchanged_by_inverse(module, who: str):
         failure = error
     changed = [name for name, buffer, before in buffers if not torch.equal(buffer, before)]
     drew = not torch.equal(cpu_state, torch.random.get_rng_state()) or (
-        cuda_states is not None and any(not torch.equal(a, b) for a, b in zip(cuda_states, torch.cuda.get_rng_state_all())))
+        cuda_states is not None
+        and any(not torch.equal(a, b) for a, b in zip(cuda_states, torch.cuda.get_rng_state_all()))
+    )
     drew = drew or any(not torch.equal(generator.get_state(), before) for _, generator, before in generators)
     if changed or drew:
         with torch.no_grad():
@@ -253,11 +277,15 @@ def unchanged_by_inverse(module, who: str):
             generator.set_state(before)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
-        what = (f"changed {', '.join(changed)}" if changed else "") + (" and " if changed and drew else "") \
+        what = (
+            (f"changed {', '.join(changed)}" if changed else "")
+            + (" and " if changed and drew else "")
             + ("drew random numbers" if drew else "")
+        )
         raise RuntimeError(
             f"{who} refused: in training mode its branch {what} during the inverse, so it computes differently from "
             "call to call and the inverse would be silently wrong (the buffers and random state are restored). Call "
-            "model.eval() first (and compute the forward pass in eval mode too)") from failure
+            "model.eval() first (and compute the forward pass in eval mode too)"
+        ) from failure
     if failure is not None:
         raise failure

@@ -32,16 +32,27 @@ from pathlib import Path
 
 import torch
 
+from ._files import load_saved_model, read_weights, write_atomically
 from ._validation import check_choice, check_model, check_positive_int
 from .attention import KINDS
 from .data import dequantize, digits
 from .lipschitz import estimate_lipschitz
 from .models import PRESETS, FlowConfig, ResidualFlow
-from ._files import load_saved_model, read_weights, write_atomically
 from .train import save_checkpoint, train
 
-__all__ = ["CONFIGURATIONS", "DEFAULT_EPOCHS", "held_out_bits_per_dim", "load_model", "saved_record", "run", "run_is_reliable",
-           "summary", "format_summary", "plot_ablation", "main"]
+__all__ = [
+    "CONFIGURATIONS",
+    "DEFAULT_EPOCHS",
+    "held_out_bits_per_dim",
+    "load_model",
+    "saved_record",
+    "run",
+    "run_is_reliable",
+    "summary",
+    "format_summary",
+    "plot_ablation",
+    "main",
+]
 
 # label → (attention kind in the first scale, variant)
 CONFIGURATIONS: dict[str, tuple[str | None, str]] = {
@@ -109,9 +120,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Residual
     (with the command that writes it) when ``path`` does not exist and ``ValueError`` when it is not a model saved by
     the ablation."""
     path = Path(path)
-    return load_saved_model(path, device, lambda config: ResidualFlow(FlowConfig.from_dict(config)),
-                            missing=f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}",
-                            foreign=f"{path} is not a model saved by python -m invattn.ablation", task="density")[0]
+    return load_saved_model(
+        path,
+        device,
+        lambda config: ResidualFlow(FlowConfig.from_dict(config)),
+        missing=f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}",
+        foreign=f"{path} is not a model saved by python -m invattn.ablation",
+        task="density",
+    )[0]
 
 
 def saved_record(path: str | Path) -> dict:
@@ -119,7 +135,9 @@ def saved_record(path: str | Path) -> dict:
     errors as :func:`load_model`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}")
+        raise FileNotFoundError(
+            f"no trained model at {path}; write it with: python -m invattn.ablation --out {path.parent}"
+        )
     try:
         state = read_weights(path)
     except ValueError as error:
@@ -152,8 +170,10 @@ def _read_results(path: Path) -> dict:
         if not isinstance(results["settings"], dict) or not all(all(k in r for k in keys) for r in results["runs"]):
             raise KeyError("a run without its fields")
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not an ablation's results file ({type(error).__name__}: {error}); "
-                         "move it away or use another --out") from None
+        raise ValueError(
+            f"{path} is not an ablation's results file ({type(error).__name__}: {error}); "
+            "move it away or use another --out"
+        ) from None
     return results
 
 
@@ -161,8 +181,16 @@ def _write_json(path: Path, payload: dict) -> None:
     write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1)), binary=False)
 
 
-def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | None = None, epochs: int = DEFAULT_EPOCHS,
-        n_train: int = DEFAULT_N_TRAIN, keep: str = "first", progress_bar: bool = True, plot: bool = True) -> dict:
+def run(
+    out: str | Path,
+    labels: list[str] | None = None,
+    seeds: list[int] | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    n_train: int = DEFAULT_N_TRAIN,
+    keep: str = "first",
+    progress_bar: bool = True,
+    plot: bool = True,
+) -> dict:
     """Train every configuration in ``labels`` (default: all) for every seed in ``seeds`` (default 1, 2, 3) into
     ``out``; return the results (also in ``out/results.json``). ``keep``: which trained models to save
     ("first": the first seed's, "all", "none"; a run already in ``results.json`` is not trained again, so its model
@@ -191,8 +219,10 @@ def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | Non
     settings = dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION)
     results = _read_results(path) if path.is_file() else dict(settings=settings, runs=[])
     if results["settings"] != settings:
-        raise ValueError(f"{path} holds an ablation with other settings ({results['settings']}); "
-                         f"use another --out or the same settings ({settings})")
+        raise ValueError(
+            f"{path} holds an ablation with other settings ({results['settings']}); "
+            f"use another --out or the same settings ({settings})"
+        )
     done = {(r["label"], r["seed"]) for r in results["runs"]}
     for seed in seeds:
         for label in labels:
@@ -201,22 +231,36 @@ def run(out: str | Path, labels: list[str] | None = None, seeds: list[int] | Non
             config = model_config(label)
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
-                trained = train("digits", folder, progress_bar=progress_bar,
-                                model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
-                                training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed))
+                trained = train(
+                    "digits",
+                    folder,
+                    progress_bar=progress_bar,
+                    model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
+                    training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed),
+                )
                 seconds = time.perf_counter() - start
             model = trained["model"].eval()
             bound, measured = attention_lipschitz(model)
-            record = dict(label=label, seed=seed, test_bits_per_dim=held_out_bits_per_dim(model),
-                          train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
-                          attention_bound=bound, attention_measured=measured, seconds=round(seconds, 1))
+            record = dict(
+                label=label,
+                seed=seed,
+                test_bits_per_dim=held_out_bits_per_dim(model),
+                train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
+                attention_bound=bound,
+                attention_measured=measured,
+                seconds=round(seconds, 1),
+            )
             if keep == "all" or (keep == "first" and seed == seeds[0]):
-                save_checkpoint(out / f"{label}-seed{seed}.pt",
-                                dict(model=model.state_dict(), model_config=config.to_dict(), record=record))
+                save_checkpoint(
+                    out / f"{label}-seed{seed}.pt",
+                    dict(model=model.state_dict(), model_config=config.to_dict(), record=record),
+                )
             results["runs"].append(record)
             _write_json(path, results)
-            print(f"{label:>18} seed {seed}: held-out {record['test_bits_per_dim']:.4f} bits/dim, "
-                  f"{seconds:.0f} s", flush=True)
+            print(
+                f"{label:>18} seed {seed}: held-out {record['test_bits_per_dim']:.4f} bits/dim, {seconds:.0f} s",
+                flush=True,
+            )
     if plot:
         plot_ablation(results, out / "ablation.png")
     return results
@@ -239,32 +283,46 @@ def summary(results: dict) -> list[dict]:
         unreliable = [run_is_reliable(r)[1] for r in by_label[label] if not run_is_reliable(r)[0]]
         finite = all(math.isfinite(v) for v in values)
         mean = statistics.mean(values) if finite else math.nan
-        rows.append(dict(label=label, n=len(values), unreliable=len(unreliable), reasons=unreliable, mean=mean,
-                         std=statistics.stdev(values) if finite and len(values) > 1 else math.nan,
-                         low=min(values), high=max(values), vs_none=mean - baseline,
-                         bound=max(r["attention_bound"] for r in by_label[label]),
-                         measured=max(r["attention_measured"] for r in by_label[label])))
+        rows.append(
+            dict(
+                label=label,
+                n=len(values),
+                unreliable=len(unreliable),
+                reasons=unreliable,
+                mean=mean,
+                std=statistics.stdev(values) if finite and len(values) > 1 else math.nan,
+                low=min(values),
+                high=max(values),
+                vs_none=mean - baseline,
+                bound=max(r["attention_bound"] for r in by_label[label]),
+                measured=max(r["attention_measured"] for r in by_label[label]),
+            )
+        )
     return rows
 
 
 def format_summary(results: dict) -> str:
     """The summary as a text table."""
-    lines = [f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | "
-             f"Lip bound | measured Lip"]
+    lines = [
+        f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | Lip bound | measured Lip"
+    ]
     lines.append("-" * len(lines[0]))
     for row in summary(results):
         spread = f"{row['mean']:.4f} ± {row['std']:.4f}  ({row['low']:.4f}–{row['high']:.4f})"
         bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
         measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
         flagged = f"  ({row['unreliable']} of {row['n']} seeds unreliable)" if row["unreliable"] else ""
-        lines.append(f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {bound:>9} | "
-                     f"{measured:>12}{flagged}")
+        lines.append(
+            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {bound:>9} | "
+            f"{measured:>12}{flagged}"
+        )
     return "\n".join(lines)
 
 
 def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
     """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a diamond with the seeds'
-    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an epoch). Draws into
+    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an
+    epoch). Draws into
     ``figure`` (a matplotlib Figure, e.g. from ``plt.figure`` in a notebook) or a new bare Figure; returns it, saved to
     ``path`` if given."""
     from matplotlib.figure import Figure
@@ -280,11 +338,29 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
         if finite:
             left.plot([i + 0.12] * len(finite), finite, "o", color=colours[row["label"]], ms=3.5, alpha=0.6)
         if finite and math.isfinite(row["mean"]):
-            left.errorbar(i - 0.12, row["mean"], yerr=row["std"] if math.isfinite(row["std"]) else None, fmt="D",
-                          color=colours[row["label"]], ms=5, capsize=3, lw=1.2)
-        if row["unreliable"]:  # above the configuration's highest value, not at the axis floor where neighbours' labels collided
-            left.annotate(f"{row['unreliable']} of {row['n']}\nunreliable", (i, max(finite, default=row["mean"])),
-                          xytext=(0, 5), textcoords="offset points", ha="center", va="bottom", fontsize=7, color="C3")
+            left.errorbar(
+                i - 0.12,
+                row["mean"],
+                yerr=row["std"] if math.isfinite(row["std"]) else None,
+                fmt="D",
+                color=colours[row["label"]],
+                ms=5,
+                capsize=3,
+                lw=1.2,
+            )
+        if row[
+            "unreliable"
+        ]:  # above the configuration's highest value, not at the axis floor where neighbours' labels collided
+            left.annotate(
+                f"{row['unreliable']} of {row['n']}\nunreliable",
+                (i, max(finite, default=row["mean"])),
+                xytext=(0, 5),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="C3",
+            )
     if any(row["unreliable"] for row in rows):
         bottom, top = left.get_ylim()
         left.set_ylim(bottom, top + 0.12 * (top - bottom))  # room for the labels above the highest points
@@ -292,8 +368,10 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
         left.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
         left.legend(loc="upper left", fontsize=8)
     left.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
-    left.set(ylabel="held-out bits/dim (lower is better)\n◆ mean ± std over seeds, ● each seed",
-             title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds")
+    left.set(
+        ylabel="held-out bits/dim (lower is better)\n◆ mean ± std over seeds, ● each seed",
+        title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds",
+    )
     smoothed = {}
     for row in rows:
         runs = [r["train_curve"] for r in results["runs"] if r["label"] == row["label"]]
@@ -303,21 +381,40 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
         mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
         window = max(1, min(steps_per_epoch, len(mean)))
         smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])
-    # the y-range of the certified configurations (and none): a diverging uncertified curve is marked, not drawn to scale
-    inside = [v for label, (_, curve) in smoothed.items() if CONFIGURATIONS[label][1] == "certified"
-              for v in curve.tolist() if math.isfinite(v)]
+    # the y-range of the certified configurations (and none): a diverging uncertified curve is marked, not drawn to
+    # scale
+    inside = [
+        v
+        for label, (_, curve) in smoothed.items()
+        if CONFIGURATIONS[label][1] == "certified"
+        for v in curve.tolist()
+        if math.isfinite(v)
+    ]
     low, high = (min(inside), max(inside)) if inside else (None, None)
     for row in rows:
         window, curve = smoothed[row["label"]]
         label = row["label"]
         finite = curve[torch.isfinite(curve)]
-        if high is not None and len(finite) and (float(finite.max()) > high + (high - low) or float(finite.min()) < low - (high - low)
-                                                 or len(finite) < len(curve)):
+        if (
+            high is not None
+            and len(finite)
+            and (
+                float(finite.max()) > high + (high - low)
+                or float(finite.min()) < low - (high - low)
+                or len(finite) < len(curve)
+            )
+        ):
             label += f" (off scale: {float(finite.min()):.2g} to {float(finite.max()):.2g})"
         elif high is not None and not len(finite):
             label += " (not finite)"
-        right.plot(range(window, window + len(curve)), curve.numpy(), lw=1.2, color=colours[row["label"]], label=label,
-                   ls="--" if CONFIGURATIONS[row["label"]][1] != "certified" else "-")
+        right.plot(
+            range(window, window + len(curve)),
+            curve.numpy(),
+            lw=1.2,
+            color=colours[row["label"]],
+            label=label,
+            ls="--" if CONFIGURATIONS[row["label"]][1] != "certified" else "-",
+        )
     if low is not None:
         right.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     right.set(xlabel="step", ylabel="training bits/dim (seed mean, 1-epoch window)", title="training curves")
@@ -334,15 +431,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGURATIONS), help="configurations (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds (default 1 2 3)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per run (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
-                        help=f"training digits, the first N (default and most {DEFAULT_N_TRAIN}; the other 297 are held out)")
-    parser.add_argument("--keep", choices=("first", "all", "none"), default="first",
-                        help="which seeds' trained models to save (default: the first)")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=DEFAULT_N_TRAIN,
+        help=f"training digits, the first N (default and most {DEFAULT_N_TRAIN}; the other 297 are held out)",
+    )
+    parser.add_argument(
+        "--keep",
+        choices=("first", "all", "none"),
+        default="first",
+        help="which seeds' trained models to save (default: the first)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        results = run(args.out, args.configs, args.seeds, args.epochs, args.n_train, args.keep,
-                      progress_bar=not args.no_progress)
+        results = run(
+            args.out, args.configs, args.seeds, args.epochs, args.n_train, args.keep, progress_bar=not args.no_progress
+        )
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     print(format_summary(results))

@@ -7,7 +7,7 @@ tolerance (residual blocks) or exactly (ActNorm, Squeeze).
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,9 @@ class InvertibleResidual(nn.Module):
         check_finite(x, "x")
         return x + self.g(x)
 
-    def forward_and_logdet(self, x: torch.Tensor, estimator: str = "series", **options) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_and_logdet(
+        self, x: torch.Tensor, estimator: str = "series", **options
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x + g(x), ln|det(I + J_g(x))|)`` per sample; see :func:`invattn.logdet` for the estimators."""
         check_finite(x, "x")
         gx, value = residual_logdet(self.g, x, estimator, **options)
@@ -72,14 +74,18 @@ class InvertibleResidual(nn.Module):
         and bfloat16 (0.0625)). A tol below 4u of y's dtype (2.4e-7 in float32, 4.4e-16 in float64), which rounding
         alone can keep the residual above, raises ``ValueError`` at once, before g is evaluated. If the tolerance is
         not reached within ``max_iter`` evaluations of g, or the residual stalls at the dtype's rounding floor above
-        it (over the last 50 evaluations it fell too slowly to reach tol within max_iter), raises :class:`invattn.InversionError` (its message gives the stalled
+        it (over the last 50 evaluations it fell too slowly to reach tol within max_iter), raises
+        :class:`invattn.InversionError` (its message gives the stalled
         residual in units of u) or, with ``on_failure="warn"``, warns and returns the last iterate
         (``on_failure="return"``: returns it silently, for a deliberate fixed iteration count; any tol is then taken
-        and the solve runs to ``max_iter`` or a residual ≤ tol, e.g. ``tol=1e-300`` to watch the error reach the rounding floor).
+        and the solve runs to ``max_iter`` or a residual ≤ tol, e.g. ``tol=1e-300`` to watch the error reach the
+        rounding floor).
         With ``return_info=True`` returns ``(x, info)``; ``info.error_bound`` bounds the relative error when
         Lip(g) has a certified bound below 1: exactly for the contraction, plus a rounding allowance (see
-        :func:`invattn.solvers.solve_fixed_point`; below float64 it re-evaluates g in float64 once to measure it). ``callback(k, x_k)`` sees every iterate. ``memory`` is
-        the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration); Anderson takes plain
+        :func:`invattn.solvers.solve_fixed_point`; below float64 it re-evaluates g in float64 once to measure it).
+        ``callback(k, x_k)`` sees every iterate. ``memory`` is
+        the number of past iterates Anderson mixes (more helps as Lip(g) → 1; 1 is plain iteration); Anderson takes
+        plain
         steps until the observed contraction rate exceeds ``rate_gate`` (0: mix from the start; see
         :func:`invattn.solvers.solve_fixed_point`).
 
@@ -115,8 +121,17 @@ class InvertibleResidual(nn.Module):
 
         with torch.no_grad(), unchanged_by_inverse(self.g, "InvertibleResidual.inverse"):
             x, info = solve_fixed_point(
-                lambda x: y - self.g(x), y, scale, method=method, tol=tol, max_iter=max_iter,
-                memory=memory, on_failure=on_failure, lipschitz=bound, callback=callback, rounding=rounding,
+                lambda x: y - self.g(x),
+                y,
+                scale,
+                method=method,
+                tol=tol,
+                max_iter=max_iter,
+                memory=memory,
+                on_failure=on_failure,
+                lipschitz=bound,
+                callback=callback,
+                rounding=rounding,
                 rate_gate=rate_gate,
             )
         return (x, info) if return_info else x
@@ -155,7 +170,10 @@ class ActNorm(nn.Module):
     def _check(self, x: torch.Tensor) -> None:
         check_finite(x, "x")
         if x.dim() < 2 or x.shape[1] != self.log_scale.numel():
-            raise ValueError(f"ActNorm({self.log_scale.numel()}) needs inputs [B, {self.log_scale.numel()}, ...], got {tuple(x.shape)}")
+            raise ValueError(
+                f"ActNorm({self.log_scale.numel()}) needs inputs [B, {self.log_scale.numel()}, ...], got "
+                f"{tuple(x.shape)}"
+            )
 
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
@@ -194,13 +212,18 @@ class Squeeze(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_finite(x, "x")
         if x.dim() != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
-            raise ValueError(f"Squeeze({self.factor}) needs [B, C, H, W] with H and W divisible by {self.factor}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"Squeeze({self.factor}) needs [B, C, H, W] with H and W divisible by {self.factor}, got "
+                f"{tuple(x.shape)}"
+            )
         return F.pixel_unshuffle(x, self.factor)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         check_finite(y, "y")
         if y.dim() != 4 or y.shape[1] % (self.factor**2):
-            raise ValueError(f"Squeeze.inverse needs [B, C, H, W] with C divisible by {self.factor ** 2}, got {tuple(y.shape)}")
+            raise ValueError(
+                f"Squeeze.inverse needs [B, C, H, W] with C divisible by {self.factor**2}, got {tuple(y.shape)}"
+            )
         return F.pixel_shuffle(y, self.factor)
 
     def logdet(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,8 +47,12 @@ README = ROOT / "README.md"
 DEFAULT_OUTPUT = BOOK / "_build"
 BOOK_SOURCES = ["conf.py", "_static", "_templates"]
 """What ``book/`` holds for the build (the configuration, static files, templates where there are any)."""
-BUILDER_PACKAGES = {"sphinx": "sphinx", "myst_nb": "myst-nb", "sphinx_book_theme": "sphinx-book-theme",
-                    "mathjax": "django-static-mathjax"}
+BUILDER_PACKAGES = {
+    "sphinx": "sphinx",
+    "myst_nb": "myst-nb",
+    "sphinx_book_theme": "sphinx-book-theme",
+    "mathjax": "django-static-mathjax",
+}
 """The modules the build imports and the PyPI packages that provide them (the ``book`` extra)."""
 
 LOCAL_BADGE = "_static/open-in-colab.svg"
@@ -64,8 +68,9 @@ DEMO_NOTE = (
 )
 _TARGET = re.compile(r"(\]\(\s*)(<[^>]*>|[^)\s]+)")  # the target of a markdown link or image: `](target`
 _HTML_TARGET = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE)
-_REMOTE_IMAGE = re.compile(r"""!\[[^\]]*\]\(\s*<?(?:https?:)?//|<img\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//""",
-                           re.IGNORECASE)
+_REMOTE_IMAGE = re.compile(
+    r"""!\[[^\]]*\]\(\s*<?(?:https?:)?//|<img\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//""", re.IGNORECASE
+)
 _SUMMARY = re.compile(r"(<summary\b[^>]*>)(.*?)(</summary>)", re.IGNORECASE | re.DOTALL)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$(?!\$)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.MULTILINE)
@@ -112,7 +117,7 @@ def index_page(readme: str, lesson_names: list[str]) -> str:
     title = re.search(r"^# (.+)$", readme, flags=re.MULTILINE)
     if not title:
         raise ValueError("README.md has no title ('# …' line): the book's index needs one")
-    opening = readme[title.end():].split("\n## ", 1)[0]
+    opening = readme[title.end() :].split("\n## ", 1)[0]
     # badges describe the repository (its CI, Colab), not the book, and would be pictures from outside it
     opening = re.sub(r"^[ \t]*\[?!\[.*$\n?", "", opening, flags=re.MULTILINE).strip()
     table = lesson_table(readme)
@@ -124,10 +129,13 @@ def index_page(readme: str, lesson_names: list[str]) -> str:
     if missing:
         raise ValueError(f"README's lesson map has no row for {', '.join(missing)}: add it to the '## Lessons' table")
     order = list(dict.fromkeys(linked))
-    toctree = "\n".join(["```{toctree}", ":hidden:", ":maxdepth: 1", "", *(f"notebooks/{Path(n).stem}" for n in order),
-                         "```"])
-    note = ("This book shows every lesson with its stored outputs. The demos need a running kernel: here each shows "
-            "its static state; run them in JupyterLab (`make lab`) or as the demo app (`make demo`).")
+    toctree = "\n".join(
+        ["```{toctree}", ":hidden:", ":maxdepth: 1", "", *(f"notebooks/{Path(n).stem}" for n in order), "```"]
+    )
+    note = (
+        "This book shows every lesson with its stored outputs. The demos need a running kernel: here each shows "
+        "its static state; run them in JupyterLab (`make lab`) or as the demo app (`make demo`)."
+    )
     return f"# {title.group(1).strip()}\n\n{opening}\n\n{note}\n\n## Lessons\n\n{table}\n\n{toctree}\n"
 
 
@@ -211,8 +219,10 @@ class _Links:
     def _section(self, name: str, fragment: str) -> str:
         anchors = self.anchors[name]
         if fragment not in anchors:
-            raise ValueError(f"{self.name}: the link to '#{fragment}' of {name} names no heading of it "
-                             f"(its headings: {', '.join(sorted(set(anchors.values())))})")
+            raise ValueError(
+                f"{self.name}: the link to '#{fragment}' of {name} names no heading of it "
+                f"(its headings: {', '.join(sorted(set(anchors.values())))})"
+            )
         return anchors[fragment]
 
 
@@ -220,7 +230,8 @@ def _summary_math(match: re.Match) -> str:
     """``$…$`` in a ``<summary>`` (raw HTML, which MyST does not parse) as the math element MathJax typesets."""
     body = _INLINE_MATH.sub(
         lambda m: f'<span class="math notranslate nohighlight">\\({html.escape(html.unescape(m.group(1)))}\\)</span>',
-        match.group(2))
+        match.group(2),
+    )
     return match.group(1) + body + match.group(3)
 
 
@@ -234,14 +245,19 @@ def _stage_markdown(text: str, links: _Links) -> str:
     """A markdown text with its links made to resolve in the site, the Colab badge image made local and math in a
     ``<summary>`` made typesettable. Raises ``ValueError`` for a broken link or an image from outside the book."""
     text = _outside_code(text, _TARGET, lambda m: m.group(1) + links(m.group(2)))
-    text = _outside_code(text, _HTML_TARGET, lambda m: m.group(1) + m.group(2) +
-                         html.escape(links(html.unescape(m.group(3)))) + m.group(2))
+    text = _outside_code(
+        text,
+        _HTML_TARGET,
+        lambda m: m.group(1) + m.group(2) + html.escape(links(html.unescape(m.group(3)))) + m.group(2),
+    )
     # the badge's link still goes to Colab; only its picture comes from the book
     text = text.replace(f"]({BADGE_IMAGE})", f"]({links._relative(LOCAL_BADGE)})")
     remote = _REMOTE_IMAGE.search(_CODE.sub("", text))
     if remote:
-        raise ValueError(f"{links.name}: an image from outside the book ({remote.group(0)}…): the built site must "
-                         "not request anything outside itself; save it under figures/")
+        raise ValueError(
+            f"{links.name}: an image from outside the book ({remote.group(0)}…): the built site must "
+            "not request anything outside itself; save it under figures/"
+        )
     return _SUMMARY.sub(_summary_math, text)
 
 
@@ -260,8 +276,11 @@ def stage_notebook(nb: dict, name: str, anchors: dict[str, dict[str, str]], url:
             cell["source"] = _stage_markdown(_source(cell), links)
         for index, output in enumerate(cell.get("outputs", [])):
             if WIDGET_VIEW in output.get("data", {}):
-                cell["outputs"][index] = {"output_type": "display_data", "metadata": {},
-                                          "data": {"text/html": DEMO_NOTE}}
+                cell["outputs"][index] = {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"text/html": DEMO_NOTE},
+                }
     return staged
 
 
@@ -274,8 +293,11 @@ def _write_if_changed(path: Path, content: bytes) -> None:
 def _sync(source: Path, target: Path) -> set[Path]:
     """Copy the file ``source``, or the files of the folder ``source``, to ``target`` (only those whose bytes
     differ); return the paths written to."""
-    pairs = ([(source, target)] if source.is_file() else
-             [(file, target / file.relative_to(source)) for file in sorted(source.rglob("*")) if file.is_file()])
+    pairs = (
+        [(source, target)]
+        if source.is_file()
+        else [(file, target / file.relative_to(source)) for file in sorted(source.rglob("*")) if file.is_file()]
+    )
     for file, destination in pairs:
         _write_if_changed(destination, file.read_bytes())
     return {destination for _, destination in pairs}
@@ -291,7 +313,9 @@ def stage(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS
     refuses to work in a folder it did not make: :data:`MARKER` marks the ones it did)."""
     output = Path(output)
     if output.is_dir() and any(output.iterdir()) and not (output / MARKER).is_file():
-        raise FileExistsError(f"{output} holds files the book did not write; choose an empty or new folder for --output")
+        raise FileExistsError(
+            f"{output} holds files the book did not write; choose an empty or new folder for --output"
+        )
     output.mkdir(parents=True, exist_ok=True)
     (output / MARKER).write_text("built by python -m invattn.book: its files are replaced at each build\n")
     source = output / "source"
@@ -327,12 +351,15 @@ def _require_builder() -> None:
 
     missing = [package for module, package in BUILDER_PACKAGES.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise ModuleNotFoundError(f"the book needs {', '.join(missing)} (missing here): "
-                                  "pip install -e '.[book]' installs them (on Python 3.11 or newer)")
+        raise ModuleNotFoundError(
+            f"the book needs {', '.join(missing)} (missing here): "
+            "pip install -e '.[book]' installs them (on Python 3.11 or newer)"
+        )
 
 
-def build(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS,
-          readme: str | Path = README) -> BookBuild:
+def build(
+    output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS, readme: str | Path = README
+) -> BookBuild:
     """Stage the book's sources (:func:`stage`, from ``notebooks`` and ``readme``) into ``output/source`` and build
     the HTML into ``output/html``.
 
@@ -347,15 +374,24 @@ def build(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS
     source = stage(output, notebooks, readme)
     warnings = io.StringIO()
     with patch_docutils(source), docutils_namespace():
-        app = Sphinx(str(source), str(source), str(output / "html"), str(output / "doctrees"), "html",
-                     confoverrides={"html_theme_options.repository_url": repository_url()},
-                     status=None, warning=warnings)
+        app = Sphinx(
+            str(source),
+            str(source),
+            str(output / "html"),
+            str(output / "doctrees"),
+            "html",
+            confoverrides={"html_theme_options.repository_url": repository_url()},
+            status=None,
+            warning=warnings,
+        )
         app.build()
     if warnings.getvalue().strip():
         # a page Sphinx warned about is read again by the next build (an unchanged page would not be), which says so
         shutil.rmtree(output / "doctrees", ignore_errors=True)
-        raise RuntimeError(f"Sphinx warned while building the book (fix the cause in the lesson or in "
-                           f"invattn.book's staging):\n{warnings.getvalue()}")
+        raise RuntimeError(
+            f"Sphinx warned while building the book (fix the cause in the lesson or in "
+            f"invattn.book's staging):\n{warnings.getvalue()}"
+        )
     pages = len(app.env.found_docs)
     return BookBuild(index=output / "html" / "index.html", pages=pages, seconds=time.perf_counter() - started)
 
@@ -363,8 +399,12 @@ def build(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS
 def main(argv: list[str] | None = None) -> None:
     """``python -m invattn.book [--output DIR]``: build the book, print its index page, page count and build time."""
     parser = argparse.ArgumentParser(prog="python -m invattn.book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="build folder: sources staged in DIR/source, the site in DIR/html (default book/_build)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="build folder: sources staged in DIR/source, the site in DIR/html (default book/_build)",
+    )
     args = parser.parse_args(argv)
     try:
         result = build(args.output)

@@ -39,14 +39,25 @@ from ._validation import check_choice, check_coeff, check_finite, check_images, 
 from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
 from .blocks import InvertibleResidual, Squeeze
 from .coupling import AdditiveCoupling, InjectivePad, bottleneck_branch
-from .models import conv_branch
 from .lipschitz import lipschitz_bound
+from .models import conv_branch
 from .norms import certify_operator_norm, layer_geometry, unit_roundoff
 from .solvers import InverseInfo, per_sample_norm
 
-__all__ = ["ClassifierConfig", "ClassifierInverseInfo", "CLASSIFIER_PRESETS", "IRevNet", "IResNetClassifier",
-           "OutsideRangeWarning", "build_classifier", "certified_radius", "classifier_preset", "load_classifier",
-           "pgd_attack", "save_classifier"]
+__all__ = [
+    "ClassifierConfig",
+    "ClassifierInverseInfo",
+    "CLASSIFIER_PRESETS",
+    "IRevNet",
+    "IResNetClassifier",
+    "OutsideRangeWarning",
+    "build_classifier",
+    "certified_radius",
+    "classifier_preset",
+    "load_classifier",
+    "pgd_attack",
+    "save_classifier",
+]
 
 ARCHITECTURES = ("irevnet", "iresnet")
 
@@ -97,9 +108,11 @@ class ClassifierInverseInfo:
         return self.blocks[index]
 
     def __repr__(self) -> str:
-        return (f"ClassifierInverseInfo(blocks={len(self.blocks)}, converged={self.converged}, "
-                f"dropped_share≤{float(self.dropped_share.max()) if self.dropped_share.numel() else 0:.2e}, "
-                f"range_distance≤{float(self.range_distance.max()) if self.range_distance.numel() else 0:.2e})")
+        return (
+            f"ClassifierInverseInfo(blocks={len(self.blocks)}, converged={self.converged}, "
+            f"dropped_share≤{float(self.dropped_share.max()) if self.dropped_share.numel() else 0:.2e}, "
+            f"range_distance≤{float(self.range_distance.max()) if self.range_distance.numel() else 0:.2e})"
+        )
 
 
 def _relative_to(difference: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -169,8 +182,10 @@ class ClassifierConfig:
         if self.attention is not None:
             check_choice(self.attention, "attention", KINDS)
             if self.architecture == "iresnet" and self.attention_variant != "certified":
-                raise ValueError("the i-ResNet classifier's attention is a residual block, which must be certified: "
-                                 "use attention_variant='certified' (the paper's variant belongs in an i-RevNet coupling)")
+                raise ValueError(
+                    "the i-ResNet classifier's attention is a residual block, which must be certified: "
+                    "use attention_variant='certified' (the paper's variant belongs in an i-RevNet coupling)"
+                )
             if self.architecture == "iresnet" and self.coeff is None:
                 raise ValueError("the unconstrained ResNet (coeff=None) takes no attention block")
             if self.attention_variant == "paper" and self.attention not in PAPER_KINDS:
@@ -183,27 +198,39 @@ class ClassifierConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ClassifierConfig":
+    def from_dict(cls, values: dict) -> ClassifierConfig:
         return cls(**{k: tuple(v) if k in ("blocks", "strides", "channels") else v for k, v in values.items()})
 
 
 CLASSIFIER_PRESETS: dict[tuple[str, str], ClassifierConfig] = {
     # seconds on a CPU: the pipeline end to end
-    ("irevnet", "smoke"): ClassifierConfig(in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2),
-                                           channels=(2, 8), hidden=8),
-    ("iresnet", "smoke"): ClassifierConfig(architecture="iresnet", in_channels=1, image_size=8, blocks=(1, 1),
-                                           strides=(1, 2), channels=(4, 16), hidden=16),
+    ("irevnet", "smoke"): ClassifierConfig(
+        in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2), channels=(2, 8), hidden=8
+    ),
+    ("iresnet", "smoke"): ClassifierConfig(
+        architecture="iresnet", in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2), channels=(4, 16), hidden=16
+    ),
     # the offline 8×8 digits, CPU minutes
     # the same layout: i-RevNet's 4-16 channels per half are the i-ResNet's 8-32 channel stream
-    ("irevnet", "digits"): ClassifierConfig(in_channels=1, image_size=8, blocks=(3, 3), strides=(1, 2),
-                                            channels=(4, 16), hidden=32, pool=False),
-    ("iresnet", "digits"): ClassifierConfig(architecture="iresnet", in_channels=1, image_size=8, blocks=(3, 3),
-                                            strides=(1, 2), channels=(8, 32), hidden=32, pool=False),
+    ("irevnet", "digits"): ClassifierConfig(
+        in_channels=1, image_size=8, blocks=(3, 3), strides=(1, 2), channels=(4, 16), hidden=32, pool=False
+    ),
+    ("iresnet", "digits"): ClassifierConfig(
+        architecture="iresnet",
+        in_channels=1,
+        image_size=8,
+        blocks=(3, 3),
+        strides=(1, 2),
+        channels=(8, 32),
+        hidden=32,
+        pool=False,
+    ),
     # the papers' CIFAR-10 models (a GPU): i-RevNet (a), injective, 18-18-18, 16-64-256 per half
     ("irevnet", "cifar10-paper"): ClassifierConfig(),
     # i-ResNet's classifier: 3 stages, squeeze downsampling, c = 0.9; (7-7-7 blocks here, 32-128-512 channels)
-    ("iresnet", "cifar10-paper"): ClassifierConfig(architecture="iresnet", blocks=(7, 7, 7), channels=(32, 128, 512),
-                                                   hidden=None),
+    ("iresnet", "cifar10-paper"): ClassifierConfig(
+        architecture="iresnet", blocks=(7, 7, 7), channels=(32, 128, 512), hidden=None
+    ),
 }
 
 
@@ -240,7 +267,9 @@ class _Classifier(nn.Module):
                 self.pads.append(InjectivePad(channels, wanted))
                 channels = wanted
             elif wanted < channels:
-                raise ValueError(f"stage {index} asks for {wanted} channels but receives {channels}: channels only grow")
+                raise ValueError(
+                    f"stage {index} asks for {wanted} channels but receives {channels}: channels only grow"
+                )
             else:
                 self.pads.append(nn.Identity())
             self.shapes.append((channels, size, size))
@@ -253,7 +282,9 @@ class _Classifier(nn.Module):
         check_finite(x, "x")
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}"
+            )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Φ(x): the invertible representation before pooling, [B, C', H', W'] (``feature_shape``)."""
@@ -308,8 +339,15 @@ class _Classifier(nn.Module):
             h = self._unstem(h, index)
         return self._finish_inverse(h), share
 
-    def _answer(self, phi: torch.Tensor, x: torch.Tensor, blocks: list[InverseInfo], share: torch.Tensor,
-                return_info: bool, reinvert):
+    def _answer(
+        self,
+        phi: torch.Tensor,
+        x: torch.Tensor,
+        blocks: list[InverseInfo],
+        share: torch.Tensor,
+        return_info: bool,
+        reinvert,
+    ):
         """``(x, ClassifierInverseInfo)`` or ``x``, warning (:class:`OutsideRangeWarning`) in the latter case when
         phi is clearly outside Φ's range (thresholds at ``_DROPPED_SHARE_FLOOR``); ``reinvert(phi)`` → dropped share."""
         if return_info:
@@ -317,8 +355,9 @@ class _Classifier(nn.Module):
                 distance = torch.full_like(share, math.inf)
                 finite = torch.isfinite(x.detach().flatten(1)).all(dim=1)
                 if bool(finite.any()):
-                    distance[finite] = _relative_to(self.features(x.detach()[finite]) - phi.detach()[finite],
-                                                    phi.detach()[finite])
+                    distance[finite] = _relative_to(
+                        self.features(x.detach()[finite]) - phi.detach()[finite], phi.detach()[finite]
+                    )
             return x, ClassifierInverseInfo(blocks, share, distance)
         # a solve that stopped short explains its own dropped channels: the solver's on_failure policy reports it
         suspects = share > _DROPPED_SHARE_FLOOR
@@ -332,7 +371,9 @@ class _Classifier(nn.Module):
                     f"phi is outside Φ's range for {int(outside.sum())} of {phi.shape[0]} samples: the inverse dropped "
                     f"up to {worst:.1%} of the solution at the injective padding (Φ(x̂) ≠ phi; no x has Φ(x) = phi); "
                     "pass return_info=True for the report (dropped_share, range_distance)",
-                    OutsideRangeWarning, stacklevel=3)
+                    OutsideRangeWarning,
+                    stacklevel=3,
+                )
         return x
 
 
@@ -353,13 +394,16 @@ class IRevNet(_Classifier):
         for index, ((channels, _, _), n_blocks) in enumerate(zip(self.shapes, config.blocks)):
             half = channels // 2
             hidden = config.hidden or max(half // 4, 1)
-            blocks = [AdditiveCoupling(bottleneck_branch(half, hidden, config.batch_norm), channels)
-                      for _ in range(n_blocks)]
+            blocks = [
+                AdditiveCoupling(bottleneck_branch(half, hidden, config.batch_norm), channels) for _ in range(n_blocks)
+            ]
             if index == 0 and config.attention is not None:
                 blocks.append(AttentionCoupling(config.attention, channels, variant=config.attention_variant))
             self.stages.append(nn.Sequential(*blocks))
 
-    def inverse(self, phi: torch.Tensor, return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
+    def inverse(
+        self, phi: torch.Tensor, return_info: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
         """Φ's left inverse, analytically: [B, C', H', W'] → x̂ [B, C, H, W] (Jacobsen et al., 2018, §3).
 
         Around an injective padding P write Φ = C∘P∘A (A: everything before it, C: everything after it, both
@@ -377,8 +421,9 @@ class IRevNet(_Classifier):
         inverting Φ(x̂)). Raises ``ValueError`` for features of the wrong shape or non-finite."""
         self._check_features(phi)
         x, share = self._invert(phi, lambda block, h: block.inverse(h))
-        return self._answer(phi, x, [], share, return_info,
-                            lambda again: self._invert(again, lambda block, h: block.inverse(h))[1])
+        return self._answer(
+            phi, x, [], share, return_info, lambda again: self._invert(again, lambda block, h: block.inverse(h))[1]
+        )
 
 
 class IResNetClassifier(_Classifier):
@@ -426,7 +471,9 @@ class IResNetClassifier(_Classifier):
         pool = 1.0 / math.sqrt(h * w) if self.config.pool else 1.0
         return head * pool * self.lipschitz_bound()
 
-    def inverse(self, phi: torch.Tensor, return_info: bool = False, **solver) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
+    def inverse(
+        self, phi: torch.Tensor, return_info: bool = False, **solver
+    ) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
         """Φ's left inverse, block by block backwards: [B, C', H', W'] → x̂ [B, C, H, W] (Behrmann et al., 2019, §2).
 
         Each residual block y = h + g(h) is solved for h to the solver's tolerance; ``solver`` options go to
@@ -460,15 +507,26 @@ class IResNetClassifier(_Classifier):
 
         x, share = self._invert(phi, solve)
         quiet = {**solver, "on_failure": "return"}
-        return self._answer(phi, x, infos, share, return_info,
-                            lambda again: self._invert(again, lambda block, h: block.inverse(h, **quiet))[1])
+        return self._answer(
+            phi,
+            x,
+            infos,
+            share,
+            return_info,
+            lambda again: self._invert(again, lambda block, h: block.inverse(h, **quiet))[1],
+        )
 
 
 def _unconstrained_branch(channels: int, width: int, input_nonlinearity: bool) -> nn.Sequential:
     """The i-ResNet branch without spectral normalisation: what an ordinary ResNet block computes."""
     layers = [nn.ELU()] if input_nonlinearity else []
-    layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ELU(), nn.Conv2d(width, width, 1), nn.ELU(),
-               nn.Conv2d(width, channels, 3, padding=1)]
+    layers += [
+        nn.Conv2d(channels, width, 3, padding=1),
+        nn.ELU(),
+        nn.Conv2d(width, width, 1),
+        nn.ELU(),
+        nn.Conv2d(width, channels, 3, padding=1),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -484,7 +542,9 @@ def save_classifier(model: _Classifier, path: str | Path, **record) -> None:
     check_model(model, "model", _Classifier)
     for name, value in record.items():
         if value is not None and type(value) not in (bool, int, float, str):
-            raise TypeError(f"record values must be plain bool, int, float, str or None; {name} is {type(value).__name__}")
+            raise TypeError(
+                f"record values must be plain bool, int, float, str or None; {name} is {type(value).__name__}"
+            )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     payload = dict(model=model.state_dict(), model_config=model.config.to_dict(), record=record)
     write_atomically(path, lambda handle: torch.save(payload, handle))
@@ -497,15 +557,23 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     certificates recomputed from the weights. Raises ``FileNotFoundError`` when ``path`` is missing and
     ``ValueError`` when it holds something else (a density model, pickled objects, a damaged file) or ``device`` is
     absent."""
-    model, state = load_saved_model(path, device, lambda config: build_classifier(ClassifierConfig.from_dict(config)),
-                                    missing=f"no classifier at {path}",
-                                    foreign=f"{path} is not a classifier saved by save_classifier or invattn.train",
-                                    task="classify")
+    model, state = load_saved_model(
+        path,
+        device,
+        lambda config: build_classifier(ClassifierConfig.from_dict(config)),
+        missing=f"no classifier at {path}",
+        foreign=f"{path} is not a classifier saved by save_classifier or invattn.train",
+        task="classify",
+    )
     if "record" in state:
         return model, dict(state["record"])
     tested = [h["test_accuracy"] for h in state.get("history", []) if "test_accuracy" in h]
-    return model, dict(task="classify", preset=state.get("preset"), step=state.get("step"),
-                       test_accuracy=tested[-1] if tested else None)
+    return model, dict(
+        task="classify",
+        preset=state.get("preset"),
+        step=state.get("step"),
+        test_accuracy=tested[-1] if tested else None,
+    )
 
 
 @torch.no_grad()
@@ -529,7 +597,8 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     model E and E₆₄ are about 10⁻¹³ of the logits, for a float32 model E is about 10⁻⁴ of them (no guessed
     allowance: a crafted model whose logits cancel to nearly 0 gets the rounding it really has).
 
-    The bound E, layer by layer (u the model dtype's unit roundoff, 2⁻²⁴ in float32; γ_n = nu/(1 − nu), Higham, *Accuracy and Stability of Numerical
+    The bound E, layer by layer (u the model dtype's unit roundoff, 2⁻²⁴ in float32; γ_n = nu/(1 − nu), Higham,
+    *Accuracy and Stability of Numerical
     Algorithms*, 2002, §3.1): e_ℓ ≥ ‖ĥ_ℓ(x') − h_ℓ(x')‖ obeys e_ℓ ≤ Lip_ℓ·e_{ℓ−1} + local_ℓ. The input: fl₃₂(x')
     moves x' by ≤ u‖x'‖ (+ the subnormal spacing·√D). A convolution or linear layer with fan-in n, computed as sums
     of products in any order, with or without FMA, errs per output by ≤ γ_{n+1}(Σ|ŵ||ĥ| + |b|), in ℓ₂ by
@@ -544,7 +613,8 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     ‖h_ℓ(x)‖ + Lip(prefix)·r₀ + e_ℓ, with ‖h_ℓ(x)‖ ≤ the float64 pass's norm (raised past its rounding) plus that
     pass's own error, bounded by the same recursion with u = 2⁻⁵³. The analysis assumes no overflow: every entry and
     every partial sum of a layer is at most its ℓ₂ bound ‖|W|‖·‖ĥ‖ + ‖b‖, and a sample where such a bound (or the
-    float64 pass's) exceeds a quarter of the dtype's largest number, or any quantity is not finite, gets radius 0. E is typically ~10³ times the measured
+    float64 pass's) exceeds a quarter of the dtype's largest number, or any quantity is not finite, gets radius 0. E is
+    typically ~10³ times the measured
     |f̂ − f| (the worst-case γ_n), and shrinks ordinary radii by ~2 %.
 
     Assumptions, refused otherwise with a ``ValueError`` that says why and what to do: the model is float32 or
@@ -560,8 +630,10 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
     check_model(model, "model")
     check_images(x, "x")
     if not isinstance(model, IResNetClassifier) or model.config.coeff is None:
-        raise ValueError(f"certified radii need a certified Lipschitz bound; this {type(model).__name__} has none "
-                         "(i-RevNet and the unconstrained ResNet are not Lipschitz-constrained)")
+        raise ValueError(
+            f"certified radii need a certified Lipschitz bound; this {type(model).__name__} has none "
+            "(i-RevNet and the unconstrained ResNet are not Lipschitz-constrained)"
+        )
     dtype = model.head.weight.dtype
     _check_rounding_model(model)
     check_images(x, "x", dtype, model.head.weight.device)
@@ -573,8 +645,10 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
         try:
             bound = reference.logit_lipschitz_bound()
         except OverflowError:
-            raise ValueError("the model's weights are too large for a certified Lipschitz bound (their norms overflow "
-                             "float64): no certified radius can be given") from None
+            raise ValueError(
+                "the model's weights are too large for a certified Lipschitz bound (their norms overflow "
+                "float64): no certified radius can be given"
+            ) from None
         logits = reference(x.double())
         top2 = logits.topk(2, dim=1)
         margin = top2.values[:, 0] - top2.values[:, 1]
@@ -597,15 +671,22 @@ _EXP_ULPS = 8
 def _check_rounding_model(model: IResNetClassifier) -> None:
     """Refuse (ValueError, with the reason and the remedy) what :func:`_evaluation_error_bound` does not cover."""
     dtype, device = model.head.weight.dtype, model.head.weight.device
-    remedy = ("certify the float64 model instead: certified_radius(model.double(), x.double())" if dtype != torch.float64
-              else "no certified radius can be given for this model")
+    remedy = (
+        "certify the float64 model instead: certified_radius(model.double(), x.double())"
+        if dtype != torch.float64
+        else "no certified radius can be given for this model"
+    )
     if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"certified radii of a {dtype} model are not covered (its arithmetic's rounding is only "
-                         f"analysed for float32 and float64 on the CPU); {remedy}")
+        raise ValueError(
+            f"certified radii of a {dtype} model are not covered (its arithmetic's rounding is only "
+            f"analysed for float32 and float64 on the CPU); {remedy}"
+        )
     if device.type != "cpu":
-        raise ValueError(f"a model on {device.type} may compute with TF32 or FFT/Winograd convolutions, which break the "
-                         "rounding analysis of its certified radius; move it to the CPU (model.cpu(), x.cpu()): the "
-                         "radius then holds for the model evaluated there")
+        raise ValueError(
+            f"a model on {device.type} may compute with TF32 or FFT/Winograd convolutions, which break the "
+            "rounding analysis of its certified radius; move it to the CPU (model.cpu(), x.cpu()): the "
+            "radius then holds for the model evaluated there"
+        )
     reduced = []
     try:  # the legacy switch; once the per-backend ``fp32_precision`` switches are used, torch refuses to read it
         legacy = torch.get_float32_matmul_precision() if dtype == torch.float32 else "highest"
@@ -613,41 +694,54 @@ def _check_rounding_model(model: IResNetClassifier) -> None:
         legacy = "highest"  # the per-backend settings below say what is in force
     if legacy != "highest":
         reduced.append(f"torch.set_float32_matmul_precision({legacy!r})")
-    for name, backend in (("torch.backends.fp32_precision", torch.backends),
-                          ("torch.backends.mkldnn.fp32_precision", torch.backends.mkldnn),
-                          ("torch.backends.mkldnn.matmul.fp32_precision", getattr(torch.backends.mkldnn, "matmul", None)),
-                          ("torch.backends.mkldnn.conv.fp32_precision", getattr(torch.backends.mkldnn, "conv", None))):
+    for name, backend in (
+        ("torch.backends.fp32_precision", torch.backends),
+        ("torch.backends.mkldnn.fp32_precision", torch.backends.mkldnn),
+        ("torch.backends.mkldnn.matmul.fp32_precision", getattr(torch.backends.mkldnn, "matmul", None)),
+        ("torch.backends.mkldnn.conv.fp32_precision", getattr(torch.backends.mkldnn, "conv", None)),
+    ):
         setting = getattr(backend, "fp32_precision", None)
         if setting not in (None, "none", "ieee"):
             reduced.append(f"{name} = {setting!r}")
     if torch.is_autocast_enabled("cpu"):
         reduced.append("torch.autocast on the CPU")
     if reduced and dtype == torch.float32:
-        raise ValueError(f"a reduced-precision float32 mode is on ({', '.join(reduced)}): the model then rounds more "
-                         f"than the certified radius allows for; switch it off, or {remedy}")
+        raise ValueError(
+            f"a reduced-precision float32 mode is on ({', '.join(reduced)}): the model then rounds more "
+            f"than the certified radius allows for; switch it off, or {remedy}"
+        )
     for stage in model.stages:
         for block in stage:
-            layers = list(block.g) if isinstance(block, InvertibleResidual) and isinstance(block.g, nn.Sequential) else None
+            layers = (
+                list(block.g) if isinstance(block, InvertibleResidual) and isinstance(block.g, nn.Sequential) else None
+            )
             covered = layers is not None and all(
                 (isinstance(layer, nn.ELU) and float(layer.alpha) == 1.0)
-                or (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros") for layer in layers)
+                or (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros")
+                for layer in layers
+            )
             if not covered:
                 kind = type(block.g).__name__ if isinstance(block, InvertibleResidual) else type(block).__name__
-                raise ValueError(f"the rounding analysis of certified_radius covers convolutional residual "
-                                 f"blocks (ELU, zero-padded convolutions), not this model's {kind} block (an attention "
-                                 "block): no certified radius can be given for this model, in any dtype")
+                raise ValueError(
+                    f"the rounding analysis of certified_radius covers convolutional residual "
+                    f"blocks (ELU, zero-padded convolutions), not this model's {kind} block (an attention "
+                    "block): no certified radius can be given for this model, in any dtype"
+                )
 
 
 def _gamma(n: int, u: float) -> float:
     """γ_n = nu/(1 − nu) (Higham, 2002, §3.1), refused where nu is not small."""
     if n * u >= 0.01:
-        raise ValueError(f"a sum of {n} terms in a format with unit roundoff {u:.1e} has no useful rounding bound; "
-                         "certify the float64 model instead: certified_radius(model.double(), x.double())")
+        raise ValueError(
+            f"a sum of {n} terms in a format with unit roundoff {u:.1e} has no useful rounding bound; "
+            "certify the float64 model instead: certified_radius(model.double(), x.double())"
+        )
     return n * u / (1 - n * u)
 
 
-def _evaluation_error_bound(model: IResNetClassifier, reference: IResNetClassifier, x: torch.Tensor,
-                            radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _evaluation_error_bound(
+    model: IResNetClassifier, reference: IResNetClassifier, x: torch.Tensor, radius: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(E, E₆₄), each [B] float64: E ≥ ‖model(fl(x')) − f(x')‖₂ for every x' with ‖x' − x_b‖ ≤ radius_b, where
     ``model`` computes in its dtype (float32 or float64) on the CPU and f is ``reference`` (its float64 copy, or the
     model itself when it is float64) in exact arithmetic; E₆₄ ≥ ‖reference(x) − f(x)‖₂, the rounding of the float64
@@ -678,7 +772,8 @@ class _RoundingBound:
         self.r0 = radius.double()
         # No overflow anywhere over the ball: every entry and every partial sum Σ|w||h| of a layer is at most the ℓ₂
         # bound ‖|W|‖·‖ĥ‖ + ‖b‖ used below, so a sample whose bounds stay under a quarter of the dtype's largest number
-        # (and of float64's for the reference pass) cannot overflow; any other sample gets E = inf (radius 0), as does NaN.
+        # (and of float64's for the reference pass) cannot overflow; any other sample gets E = inf (radius 0), as does
+        # NaN.
         self.limit, self.limit64 = torch.finfo(dtype).max / 4, torch.finfo(torch.float64).max / 4
         self.unsafe = torch.zeros_like(radius, dtype=torch.bool)
         self.h, self.lip = x, 1.0
@@ -711,7 +806,9 @@ class _RoundingBound:
             raise ValueError("the float64 copy's biases differ from the model's")  # deepcopy().double() is exact
         ball, computed = self.ball_norm(), self.computed_norm(self.h)
         self.guard(abs32 * ball + bias, abs64 * computed + bias)
-        local = _gamma(fan_in + 1, self.u) * (abs32 * ball + bias) + (fan_in + 1) * self.tiny * math.sqrt(out[0].numel())
+        local = _gamma(fan_in + 1, self.u) * (abs32 * ball + bias) + (fan_in + 1) * self.tiny * math.sqrt(
+            out[0].numel()
+        )
         self.err = lip_layer * self.err + local + delta * ball
         self.err64 = lip_layer * self.err64 + _gamma(fan_in + 1, self.u64) * (abs64 * computed + bias)
         self.h, self.lip = out, self.lip * lip_layer
@@ -748,8 +845,14 @@ class _RoundingBound:
         self.linear(model.head, reference.head, head_norm)
 
 
-def pgd_attack(model: nn.Module, x: torch.Tensor, predicted: torch.Tensor, radius: torch.Tensor,
-               steps: int = 40, step_fraction: float = 0.25) -> torch.Tensor:
+def pgd_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    predicted: torch.Tensor,
+    radius: torch.Tensor,
+    steps: int = 40,
+    step_fraction: float = 0.25,
+) -> torch.Tensor:
     """Which predictions a projected-gradient attack changes inside ℓ₂ balls: [B] bool.
 
     Ascends the runner-up logit minus the predicted one over δ, steps of ``step_fraction``·radius along the

@@ -59,7 +59,9 @@ def badge(notebook: str, url: str) -> str:
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab}/blob/main/notebooks/{notebook})"
 
 
-INSTALL_FIRST_LINE = "# Colab or any Jupyter without the course installed: install its package first (a torch already there is kept)"
+INSTALL_FIRST_LINE = (
+    "# Colab or any Jupyter without the course installed: install its package first (a torch already there is kept)"
+)
 
 
 def install_cell_source(url: str) -> str:
@@ -67,7 +69,7 @@ def install_cell_source(url: str) -> str:
     checkout the kernel's working folder lies in (a clone: editable), else from ``url`` (Colab), keeping the installed
     torch. In a checkout its own library then comes first on ``sys.path``, whatever else is installed, so a clone
     always runs the library beside it."""
-    return f'''\
+    return f"""\
 {INSTALL_FIRST_LINE}
 import importlib, subprocess, sys
 from importlib import metadata
@@ -81,13 +83,14 @@ except metadata.PackageNotFoundError:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *source], check=True)
 if checkout is not None and str(checkout) not in sys.path:
     sys.path.insert(0, str(checkout))  # this clone's library, not another installed one
-importlib.invalidate_caches()'''
+importlib.invalidate_caches()"""
 
 
 def _is_install(cell) -> bool:
     """An install cell: tagged, or an untagged copy of one (its first line)."""
-    return cell.cell_type == "code" and (INSTALL_TAG in cell.metadata.get("tags", [])
-                                         or cell.source.startswith(INSTALL_FIRST_LINE))
+    return cell.cell_type == "code" and (
+        INSTALL_TAG in cell.metadata.get("tags", []) or cell.source.startswith(INSTALL_FIRST_LINE)
+    )
 
 
 def _expected(nb, name: str, url: str):
@@ -118,7 +121,9 @@ def _expected(nb, name: str, url: str):
 
 def _comparable(nb):
     """Where the badges and install cells of ``nb`` are and what they say: what :func:`update` writes."""
-    badges = [(i, line) for i, c in enumerate(nb.cells) if c.cell_type == "markdown" for line in BADGE.findall(c.source)]
+    badges = [
+        (i, line) for i, c in enumerate(nb.cells) if c.cell_type == "markdown" for line in BADGE.findall(c.source)
+    ]
     code = [c for c in nb.cells if c.cell_type == "code"]
     installs = [(i, c.source, tuple(c.metadata.get("tags", []))) for i, c in enumerate(code) if _is_install(c)]
     return badges, installs

@@ -45,8 +45,17 @@ from typing import NamedTuple
 from ._notebooks import lesson_notebooks
 from .lesson import HEADLESS_ENV
 
-__all__ = ["OLDEST_PAIR", "Pair", "Check", "Result", "CheckFailed", "newest_pair", "planned_checks", "run_check",
-           "main"]
+__all__ = [
+    "OLDEST_PAIR",
+    "Pair",
+    "Check",
+    "Result",
+    "CheckFailed",
+    "newest_pair",
+    "planned_checks",
+    "run_check",
+    "main",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_S = 60.0
@@ -153,8 +162,10 @@ def _run(command: list, log: Path, what: str, env: dict[str, str], cwd: Path | N
         with open(log, errors="replace") as handle:
             handle.seek(start_offset)
             tail = handle.read().splitlines()[-25:]
-        raise CheckFailed(f"{what} failed (exit status {status}); the last lines of its output ({log}):\n"
-                          + "\n".join(f"    {line}" for line in tail))
+        raise CheckFailed(
+            f"{what} failed (exit status {status}); the last lines of its output ({log}):\n"
+            + "\n".join(f"    {line}" for line in tail)
+        )
     return seconds
 
 
@@ -171,11 +182,14 @@ def _pip_install(python: Path, arguments: list, log: Path, what: str, env: dict[
 def _installed(python: Path, env: dict[str, str]) -> dict[str, str]:
     """The versions of torch, torchvision and numpy that ``python`` imports (a local tag such as ``+cu121`` dropped);
     None for a package it cannot import."""
-    script = ("import importlib, json\nversions = {}\nfor name in ('torch', 'torchvision', 'numpy'):\n"
-              "    try: versions[name] = importlib.import_module(name).__version__.split('+')[0]\n"
-              "    except ImportError: versions[name] = None\nprint(json.dumps(versions))")
-    result = subprocess.run([str(python), "-c", script], capture_output=True, text=True, env=env,
-                            cwd=tempfile.gettempdir())
+    script = (
+        "import importlib, json\nversions = {}\nfor name in ('torch', 'torchvision', 'numpy'):\n"
+        "    try: versions[name] = importlib.import_module(name).__version__.split('+')[0]\n"
+        "    except ImportError: versions[name] = None\nprint(json.dumps(versions))"
+    )
+    result = subprocess.run(
+        [str(python), "-c", script], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+    )
     if result.returncode != 0:
         raise CheckFailed("importing torch failed in the new environment:\n" + result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -184,12 +198,26 @@ def _installed(python: Path, env: dict[str, str]) -> dict[str, str]:
 def newest_pair(python: str | Path = sys.executable) -> Pair:
     """The pair ``pip install torch torchvision`` installs today, as pip resolves it (the registry and this machine's
     pip configuration decide), read from a dry run's report: nothing is installed."""
-    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--dry-run", "--ignore-installed",
-               "--quiet", "--report", "-", "torch", "torchvision"]
+    command = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--report",
+        "-",
+        "torch",
+        "torchvision",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=_clean_env())
     if result.returncode != 0:
-        raise CheckFailed("resolving the newest torch/torchvision pair failed (pip install --dry-run torch "
-                          "torchvision):\n" + "\n".join(result.stderr.strip().splitlines()[-15:]))
+        raise CheckFailed(
+            "resolving the newest torch/torchvision pair failed (pip install --dry-run torch "
+            "torchvision):\n" + "\n".join(result.stderr.strip().splitlines()[-15:])
+        )
     report = json.loads(result.stdout)
     versions = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in report["install"]}
     return Pair(versions["torch"], versions["torchvision"])
@@ -207,13 +235,32 @@ def _lesson_env(venv: Path, figures: Path) -> dict[str, str]:
 def _run_lesson(python: Path, venv: Path, lesson: Path, output: Path, log: Path) -> None:
     """Execute ``lesson`` with papermill in ``venv`` (its own kernel, started in the lesson's folder, as Jupyter
     does), the result written to ``output`` and its figures to a temporary folder."""
-    _run([python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], log,
-         "installing the environment's Jupyter kernel", _clean_env(venv))
+    _run(
+        [python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+        log,
+        "installing the environment's Jupyter kernel",
+        _clean_env(venv),
+    )
     with tempfile.TemporaryDirectory(prefix="invattn-compat-figures-") as figures:
         _say(f"  running lesson {lesson.name} under papermill ...")
-        seconds = _run([python, "-m", "papermill", lesson, output, "--cwd", lesson.parent, "--kernel", "python3",
-                        "--no-progress-bar"], log, f"running lesson {lesson.name}", _lesson_env(venv, Path(figures)),
-                       cwd=Path(figures))
+        seconds = _run(
+            [
+                python,
+                "-m",
+                "papermill",
+                lesson,
+                output,
+                "--cwd",
+                lesson.parent,
+                "--kernel",
+                "python3",
+                "--no-progress-bar",
+            ],
+            log,
+            f"running lesson {lesson.name}",
+            _lesson_env(venv, Path(figures)),
+            cwd=Path(figures),
+        )
     _say(f"  lesson {lesson.name} ran in {seconds:.0f} s")
 
 
@@ -226,8 +273,13 @@ def _run_tests(python: Path, venv: Path, root: Path, log: Path) -> tuple[int, li
         env = _lesson_env(venv, Path(scratch) / "figures")
         start = time.monotonic()
         try:
-            _run([python, "-m", "pytest", "tests", "-m", "compat", "-q", f"--junitxml={report}"], log,
-                 "running the compatibility tests", env, cwd=root)
+            _run(
+                [python, "-m", "pytest", "tests", "-m", "compat", "-q", f"--junitxml={report}"],
+                log,
+                "running the compatibility tests",
+                env,
+                cwd=root,
+            )
         except CheckFailed:
             if not report.is_file():  # pytest itself failed: its own message says why
                 raise
@@ -259,41 +311,58 @@ def _check_pair(check: Check, result: Result, folder: Path, lesson: Path, root: 
     python = _fresh_venv(venv, log)
     env = _clean_env(venv)
     _say(f"  installing torch {pair.torch} and torchvision {pair.torchvision} (with CUDA libraries: a few GB) ...")
-    result.install_s = _pip_install(python, [f"torch=={pair.torch}", f"torchvision=={pair.torchvision}"], log,
-                                    f"installing torch {pair.torch} with torchvision {pair.torchvision}", env)
+    result.install_s = _pip_install(
+        python,
+        [f"torch=={pair.torch}", f"torchvision=={pair.torchvision}"],
+        log,
+        f"installing torch {pair.torch} with torchvision {pair.torchvision}",
+        env,
+    )
     pins = venv / "pair-constraints.txt"
     pins.write_text(f"torch=={pair.torch}\ntorchvision=={pair.torchvision}\n")
     _say(f"  installed in {result.install_s:.0f} s; installing invattn[course,test], keeping that pair ...")
     try:
-        seconds = _pip_install(python, ["--constraint", pins, "--editable", f"{root}[course,test]"], log,
-                               f"installing invattn[course,test] beside torch {pair.torch}", env)
+        seconds = _pip_install(
+            python,
+            ["--constraint", pins, "--editable", f"{root}[course,test]"],
+            log,
+            f"installing invattn[course,test] beside torch {pair.torch}",
+            env,
+        )
     except CheckFailed as error:
         if _release(pair.torch) < _release(OLDEST_PAIR.torch):
-            raise CheckFailed(f"{error}\n(torch {pair.torch} is below pyproject's lower bound "
-                              f"torch>={OLDEST_PAIR.torch}: lower that bound to try it)") from None
+            raise CheckFailed(
+                f"{error}\n(torch {pair.torch} is below pyproject's lower bound "
+                f"torch>={OLDEST_PAIR.torch}: lower that bound to try it)"
+            ) from None
         raise
     result.install_s += seconds
     _say(f"  invattn[course,test] installed in {seconds:.0f} s")
     installed = _installed(python, env)
     result.torch, result.torchvision, result.numpy = installed["torch"], installed["torchvision"], installed["numpy"]
     if (result.torch, result.torchvision) != tuple(pair):
-        raise CheckFailed(f"pip changed the pair: asked for torch {pair.torch} with torchvision {pair.torchvision}, "
-                          f"found torch {result.torch} with torchvision {result.torchvision} after installing invattn")
+        raise CheckFailed(
+            f"pip changed the pair: asked for torch {pair.torch} with torchvision {pair.torchvision}, "
+            f"found torch {result.torch} with torchvision {result.torchvision} after installing invattn"
+        )
     result.passed, failures = _run_tests(python, venv, root, log)
     result.failed = len(failures)
     result.lesson_ok = False
     _run_lesson(python, venv, lesson, folder / f"{check.name}.{lesson.stem}.ipynb", log)
     result.lesson_ok = True
     if failures:
-        raise CheckFailed(f"{len(failures)} compatibility test(s) failed (their output: {log}):\n"
-                          + "\n".join(f"    {failure}" for failure in failures))
+        raise CheckFailed(
+            f"{len(failures)} compatibility test(s) failed (their output: {log}):\n"
+            + "\n".join(f"    {failure}" for failure in failures)
+        )
 
 
 def _finds_invattn(python: Path, env: dict[str, str]) -> bool:
     """Whether ``python`` can import ``invattn`` (asked from a neutral folder, not from the checkout)."""
     probe = "import importlib.util; print(importlib.util.find_spec('invattn') is not None)"
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=env,
-                            cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+    )
     return result.stdout.strip() == "True"
 
 
@@ -302,8 +371,13 @@ def _check_colab_like(check: Check, result: Result, folder: Path, lesson: Path, 
     python = _fresh_venv(venv, log)
     env = _clean_env(venv)
     _say("  installing Jupyter (ipykernel, papermill, nbformat) and the registry's torch and torchvision ...")
-    result.install_s = _pip_install(python, ["ipykernel", "papermill", "nbformat", "torch", "torchvision"], log,
-                                    "installing Jupyter with torch and torchvision", env)
+    result.install_s = _pip_install(
+        python,
+        ["ipykernel", "papermill", "nbformat", "torch", "torchvision"],
+        log,
+        "installing Jupyter with torch and torchvision",
+        env,
+    )
     before = _installed(python, env)
     result.torch, result.torchvision, result.numpy = before["torch"], before["torchvision"], before["numpy"]
     if _finds_invattn(python, env):
@@ -314,9 +388,11 @@ def _check_colab_like(check: Check, result: Result, folder: Path, lesson: Path, 
     result.lesson_ok = True
     after = _installed(python, env)
     if (after["torch"], after["torchvision"]) != (before["torch"], before["torchvision"]):
-        raise CheckFailed(f"the lesson's install cell changed torch: torch {before['torch']} with torchvision "
-                          f"{before['torchvision']} before, torch {after['torch']} with torchvision "
-                          f"{after['torchvision']} after")
+        raise CheckFailed(
+            f"the lesson's install cell changed torch: torch {before['torch']} with torchvision "
+            f"{before['torchvision']} before, torch {after['torch']} with torchvision "
+            f"{after['torchvision']} after"
+        )
     if not _finds_invattn(python, env):
         raise CheckFailed("the lesson ran but invattn is not installed in the environment afterwards")
 
@@ -353,19 +429,23 @@ def describe(check: Check, folder: Path, lesson: Path, root: Path = ROOT) -> str
     name = check.name if check.pair is not None or check.colab_like else "<newest pair>"
     lines = [f"{check.label}: a fresh environment in {folder / name}, its log in {folder / name}.log"]
     if check.colab_like:
-        lines += ["  pip install ipykernel papermill nbformat torch torchvision   (nothing else: invattn is missing)",
-                  f"  papermill {lesson.name}: its install cell installs invattn from {root}",
-                  "  then: torch and torchvision unchanged, invattn importable"]
+        lines += [
+            "  pip install ipykernel papermill nbformat torch torchvision   (nothing else: invattn is missing)",
+            f"  papermill {lesson.name}: its install cell installs invattn from {root}",
+            "  then: torch and torchvision unchanged, invattn importable",
+        ]
         return "\n".join(lines)
     pair = check.pair or Pair("<newest>", "<newest>")
     if check.pair is None:
         lines.append("  the newest pair: what `pip install --dry-run torch torchvision` resolves when the check starts")
-    lines += [f"  pip install torch=={pair.torch} torchvision=={pair.torchvision}",
-              f"  pip install --constraint (torch=={pair.torch}, torchvision=={pair.torchvision}) "
-              f"--editable '{root}[course,test]'",
-              "  then: torch and torchvision as asked",
-              f"  pytest -m compat  (in {root})",
-              f"  papermill {lesson.name} -> {folder / name}.{lesson.stem}.ipynb  (figures in a temporary folder)"]
+    lines += [
+        f"  pip install torch=={pair.torch} torchvision=={pair.torchvision}",
+        f"  pip install --constraint (torch=={pair.torch}, torchvision=={pair.torchvision}) "
+        f"--editable '{root}[course,test]'",
+        "  then: torch and torchvision as asked",
+        f"  pytest -m compat  (in {root})",
+        f"  papermill {lesson.name} -> {folder / name}.{lesson.stem}.ipynb  (figures in a temporary folder)",
+    ]
     return "\n".join(lines)
 
 
@@ -375,15 +455,35 @@ def _cell(value, width: int) -> str:
 
 def table(results: list[Result]) -> str:
     """The results as a table, one row per check, then each failure's message."""
-    header = ["check", "torch", "torchvision", "numpy", "install s", "tests passed/failed", "lesson", "total s",
-              "result"]
+    header = [
+        "check",
+        "torch",
+        "torchvision",
+        "numpy",
+        "install s",
+        "tests passed/failed",
+        "lesson",
+        "total s",
+        "result",
+    ]
     rows = []
     for r in results:
         tests = None if r.passed is None else f"{r.passed}/{r.failed}"
         lesson = None if r.lesson_ok is None else ("ok" if r.lesson_ok else "FAILED")
         install = None if r.install_s is None else f"{r.install_s:.0f}"
-        rows.append([r.label, r.torch, r.torchvision, r.numpy, install, tests, lesson, f"{r.seconds:.0f}",
-                     "ok" if r.ok else "FAILED"])
+        rows.append(
+            [
+                r.label,
+                r.torch,
+                r.torchvision,
+                r.numpy,
+                install,
+                tests,
+                lesson,
+                f"{r.seconds:.0f}",
+                "ok" if r.ok else "FAILED",
+            ]
+        )
     widths = [max(len(str("—" if row[i] is None else row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(_cell(value, width) for value, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     for r in results:
@@ -403,21 +503,35 @@ def _pair(text: list[str]) -> Pair:
         if _release(getattr(pair, name)) < _release(getattr(OLDEST_PAIR, name)):
             raise argparse.ArgumentTypeError(
                 f"{name} {getattr(pair, name)} is below the package's lower bound {getattr(OLDEST_PAIR, name)} "
-                "(pyproject.toml); lower the bound there first to try it")
+                "(pyproject.toml); lower the bound there first to try it"
+            )
     return pair
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m invattn.compat", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("TORCH", "TORCHVISION"),
-                        help="check this pair (repeat for several) instead of the oldest and the newest, "
-                        "e.g. --pair 2.6.0 0.21.0")
-    parser.add_argument("--colab-like", action="store_true",
-                        help="check an environment holding only Jupyter and the registry's torch, where the lesson's "
-                        "install cell installs invattn (with --pair: besides those pairs; alone: only this check)")
-    parser.add_argument("--folder", type=Path, default=ROOT / ".compat",
-                        help="where the environments, logs and executed lessons go (default: .compat/)")
+    parser = argparse.ArgumentParser(
+        prog="python -m invattn.compat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("TORCH", "TORCHVISION"),
+        help="check this pair (repeat for several) instead of the oldest and the newest, e.g. --pair 2.6.0 0.21.0",
+    )
+    parser.add_argument(
+        "--colab-like",
+        action="store_true",
+        help="check an environment holding only Jupyter and the registry's torch, where the lesson's "
+        "install cell installs invattn (with --pair: besides those pairs; alone: only this check)",
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=ROOT / ".compat",
+        help="where the environments, logs and executed lessons go (default: .compat/)",
+    )
     parser.add_argument("--lesson", default="01", help="the lesson each check runs, by file-name prefix (default: 01)")
     parser.add_argument("--plan", action="store_true", help="print what would run and install nothing")
     args = parser.parse_args(argv)
@@ -445,13 +559,17 @@ def main(argv: list[str] | None = None) -> int:
             pair = f" (torch {check.pair.torch}, torchvision {check.pair.torchvision})" if check.pair else ""
             _say(f"[{number}/{len(checks)}] {check.label}{pair}")
             results.append(run_check(check, args.folder, args.lesson))
-            _say(f"[{number}/{len(checks)}] {check.label}: {'ok' if results[-1].ok else 'FAILED'} "
-                 f"in {results[-1].seconds:.0f} s")
+            _say(
+                f"[{number}/{len(checks)}] {check.label}: {'ok' if results[-1].ok else 'FAILED'} "
+                f"in {results[-1].seconds:.0f} s"
+            )
     except KeyboardInterrupt:
         _say(f"\ninterrupted; the unfinished check's environment and log are left in {args.folder}")
         return 130
-    _say(f"\n{table(results)}\n\n{len(checks)} check(s) in {time.monotonic() - start:.0f} s; environments and logs "
-         f"in {args.folder}")
+    _say(
+        f"\n{table(results)}\n\n{len(checks)} check(s) in {time.monotonic() - start:.0f} s; environments and logs "
+        f"in {args.folder}"
+    )
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -90,7 +90,9 @@ def _finite(out: torch.Tensor, where: str) -> torch.Tensor:
     try:
         return check_finite(out, f"AffineCoupling's {where} output")
     except NonFiniteError as error:
-        raise NonFiniteError(f"{error}: F's scale or shift overflowed the dtype; bound F's output or use float64") from None
+        raise NonFiniteError(
+            f"{error}: F's scale or shift overflowed the dtype; bound F's output or use float64"
+        ) from None
 
 
 class AffineCoupling(nn.Module):
@@ -116,7 +118,9 @@ class AffineCoupling(nn.Module):
         out = self.f(x1)
         expected = (x1.shape[0], self.channels, *x1.shape[2:])
         if tuple(out.shape) != expected:
-            raise ValueError(f"F must return [B, {self.channels}, ...] (ŝ and t for the other half), got {tuple(out.shape)}")
+            raise ValueError(
+                f"F must return [B, {self.channels}, ...] (ŝ and t for the other half), got {tuple(out.shape)}"
+            )
         raw, shift = out[:, : self.channels // 2], out[:, self.channels // 2 :]
         return self.max_log_scale * torch.tanh(raw / self.max_log_scale), shift
 

@@ -48,7 +48,8 @@ _LESSON = re.compile(r"\b(?:lesson|appendix)\s+(\d\d[a-z]?)\b", re.IGNORECASE)
 _SECTION = re.compile(
     r"(?:\b(?:lesson|appendix)\s+(?P<before>\d\d[a-z]?)(?:['’]s|,)\s+)?(?:\bsection|§)\s*(?P<number>\d+)"
     r"(?:\s+of\s+(?:lesson|appendix)\s+(?P<after>\d\d[a-z]?))?",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _ASSERTED = re.compile(r"\basserted\b(?P<tail>[^.;\n]{0,60})", re.IGNORECASE)
 _ASSERT_CODE = re.compile(r"^\s*assert\b|[;:]\s*assert\b", re.MULTILINE)
 _DETAILS = re.compile(r"<details>.*?</details>", re.DOTALL | re.IGNORECASE)
@@ -57,8 +58,9 @@ _READ_CLAIM = re.compile(r"about\s+(\d+)\s*min(?:utes)?\s+to\s+read", re.IGNOREC
 _RUN_CLAIM = re.compile(r"about\s+(\d+(?:\.\d+)?)\s*(s|min)\s+to\s+run", re.IGNORECASE)
 _RAN = re.compile(r"This run took (\d+(?:\.\d+)?) (s|min)\.")
 _CITES = re.compile(r"README|\breports?\b|the paper|\(\d{4}\)|et al\.", re.IGNORECASE)
-_QUOTE = re.compile(r"\blesson\s+(\d\d)(?:['’]s)?\b.{0,40}?\b(?:measured|printed|showed|shows|found|reached)\b",
-                    re.IGNORECASE)
+_QUOTE = re.compile(
+    r"\blesson\s+(\d\d)(?:['’]s)?\b.{0,40}?\b(?:measured|printed|showed|shows|found|reached)\b", re.IGNORECASE
+)
 _QUOTED_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+|\d+(?=\s*(?:%|×)))")
 _WIDGET_STATUS = re.compile(r"<code>(.*?)</code>", re.DOTALL)
 _DIAGRAM_CALL = re.compile(r"draw_diagram\(\s*[\"'](\d\d_diagram_[a-z0-9_]+)[\"']")
@@ -132,7 +134,9 @@ def reading_stats(nb) -> ReadingStats:
         elif cell.cell_type == "code" and INSTALL_TAG not in cell.metadata.get("tags", []):
             code_lines += sum(1 for line in cell.source.splitlines() if line.strip())
             diagrams += len(_DIAGRAM_CALL.findall(cell.source))
-            pictures += sum(1 for output in cell.get("outputs", []) if {"image/png", "image/svg+xml"} & set(output.get("data", {})))
+            pictures += sum(
+                1 for output in cell.get("outputs", []) if {"image/png", "image/svg+xml"} & set(output.get("data", {}))
+            )
     return ReadingStats(words, collapsed, code_lines, pictures, diagrams)
 
 
@@ -176,8 +180,11 @@ def _check_prose_numbers(name, key, nb, lessons, findings) -> None:
                 claims.add(match.start(1))
                 claimed = float(match.group(1)) * (60 if match.group(2) == "min" else 1)
                 if not ran:
-                    findings.append(Finding(name, index, match.group(0), "no cell prints 'This run took …' "
-                                                                          "(lesson.report_run_time())"))
+                    findings.append(
+                        Finding(
+                            name, index, match.group(0), "no cell prints 'This run took …' (lesson.report_run_time())"
+                        )
+                    )
                     continue
                 took = float(ran.group(1)) * (60 if ran.group(2) == "min" else 1)
                 if not took / 2 <= claimed <= took * 2:
@@ -193,10 +200,16 @@ def _check_prose_numbers(name, key, nb, lessons, findings) -> None:
                 if other == key or other not in lessons:
                     continue
                 source = _lesson_output(lessons[other])
-                for number in _QUOTED_NUMBER.findall(plain[match.start():]):  # the rest of the sentence
+                for number in _QUOTED_NUMBER.findall(plain[match.start() :]):  # the rest of the sentence
                     if not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", source):
-                        findings.append(Finding(name, index, f"lesson {other} … {number}",
-                                                f"lesson {other}'s stored outputs do not contain {number}"))
+                        findings.append(
+                            Finding(
+                                name,
+                                index,
+                                f"lesson {other} … {number}",
+                                f"lesson {other}'s stored outputs do not contain {number}",
+                            )
+                        )
 
 
 def _check_widgets(name, nb, findings) -> None:
@@ -210,11 +223,17 @@ def _check_widgets(name, nb, findings) -> None:
         for status in _WIDGET_STATUS.findall(value):
             status = html.unescape(status).strip()
             if status and status not in printed:
-                index = next((i for i, c in enumerate(nb.cells)
-                              if any(WIDGET_VIEW in o.get("data", {})
-                                     for o in c.get("outputs", []))), 0)
-                findings.append(Finding(name, index, status[:60], "the stored widget shows a state that no cell "
-                                                                  "beneath it prints"))
+                index = next(
+                    (
+                        i
+                        for i, c in enumerate(nb.cells)
+                        if any(WIDGET_VIEW in o.get("data", {}) for o in c.get("outputs", []))
+                    ),
+                    0,
+                )
+                findings.append(
+                    Finding(name, index, status[:60], "the stored widget shows a state that no cell beneath it prints")
+                )
 
 
 def _check_budget(name, nb, findings) -> None:
@@ -223,14 +242,21 @@ def _check_budget(name, nb, findings) -> None:
     if stats.words > MAX_WORDS:
         findings.append(Finding(name, 0, f"{stats.words} words", f"over {MAX_WORDS} words of prose on the main path"))
     if stats.words > MAX_WORDS_PER_PICTURE * max(stats.pictures, 1):
-        findings.append(Finding(name, 0, f"{stats.words} words, {stats.pictures} pictures",
-                                f"over {MAX_WORDS_PER_PICTURE} words per picture"))
+        findings.append(
+            Finding(
+                name,
+                0,
+                f"{stats.words} words, {stats.pictures} pictures",
+                f"over {MAX_WORDS_PER_PICTURE} words per picture",
+            )
+        )
     if not stats.diagrams:
         findings.append(Finding(name, 0, "draw_diagram", "no diagram"))
     opening = BADGE.sub("", next((c.source for c in nb.cells if c.cell_type == "markdown"), "")).strip()
     if not (_READ_CLAIM.search(opening) and _RUN_CLAIM.search(opening)):
-        findings.append(Finding(name, 0, opening[:40], "the opening does not say 'about N min to read' and "
-                                                       "'about T s to run'"))
+        findings.append(
+            Finding(name, 0, opening[:40], "the opening does not say 'about N min to read' and 'about T s to run'")
+        )
 
 
 def _asserts(cell) -> bool:
@@ -241,10 +267,11 @@ def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[F
     """Every broken cross-reference in the lessons ``NN_*.ipynb`` of ``folder`` (empty when all resolve); with
     ``badges`` also each lesson whose Colab badge or install cell is missing, misplaced or out of date."""
     folder = Path(folder)
-    lessons = {path.name.split("_")[0]: nbformat.read(path, as_version=4)
-               for path in lesson_notebooks(folder)}
-    numbered = {key: {int(n) for cell in nb.cells if cell.cell_type == "markdown" for n in _HEADING.findall(cell.source)}
-                for key, nb in lessons.items()}
+    lessons = {path.name.split("_")[0]: nbformat.read(path, as_version=4) for path in lesson_notebooks(folder)}
+    numbered = {
+        key: {int(n) for cell in nb.cells if cell.cell_type == "markdown" for n in _HEADING.findall(cell.source)}
+        for key, nb in lessons.items()
+    }
     findings = []
     for key, nb in lessons.items():
         name = next(folder.glob(f"{key}_*.ipynb")).name
@@ -286,9 +313,20 @@ def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[F
         _check_widgets(name, nb, findings)
         if key.isdigit():  # a lesson, not an appendix
             _check_budget(name, nb, findings)
-    findings += [] if not badges else [Finding(name, 0, "Open in Colab", "its badge or install cell is missing, misplaced or "
-                                                   "not what pyproject.toml's address gives: run python -m invattn.colab")
-                 for name in out_of_date(folder)]
+    findings += (
+        []
+        if not badges
+        else [
+            Finding(
+                name,
+                0,
+                "Open in Colab",
+                "its badge or install cell is missing, misplaced or "
+                "not what pyproject.toml's address gives: run python -m invattn.colab",
+            )
+            for name in out_of_date(folder)
+        ]
+    )
     return findings
 
 
@@ -309,8 +347,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'notebook':<44}{'words':>7}{'collapsed':>10}{'code':>6}{'pictures':>9}{'diagrams':>9}{'minutes':>8}")
         for path in lesson_notebooks(folder):
             r = reading_stats(nbformat.read(path, as_version=4))
-            print(f"{path.stem[:43]:<44}{r.words:>7}{r.collapsed:>10}{r.code_lines:>6}{r.pictures:>9}{r.diagrams:>9}"
-                  f"{r.minutes:>8.0f}")
+            print(
+                f"{path.stem[:43]:<44}{r.words:>7}{r.collapsed:>10}{r.code_lines:>6}{r.pictures:>9}{r.diagrams:>9}"
+                f"{r.minutes:>8.0f}"
+            )
     findings = check_lessons(folder)
     for finding in findings:
         print(finding)

@@ -106,7 +106,9 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
 
 
-def photograph_crops(count: int, size: int = 32, seed: int = 0, min_side: int = 48, max_side: int = 256) -> torch.Tensor:
+def photograph_crops(
+    count: int, size: int = 32, seed: int = 0, min_side: int = 48, max_side: int = 256
+) -> torch.Tensor:
     """``count`` square crops of the offline photographs (each from a random photograph, position and side of
     ``min_side``..``max_side`` pixels), resized to ``size``×``size``: [count, 3, size, size] in [0, 1].
     Deterministic for a given ``seed``."""
@@ -161,7 +163,9 @@ def _not_found(name: str, root: str, detail: str = "", offline: str = "photos") 
     )
 
 
-def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def digits_split(
+    test_fraction: float = 0.2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The digits of :func:`digits` split once, reproducibly, into training and held-out test sets:
     (train images [N, 1, 8, 8], train labels [N], test images [M, 1, 8, 8], test labels [M]), M = ⌈fraction·1797⌉."""
     if not 0 < test_fraction < 1:
@@ -173,8 +177,9 @@ def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tenso
     return images[train], labels[train], images[test], labels[test]
 
 
-def _take(dataset, count: int | None, size: int, center_crop: int | None = None, channels: int = 3,
-          with_labels: bool = False):
+def _take(
+    dataset, count: int | None, size: int, center_crop: int | None = None, channels: int = 3, with_labels: bool = False
+):
     from torchvision.transforms import functional as TF
 
     total = len(dataset) if count is None else min(count, len(dataset))
@@ -198,8 +203,9 @@ def _take(dataset, count: int | None, size: int, center_crop: int | None = None,
 LABELLED = ("digits", "cifar10", "svhn", "mnist")
 
 
-def load_labelled(name: str, root: str = "data", split: str = "train", count: int | None = None,
-                  size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_labelled(
+    name: str, root: str = "data", split: str = "train", count: int | None = None, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [N, C, H, W] in [0, 1], labels [N]) of a classification data set (one of :data:`LABELLED`).
 
     ``"digits"`` is offline (:func:`digits_split`: 80 % train, 20 % test, 8×8, resized to ``size`` if given);
@@ -260,15 +266,21 @@ def load_images(
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         raise _not_found(name, root, str(error).split(".")[0]) from None
     if name == "celeba":
-        folder = next((f for f in (os.path.join(root, "celeba", "img_align_celeba"), os.path.join(root, "img_align_celeba"))
-                       if os.path.isdir(f)), None)
+        folder = next(
+            (
+                f
+                for f in (os.path.join(root, "celeba", "img_align_celeba"), os.path.join(root, "img_align_celeba"))
+                if os.path.isdir(f)
+            ),
+            None,
+        )
         if folder is None:
             raise _not_found(name, root, "no img_align_celeba folder")
         files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpg", ".png")))
         if not files:
             raise _not_found(name, root, f"{folder} holds no images")
         # the paper: first images for training, last ones for testing (sorted here, so the split is reproducible)
-        chosen = files[: count or len(files)] if train else files[-(count or len(files)):]
+        chosen = files[: count or len(files)] if train else files[-(count or len(files)) :]
         from PIL import Image
 
         pictures = [(Image.open(os.path.join(folder, f)).convert("RGB"), 0) for f in chosen]

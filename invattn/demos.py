@@ -29,9 +29,24 @@ from .attention import KINDS, make_attention
 from .blocks import Squeeze
 from .lipschitz import estimate_lipschitz
 
-__all__ = ["BanachState", "banach_state", "BoundState", "bound_explorer_state", "MapState", "attention_map_state",
-           "LatentState", "latent_state", "TwoRoadsState", "two_roads_state", "two_roads_models",
-           "BANACH_MAPS", "MAX_STEPS", "MAX_POSITIONS", "MAX_TEMPERATURE", "ROADS"]
+__all__ = [
+    "BanachState",
+    "banach_state",
+    "BoundState",
+    "bound_explorer_state",
+    "MapState",
+    "attention_map_state",
+    "LatentState",
+    "latent_state",
+    "TwoRoadsState",
+    "two_roads_state",
+    "two_roads_models",
+    "BANACH_MAPS",
+    "MAX_STEPS",
+    "MAX_POSITIONS",
+    "MAX_TEMPERATURE",
+    "ROADS",
+]
 
 BANACH_MAPS = ("1d", "2d")
 MAX_STEPS = 500  # the iteration sliders stop here: each step is one evaluation, and the plot is of every iterate
@@ -113,12 +128,22 @@ class BanachState:
         count = len(self.preimages)
         head = f"c = {self.c:g}: y has {count} preimage{'s' if count != 1 else ''}"
         if self.c < 1:
-            return f"{head}; the iteration converges (error {self.errors[-1]:.1e} after {len(self.errors) - 1} steps, within the bound)"
-        return f"{head} (F folds: det J_F changes sign); the iteration {'settles' if self.settles else 'does not settle'}"
+            return (
+                f"{head}; the iteration converges (error {self.errors[-1]:.1e} after {len(self.errors) - 1} steps, "
+                "within the bound)"
+            )
+        return (
+            f"{head} (F folds: det J_F changes sign); the iteration {'settles' if self.settles else 'does not settle'}"
+        )
 
 
-def banach_state(map: str = "1d", c: float = 0.9, steps: int = 30, y: tuple[float, ...] | None = None,
-                 x0: tuple[float, ...] | None = None) -> BanachState:
+def banach_state(
+    map: str = "1d",
+    c: float = 0.9,
+    steps: int = 30,
+    y: tuple[float, ...] | None = None,
+    x0: tuple[float, ...] | None = None,
+) -> BanachState:
     """Run ``steps`` fixed-point iterations of x ↦ y − g(x) from ``x0`` (default: y) for the ``map`` "1d"
     (g = c·sin x) or "2d" (g = c·(sin x₂, sin x₁)); Lip(g) = c (lesson 01). ``c`` in (0, 4]: above 1 the map folds.
     Raises ``ValueError`` for another map, c outside (0, 4], steps outside 1..500, or y / x0 of the wrong length or
@@ -179,13 +204,23 @@ class BoundState:
 
     def summary(self) -> str:
         used = ", ".join(f"{name} {value:g}" for name, value in self.options.items()) or "no options"
-        return (f"{self.kind} ({used}), N = {self.n_positions}: raw bound {self.raw:.3g}, certified {self.certified:.3g} "
-                f"(≤ c = {self.coeff:g}), measured {self.measured:.3g} (≤ certified: {self.measured <= self.certified})")
+        return (
+            f"{self.kind} ({used}), N = {self.n_positions}: raw bound {self.raw:.3g}, certified {self.certified:.3g} "
+            f"(≤ c = {self.coeff:g}), measured {self.measured:.3g} (≤ certified: {self.measured <= self.certified})"
+        )
 
 
-def bound_explorer_state(kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0,
-                         reduction: int = 4, coeff: float = 0.9, channels: int = 12, seed: int = 0,
-                         use: tuple[str, ...] | None = None) -> BoundState:
+def bound_explorer_state(
+    kind: str = "dot",
+    n_positions: int = 64,
+    radius: float = 1.0,
+    temperature: float = 1.0,
+    reduction: int = 4,
+    coeff: float = 0.9,
+    channels: int = 12,
+    seed: int = 0,
+    use: tuple[str, ...] | None = None,
+) -> BoundState:
     """Build attention ``kind`` (random weights from ``seed``) with the given options and report its bounds at
     N = ``n_positions`` (a square number: the input is one √N×√N map, [1, channels, √N, √N] uniform in [−1, 1)).
 
@@ -196,7 +231,9 @@ def bound_explorer_state(kind: str = "dot", n_positions: int = 64, radius: float
     check_positive_int(n_positions, "n_positions", minimum=4)
     side = math.isqrt(n_positions)
     if side * side != n_positions or n_positions > MAX_POSITIONS:
-        raise ValueError(f"N = {n_positions}: the explorer uses square maps with 4 ≤ N ≤ {MAX_POSITIONS} (N = 16, 64, 256, …)")
+        raise ValueError(
+            f"N = {n_positions}: the explorer uses square maps with 4 ≤ N ≤ {MAX_POSITIONS} (N = 16, 64, 256, …)"
+        )
     allowed = OPTIONS[kind]
     chosen = allowed if use is None else tuple(use)
     extra = [name for name in chosen if name not in allowed]
@@ -211,8 +248,15 @@ def bound_explorer_state(kind: str = "dot", n_positions: int = 64, radius: float
         raise ValueError(str(error)) from None
     x = 2 * torch.rand(1, channels, side, side, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
     measured = estimate_lipschitz(g, x, n_iterations=10, pair_steps=0, seed=seed)
-    return BoundState(kind=kind, n_positions=n_positions, options=options, raw=g.raw_lipschitz_bound(n_positions),
-                      certified=g.lipschitz_bound(n_positions), measured=measured, coeff=coeff)
+    return BoundState(
+        kind=kind,
+        n_positions=n_positions,
+        options=options,
+        raw=g.raw_lipschitz_bound(n_positions),
+        certified=g.lipschitz_bound(n_positions),
+        measured=measured,
+        coeff=coeff,
+    )
 
 
 # -- lesson 03: the attention-map explorer ------------------------------------------------------
@@ -235,13 +279,22 @@ class MapState:
 
     def summary(self) -> str:
         w = self.weights
-        return (f"{self.kind}, query ({self.row}, {self.col}): largest weight {float(w.max()):.3g} "
-                f"({float(w.max()) * w.numel():.2f}× uniform), smallest {float(w.min()):.3g}; "
-                f"entropy {self.entropy_ratio:.2f} of uniform's")
+        return (
+            f"{self.kind}, query ({self.row}, {self.col}): largest weight {float(w.max()):.3g} "
+            f"({float(w.max()) * w.numel():.2f}× uniform), smallest {float(w.min()):.3g}; "
+            f"entropy {self.entropy_ratio:.2f} of uniform's"
+        )
 
 
-def attention_map_state(image: torch.Tensor, kind: str = "dot", row: int = 0, col: int = 0, temperature: float = 1.0,
-                        radius: float = 1.0, seed: int = 0) -> MapState:
+def attention_map_state(
+    image: torch.Tensor,
+    kind: str = "dot",
+    row: int = 0,
+    col: int = 0,
+    temperature: float = 1.0,
+    radius: float = 1.0,
+    seed: int = 0,
+) -> MapState:
     """Attention ``kind`` (random weights from ``seed``) on ``image`` [3, H, W] in [0, 1] (H, W even), squeezed to
     12 channels at H/2 × W/2 positions (lesson 03); return the map row of query position (``row``, ``col``).
     ``temperature`` and ``radius`` are passed to the kinds that have them (:data:`OPTIONS`) and ignored by the others.
@@ -253,7 +306,9 @@ def attention_map_state(image: torch.Tensor, kind: str = "dot", row: int = 0, co
     height, width = image.shape[1] // 2, image.shape[2] // 2
     if not (0 <= row < height and 0 <= col < width):
         raise ValueError(f"query ({row}, {col}) is outside the {height}×{width} grid of positions")
-    options = {name: value for name, value in (("temperature", temperature), ("radius", radius)) if name in OPTIONS[kind]}
+    options = {
+        name: value for name, value in (("temperature", temperature), ("radius", radius)) if name in OPTIONS[kind]
+    }
     torch.manual_seed(seed)
     try:
         g = make_attention(kind, 12, **options).double().eval()
@@ -278,14 +333,20 @@ def _relative(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 def _check_images(images: torch.Tensor, expected: tuple[int, int, int], who: str) -> None:
     """Images [N, C, H, W] of floats in [0, 1] (pixels/255), N ≥ 1, of the shape the model takes; else ValueError."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor [N, {', '.join(map(str, expected))}] in [0, 1], "
-                         f"got {getattr(images, 'dtype', type(images).__name__)}")
+        raise ValueError(
+            f"images must be a float tensor [N, {', '.join(map(str, expected))}] in [0, 1], "
+            f"got {getattr(images, 'dtype', type(images).__name__)}"
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != expected or len(images) == 0:
-        raise ValueError(f"images must be [N, {', '.join(map(str, expected))}] with N ≥ 1 for {who}, got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be [N, {', '.join(map(str, expected))}] with N ≥ 1 for {who}, got {tuple(images.shape)}"
+        )
     check_finite(images, "images")
     low, high = torch.aminmax(images)
     if low < 0 or high > 1:
-        raise ValueError(f"images must be in [0, 1] (pixels/255, not centred), got values in [{float(low):.3g}, {float(high):.3g}]")
+        raise ValueError(
+            f"images must be in [0, 1] (pixels/255, not centred), got values in [{float(low):.3g}, {float(high):.3g}]"
+        )
 
 
 def _check_index(index: int, name: str, count: int) -> int:
@@ -331,13 +392,24 @@ class LatentState:
         return float(torch.cat([self.sample_errors, self.walk_errors]).max())
 
     def summary(self) -> str:
-        return (f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; {len(self.walk)} images on the "
-                f"line from image {self.first} to image {self.second}; largest re-encoding error "
-                f"{self.reencoding_error:.1e}; the two images reconstructed to {self.endpoint_error:.1e}")
+        return (
+            f"T = {self.temperature:g}, seed {self.seed}: {len(self.samples)} samples; {len(self.walk)} images on the "
+            f"line from image {self.first} to image {self.second}; largest re-encoding error "
+            f"{self.reencoding_error:.1e}; the two images reconstructed to {self.endpoint_error:.1e}"
+        )
 
 
-def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1,
-                 count: int = 16, steps: int = 8, tol: float = 1e-6) -> LatentState:
+def latent_state(
+    model,
+    images: torch.Tensor,
+    temperature: float = 0.8,
+    seed: int = 0,
+    first: int = 0,
+    second: int = 1,
+    count: int = 16,
+    steps: int = 8,
+    tol: float = 1e-6,
+) -> LatentState:
     """``count`` samples of ``model`` (a trained :class:`~invattn.models.ResidualFlow`) at ``temperature`` (the
     prior's standard deviation scaled by it, draws from the generator seeded with ``seed``), and ``steps`` images
     decoded from the straight line z_t = (1 − t)·f(x_a) + t·f(x_b), t = 0, 1/(steps − 1), …, 1, between images
@@ -374,9 +446,18 @@ def latent_state(model, images: torch.Tensor, temperature: float = 0.8, seed: in
         walk = model.inverse(line, tol=tol)
         walk_errors = _relative(model.latents(walk), line)
         endpoint_error = float(((walk[[0, -1]] - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
-    return LatentState(temperature=temperature, seed=seed, first=first, second=second, samples=samples.cpu(),
-                       walk=walk.cpu(), endpoints=x.cpu(), sample_errors=sample_errors.cpu(), walk_errors=walk_errors.cpu(),
-                       endpoint_error=endpoint_error)
+    return LatentState(
+        temperature=temperature,
+        seed=seed,
+        first=first,
+        second=second,
+        samples=samples.cpu(),
+        walk=walk.cpu(),
+        endpoints=x.cpu(),
+        sample_errors=sample_errors.cpu(),
+        walk_errors=walk_errors.cpu(),
+        endpoint_error=endpoint_error,
+    )
 
 
 # -- lesson 09: two roads back from a classifier's features ----------------------------------------
@@ -399,14 +480,18 @@ def _check_road(road: str, model) -> None:
     else:
         fits = isinstance(model, IResNetClassifier) and ((config.coeff is None) == (road == "ResNet"))
     if not fits:
-        wanted = {"i-RevNet": "an IRevNet", "i-ResNet": "an IResNetClassifier with a coeff",
-                  "ResNet": "an IResNetClassifier with coeff=None"}[road]
+        wanted = {
+            "i-RevNet": "an IRevNet",
+            "i-ResNet": "an IResNetClassifier with a coeff",
+            "ResNet": "an IResNetClassifier with coeff=None",
+        }[road]
         found = type(model).__name__ + (f" (coeff {config.coeff})" if hasattr(config, "coeff") else "")
         raise ValueError(f"the {road} road needs {wanted}, got {found}")
 
 
-def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int = 12,
-                     progress_bar: bool = True) -> dict:
+def two_roads_models(
+    folder: str | Path, train_missing: bool = True, epochs: int = 12, progress_bar: bool = True
+) -> dict:
     """The three digits classifiers of lesson 09, {road: model in eval mode}: i-RevNet (injective variant),
     the i-ResNet classifier at c = 0.9, and the unconstrained ResNet of the same shape.
 
@@ -425,11 +510,20 @@ def two_roads_models(folder: str | Path, train_missing: bool = True, epochs: int
         path = folder / name
         if not path.is_file():
             if not train_missing:
-                raise FileNotFoundError(f"no {road} classifier at {path}: call two_roads_models({str(folder)!r}) to "
-                                        "train the three (about a minute on a CPU)")
+                raise FileNotFoundError(
+                    f"no {road} classifier at {path}: call two_roads_models({str(folder)!r}) to "
+                    "train the three (about a minute on a CPU)"
+                )
             with tempfile.TemporaryDirectory() as run:
-                result = train("digits", run, task="classify", architecture=architecture, model_overrides=overrides,
-                               training_overrides=dict(epochs=epochs, checkpoint_every=10_000), progress_bar=progress_bar)
+                result = train(
+                    "digits",
+                    run,
+                    task="classify",
+                    architecture=architecture,
+                    model_overrides=overrides,
+                    training_overrides=dict(epochs=epochs, checkpoint_every=10_000),
+                    progress_bar=progress_bar,
+                )
             save_classifier(result["model"].eval(), path, test_accuracy=result["test_accuracy"], epochs=epochs)
         model = load_classifier(path)[0]
         try:
@@ -463,15 +557,28 @@ class TwoRoadsState:
     def summary(self) -> str:
         parts = []
         for road in ROADS:
-            how = ("analytic" if self.converged[road] is None else
-                   f"{'converged' if self.converged[road] else 'NOT converged'}, {self.evaluations[road]} evaluations")
+            how = (
+                "analytic"
+                if self.converged[road] is None
+                else f"{'converged' if self.converged[road] else 'NOT converged'}, {self.evaluations[road]} evaluations"
+            )
             parts.append(f"{road} error {self.errors[road]:.1e} ({how})")
-        return (f"test image {self.index}, noise {self.noise:g} on Φ, {self.method} ≤ {self.iterations} steps/block: "
-                + "; ".join(parts))
+        return (
+            f"test image {self.index}, noise {self.noise:g} on Φ, {self.method} ≤ {self.iterations} steps/block: "
+            + "; ".join(parts)
+        )
 
 
-def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
-                    iterations: int = 100, tol: float = 1e-6, seed: int = 0) -> TwoRoadsState:
+def two_roads_state(
+    models: dict,
+    images: torch.Tensor,
+    index: int = 0,
+    noise: float = 0.0,
+    method: str = "fixed_point",
+    iterations: int = 100,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> TwoRoadsState:
     """Test image ``index`` of ``images`` ([N, C, H, W] in [0, 1], centred to x − ½ as the classifiers were trained)
     through each model of ``models`` ({road: classifier} for every road of :data:`ROADS`, see
     :func:`two_roads_models`; any device and dtype: the image follows each model) to its final features Φ(x); add
@@ -504,8 +611,18 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
     image = images[index : index + 1].detach() - 0.5
     if not bool(image.any()):
         raise ValueError(f"test image {index} is 0.5 everywhere, 0 after centring: its relative error is undefined")
-    state = TwoRoadsState(index=index, noise=noise, method=method, iterations=iterations, image=image[0].cpu(),
-                          reconstructions={}, errors={}, predictions={}, converged={}, evaluations={})
+    state = TwoRoadsState(
+        index=index,
+        noise=noise,
+        method=method,
+        iterations=iterations,
+        image=image[0].cpu(),
+        reconstructions={},
+        errors={},
+        predictions={},
+        converged={},
+        evaluations={},
+    )
     for road in ROADS:
         model = models[road]
         x = image.to(next(model.parameters()))
@@ -519,8 +636,9 @@ def two_roads_state(models: dict, images: torch.Tensor, index: int = 0, noise: f
             if road == "i-RevNet":
                 (x_hat, _), converged, evaluations = model.inverse(phi, return_info=True), None, 0
             else:
-                x_hat, report = model.inverse(phi, return_info=True, method=method, max_iter=iterations, tol=tol,
-                                              on_failure="return")
+                x_hat, report = model.inverse(
+                    phi, return_info=True, method=method, max_iter=iterations, tol=tol, on_failure="return"
+                )
                 converged = all(info.converged for info in report.blocks)
                 evaluations = sum(info.function_evals for info in report.blocks)
         finite = bool(torch.isfinite(x_hat).all())

@@ -9,9 +9,10 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,8 +103,10 @@ def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Set
     resolved = resolve_device(device)
     if resolved.type == "mps":  # the certified bounds need float64, which MPS lacks
         if device != "auto":
-            raise ValueError("device='mps': the lessons' certified layers compute their bounds in float64, which "
-                             "Apple's MPS backend lacks; use device='cpu' (the default)")
+            raise ValueError(
+                "device='mps': the lessons' certified layers compute their bounds in float64, which "
+                "Apple's MPS backend lacks; use device='cpu' (the default)"
+            )
         resolved = torch.device("cpu")
         print("device='auto' found MPS, but the certified bounds need float64, which MPS lacks: the CPU it is")
     torch.set_num_threads(threads)
@@ -118,8 +121,10 @@ def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Set
 
     use_lesson_style()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
-    print(f"seed {seed}, device {resolved}; torch on {threads} CPU thread{'s' if threads > 1 else ''} "
-          f"({capability} kernels): the same numbers on any such machine")
+    print(
+        f"seed {seed}, device {resolved}; torch on {threads} CPU thread{'s' if threads > 1 else ''} "
+        f"({capability} kernels): the same numbers on any such machine"
+    )
     global _started
     _started = time.perf_counter()
     return Setup(device=resolved, figures=figures_dir(), seed=seed, threads=threads, cpu_capability=capability)
@@ -240,10 +245,13 @@ def each(rule: Rule, distinct: bool = False, nonempty: bool = True) -> Rule:
     return check_all
 
 
-def check_parameters(namespace: dict, constraints: Iterable[tuple[Callable[[], bool], str]] = (), **rules: Rule) -> None:
+def check_parameters(
+    namespace: dict, constraints: Iterable[tuple[Callable[[], bool], str]] = (), **rules: Rule
+) -> None:
     """Check the lesson parameters named in ``rules`` (name → rule) as found in ``namespace`` (the notebook's
     ``globals()``), then the cross-parameter ``constraints`` ((condition, message) pairs, the condition a
-    zero-argument callable, evaluated only when every single parameter passed, so it may assume valid types). Raises one ``ValueError`` that lists every violation, or ``NameError`` when a rule
+    zero-argument callable, evaluated only when every single parameter passed, so it may assume valid types). Raises
+    one ``ValueError`` that lists every violation, or ``NameError`` when a rule
     names a parameter the notebook does not define.
 
     Example: ``lesson.check_parameters(globals(), coefficients=lesson.each(lesson.coeff()), dim=lesson.integer())``.

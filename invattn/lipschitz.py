@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -133,7 +133,9 @@ class SpectralNorm(nn.Module):
             differentiate = torch.is_grad_enabled() and weight.requires_grad
             certificate = self.certificate(weight, with_direction=differentiate)
             u, _ = self._rounding(weight)
-            sigma = torch.tensor(certificate.sigma + 2 * u * certificate.abs_norm, dtype=torch.float64, device=weight.device)
+            sigma = torch.tensor(
+                certificate.sigma + 2 * u * certificate.abs_norm, dtype=torch.float64, device=weight.device
+            )
             if differentiate:
                 # value: σ_up exactly; gradient: ∂σ_max/∂W = D
                 inner = (weight.to(torch.float64) * certificate.direction).sum()
@@ -293,7 +295,8 @@ def lipschitz_bound(module: nn.Module) -> float:
     """A certified upper bound on Lip(module) w.r.t. the Euclidean norm, composed layer by layer.
 
     Known pieces: modules with their own ``lipschitz_bound()``; spectral-normalised Linear/Conv2d
-    (the certified norm of the weights they use now, at most ``coeff``, in any mode); ``nn.Sequential`` (product); 1-Lipschitz activations
+    (the certified norm of the weights they use now, at most ``coeff``, in any mode); ``nn.Sequential`` (product);
+    1-Lipschitz activations
     (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish); dropout (1/(1 − p) in training
     mode, 1 in eval mode); an invertible residual block x + g(x) (1 + Lip(g)). Anything else, including a weight
     with parametrizations besides the spectral norm, raises ``ValueError`` instead of guessing.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -80,7 +80,8 @@ def _roulette_probability(g: Callable, distribution: str, p: float | None) -> fl
             warnings.warn(
                 "a Poisson number of roulette terms has a tail that shrinks faster than any L^(2k): no Lipschitz "
                 "bound L > 0 guarantees a finite variance; use distribution='geometric'",
-                RouletteVarianceWarning, stacklevel=3,
+                RouletteVarianceWarning,
+                stacklevel=3,
             )
         return 0.5 if p is None else p
     if p is None:
@@ -90,14 +91,16 @@ def _roulette_probability(g: Callable, distribution: str, p: float | None) -> fl
         warnings.warn(
             f"g has no certified Lipschitz bound below 1, so p = {p} cannot be checked: the roulette's variance "
             "is finite only if Lip(g)^2 < 1 - p; pass p explicitly",
-            RouletteVarianceWarning, stacklevel=3,
+            RouletteVarianceWarning,
+            stacklevel=3,
         )
         return p
     if bound is not None and not roulette_variance_is_finite(bound, "geometric", p):
         warnings.warn(
             f"p = {p} with Lip(g) <= {bound:.4g}: the roulette's variance is finite only if Lip(g)^2 < 1 - p "
-            f"(here {bound ** 2:.3g} >= {1 - p:.3g}); use p < {1 - bound ** 2:.3g}, or leave p=None to choose it",
-            RouletteVarianceWarning, stacklevel=3,
+            f"(here {bound**2:.3g} >= {1 - p:.3g}); use p < {1 - bound**2:.3g}, or leave p=None to choose it",
+            RouletteVarianceWarning,
+            stacklevel=3,
         )
     return p
 

@@ -71,7 +71,9 @@ class FlowConfig:
             if kind is not None:
                 check_choice(kind, f"attention kind of variant {self.attention_variant!r}", allowed)
         if self.image_size % (2 * 2 ** sum(s == 2 for s in self.strides)):
-            raise ValueError(f"image_size {self.image_size} cannot be squeezed {1 + sum(s == 2 for s in self.strides)} times")
+            raise ValueError(
+                f"image_size {self.image_size} cannot be squeezed {1 + sum(s == 2 for s in self.strides)} times"
+            )
 
     @property
     def dims(self) -> int:
@@ -81,7 +83,7 @@ class FlowConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FlowConfig":
+    def from_dict(cls, values: dict) -> FlowConfig:
         tuples = {k: tuple(v) for k, v in values.items() if k in ("blocks", "strides", "attention")}
         known = {k: v for k, v in {**values, **tuples}.items() if k != "n_power_iterations"}  # older checkpoints
         return cls(**known)
@@ -89,25 +91,30 @@ class FlowConfig:
 
 PRESETS: dict[str, FlowConfig] = {
     # seconds on a CPU: the pipeline end to end
-    "smoke": FlowConfig(in_channels=1, image_size=8, blocks=(2, 2), strides=(1, 2), width=16,
-                        attention=("concat", None), n_terms=3),
+    "smoke": FlowConfig(
+        in_channels=1, image_size=8, blocks=(2, 2), strides=(1, 2), width=16, attention=("concat", None), n_terms=3
+    ),
     # real 8×8 handwritten digits (scikit-learn), minutes on a CPU
-    "digits": FlowConfig(in_channels=1, image_size=8, blocks=(4, 4), strides=(1, 2), width=64,
-                         attention=("concat", None), n_terms=5),
+    "digits": FlowConfig(
+        in_channels=1, image_size=8, blocks=(4, 4), strides=(1, 2), width=64, attention=("concat", None), n_terms=5
+    ),
     # the paper's CIFAR-10 model (GPU)
     "cifar10-paper": FlowConfig(),
 }
 
 
-def conv_branch(channels: int, width: int, size: int, coeff: float,
-                activation: str = "elu", input_nonlinearity: bool = True) -> nn.Sequential:
+def conv_branch(
+    channels: int, width: int, size: int, coeff: float, activation: str = "elu", input_nonlinearity: bool = True
+) -> nn.Sequential:
     """g = [act] SN-conv3×3 (C→width) → act → SN-conv1×1 → act → SN-conv3×3 (width→C), each norm ≤ coeff."""
     act = (lambda: nn.ELU()) if activation == "elu" else (lambda: LipSwish())  # noqa: E731
     sn = lambda conv, input_size=None: spectral_norm(conv, coeff, input_size=input_size)  # noqa: E731
     layers = [act()] if input_nonlinearity else []
     layers += [
-        sn(nn.Conv2d(channels, width, 3, padding=1), (size, size)), act(),
-        sn(nn.Conv2d(width, width, 1)), act(),
+        sn(nn.Conv2d(channels, width, 3, padding=1), (size, size)),
+        act(),
+        sn(nn.Conv2d(width, width, 1)),
+        act(),
         sn(nn.Conv2d(width, channels, 3, padding=1), (size, size)),
     ]
     return nn.Sequential(*layers)
@@ -157,13 +164,20 @@ class ResidualFlow(nn.Module):
                 channels, size = channels * 4, size // 2
             steps = nn.ModuleList()
             for i in range(n_blocks):
-                g = conv_branch(channels, config.width, size, config.coeff,
-                                config.activation, input_nonlinearity=(index > 0 or i > 0))
+                g = conv_branch(
+                    channels,
+                    config.width,
+                    size,
+                    config.coeff,
+                    config.activation,
+                    input_nonlinearity=(index > 0 or i > 0),
+                )
                 steps.append(FlowStep(InvertibleResidual(g), channels, config.actnorm))
             attention = None
             if kind is not None:
-                attention = InvertibleResidual(make_attention(kind, channels, coeff=config.attention_coeff,
-                                                              variant=config.attention_variant))
+                attention = InvertibleResidual(
+                    make_attention(kind, channels, coeff=config.attention_coeff, variant=config.attention_variant)
+                )
             last = index == len(config.blocks) - 1
             self.scales.append(nn.ModuleDict({"steps": steps, **({"attention": attention} if attention else {})}))
             out_channels = channels if last else channels // 2
@@ -199,7 +213,9 @@ class ResidualFlow(nn.Module):
         check_finite(x, "x")
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"this model takes images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(x.shape)}"
+            )
         h = self.squeeze(x)
         logdet = x.new_zeros(x.shape[0])
         zs = []
@@ -271,7 +287,9 @@ class ResidualFlow(nn.Module):
         return self.squeeze.inverse(h)
 
     @torch.no_grad()
-    def prior_sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def prior_sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
         """n draws z from the prior, one piece per scale ([n, *z_shape]), its standard deviation scaled by
         ``temperature``; the noise comes from ``generator`` (on the CPU, so a seed gives the same z on every device)."""
         check_positive_int(n, "n")
@@ -282,7 +300,9 @@ class ResidualFlow(nn.Module):
         return zs
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver) -> torch.Tensor:
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver
+    ) -> torch.Tensor:
         """n exact samples [n, C, H, W] in the model's dtype: z from :meth:`prior_sample`, then :meth:`inverse` to a
         tolerance (``solver`` options such as ``tol``; the default suits the dtype, see :meth:`inverse`)."""
         return self.inverse(self.prior_sample(n, temperature, generator), **solver)
@@ -320,4 +340,3 @@ def with_attention(config: FlowConfig, kind: str | None, scale: int = 0) -> Flow
     kinds = [None] * len(config.blocks)
     kinds[scale] = kind
     return replace(config, attention=tuple(kinds))
-

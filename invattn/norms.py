@@ -206,7 +206,9 @@ def _tap_grams(w64: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor,
     delta_h = (torch.arange(-(kh - 1), kh, device=device) * dh).repeat_interleave(2 * kw - 1)
     delta_w = (torch.arange(-(kw - 1), kw, device=device) * dw).repeat(2 * kh - 1)
     # the phase reduced modulo 2π in integers first, so its float64 rounding does not grow with ω·δ
-    turns = ((freq_h[:, None] * delta_h[None, :]) % m).double() / m + ((freq_w[:, None] * delta_w[None, :]) % n).double() / n
+    turns = ((freq_h[:, None] * delta_h[None, :]) % m).double() / m + (
+        (freq_w[:, None] * delta_w[None, :]) % n
+    ).double() / n
     angle = 2 * math.pi * turns  # [frequencies, offsets]
     sign = -1.0 if tall else 1.0
     real = torch.cos(angle) @ summed
@@ -420,4 +422,3 @@ def _direction(w64, k, top, group, freq, geometry, tall) -> torch.Tensor:
 def unit_roundoff(dtype: torch.dtype) -> float:
     """u = 2^−p for a float dtype with p significand bits: |fl(x) − x| ≤ u·|x|."""
     return torch.finfo(dtype).eps / 2
-

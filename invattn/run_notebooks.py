@@ -8,7 +8,8 @@ The kernels run with :data:`invattn.lesson.REPRODUCIBLE_ENV` (one CPU thread, th
 x86 machine). A re-run of an unchanged lesson leaves its file untouched: papermill's timestamps are dropped, widget
 model ids are renamed to ids that depend only on the notebook (:func:`stable_widget_ids`), progress lines carry no
 rate or elapsed time, and a run whose outputs equal the stored ones except for timings (a number with a unit of
-time, or a ratio of timings, within a factor 2 of the stored one: the tolerance of a lesson's "about T s to run") keeps the stored file
+time, or a ratio of timings, within a factor 2 of the stored one: the tolerance of a lesson's "about T s to run") keeps
+the stored file
 (:func:`same_but_timings`).
 """
 
@@ -19,9 +20,9 @@ import json
 import os
 import re
 import sys
-import uuid
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -104,8 +105,12 @@ def strip_run_metadata(nb) -> None:
         joined = []
         for output in cell.get("outputs", []):
             previous = joined[-1] if joined else None
-            if (output.get("output_type") == "stream" and previous is not None
-                    and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            if (
+                output.get("output_type") == "stream"
+                and previous is not None
+                and previous.get("output_type") == "stream"
+                and previous.get("name") == output.get("name")
+            ):
                 previous["text"] = "".join(previous["text"]) + "".join(output["text"])
             else:
                 joined.append(output)
@@ -122,8 +127,13 @@ def stable_widget_ids(nb, name: str) -> None:
     any others in the order of their content. Jupyter makes fresh random ids each run; these are the same each run
     of the same lesson, so the stored widget state (which GitHub's viewer draws) no longer changes on a re-run."""
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    views = [output["data"][WIDGET_VIEW] for cell in nb.cells if cell.cell_type == "code"
-             for output in cell.get("outputs", []) if WIDGET_VIEW in output.get("data", {})]
+    views = [
+        output["data"][WIDGET_VIEW]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if WIDGET_VIEW in output.get("data", {})
+    ]
     order: list[str] = []
 
     def visit(model_id: str) -> None:
@@ -135,7 +145,9 @@ def stable_widget_ids(nb, name: str) -> None:
 
     for view in views:
         visit(view.get("model_id", ""))
-    masked = {key: _MODEL_REFERENCE.sub("IPY_MODEL_", json.dumps(model, sort_keys=True)) for key, model in state.items()}
+    masked = {
+        key: _MODEL_REFERENCE.sub("IPY_MODEL_", json.dumps(model, sort_keys=True)) for key, model in state.items()
+    }
     order += sorted((key for key in state if key not in order), key=lambda key: masked[key])
     renamed = {old: uuid.uuid5(uuid.NAMESPACE_URL, f"invattn/{name}/{i}").hex for i, old in enumerate(order)}
     if not renamed:
@@ -160,7 +172,9 @@ allows between a lesson's "about T s to run" and its stored run)."""
 def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
     """Whether notebook ``new`` equals ``stored`` except for timings in its outputs' text: each number followed by a
     unit of time (``12 ms``, ``3.5 s``, ``1.2 min``: compared in seconds, so ``95 s`` matches ``1.6 min``) or a ratio
-    of two (``13× faster``) within ``factor`` of the stored one; everything else (sources, images, every other number) byte for byte."""
+    of two (``13× faster``) within ``factor`` of the stored one; everything else (sources, images, every other number)
+    byte for byte."""
+
     def split(nb):
         nb, times = nbformat.from_dict(json.loads(json.dumps(nb))), []  # a deep copy
 
@@ -181,7 +195,8 @@ def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
     new_text, new_times = split(new)
     stored_text, stored_times = split(stored)
     return new_text == stored_text and all(
-        (a == b == 0) or (min(a, b) > 0 and max(a, b) / min(a, b) <= factor) for a, b in zip(new_times, stored_times))
+        (a == b == 0) or (min(a, b) > 0 and max(a, b) / min(a, b) <= factor) for a, b in zip(new_times, stored_times)
+    )
 
 
 def run(notebook: Path, parameters: dict, output: Path) -> tuple[float, bool]:
@@ -195,8 +210,12 @@ def run(notebook: Path, parameters: dict, output: Path) -> tuple[float, bool]:
         executed = Path(scratch) / notebook.name
         try:
             papermill.execute_notebook(
-                str(notebook), str(executed), parameters=parameters, kernel_name="python3",
-                cwd=str(notebook.parent), progress_bar=False,
+                str(notebook),
+                str(executed),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(notebook.parent),
+                progress_bar=False,
             )
         except papermill.PapermillExecutionError as error:
             failed = notebook.parent / "runs" / f"FAILED_{notebook.name}"
@@ -223,10 +242,17 @@ def run(notebook: Path, parameters: dict, output: Path) -> tuple[float, bool]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run only the lessons whose file name starts with this (e.g. 04)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="set a lesson parameter, read as papermill's -p reads it: 1e-3 and 0.001 are numbers, True, "
-                        "False and None are themselves, anything else is text (cuda, none); [0.5, 0.9] is a list "
-                        "whose items are read the same way")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a lesson parameter, read as papermill's -p reads it: 1e-3 and 0.001 are numbers, True, "
+        "False and None are themselves, anything else is text (cuda, none); [0.5, 0.9] is a list "
+        "whose items are read the same way",
+    )
     parser.add_argument("--folder", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import math
 import numbers
-
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
 
-__all__ = ["ANDERSON_MEMORY", "ANDERSON_RATE_GATE", "InverseInfo", "InversionError", "InversionWarning", "solve_fixed_point", "default_tol",
-           "check_tol", "smallest_tol", "per_sample_norm"]
+__all__ = [
+    "ANDERSON_MEMORY",
+    "ANDERSON_RATE_GATE",
+    "InverseInfo",
+    "InversionError",
+    "InversionWarning",
+    "solve_fixed_point",
+    "default_tol",
+    "check_tol",
+    "smallest_tol",
+    "per_sample_norm",
+]
 
 METHODS = ("anderson", "fixed_point")
 # Past iterates Anderson mixes by default. Each step costs O(B·d·m) beyond G (one row of the residual Gram matrix and
@@ -30,7 +39,8 @@ ANDERSON_MEMORY = 10
 # Anderson mixes only once plain iteration is seen to be slow: while every observed contraction rate
 # ‖f_k‖/‖f_{k−1}‖ (the worst sample's relative residual, step over step) stays at or below this gate, it takes plain
 # steps and keeps no history. Where plain iteration halves the error each step or better, it needs few evaluations and
-# the O(B·d·m) mixing cost can exceed what it saves on a cheap map (bench inverse, one thread: mixing from the start took
+# the O(B·d·m) mixing cost can exceed what it saves on a cheap map (bench inverse, one thread: mixing from the start
+# took
 # 1.1–1.3× plain iteration's wall time on the self-adjoint convolution at Lip = 0.5 for gates 0–0.4, 18 evaluations
 # against 30); where it is slower, the saved evaluations pay for the mixing. The price: on expensive maps that contract
 # at ≤ 0.5 per step it gives up some evaluations (the trained digits model: 203 against 174 with rate_gate=0).
@@ -107,8 +117,10 @@ class InversionWarning(RuntimeWarning):
 def _check_solver_dtype(dtype: torch.dtype) -> float:
     """The unit roundoff u of ``dtype``; ``ValueError`` for a dtype a solve does not run in."""
     if dtype not in SOLVER_DTYPES:
-        raise ValueError(f"the inverse runs in float64, float32, float16 or bfloat16, got {dtype}: convert the model and "
-                         "its input (e.g. .double() or .float())")
+        raise ValueError(
+            f"the inverse runs in float64, float32, float16 or bfloat16, got {dtype}: convert the model and "
+            "its input (e.g. .double() or .float())"
+        )
     return torch.finfo(dtype).eps / 2
 
 
@@ -146,10 +158,16 @@ def check_tol(tol: float | None, dtype: torch.dtype, on_failure: str = "raise") 
     if tol < floor and on_failure != "return":
         u = floor / TOL_FLOOR_ROUNDOFFS
         raise ValueError(
-            f"tol={tol:g} cannot be reached in {dtype}: its unit roundoff is u = {u:.3g}, and a relative residual below "
-            f"{TOL_FLOOR_ROUNDOFFS}u = {floor:.3g} is within the rounding of the residual itself. Ask for tol >= {floor:.3g} "
+            f"tol={tol:g} cannot be reached in {dtype}: its unit roundoff is u = {u:.3g}, and a relative residual "
+            "below "
+            f"{TOL_FLOOR_ROUNDOFFS}u = {floor:.3g} is within the rounding of the residual itself. Ask for tol >= "
+            f"{floor:.3g} "
             f"(the default in {dtype} is {default_tol(dtype):g})"
-            + ("" if dtype == torch.float64 else ", or compute in float64 (convert the model and its input with .double())")
+            + (
+                ""
+                if dtype == torch.float64
+                else ", or compute in float64 (convert the model and its input with .double())"
+            )
             + "; on_failure='return' runs a fixed number of iterations with any tol"
         )
     return tol
@@ -206,7 +224,8 @@ def solve_fixed_point(
 
     Anderson (``memory`` > 1) takes plain steps until the observed rate r_k/r_{k−1} first exceeds ``rate_gate``
     (default :data:`ANDERSON_RATE_GATE` = 0.5), then mixes for good: on maps that plain iteration contracts fast it
-    costs no more than plain iteration. ``rate_gate=0`` mixes from the second step, the textbook algorithm; once the gate
+    costs no more than plain iteration. ``rate_gate=0`` mixes from the second step, the textbook algorithm; once the
+    gate
     opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}.
     Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
     :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
@@ -240,12 +259,19 @@ def solve_fixed_point(
         if stalled is not None:  # stopped at the rounding floor
             return _hand_back(info, gx, iteration + 1, callback, stalled, on_failure)
         x = step(x, gx, info.residuals)
-    return _hand_back(info, x, max_iter, callback, f"did not reach tol={tol:g} in max_iter={max_iter} iterations",
-                      on_failure)
+    return _hand_back(
+        info, x, max_iter, callback, f"did not reach tol={tol:g} in max_iter={max_iter} iterations", on_failure
+    )
 
 
-def _hand_back(info: InverseInfo, point: torch.Tensor, iterations: int, callback, failure: str | None = None,
-               on_failure: str = "raise") -> tuple[torch.Tensor, InverseInfo]:
+def _hand_back(
+    info: InverseInfo,
+    point: torch.Tensor,
+    iterations: int,
+    callback,
+    failure: str | None = None,
+    on_failure: str = "raise",
+) -> tuple[torch.Tensor, InverseInfo]:
     """End a solve at ``point`` after ``iterations``: the callback sees it like every other iterate, then it is
     returned, or for a ``failure`` (its reason) handled by ``on_failure`` (:func:`_fail`)."""
     info.iterations = iterations
@@ -353,8 +379,14 @@ class _AndersonHistory:
         return (gamma.to(gx.dtype).unsqueeze(1) @ self.images[:, :stored]).squeeze(1)
 
 
-def _error_bounds(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, residual: torch.Tensor, lipschitz: float,
-                  rounding: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+def _error_bounds(
+    x: torch.Tensor,
+    gx: torch.Tensor,
+    scale: torch.Tensor,
+    residual: torch.Tensor,
+    lipschitz: float,
+    rounding: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
     """Per-sample bound (float64 [B]) on ‖fl(G(x)) − x*‖/scale: (L·r + e/scale)/(1 − L), e the rounding allowance
     8u(scale + ‖x‖ + ‖G(x)‖) plus ``rounding(x)`` when the caller measures more (see :func:`solve_fixed_point`)."""
     u = torch.finfo(x.dtype).eps / 2
@@ -364,8 +396,9 @@ def _error_bounds(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, residu
     return (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
 
 
-def _stalled(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, bests: list[float], tol: float,
-             max_iter: int) -> str | None:
+def _stalled(
+    x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, bests: list[float], tol: float, max_iter: int
+) -> str | None:
     """Why the solve stops at the rounding floor (see :func:`_stall_message`), or None while it may still reach tol."""
     if len(bests) <= STALL_EVALUATIONS or not _too_slow(bests, tol, max_iter):
         return None
@@ -390,10 +423,13 @@ def _stall_message(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, best:
     rounding = u * float((1 + (per_sample_norm(x) + per_sample_norm(gx)) / scale).max())
     if best > STALL_LEVEL * rounding:
         return None
-    return (f"stalled at the rounding floor of {x.dtype}: its best relative residual {best:.2e} ≈ {best / u:.1f}u "
-            f"(u = {u:.3g}) is above tol={tol:g} and fell too slowly over the last {STALL_EVALUATIONS} evaluations to reach "
-            "it within max_iter; ask for a larger "
-            f"tol (at least about {2 * best:.1e}), or compute in float64 (convert the model and its input with .double())")
+    return (
+        f"stalled at the rounding floor of {x.dtype}: its best relative residual {best:.2e} ≈ {best / u:.1f}u "
+        f"(u = {u:.3g}) is above tol={tol:g} and fell too slowly over the last {STALL_EVALUATIONS} evaluations to "
+        "reach "
+        "it within max_iter; ask for a larger "
+        f"tol (at least about {2 * best:.1e}), or compute in float64 (convert the model and its input with .double())"
+    )
 
 
 def _fail(info: InverseInfo, x: torch.Tensor, reason: str, on_failure: str) -> tuple[torch.Tensor, InverseInfo]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -156,8 +156,10 @@ def latent_and_log_det(flow: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
     _check_points(x)
     weight = next(flow.parameters(), None)
     if weight is not None and weight.dtype != x.dtype:
-        raise TypeError(f"x is {x.dtype} but the flow computes in {weight.dtype}: convert one of them "
-                        f"(x.to({weight.dtype}) or a copy of the flow with .to({x.dtype}))")
+        raise TypeError(
+            f"x is {x.dtype} but the flow computes in {weight.dtype}: convert one of them "
+            f"(x.to({weight.dtype}) or a copy of the flow with .to({x.dtype}))"
+        )
     if any(isinstance(m, ActNorm) and m.training and not bool(m.initialized) for m in flow.modules()):
         raise ValueError(
             "an ActNorm is in training mode but not initialised, and it can't initialise itself inside the "
@@ -249,7 +251,7 @@ def train_flow(
         schedule.step()
         history[step] = float(log_likelihood.detach())
         if step % 25 == 0 or step == steps - 1:
-            bar.set_postfix_str(f"{history[max(0, step - 24):step + 1].mean():.3f} nats", refresh=False)
+            bar.set_postfix_str(f"{history[max(0, step - 24) : step + 1].mean():.3f} nats", refresh=False)
     bar.close()
     flow.eval()
     return history
@@ -264,7 +266,8 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
 
     Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default
     :func:`invattn.solvers.default_tol` of z's dtype: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16
-    and bfloat16; a tol below 4 unit roundoffs raises ``ValueError``); its :class:`invattn.InverseInfo` ``sample_error_bounds`` certify that solve, point by point. Errors already present
+    and bfloat16; a tol below 4 unit roundoffs raises ``ValueError``); its :class:`invattn.InverseInfo`
+    ``sample_error_bounds`` certify that solve, point by point. Errors already present
     in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
     most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
     the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
@@ -292,8 +295,9 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     return x, bound
 
 
-def sample_flow(flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.dtype = torch.float64
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_flow(
+    flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, bound)``: n samples (n, 2) of the flow's density, x = F⁻¹(z) for standard normal z drawn with a
     generator seeded with ``seed``, and the certified per-sample bound of :func:`invert` on ‖x − F⁻¹(z)‖.
 
@@ -328,8 +332,9 @@ def _grid_points(extent: float, resolution: int, dtype: torch.dtype) -> tuple[to
     return centres, torch.stack([x1.reshape(-1), x2.reshape(-1)], dim=1)
 
 
-def log_density_on_grid(flow: nn.Module, extent: float = 4.5, resolution: int = 120, dtype: torch.dtype = torch.float32
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def log_density_on_grid(
+    flow: nn.Module, extent: float = 4.5, resolution: int = 120, dtype: torch.dtype = torch.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """``(centres, log_p)``: the cell centres (resolution,) of a grid on [−extent, extent]² and the log-density
     (resolution, resolution) in nats at them, ``log_p[i, j]`` at (x₁, x₂) = (centres[j], centres[i]) (image
     layout for ``imshow(origin="lower")``).
@@ -345,8 +350,9 @@ def log_density_on_grid(flow: nn.Module, extent: float = 4.5, resolution: int = 
     return centres.numpy(), values.reshape(resolution, resolution).cpu().numpy()
 
 
-def deformed_grid(flow: nn.Module, extent: float = 4.0, n_lines: int = 17, n_points: int = 200
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def deformed_grid(
+    flow: nn.Module, extent: float = 4.0, n_lines: int = 17, n_points: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
     """``(lines, images)``: ``n_lines`` vertical and ``n_lines`` horizontal lines of [−extent, extent]², each
     sampled at ``n_points`` points, as an array (2·n_lines, n_points, 2) in data space, and their images F(lines)
     in latent space, same shape: the grid as the flow deforms it."""

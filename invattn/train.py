@@ -54,8 +54,18 @@ from .data import DATASETS, LABELLED, dequantize, digits, load_images, load_labe
 from .lesson import progress
 from .models import PRESETS, FlowConfig, ResidualFlow
 
-__all__ = ["TrainConfig", "TRAINING", "CLASSIFY_TRAINING", "TASKS", "TrainingDiverged", "train", "load_checkpoint",
-           "load_trained", "save_checkpoint", "main"]
+__all__ = [
+    "TrainConfig",
+    "TRAINING",
+    "CLASSIFY_TRAINING",
+    "TASKS",
+    "TrainingDiverged",
+    "train",
+    "load_checkpoint",
+    "load_trained",
+    "save_checkpoint",
+    "main",
+]
 
 TASKS = ("density", "classify")
 
@@ -76,7 +86,9 @@ class TrainConfig:
     optimizer: str = "adamax"  # "adamax", "adam" or "sgd" (momentum 0.9)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # "constant", or "cosine": lr·½(1 + cos(π·step/steps)), 0 at the end (times the warm-up ramp)
+    lr_schedule: str = (
+        "constant"  # "constant", or "cosine": lr·½(1 + cos(π·step/steps)), 0 at the end (times the warm-up ramp)
+    )
     grad_clip: float | None = None
     checkpoint_every: int = 500
     samples_per_epoch: int = 16
@@ -84,8 +96,9 @@ class TrainConfig:
 
 
 TRAINING: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(dataset="digits", n_train=256, batch_size=16, epochs=1, steps=20, checkpoint_every=10,
-                         samples_per_epoch=4),
+    "smoke": TrainConfig(
+        dataset="digits", n_train=256, batch_size=16, epochs=1, steps=20, checkpoint_every=10, samples_per_epoch=4
+    ),
     "digits": TrainConfig(dataset="digits", batch_size=64, epochs=10, checkpoint_every=200, samples_per_epoch=16),
     # the paper: Adamax, lr 3e-3, batch 64, 200 epochs (its warm-up quirk ended at 2×lr; a clean 1-epoch ramp here)
     "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=64, epochs=200, warmup_steps=782, checkpoint_every=1000),
@@ -94,14 +107,40 @@ TRAINING: dict[str, TrainConfig] = {
 # The classifiers (--task classify): Adam on the digits; the i-RevNet paper's SGD (momentum 0.9, weight decay
 # 5·10⁻⁴, lr 0.1, batch 128) for CIFAR-10, without its step schedule and data augmentation.
 CLASSIFY_TRAINING: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(dataset="digits", n_train=256, batch_size=32, epochs=1, steps=8, lr=1e-3, optimizer="adam",
-                         checkpoint_every=4, samples_per_epoch=0),
+    "smoke": TrainConfig(
+        dataset="digits",
+        n_train=256,
+        batch_size=32,
+        epochs=1,
+        steps=8,
+        lr=1e-3,
+        optimizer="adam",
+        checkpoint_every=4,
+        samples_per_epoch=0,
+    ),
     # cosine decay: the last epochs settle the weights, so the final accuracy does not hang on the last few steps
     # (at a constant lr it moved between 94 % and 99 % with the rounding of the sums)
-    "digits": TrainConfig(dataset="digits", batch_size=64, epochs=12, lr=2e-3, optimizer="adam", checkpoint_every=100,
-                          samples_per_epoch=0, lr_schedule="cosine"),
-    "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=128, epochs=200, lr=0.1, optimizer="sgd",
-                                 weight_decay=5e-4, warmup_steps=391, checkpoint_every=1000, samples_per_epoch=0),
+    "digits": TrainConfig(
+        dataset="digits",
+        batch_size=64,
+        epochs=12,
+        lr=2e-3,
+        optimizer="adam",
+        checkpoint_every=100,
+        samples_per_epoch=0,
+        lr_schedule="cosine",
+    ),
+    "cifar10-paper": TrainConfig(
+        dataset="cifar10",
+        batch_size=128,
+        epochs=200,
+        lr=0.1,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        warmup_steps=391,
+        checkpoint_every=1000,
+        samples_per_epoch=0,
+    ),
 }
 
 
@@ -134,10 +173,17 @@ def _rng_state() -> dict:
     """Every random state the loop draws from, as tensors and plain numbers (``weights_only`` loading reads them)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
     version, words, gauss_next = random.getstate()
-    state = dict(torch=torch.get_rng_state(),
-                 numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), position=int(position),
-                            has_gauss=int(has_gauss), cached_gaussian=float(cached)),
-                 python=dict(version=version, words=list(words), gauss_next=gauss_next))
+    state = dict(
+        torch=torch.get_rng_state(),
+        numpy=dict(
+            name=name,
+            keys=torch.from_numpy(keys.astype(np.int64)),
+            position=int(position),
+            has_gauss=int(has_gauss),
+            cached_gaussian=float(cached),
+        ),
+        python=dict(version=version, words=list(words), gauss_next=gauss_next),
+    )
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -147,8 +193,15 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     numpy_state, python_state = state["numpy"], state["python"]
     if isinstance(numpy_state, dict):
-        np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
-                             numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+        np.random.set_state(
+            (
+                numpy_state["name"],
+                numpy_state["keys"].numpy().astype(np.uint32),
+                numpy_state["position"],
+                numpy_state["has_gauss"],
+                numpy_state["cached_gaussian"],
+            )
+        )
         random.setstate((python_state["version"], tuple(python_state["words"]), python_state["gauss_next"]))
     else:  # a checkpoint written before the states were stored as tensors: NumPy's and Python's own tuples
         np.random.set_state(numpy_state)
@@ -181,19 +234,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     file, missing entries)."""
     path = checkpoint_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (python -m invattn.train --preset ... --out {path.parent})")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train first (python -m invattn.train --preset ... --out {path.parent})"
+        )
     state = read_weights(path, map_location=map_location)
     missing = [key for key in _CHECKPOINT_KEYS if key not in state]
     if missing:
         raise ValueError(f"{path} is not a checkpoint written by invattn.train: it lacks {', '.join(missing)}")
-    kinds = dict(model=dict, optimizer=dict, scheduler=dict, step=int, history=list, rng=dict, model_config=dict,
-                 train_config=dict)
-    wrong = [f"{key} is a {type(state[key]).__name__}" for key, kind in kinds.items()
-             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    kinds = dict(
+        model=dict,
+        optimizer=dict,
+        scheduler=dict,
+        step=int,
+        history=list,
+        rng=dict,
+        model_config=dict,
+        train_config=dict,
+    )
+    wrong = [
+        f"{key} is a {type(state[key]).__name__}"
+        for key, kind in kinds.items()
+        if not isinstance(state[key], kind) or isinstance(state[key], bool)
+    ]
     if not wrong and not all(isinstance(h, dict) and isinstance(h.get("step"), int) for h in state["history"]):
         wrong.append("its history holds entries that are not logged steps")
     if wrong or state["step"] < 0 or state.get("task", "density") not in TASKS:
-        raise ValueError(f"{path} is a damaged training checkpoint: {', '.join(wrong) or 'its step or task is invalid'}")
+        raise ValueError(
+            f"{path} is a damaged training checkpoint: {', '.join(wrong) or 'its step or task is invalid'}"
+        )
     _configs(state, path)  # the settings must build a run
     return state
 
@@ -211,8 +279,10 @@ def _check_resumed(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
                 if not isinstance(value, torch.Tensor) or value.dim() == 0:
                     continue
                 if value.shape != parameter.shape:
-                    raise ValueError(f"its optimiser's {name} of shape {tuple(value.shape)} does not fit a parameter "
-                                     f"of shape {tuple(parameter.shape)}")
+                    raise ValueError(
+                        f"its optimiser's {name} of shape {tuple(value.shape)} does not fit a parameter "
+                        f"of shape {tuple(parameter.shape)}"
+                    )
                 if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                     raise ValueError(f"its optimiser's {name} holds NaN or infinite values")
 
@@ -221,8 +291,11 @@ def _configs(state: dict, path: Path) -> tuple[FlowConfig | ClassifierConfig, Tr
     """(model config, training config) of a checkpoint's dict; ``ValueError`` naming the file when they do not build."""
     try:
         values = state["model_config"]
-        model_config = (FlowConfig.from_dict(values) if state.get("task", "density") == "density"
-                        else ClassifierConfig.from_dict(values))
+        model_config = (
+            FlowConfig.from_dict(values)
+            if state.get("task", "density") == "density"
+            else ClassifierConfig.from_dict(values)
+        )
         train_config = TrainConfig(**state["train_config"])
         check_positive_float(train_config.lr, "lr")
         for name in ("batch_size", "epochs", "checkpoint_every"):
@@ -231,8 +304,10 @@ def _configs(state: dict, path: Path) -> tuple[FlowConfig | ClassifierConfig, Tr
         if train_config.steps is not None:
             check_positive_int(train_config.steps, "steps")
     except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise ValueError(f"{path} is a damaged training checkpoint: its settings do not build a run "
-                         f"({type(error).__name__}: {error})") from None
+        raise ValueError(
+            f"{path} is a damaged training checkpoint: its settings do not build a run "
+            f"({type(error).__name__}: {error})"
+        ) from None
     return model_config, train_config
 
 
@@ -254,10 +329,18 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     try:
         model.to(device).load_state_dict(state["model"])
     except (RuntimeError, KeyError) as error:
-        raise ValueError(f"{checkpoint_path(path)} is a damaged training checkpoint: its weights do not fit its "
-                         f"model ({' '.join(str(error).split())[:300]})") from None
-    record = dict(task=task, preset=state.get("preset"), step=state["step"], model_config=state["model_config"],
-                  train_config=state["train_config"], history=state["history"])
+        raise ValueError(
+            f"{checkpoint_path(path)} is a damaged training checkpoint: its weights do not fit its "
+            f"model ({' '.join(str(error).split())[:300]})"
+        ) from None
+    record = dict(
+        task=task,
+        preset=state.get("preset"),
+        step=state["step"],
+        model_config=state["model_config"],
+        train_config=state["train_config"],
+        history=state["history"],
+    )
     return model.eval(), record
 
 
@@ -367,12 +450,16 @@ def _save_samples(model: ResidualFlow, n: int, path: Path, seed: int) -> None:
     state_before = _rng_state()
     model.eval()
     try:
-        samples = model.sample(n, temperature=0.8, generator=torch.Generator().manual_seed(seed), tol=1e-4,
-                               max_iter=200, on_failure="warn")
+        samples = model.sample(
+            n, temperature=0.8, generator=torch.Generator().manual_seed(seed), tol=1e-4, max_iter=200, on_failure="warn"
+        )
     except NonFiniteError as error:
-        warnings.warn(f"no samples written to {path.name}: inverting the prior's draws overflowed ({error}); "
-                      "the model is far from a density of the data (a diverging run? lower the learning rate)",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"no samples written to {path.name}: inverting the prior's draws overflowed ({error}); "
+            "the model is far from a density of the data (a diverging run? lower the learning rate)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return
     finally:
         model.train()
@@ -390,28 +477,42 @@ def _data(task: str, config: TrainConfig, model_config) -> tuple[torch.Tensor, t
     images, labels = load_labelled(config.dataset, config.data_root, "train", count=config.n_train, size=size)
     test = load_labelled(config.dataset, config.data_root, "test", size=size)
     if images.shape[1] != model_config.in_channels:
-        raise ValueError(f"{config.dataset} has {images.shape[1]} channels but the model takes {model_config.in_channels}")
+        raise ValueError(
+            f"{config.dataset} has {images.shape[1]} channels but the model takes {model_config.in_channels}"
+        )
     return images, labels, test
 
 
-def _run_settings(task: str, preset: str, architecture: str | None, checkpoint_path: Path | None,
-                  model_overrides: dict | None, training_overrides: dict | None, steps: int | None, world: int):
+def _run_settings(
+    task: str,
+    preset: str,
+    architecture: str | None,
+    checkpoint_path: Path | None,
+    model_overrides: dict | None,
+    training_overrides: dict | None,
+    steps: int | None,
+    world: int,
+):
     """(task, preset, saved state or None, model config, training config) of a run: a preset with its overrides, or
     (``checkpoint_path`` given) the saved run, of which only ``lr`` and ``steps`` may change; every setting checked."""
     state = None
     if checkpoint_path is not None:
         ignored = sorted(set(model_overrides or {}) | (set(training_overrides or {}) - {"lr"}))
         if ignored:
-            raise ValueError(f"resume=True continues the saved run with its own settings; only steps and lr can be "
-                             f"changed, got overrides of {', '.join(ignored)}")
+            raise ValueError(
+                f"resume=True continues the saved run with its own settings; only steps and lr can be "
+                f"changed, got overrides of {', '.join(ignored)}"
+            )
         if training_overrides and "lr" in training_overrides:
             check_positive_float(training_overrides["lr"], "lr")
         state = load_checkpoint(checkpoint_path)
         saved_task = state.get("task", "density")
         saved_architecture = state["model_config"].get("architecture")
         if architecture is not None and architecture != saved_architecture:
-            raise ValueError(f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
-                             f"as saved (asked for {architecture!r})")
+            raise ValueError(
+                f"{checkpoint_path} holds a {saved_architecture or saved_task} run; resume continues it "
+                f"as saved (asked for {architecture!r})"
+            )
         task, preset = saved_task, state.get("preset", preset)
         model_config, train_config = _configs(state, checkpoint_path)
         if training_overrides and "lr" in training_overrides:
@@ -452,14 +553,16 @@ def _lr_factor(step: int, warmup: int, schedule: str, total_steps: int) -> float
 def _optimiser(model: nn.Module, train_config: TrainConfig, total_steps: int):
     """(optimiser, scheduler) of ``train_config``: warm-up, then its ``lr_schedule`` over ``total_steps``."""
     if train_config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=train_config.lr, momentum=0.9,
-                                    weight_decay=train_config.weight_decay)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=train_config.lr, momentum=0.9, weight_decay=train_config.weight_decay
+        )
     else:
         optimizer_class = torch.optim.Adamax if train_config.optimizer == "adamax" else torch.optim.Adam
         optimizer = optimizer_class(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     warmup = max(train_config.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, warmup, train_config.lr_schedule, total_steps))
+        optimizer, lambda s: _lr_factor(s, warmup, train_config.lr_schedule, total_steps)
+    )
     return optimizer, scheduler
 
 
@@ -473,8 +576,10 @@ def _restore(state: dict, model: nn.Module, optimizer, scheduler, new_lr: float 
         _set_rng_state(state["rng"])
         _check_resumed(model, optimizer)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
-        raise ValueError(f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
-                         f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+        raise ValueError(
+            f"{checkpoint_path} is a damaged training checkpoint: its saved state does not fit its "
+            f"run ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+        ) from None
     if new_lr is not None:  # a resumed run with a new learning rate (e.g. after a divergence): same schedule
         scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
         for group in optimizer.param_groups:
@@ -486,8 +591,9 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
 
-def _loss_is_finite(model: nn.Module, task: str, batch: torch.Tensor | None, targets: torch.Tensor | None,
-                    device: torch.device) -> bool:
+def _loss_is_finite(
+    model: nn.Module, task: str, batch: torch.Tensor | None, targets: torch.Tensor | None, device: torch.device
+) -> bool:
     """Whether the weights are finite and give a finite loss on ``batch`` (eval mode, no state change, the random
     streams untouched): a checkpoint is only written when they do. Finite outputs are not enough: latents of 1e32
     are finite, but their prior log-density overflows and a resumed run would diverge at once, whatever its learning
@@ -528,8 +634,10 @@ def _finite_data(task: str, train_config: TrainConfig, model_config):
     images, labels, test = _data(task, train_config, model_config)
     if not bool(torch.isfinite(images).all()):
         bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
-        raise ValueError(f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
-                         "the data set is damaged (re-create it, or drop those images)")
+        raise ValueError(
+            f"{bad} training image(s) of {train_config.dataset!r} hold NaN or infinite pixels; "
+            "the data set is damaged (re-create it, or drop those images)"
+        )
     return images, labels, test
 
 
@@ -573,19 +681,39 @@ class _Checkpoints:
     buffers are handed over and checked to be in step first), :meth:`diverged` builds the error that says what was
     kept. ``step`` is the step of the last checkpoint (0 before the first)."""
 
-    def __init__(self, path: Path, out: Path, step: int, batches_per_epoch: int, rank: int, world: int,
-                 stateful: dict, settings: dict, lr: float):
+    def __init__(
+        self,
+        path: Path,
+        out: Path,
+        step: int,
+        batches_per_epoch: int,
+        rank: int,
+        world: int,
+        stateful: dict,
+        settings: dict,
+        lr: float,
+    ):
         self.path, self.out, self.step, self.batches_per_epoch = path, out, step, batches_per_epoch
         self.rank, self.world, self.stateful, self.settings, self.lr = rank, world, stateful, settings, lr
 
     def diverged(self, at: int, what: str) -> TrainingDiverged:
-        kept = (f"the last checkpoint, {self.path} (step {self.step}), holds finite weights"
-                if self.step else "no checkpoint was written before it")
+        kept = (
+            f"the last checkpoint, {self.path} (step {self.step}), holds finite weights"
+            if self.step
+            else "no checkpoint was written before it"
+        )
         return TrainingDiverged(
             f"training diverged at step {at} (epoch {at // self.batches_per_epoch + 1}): {what}. Nothing after step "
             f"{self.step} was saved; {kept}. Lower the learning rate (lr={self.lr:g} now"
-            + (f"; python -m invattn.train --out {self.out} --resume --lr SMALLER continues from step {self.step}"
-               if self.step else "") + ") or clip the gradients (grad_clip).", at, self.step)
+            + (
+                f"; python -m invattn.train --out {self.out} --resume --lr SMALLER continues from step {self.step}"
+                if self.step
+                else ""
+            )
+            + ") or clip the gradients (grad_clip).",
+            at,
+            self.step,
+        )
 
     def write(self, step: int, history: list[dict]) -> None:
         model = self.stateful["model"]
@@ -596,10 +724,16 @@ class _Checkpoints:
                 dist.broadcast(buffer, 0)
             _check_in_step(model)
         if self.rank == 0:
-            save_checkpoint(self.path, dict(
-                **{name: part.state_dict() for name, part in self.stateful.items()},
-                step=step, history=history, rng=_rng_state(), **self.settings,
-            ))
+            save_checkpoint(
+                self.path,
+                dict(
+                    **{name: part.state_dict() for name, part in self.stateful.items()},
+                    step=step,
+                    history=history,
+                    rng=_rng_state(),
+                    **self.settings,
+                ),
+            )
         self.step = step
 
 
@@ -642,8 +776,13 @@ def _record(step: int, epoch: int, metrics: dict, scheduler, started: float, tes
     """One line of the metrics log: the step's metrics, learning rate and seconds since ``started``; with
     ``test_model`` its held-out accuracy on ``test`` (at epoch ends only, not at a run's last step, so a resumed run
     logs what an uninterrupted one does)."""
-    record = dict(step=step, epoch=epoch, **{k: float(v) for k, v in metrics.items()},
-                  lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 3))
+    record = dict(
+        step=step,
+        epoch=epoch,
+        **{k: float(v) for k, v in metrics.items()},
+        lr=scheduler.get_last_lr()[0],
+        seconds=round(time.perf_counter() - started, 3),
+    )
     if test_model is not None:
         record["test_accuracy"] = accuracy(test_model, *test)
     return record
@@ -671,10 +810,19 @@ def _batch_at(step, images, labels, batches_per_epoch, train_config: TrainConfig
     return epoch, taken(indices), taken(indices[rank::world])
 
 
-def train(preset: str = "smoke", out: str | Path = "runs/smoke", resume: bool = False, steps: int | None = None,
-          device: str = "cpu", amp: bool = False, model_overrides: dict | None = None,
-          training_overrides: dict | None = None, progress_bar: bool = True, task: str = "density",
-          architecture: str | None = None) -> dict:
+def train(
+    preset: str = "smoke",
+    out: str | Path = "runs/smoke",
+    resume: bool = False,
+    steps: int | None = None,
+    device: str = "cpu",
+    amp: bool = False,
+    model_overrides: dict | None = None,
+    training_overrides: dict | None = None,
+    progress_bar: bool = True,
+    task: str = "density",
+    architecture: str | None = None,
+) -> dict:
     """Train ``preset`` into folder ``out``; return ``{"model", "history", "checkpoint", "rank", "world"}``.
 
     ``task="density"``: the :class:`ResidualFlow` of ``PRESETS[preset]``. ``task="classify"``: the classifier
@@ -690,20 +838,36 @@ def train(preset: str = "smoke", out: str | Path = "runs/smoke", resume: bool = 
     resolved = _training_device(device, amp, world)
     checkpoint_path = out / CHECKPOINT
     task, preset, state, model_config, train_config = _run_settings(
-        task, preset, architecture, checkpoint_path if resume else None, model_overrides, training_overrides, steps, world)
+        task,
+        preset,
+        architecture,
+        checkpoint_path if resume else None,
+        model_overrides,
+        training_overrides,
+        steps,
+        world,
+    )
     new_lr = train_config.lr if resume and training_overrides and "lr" in training_overrides else None
     out.mkdir(parents=True, exist_ok=True)
 
     (images, labels, test), (model, optimizer, scheduler, batches_per_epoch, total_steps, step, history) = _start_run(
-        task, model_config, train_config, state, new_lr, checkpoint_path, resolved)
+        task, model_config, train_config, state, new_lr, checkpoint_path, resolved
+    )
     objective: nn.Module = Objective(model) if task == "density" else ClassifierObjective(model)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)
 
-    saved = _Checkpoints(checkpoint_path, out, state["step"] if state is not None else 0, batches_per_epoch, rank, world,
-                         dict(model=model, optimizer=optimizer, scheduler=scheduler),
-                         dict(model_config=model_config.to_dict(), train_config=asdict(train_config), preset=preset,
-                              task=task), train_config.lr)
+    saved = _Checkpoints(
+        checkpoint_path,
+        out,
+        state["step"] if state is not None else 0,
+        batches_per_epoch,
+        rank,
+        world,
+        dict(model=model, optimizer=optimizer, scheduler=scheduler),
+        dict(model_config=model_config.to_dict(), train_config=asdict(train_config), preset=preset, task=task),
+        train_config.lr,
+    )
     latest: dict[str, torch.Tensor | None] = dict(batch=None, targets=None)
 
     def checkpoint() -> None:
@@ -719,13 +883,29 @@ def train(preset: str = "smoke", out: str | Path = "runs/smoke", resume: bool = 
     try:
         while step < total_steps:
             epoch, (latest["batch"], latest["targets"]), (batch, targets) = _batch_at(
-                step, images, labels, batches_per_epoch, train_config, resolved, rank, world)
-            metrics = _optimisation_step(objective, model, optimizer, scheduler, batch, targets, train_config.grad_clip,
-                                         amp, lambda what: saved.diverged(step + 1, what))
+                step, images, labels, batches_per_epoch, train_config, resolved, rank, world
+            )
+            metrics = _optimisation_step(
+                objective,
+                model,
+                optimizer,
+                scheduler,
+                batch,
+                targets,
+                train_config.grad_clip,
+                amp,
+                lambda what: saved.diverged(step + 1, what),
+            )
             step += 1
-            record = _record(step, epoch, metrics, scheduler, started,
-                             test_model=model if task == "classify" and step % batches_per_epoch == 0 and rank == 0
-                             else None, test=test)
+            record = _record(
+                step,
+                epoch,
+                metrics,
+                scheduler,
+                started,
+                test_model=model if task == "classify" and step % batches_per_epoch == 0 and rank == 0 else None,
+                test=test,
+            )
             end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
             history.append(record)
             _show_step(record, task, log, bar)
@@ -744,8 +924,14 @@ def train(preset: str = "smoke", out: str | Path = "runs/smoke", resume: bool = 
     if rank == 0 and history:
         _plot_curves(history, out / "curves.png")
     # a classifier's accuracy: of the final weights, whether or not an epoch just ended
-    return dict(model=model, history=history, checkpoint=checkpoint_path, rank=rank, world=world,
-                **({"test_accuracy": accuracy(model, *test)} if task == "classify" and rank == 0 else {}))
+    return dict(
+        model=model,
+        history=history,
+        checkpoint=checkpoint_path,
+        rank=rank,
+        world=world,
+        **({"test_accuracy": accuracy(model, *test)} if task == "classify" and rank == 0 else {}),
+    )
 
 
 def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict, dict]:
@@ -763,12 +949,22 @@ def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
         parser.error("--logdet, --n-terms and --neumann-gradient are for --task density")
     if args.coeff is not None and args.model != "iresnet":
         parser.error("--coeff is the i-ResNet classifier's Lipschitz coefficient: use it with --model iresnet")
-    training = {k: v for k, v in dict(epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
-                                      batch_size=args.batch_size, checkpoint_every=args.checkpoint_every).items()
-                if v is not None}
+    training = {
+        k: v
+        for k, v in dict(
+            epochs=args.epochs,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            batch_size=args.batch_size,
+            checkpoint_every=args.checkpoint_every,
+        ).items()
+        if v is not None
+    }
     if args.resume and (training or estimator or args.model or args.attention is not None or args.coeff is not None):
-        parser.error("--resume continues the saved run with its own settings (model included); only --steps and --lr "
-                     "may be changed")
+        parser.error(
+            "--resume continues the saved run with its own settings (model included); only --steps and --lr "
+            "may be changed"
+        )
     model = dict(estimator)
     if args.attention is not None:
         kind = None if args.attention == "none" else args.attention
@@ -792,11 +988,18 @@ def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m invattn.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="density", choices=TASKS,
-                        help="density: the generative model (default); classify: an invertible classifier")
+    parser.add_argument(
+        "--task",
+        default="density",
+        choices=TASKS,
+        help="density: the generative model (default); classify: an invertible classifier",
+    )
     parser.add_argument("--model", choices=ARCHITECTURES, help="the classifier for --task classify")
-    parser.add_argument("--preset", choices=sorted(set(PRESETS) | set(CLASSIFY_TRAINING)),
-                        help="the configuration to train (a resumed run keeps its own)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(set(PRESETS) | set(CLASSIFY_TRAINING)),
+        help="the configuration to train (a resumed run keeps its own)",
+    )
     parser.add_argument("--out", required=True, help="folder for the checkpoint, metrics, curves and samples")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt")
     parser.add_argument("--steps", type=int, help="total number of steps (default: the preset's epochs)")
@@ -805,19 +1008,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=tuple(dict.fromkeys(("digits",) + DATASETS + LABELLED)))
     parser.add_argument("--data-root")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's); with --resume it replaces the "
-                        "saved run's, e.g. to continue with a smaller one after a divergence")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate (default: the preset's); with --resume it replaces the "
+        "saved run's, e.g. to continue with a smaller one after a divergence",
+    )
     parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--attention", help="attention kind in the first scale (density) or stage (classify), or 'none'")
-    parser.add_argument("--coeff", help="classify, iresnet: the blocks' Lipschitz coefficient in (0, 1), or 'none' "
-                        "for the unconstrained ResNet")
-    parser.add_argument("--logdet", choices=("series", "roulette"),
-                        help="density: the log-determinant estimator, truncated series (i-ResNet) or unbiased "
-                        "Russian roulette (Residual Flows)")
+    parser.add_argument(
+        "--attention", help="attention kind in the first scale (density) or stage (classify), or 'none'"
+    )
+    parser.add_argument(
+        "--coeff",
+        help="classify, iresnet: the blocks' Lipschitz coefficient in (0, 1), or 'none' for the unconstrained ResNet",
+    )
+    parser.add_argument(
+        "--logdet",
+        choices=("series", "roulette"),
+        help="density: the log-determinant estimator, truncated series (i-ResNet) or unbiased "
+        "Russian roulette (Residual Flows)",
+    )
     parser.add_argument("--n-terms", type=int, help="density: series terms, or the roulette's always-computed terms")
-    parser.add_argument("--neumann-gradient", action=argparse.BooleanOptionalAction, default=None,
-                        help="density: the Neumann-series gradient of the log-determinant (flat memory in the terms; "
-                        "the presets' default), or --no-neumann-gradient to back-propagate through the series")
+    parser.add_argument(
+        "--neumann-gradient",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="density: the Neumann-series gradient of the log-determinant (flat memory in the terms; "
+        "the presets' default), or --no-neumann-gradient to back-propagate through the series",
+    )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -828,9 +1046,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, training = _overrides(args, parser)
     try:
-        result = train(args.preset, args.out, resume=args.resume, steps=args.steps, device=args.device, amp=args.amp,
-                       model_overrides=model, training_overrides=training,
-                       progress_bar=not args.no_progress, task=args.task, architecture=args.model)
+        result = train(
+            args.preset,
+            args.out,
+            resume=args.resume,
+            steps=args.steps,
+            device=args.device,
+            amp=args.amp,
+            model_overrides=model,
+            training_overrides=training,
+            progress_bar=not args.no_progress,
+            task=args.task,
+            architecture=args.model,
+        )
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
         parser.exit(2, f"python -m invattn.train: error: {error}\n")
     if result["rank"] == 0 and result["history"]:
@@ -838,8 +1066,10 @@ def main(argv: list[str] | None = None) -> None:
         if "bits_per_dim" in last:
             print(f"step {last['step']}: {last['bits_per_dim']:.4f} bits/dim; checkpoint {result['checkpoint']}")
         else:
-            print(f"step {last['step']}: loss {last['loss']:.4f}; held-out accuracy {result['test_accuracy']:.4f}; "
-                  f"checkpoint {result['checkpoint']}")
+            print(
+                f"step {last['step']}: loss {last['loss']:.4f}; held-out accuracy {result['test_accuracy']:.4f}; "
+                f"checkpoint {result['checkpoint']}"
+            )
     if dist.is_initialized():
         # every rank reaches the end before any tears the group down: a rank that exits while another still
         # talks to it can abort in gloo's background threads ("terminate called without an active exception")

@@ -24,9 +24,25 @@ from .attention import KINDS, PAPER_KINDS, make_attention
 from .blocks import InvertibleResidual, Squeeze
 from .solvers import METHODS
 
-__all__ = ["DemoState", "error_map_range", "error_per_iteration", "inversion_demo_state", "plot_inversion_demo", "inversion_demo",
-           "plot_banach", "banach_demo", "plot_bound_explorer", "bound_explorer_demo", "plot_attention_map",
-           "attention_map_demo", "plot_latent", "latent_demo", "plot_two_roads", "two_roads_demo", "demo_app"]
+__all__ = [
+    "DemoState",
+    "error_map_range",
+    "error_per_iteration",
+    "inversion_demo_state",
+    "plot_inversion_demo",
+    "inversion_demo",
+    "plot_banach",
+    "banach_demo",
+    "plot_bound_explorer",
+    "bound_explorer_demo",
+    "plot_attention_map",
+    "attention_map_demo",
+    "plot_latent",
+    "latent_demo",
+    "plot_two_roads",
+    "two_roads_demo",
+    "demo_app",
+]
 
 VARIANTS = ("certified", "paper")
 
@@ -54,19 +70,23 @@ class DemoState:
         return self.errors[-1]
 
     def summary(self) -> str:
-        return (f"{self.kind} ({self.variant}), c = {self.coeff:.2f}, {self.method}, {self.iterations} iterations, "
-                f"noise {self.noise:g}: relative error {self.final_error:.2e}")
+        return (
+            f"{self.kind} ({self.variant}), c = {self.coeff:.2f}, {self.method}, {self.iterations} iterations, "
+            f"noise {self.noise:g}: relative error {self.final_error:.2e}"
+        )
 
 
-def error_per_iteration(block: InvertibleResidual, x: torch.Tensor, y: torch.Tensor, method: str, iterations: int,
-                        **options) -> tuple[list[float], torch.Tensor]:
+def error_per_iteration(
+    block: InvertibleResidual, x: torch.Tensor, y: torch.Tensor, method: str, iterations: int, **options
+) -> tuple[list[float], torch.Tensor]:
     """Run exactly ``iterations`` steps of ``method`` towards the x with block(x) = y, starting at x_0 = y, and
     return ([‖x_k − x‖/‖x‖ for k = 0..iterations] (the largest over the batch), the last iterate)."""
     norms = x.flatten(1).norm(dim=1)
     errors: list[float] = []
     record = lambda k, iterate: errors.append(float(((iterate - x).flatten(1).norm(dim=1) / norms).max()))  # noqa: E731
-    x_last = block.inverse(y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", callback=record,
-                           **options)
+    x_last = block.inverse(
+        y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", callback=record, **options
+    )
     # A residual of exactly 0 stops the solver early (float64 reached its fixed point): the error stays there.
     errors += errors[-1:] * (iterations + 1 - len(errors))
     return errors[: iterations + 1], x_last
@@ -120,8 +140,9 @@ def inversion_demo_state(
     norm_x = float(x.norm())
     # rate_gate=0: the demo shows Anderson's mixing from the first step (the library's default waits until plain
     # iteration is seen to be slow, which on these fast-contracting blocks would make both curves the same)
-    errors, x_hat = error_per_iteration(block, x, y, method, iterations, allow_uncertified=variant == "paper",
-                                        rate_gate=0.0)
+    errors, x_hat = error_per_iteration(
+        block, x, y, method, iterations, allow_uncertified=variant == "paper", rate_gate=0.0
+    )
     lipschitz = block.lipschitz_bound() if variant == "certified" else math.inf
     bound: list[float] = []
     floor = 0.0
@@ -136,9 +157,19 @@ def inversion_demo_state(
     # value near 0.5 rounds away, and the map would show zeros where the curve shows the true error.
     error_map = squeeze.inverse(x_hat - x)[0].abs().amax(dim=0).nan_to_num(1.0).float()
     return DemoState(
-        kind=kind, variant=variant, coeff=coeff, method=method, iterations=iterations, noise=float(noise),
-        original=image.float(), reconstruction=reconstruction, error_map=error_map, errors=errors, bound=bound,
-        noise_floor=floor, lipschitz=lipschitz,
+        kind=kind,
+        variant=variant,
+        coeff=coeff,
+        method=method,
+        iterations=iterations,
+        noise=float(noise),
+        original=image.float(),
+        reconstruction=reconstruction,
+        error_map=error_map,
+        errors=errors,
+        bound=bound,
+        noise_floor=floor,
+        lipschitz=lipschitz,
     )
 
 
@@ -168,7 +199,9 @@ def plot_inversion_demo(state: DemoState, figure=None):
     axes[1].imshow(state.reconstruction.permute(1, 2, 0).numpy())
     axes[1].set_title(f"after {state.iterations} iterations")
     vmin, vmax = error_map_range(state.error_map)
-    picture = axes[2].imshow(state.error_map.clamp(vmin, vmax).numpy(), cmap="magma", norm=LogNorm(vmin=vmin, vmax=vmax))
+    picture = axes[2].imshow(
+        state.error_map.clamp(vmin, vmax).numpy(), cmap="magma", norm=LogNorm(vmin=vmin, vmax=vmax)
+    )
     axes[2].set_title(f"|error| per pixel (max {vmax:.0e})")
     fig.colorbar(picture, ax=axes[2], fraction=0.046, pad=0.04, label="|x_k − x| per pixel")
     for ax in axes[:3]:
@@ -187,26 +220,50 @@ def plot_inversion_demo(state: DemoState, figure=None):
     return fig
 
 
-def inversion_demo(image: torch.Tensor, kind: str = "concat", coeff: float = 0.9, iterations: int = 20,
-                   method: str = "fixed_point", noise: float = 0.0, variant: str = "certified"):
+def inversion_demo(
+    image: torch.Tensor,
+    kind: str = "concat",
+    coeff: float = 0.9,
+    iterations: int = 20,
+    method: str = "fixed_point",
+    noise: float = 0.0,
+    variant: str = "certified",
+):
     """The interactive demo: sliders for kind, variant, c, iterations, method and noise; the figure and a
     one-line summary update when a slider is released (``continuous_update=False``, so a slow kernel shows
     the last state, never a mix); a refused combination (the paper variant of a kind that has none) is shown in
     bold. Returns the ipywidgets container; ``.state`` holds the latest DemoState."""
     import ipywidgets as widgets
 
-    controls = _built(lambda: dict(
-        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
-        coeff=widgets.FloatSlider(value=coeff, min=0.05, max=0.99, step=0.01, description="c", continuous_update=False),
-        iterations=widgets.IntSlider(value=iterations, min=1, max=100, description="iterations", continuous_update=False),
-        method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
-        variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
-        noise=widgets.FloatSlider(value=noise, min=0.0, max=0.1, step=0.001, readout_format=".3f",
-                                  description="noise on y", continuous_update=False),
-    ))
-    return _demo(controls, lambda **values: inversion_demo_state(image, **values), plot_inversion_demo,
-                 [["kind", "coeff", "iterations"], ["method", "variant"], ["noise"]],
-                 dict(kind=kind, coeff=coeff, iterations=iterations, method=method, noise=noise, variant=variant))
+    controls = _built(
+        lambda: dict(
+            kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+            coeff=widgets.FloatSlider(
+                value=coeff, min=0.05, max=0.99, step=0.01, description="c", continuous_update=False
+            ),
+            iterations=widgets.IntSlider(
+                value=iterations, min=1, max=100, description="iterations", continuous_update=False
+            ),
+            method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
+            variant=widgets.ToggleButtons(options=VARIANTS, value=variant, description="variant"),
+            noise=widgets.FloatSlider(
+                value=noise,
+                min=0.0,
+                max=0.1,
+                step=0.001,
+                readout_format=".3f",
+                description="noise on y",
+                continuous_update=False,
+            ),
+        )
+    )
+    return _demo(
+        controls,
+        lambda **values: inversion_demo_state(image, **values),
+        plot_inversion_demo,
+        [["kind", "coeff", "iterations"], ["method", "variant"], ["noise"]],
+        dict(kind=kind, coeff=coeff, iterations=iterations, method=method, noise=noise, variant=variant),
+    )
 
 
 # -- the shared front end, and the demos whose logic is in invattn.demos ----------------------------------------
@@ -249,10 +306,12 @@ def _demo(controls: dict, compute, draw, layout: list, requested: dict, note: st
 
     for name, value in requested.items():
         shown = controls[name].value
-        if shown != value and not (isinstance(value, float) and math.isclose(shown, value, rel_tol=1e-9, abs_tol=1e-12)):
+        if shown != value and not (
+            isinstance(value, float) and math.isclose(shown, value, rel_tol=1e-9, abs_tol=1e-12)
+        ):
             control = controls[name]
             if hasattr(control, "base"):  # a log slider's min and max are exponents
-                span = f" (from {control.base ** control.min:g} to {control.base ** control.max:g})"
+                span = f" (from {control.base**control.min:g} to {control.base**control.max:g})"
             else:
                 span = f" (from {control.min} to {control.max})" if hasattr(control, "max") else ""
             raise ValueError(f"{name} = {value!r} is not a value its control offers{span}")
@@ -260,7 +319,9 @@ def _demo(controls: dict, compute, draw, layout: list, requested: dict, note: st
     summary = widgets.HTML().add_class("invattn-summary")  # the classes let a browser test find them
     picture = widgets.Image(format="png")
     rows = [widgets.HBox([controls[name] for name in row]) for row in layout]
-    box = widgets.VBox([*rows, *([widgets.HTML(f"<i>{html.escape(note)}</i>")] if note else []), status, summary, picture])
+    box = widgets.VBox(
+        [*rows, *([widgets.HTML(f"<i>{html.escape(note)}</i>")] if note else []), status, summary, picture]
+    )
     box.state = None
 
     def update(change=None) -> None:
@@ -275,7 +336,9 @@ def _demo(controls: dict, compute, draw, layout: list, requested: dict, note: st
             png = _figure_png(draw(state))
             box.state = state
             picture.value = png
-            summary.value = f"<code>{html.escape(state.summary())}</code>"  # last: a new summary means the new figure is there
+            summary.value = (
+                f"<code>{html.escape(state.summary())}</code>"  # last: a new summary means the new figure is there
+            )
         finally:
             status.value = ""
 
@@ -302,13 +365,20 @@ def plot_banach(state, figure=None):
         xs = np.linspace(float(state.y[0]) - 8, float(state.y[0]) + 8, 800)
         left.plot(xs, xs + state.c * np.sin(xs), lw=1.2, label="F(x) = x + c·sin x")
         left.axhline(float(state.y[0]), color="k", lw=0.8, ls="--", label=f"y = {float(state.y[0]):g}")
-        left.plot(state.preimages[:, 0], np.full(len(state.preimages), float(state.y[0])), "o", color="C2",
-                  label=f"{len(state.preimages)} preimage(s)")
+        left.plot(
+            state.preimages[:, 0],
+            np.full(len(state.preimages), float(state.y[0])),
+            "o",
+            color="C2",
+            label=f"{len(state.preimages)} preimage(s)",
+        )
         left.plot(path[:, 0], path[:, 0] + state.c * np.sin(path[:, 0]), ".", color="C3", ms=4, label="iterates x_k")
         left.set(xlabel="x", ylabel="F(x)")
     else:
         left.plot(path[:, 0], path[:, 1], ".-", color="C3", ms=4, lw=0.6, label="iterates x_k")
-        left.plot(state.preimages[:, 0], state.preimages[:, 1], "o", color="C2", label=f"{len(state.preimages)} preimage(s)")
+        left.plot(
+            state.preimages[:, 0], state.preimages[:, 1], "o", color="C2", label=f"{len(state.preimages)} preimage(s)"
+        )
         left.set(xlabel="x₁", ylabel="x₂", aspect="equal")
     left.set_title(f"c = {state.c:g}" + (": F folds" if len(state.preimages) > 1 else ""))
     left.legend(fontsize=7)
@@ -329,11 +399,13 @@ def banach_demo(map: str = "1d", c: float = 0.9, steps: int = 30):
 
     from .demos import BANACH_MAPS, MAX_STEPS, banach_state
 
-    controls = _built(lambda: dict(
-        map=widgets.ToggleButtons(options=BANACH_MAPS, value=map, description="map"),
-        c=widgets.FloatSlider(value=c, min=0.05, max=4.0, step=0.05, description="c", continuous_update=False),
-        steps=widgets.IntSlider(value=steps, min=1, max=MAX_STEPS, description="steps", continuous_update=False),
-    ))
+    controls = _built(
+        lambda: dict(
+            map=widgets.ToggleButtons(options=BANACH_MAPS, value=map, description="map"),
+            c=widgets.FloatSlider(value=c, min=0.05, max=4.0, step=0.05, description="c", continuous_update=False),
+            steps=widgets.IntSlider(value=steps, min=1, max=MAX_STEPS, description="steps", continuous_update=False),
+        )
+    )
     return _demo(controls, banach_state, plot_banach, [["map"], ["c", "steps"]], dict(map=map, c=c, steps=steps))
 
 
@@ -345,8 +417,9 @@ def plot_bound_explorer(state, figure=None):
     fig.clear()
     ax = fig.subplots()
     values = [state.raw, state.certified, state.measured]
-    ax.bar(["raw bound\n(before the gain)", "certified\nLip(g) ≤", "measured\nLip(g) ≥"], values,
-           color=["0.6", "C0", "C1"])
+    ax.bar(
+        ["raw bound\n(before the gain)", "certified\nLip(g) ≤", "measured\nLip(g) ≥"], values, color=["0.6", "C0", "C1"]
+    )
     ax.axhline(state.coeff, color="k", lw=0.8, ls="--", label=f"c = {state.coeff:g}")
     ax.set(yscale="log", title=f"{state.kind}, N = {state.n_positions}")
     ax.legend(fontsize=8)
@@ -354,8 +427,9 @@ def plot_bound_explorer(state, figure=None):
     return fig
 
 
-def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0,
-                        reduction: int = 4):
+def bound_explorer_demo(
+    kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0, reduction: int = 4
+):
     """Lesson 02's demo: kind, N, radius, temperature and reduction; a kind's options that it lacks are ignored
     (the summary says which it has). ``.state`` holds the latest :class:`invattn.demos.BoundState`."""
     import ipywidgets as widgets
@@ -363,21 +437,32 @@ def bound_explorer_demo(kind: str = "dot", n_positions: int = 64, radius: float 
     from .demos import MAX_POSITIONS, bound_explorer_state
 
     sides = [s * s for s in range(2, math.isqrt(MAX_POSITIONS) + 1)]
-    controls = _built(lambda: dict(
-        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
-        n_positions=widgets.SelectionSlider(options=sides, value=n_positions, description="N",
-                                            continuous_update=False),
-        radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
-                                      continuous_update=False),
-        temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1, description="temperature",
-                                           continuous_update=False),
-        reduction=widgets.IntSlider(value=reduction, min=1, max=12, description="reduction", continuous_update=False),
-    ))
-    return _demo(controls, bound_explorer_state, plot_bound_explorer,
-                 [["kind", "n_positions"], ["radius", "temperature", "reduction"]],
-                 dict(kind=kind, n_positions=n_positions, radius=radius, temperature=temperature, reduction=reduction),
-                 note="Large N takes longer (seconds near N = 1024): the measured constant runs power iterations "
-                      "through the whole N × N attention.")
+    controls = _built(
+        lambda: dict(
+            kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+            n_positions=widgets.SelectionSlider(
+                options=sides, value=n_positions, description="N", continuous_update=False
+            ),
+            radius=widgets.FloatLogSlider(
+                value=radius, base=10, min=-1, max=1, description="radius", continuous_update=False
+            ),
+            temperature=widgets.FloatLogSlider(
+                value=temperature, base=10, min=-1, max=1, description="temperature", continuous_update=False
+            ),
+            reduction=widgets.IntSlider(
+                value=reduction, min=1, max=12, description="reduction", continuous_update=False
+            ),
+        )
+    )
+    return _demo(
+        controls,
+        bound_explorer_state,
+        plot_bound_explorer,
+        [["kind", "n_positions"], ["radius", "temperature", "reduction"]],
+        dict(kind=kind, n_positions=n_positions, radius=radius, temperature=temperature, reduction=reduction),
+        note="Large N takes longer (seconds near N = 1024): the measured constant runs power iterations "
+        "through the whole N × N attention.",
+    )
 
 
 def plot_attention_map(state, figure=None):
@@ -400,8 +485,14 @@ def plot_attention_map(state, figure=None):
     return fig
 
 
-def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: float = 1.0, radius: float = 1.0,
-                       row: int | None = None, col: int | None = None):
+def attention_map_demo(
+    image: torch.Tensor,
+    kind: str = "dot",
+    temperature: float = 1.0,
+    radius: float = 1.0,
+    row: int | None = None,
+    col: int | None = None,
+):
     """Lesson 03's demo: a slider pair for the query position on ``image`` ([3, H, W], H and W even), starting at
     (``row``, ``col``) on the squeezed H/2 × W/2 grid (default: its centre), the kind, temperature and radius.
     ``.state`` holds the latest :class:`invattn.demos.MapState`. ``ValueError`` for a start outside the grid."""
@@ -410,21 +501,44 @@ def attention_map_demo(image: torch.Tensor, kind: str = "dot", temperature: floa
     from .demos import attention_map_state
 
     height, width = image.shape[1] // 2, image.shape[2] // 2
-    controls = _built(lambda: dict(
-        kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
-        row=widgets.IntSlider(value=height // 2 if row is None else row, min=0, max=height - 1, description="row",
-                              continuous_update=False),
-        col=widgets.IntSlider(value=width // 2 if col is None else col, min=0, max=width - 1, description="column",
-                              continuous_update=False),
-        temperature=widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1.5, description="temperature",
-                                           continuous_update=False),
-        radius=widgets.FloatLogSlider(value=radius, base=10, min=-1, max=1, description="radius",
-                                      continuous_update=False),
-    ))
-    return _demo(controls, lambda **values: attention_map_state(image, **values), plot_attention_map,
-                 [["kind"], ["row", "col"], ["temperature", "radius"]],
-                 dict(kind=kind, temperature=temperature, radius=radius,
-                      **({} if row is None else {"row": row}), **({} if col is None else {"col": col})))
+    controls = _built(
+        lambda: dict(
+            kind=widgets.Dropdown(options=KINDS, value=kind, description="kind"),
+            row=widgets.IntSlider(
+                value=height // 2 if row is None else row,
+                min=0,
+                max=height - 1,
+                description="row",
+                continuous_update=False,
+            ),
+            col=widgets.IntSlider(
+                value=width // 2 if col is None else col,
+                min=0,
+                max=width - 1,
+                description="column",
+                continuous_update=False,
+            ),
+            temperature=widgets.FloatLogSlider(
+                value=temperature, base=10, min=-1, max=1.5, description="temperature", continuous_update=False
+            ),
+            radius=widgets.FloatLogSlider(
+                value=radius, base=10, min=-1, max=1, description="radius", continuous_update=False
+            ),
+        )
+    )
+    return _demo(
+        controls,
+        lambda **values: attention_map_state(image, **values),
+        plot_attention_map,
+        [["kind"], ["row", "col"], ["temperature", "radius"]],
+        dict(
+            kind=kind,
+            temperature=temperature,
+            radius=radius,
+            **({} if row is None else {"row": row}),
+            **({} if col is None else {"col": col}),
+        ),
+    )
 
 
 def _tiles(images: torch.Tensor, columns: int):
@@ -457,7 +571,9 @@ def plot_latent(state, figure=None):
         ax.set_axis_off()
     errors = fig.add_subplot(grid[:, 2])
     floor = 1e-12
-    errors.semilogy(range(len(state.sample_errors)), state.sample_errors.clamp_min(floor).numpy(), "o", ms=3, label="samples")
+    errors.semilogy(
+        range(len(state.sample_errors)), state.sample_errors.clamp_min(floor).numpy(), "o", ms=3, label="samples"
+    )
     errors.semilogy(range(len(state.walk_errors)), state.walk_errors.clamp_min(floor).numpy(), "s", ms=3, label="walk")
     errors.set(xlabel="image", ylabel="‖f(f⁻¹(z)) − z‖ / ‖z‖", title="re-encoding error")
     errors.legend(fontsize=7)
@@ -474,18 +590,27 @@ def latent_demo(model, images: torch.Tensor, temperature: float = 0.8, seed: int
 
     from .demos import MAX_TEMPERATURE, latent_state
 
-    controls = _built(lambda: dict(
-        temperature=widgets.FloatSlider(value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.05, description="T",
-                                        continuous_update=False),
-        seed=widgets.IntSlider(value=seed, min=0, max=max(99, seed), description="seed", continuous_update=False),
-        first=widgets.IntSlider(value=first, min=0, max=max(len(images) - 1, 0), description="from image",
-                                continuous_update=False),
-        second=widgets.IntSlider(value=second, min=0, max=max(len(images) - 1, 0), description="to image",
-                                 continuous_update=False),
-    ))
-    return _demo(controls, lambda **values: latent_state(model, images, **values), plot_latent,
-                 [["temperature", "seed"], ["first", "second"]],
-                 dict(temperature=temperature, seed=seed, first=first, second=second))
+    controls = _built(
+        lambda: dict(
+            temperature=widgets.FloatSlider(
+                value=temperature, min=0.0, max=MAX_TEMPERATURE, step=0.05, description="T", continuous_update=False
+            ),
+            seed=widgets.IntSlider(value=seed, min=0, max=max(99, seed), description="seed", continuous_update=False),
+            first=widgets.IntSlider(
+                value=first, min=0, max=max(len(images) - 1, 0), description="from image", continuous_update=False
+            ),
+            second=widgets.IntSlider(
+                value=second, min=0, max=max(len(images) - 1, 0), description="to image", continuous_update=False
+            ),
+        )
+    )
+    return _demo(
+        controls,
+        lambda **values: latent_state(model, images, **values),
+        plot_latent,
+        [["temperature", "seed"], ["first", "second"]],
+        dict(temperature=temperature, seed=seed, first=first, second=second),
+    )
 
 
 def plot_two_roads(state, figure=None):
@@ -501,17 +626,31 @@ def plot_two_roads(state, figure=None):
     axes = fig.subplots(2, 4)
     axes[0, 0].imshow(_tiles(state.image[None], 1), cmap="gray", vmin=0, vmax=1)
     axes[0, 0].set_title(f"test image {state.index}", fontsize=9)
-    axes[1, 0].text(0.5, 0.5, f"noise on Φ: {state.noise:g}\n{state.method}\n≤ {state.iterations} steps per block",
-                    ha="center", va="center", fontsize=9, transform=axes[1, 0].transAxes)
+    axes[1, 0].text(
+        0.5,
+        0.5,
+        f"noise on Φ: {state.noise:g}\n{state.method}\n≤ {state.iterations} steps per block",
+        ha="center",
+        va="center",
+        fontsize=9,
+        transform=axes[1, 0].transAxes,
+    )
     low = 1e-8
     maps = [(state.reconstructions[road] - state.image).abs().amax(0).nan_to_num(nan=1e3, posinf=1e3) for road in ROADS]
     high = max(1.0, max(float(m.max()) for m in maps))
     for column, (road, difference) in enumerate(zip(ROADS, maps), start=1):
-        axes[0, column].imshow(_tiles(state.reconstructions[road].nan_to_num(nan=0.0)[None], 1), cmap="gray", vmin=0, vmax=1)
-        how = ("analytic" if state.converged[road] is None else
-               ("converged" if state.converged[road] else "not converged") + f", {state.evaluations[road]} evals")
-        axes[0, column].set_title(f"{road}: error {state.errors[road]:.1e}\n{how}\nclass of the clean x: {state.predictions[road]}",
-                                  fontsize=8)
+        axes[0, column].imshow(
+            _tiles(state.reconstructions[road].nan_to_num(nan=0.0)[None], 1), cmap="gray", vmin=0, vmax=1
+        )
+        how = (
+            "analytic"
+            if state.converged[road] is None
+            else ("converged" if state.converged[road] else "not converged") + f", {state.evaluations[road]} evals"
+        )
+        axes[0, column].set_title(
+            f"{road}: error {state.errors[road]:.1e}\n{how}\nclass of the clean x: {state.predictions[road]}",
+            fontsize=8,
+        )
         shown = axes[1, column].imshow(difference.clamp_min(low).numpy(), cmap="magma", norm=LogNorm(low, high))
     fig.colorbar(shown, ax=axes[1, 1:].tolist(), fraction=0.03, pad=0.02, label="|x̂ − x|")
     for ax in axes.flat:
@@ -522,8 +661,14 @@ def plot_two_roads(state, figure=None):
 NOISE_LEVELS = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3)  # relative to ‖Φ(x)‖; 0: the features as computed
 
 
-def two_roads_demo(models: dict, images: torch.Tensor, index: int = 0, noise: float = 0.0, method: str = "fixed_point",
-                   iterations: int = 100):
+def two_roads_demo(
+    models: dict,
+    images: torch.Tensor,
+    index: int = 0,
+    noise: float = 0.0,
+    method: str = "fixed_point",
+    iterations: int = 100,
+):
     """Lesson 09's demo for the three classifiers of :func:`invattn.demos.two_roads_models`: the test image of
     ``images`` ([N, C, H, W] in [0, 1]), the noise added to its features (one of :data:`NOISE_LEVELS`, or ``noise``
     itself), the solver and its steps per block (1 to 200). ``.state`` holds the latest
@@ -533,33 +678,70 @@ def two_roads_demo(models: dict, images: torch.Tensor, index: int = 0, noise: fl
 
     from .demos import two_roads_state
 
-    controls = _built(lambda: dict(
-        index=widgets.IntSlider(value=index, min=0, max=max(len(images) - 1, 0), description="test image",
-                                continuous_update=False),
-        noise=widgets.SelectionSlider(options=NOISE_LEVELS if noise in NOISE_LEVELS else sorted({*NOISE_LEVELS, noise}),
-                                      value=noise, description="noise on Φ", continuous_update=False),
-        method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
-        iterations=widgets.IntSlider(value=iterations, min=1, max=200, description="steps/block", continuous_update=False),
-    ))
-    return _demo(controls, lambda **values: two_roads_state(models, images, **values), plot_two_roads,
-                 [["index", "noise"], ["method", "iterations"]],
-                 dict(index=index, noise=noise, method=method, iterations=iterations))
+    controls = _built(
+        lambda: dict(
+            index=widgets.IntSlider(
+                value=index, min=0, max=max(len(images) - 1, 0), description="test image", continuous_update=False
+            ),
+            noise=widgets.SelectionSlider(
+                options=NOISE_LEVELS if noise in NOISE_LEVELS else sorted({*NOISE_LEVELS, noise}),
+                value=noise,
+                description="noise on Φ",
+                continuous_update=False,
+            ),
+            method=widgets.ToggleButtons(options=METHODS, value=method, description="method"),
+            iterations=widgets.IntSlider(
+                value=iterations, min=1, max=200, description="steps/block", continuous_update=False
+            ),
+        )
+    )
+    return _demo(
+        controls,
+        lambda **values: two_roads_state(models, images, **values),
+        plot_two_roads,
+        [["index", "noise"], ["method", "iterations"]],
+        dict(index=index, noise=noise, method=method, iterations=iterations),
+    )
 
 
 # -- all six demos in one page: what `make demo` serves --------------------------------------------
 DEMO_TABS = (  # (tab title, lesson, one plain sentence: the app shows no code and typesets no math)
-    ("Banach's iteration", "01", "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1; "
-                                 "above 1 the map folds (its Jacobian changes sign), and for larger c the chosen y has "
-                                 "several preimages."),
-    ("Bound explorer", "02", "Each attention kind's bound before the output gain, after it (the certified one) and the "
-                             "Lipschitz constant measured on random inputs, at N positions."),
-    ("Attention map", "03", "Where one query position of the photograph looks: its attention weights on every position."),
-    ("Inversion", "04", "Invert one attention block y = x + g(x) step by step: the error per iteration beside the a-priori "
-                        "bound, and the error per pixel."),
-    ("Samples and walks", "08", "The trained digits model: samples at a temperature, a straight walk in latent "
-                                "space between two held-out digits, and each decoded image's re-encoding error."),
-    ("Two roads", "09", "Invert a classifier's final features back to the digit: i-RevNet analytically, the i-ResNet "
-                        "classifier and an unconstrained ResNet by iteration, with optional noise on the features."),
+    (
+        "Banach's iteration",
+        "01",
+        "Step the fixed-point iteration x ← y − g(x) for g = c·sin: it converges for c < 1; "
+        "above 1 the map folds (its Jacobian changes sign), and for larger c the chosen y has "
+        "several preimages.",
+    ),
+    (
+        "Bound explorer",
+        "02",
+        "Each attention kind's bound before the output gain, after it (the certified one) and the "
+        "Lipschitz constant measured on random inputs, at N positions.",
+    ),
+    (
+        "Attention map",
+        "03",
+        "Where one query position of the photograph looks: its attention weights on every position.",
+    ),
+    (
+        "Inversion",
+        "04",
+        "Invert one attention block y = x + g(x) step by step: the error per iteration beside the a-priori "
+        "bound, and the error per pixel.",
+    ),
+    (
+        "Samples and walks",
+        "08",
+        "The trained digits model: samples at a temperature, a straight walk in latent "
+        "space between two held-out digits, and each decoded image's re-encoding error.",
+    ),
+    (
+        "Two roads",
+        "09",
+        "Invert a classifier's final features back to the digit: i-RevNet analytically, the i-ResNet "
+        "classifier and an unconstrained ResNet by iteration, with optional noise on the features.",
+    ),
 )
 
 
@@ -573,8 +755,7 @@ def demo_app(checkpoints: str = "../checkpoints"):
 
     import ipywidgets as widgets
 
-    from .ablation import load_model
-    from .ablation import HELD_OUT_FROM
+    from .ablation import HELD_OUT_FROM, load_model
     from .data import digits, load_labelled, photograph_crops, photograph_thumbnail
     from .demos import two_roads_models
 
@@ -584,11 +765,13 @@ def demo_app(checkpoints: str = "../checkpoints"):
     demos = {
         "Banach's iteration": lambda: banach_demo(map="1d", c=0.9, steps=30),
         "Bound explorer": lambda: bound_explorer_demo(kind="l2", n_positions=256),
-        "Attention map": lambda: attention_map_demo(photograph_crops(1, 64, seed=0)[0], kind="gaussian",
-                                                    temperature=3.0, radius=3.0),
+        "Attention map": lambda: attention_map_demo(
+            photograph_crops(1, 64, seed=0)[0], kind="gaussian", temperature=3.0, radius=3.0
+        ),
         "Inversion": lambda: inversion_demo(photograph_thumbnail(64), kind="concat", iterations=8),
-        "Samples and walks": lambda: latent_demo(load_model(folder / "digits-200" / "concat-seed1.pt"),
-                                                         held_out, first=0, second=1),
+        "Samples and walks": lambda: latent_demo(
+            load_model(folder / "digits-200" / "concat-seed1.pt"), held_out, first=0, second=1
+        ),
         "Two roads": lambda: two_roads_demo(two_roads_models(folder / "two-roads"), test_digits),
     }
     built, pages = {}, []

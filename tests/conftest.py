@@ -19,7 +19,6 @@ def _seed():
     yield
 
 
-
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium for the browser tests (tests/_browser.py says when it skips)."""

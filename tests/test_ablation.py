@@ -15,17 +15,40 @@ SHIPPED = ROOT / "checkpoints" / "digits"
 
 
 def test_command_line_trains_saves_and_resumes(tmp_path, capsys):
-    args = ["--out", str(tmp_path), "--configs", "none", "generative-dot", "--seeds", "3", "4", "--epochs", "1",
-            "--n-train", "64", "--keep", "all", "--no-progress"]
+    args = [
+        "--out",
+        str(tmp_path),
+        "--configs",
+        "none",
+        "generative-dot",
+        "--seeds",
+        "3",
+        "4",
+        "--epochs",
+        "1",
+        "--n-train",
+        "64",
+        "--keep",
+        "all",
+        "--no-progress",
+    ]
     ablation.main(args)
     table = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["epochs"] == 1 and results["settings"]["n_train"] == 64
     assert sorted((r["label"], r["seed"]) for r in results["runs"]) == [
-        ("generative-dot", 3), ("generative-dot", 4), ("none", 3), ("none", 4)]
+        ("generative-dot", 3),
+        ("generative-dot", 4),
+        ("none", 3),
+        ("none", 4),
+    ]
     assert all(len(r["train_curve"]) == 1 for r in results["runs"])  # 64 digits, batch 64: one step per epoch
-    assert {p.name for p in tmp_path.glob("*.pt")} == {"none-seed3.pt", "none-seed4.pt", "generative-dot-seed3.pt",
-                                                       "generative-dot-seed4.pt"}
+    assert {p.name for p in tmp_path.glob("*.pt")} == {
+        "none-seed3.pt",
+        "none-seed4.pt",
+        "generative-dot-seed3.pt",
+        "generative-dot-seed4.pt",
+    }
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
     assert "generative-dot" in table and "inf" in table  # the uncertified variant's bound is shown as inf
     # a saved model gives back the recorded held-out bits/dim (the evaluation is seeded)
@@ -55,19 +78,22 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         ablation.run(tmp_path, ["none"], [1], epochs=2, n_train=64, keep="none", progress_bar=False, plot=False)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(labels=["softmax"]), "configuration"),
-    (dict(labels=["none", "none"]), "configurations must be distinct"),
-    (dict(seeds=[1, 1]), "distinct"),
-    (dict(seeds=[]), "distinct"),
-    (dict(seeds=[-1]), "integer in"),
-    (dict(seeds=[1.5]), "integer in"),
-    (dict(seeds=[True]), "integer in"),
-    (dict(n_train=1501), "held out"),
-    (dict(n_train=10), "n_train"),
-    (dict(keep="some"), "keep"),
-    (dict(epochs=0), "epochs"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(labels=["softmax"]), "configuration"),
+        (dict(labels=["none", "none"]), "configurations must be distinct"),
+        (dict(seeds=[1, 1]), "distinct"),
+        (dict(seeds=[]), "distinct"),
+        (dict(seeds=[-1]), "integer in"),
+        (dict(seeds=[1.5]), "integer in"),
+        (dict(seeds=[True]), "integer in"),
+        (dict(n_train=1501), "held out"),
+        (dict(n_train=10), "n_train"),
+        (dict(keep="some"), "keep"),
+        (dict(epochs=0), "epochs"),
+    ],
+)
 def test_bad_settings_are_refused(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         ablation.run(tmp_path, **{"labels": ["none"], **options})
@@ -101,19 +127,41 @@ def test_a_file_that_is_not_a_saved_model_is_refused(tmp_path):
 
 
 def test_runs_that_diverged_are_flagged_and_counted():
-    good = dict(label="none", seed=1, test_bits_per_dim=6.5, train_curve=[8.0, 7.0], attention_bound=math.nan,
-                attention_measured=math.nan)
+    good = dict(
+        label="none",
+        seed=1,
+        test_bits_per_dim=6.5,
+        train_curve=[8.0, 7.0],
+        attention_bound=math.nan,
+        attention_measured=math.nan,
+    )
     assert ablation.run_is_reliable(good) == (True, "")
-    cases = [dict(good, test_bits_per_dim=math.inf), dict(good, train_curve=[8.0, -3.0]),
-             dict(good, train_curve=[8.0, math.nan]), dict(good, attention_bound=math.inf, attention_measured=9.4)]
+    cases = [
+        dict(good, test_bits_per_dim=math.inf),
+        dict(good, train_curve=[8.0, -3.0]),
+        dict(good, train_curve=[8.0, math.nan]),
+        dict(good, attention_bound=math.inf, attention_measured=9.4),
+    ]
     for case, reason in zip(cases, ["not finite", "diverged", "diverged", "≥ 1"]):
         reliable, why = ablation.run_is_reliable(case)
         assert not reliable and reason in why
-    results = dict(settings=dict(epochs=1, n_train=64), runs=[
-        good, dict(good, seed=2, test_bits_per_dim=6.6),
-        dict(good, label="dot", attention_measured=0.2, attention_bound=0.9),
-        dict(good, label="dot", seed=2, test_bits_per_dim=5.0, train_curve=[8.0, -1e18], attention_bound=0.9,
-             attention_measured=0.2)])
+    results = dict(
+        settings=dict(epochs=1, n_train=64),
+        runs=[
+            good,
+            dict(good, seed=2, test_bits_per_dim=6.6),
+            dict(good, label="dot", attention_measured=0.2, attention_bound=0.9),
+            dict(
+                good,
+                label="dot",
+                seed=2,
+                test_bits_per_dim=5.0,
+                train_curve=[8.0, -1e18],
+                attention_bound=0.9,
+                attention_measured=0.2,
+            ),
+        ],
+    )
     rows = {row["label"]: row for row in ablation.summary(results)}
     # the diverged seed is not left out: it is counted, and it stays in the statistics
     assert rows["dot"]["unreliable"] == 1 and rows["dot"]["mean"] == pytest.approx(5.75)

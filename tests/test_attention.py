@@ -5,11 +5,10 @@ import math
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 import invattn as ia
-from torch.nn.utils import parametrize
-from invattn.attention import KINDS, PAPER_KINDS, l2_attention_constant, lambert_w0
-from invattn.attention import core
+from invattn.attention import KINDS, PAPER_KINDS, core, l2_attention_constant, lambert_w0
 from invattn.attention.core import _AttentionCore
 from invattn.data import dequantize, full_scale_photograph, photograph_crops
 from invattn.memory import SavedTensorBytes, TensorMemory
@@ -259,8 +258,14 @@ def test_paper_dot_and_concat_are_not_contractive(kind):
             torch.manual_seed(seed)
             g = ia.make_attention(kind, CHANNELS, variant=variant).double().eval()
             block = ia.InvertibleResidual(g)
-            x_hat, info = block.inverse(block(x), method="fixed_point", max_iter=100, allow_uncertified=True,
-                                        on_failure="return", return_info=True)
+            x_hat, info = block.inverse(
+                block(x),
+                method="fixed_point",
+                max_iter=100,
+                allow_uncertified=True,
+                on_failure="return",
+                return_info=True,
+            )
             error = float((x_hat - x).norm() / x.norm())
             if variant == "certified":
                 assert info.converged and error < 1e-8
@@ -320,8 +325,9 @@ def test_generative_variant_output_shrinks_like_one_over_n():
     from invattn.attention.tightness import scale_with_positions
 
     torch.manual_seed(0)
-    generative = scale_with_positions(ia.make_attention("concat", CHANNELS, variant="generative").double().eval(),
-                                      CHANNELS, (4, 8, 16))
+    generative = scale_with_positions(
+        ia.make_attention("concat", CHANNELS, variant="generative").double().eval(), CHANNELS, (4, 8, 16)
+    )
     certified = scale_with_positions(ia.make_attention("concat", CHANNELS).double().eval(), CHANNELS, (4, 8, 16))
     assert [r["positions"] for r in generative] == [16, 64, 256]
     for key in ("output_ratio", "measured"):

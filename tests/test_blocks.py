@@ -115,8 +115,14 @@ def test_callback_sees_every_iterate():
     assert seen == list(range(info.iterations + 1))
     seen.clear()  # stopped by max_iter: the returned point is still the last one the callback saw
     returned = []
-    x_hat = block.inverse(y, method="fixed_point", tol=1e-300, max_iter=4, on_failure="return",
-                          callback=lambda k, x: (seen.append(k), returned.append(x)))
+    x_hat = block.inverse(
+        y,
+        method="fixed_point",
+        tol=1e-300,
+        max_iter=4,
+        on_failure="return",
+        callback=lambda k, x: (seen.append(k), returned.append(x)),
+    )
     assert seen == [0, 1, 2, 3, 4] and torch.equal(returned[-1], x_hat)
 
 
@@ -169,8 +175,11 @@ def test_refuses_to_invert_a_block_with_certified_bound_not_below_one():
 
 @settings(max_examples=20, deadline=None)
 @given(
-    dim=st.integers(1, 16), batch=st.integers(1, 4), coeff=st.floats(0.05, 0.97),
-    method=st.sampled_from(["anderson", "fixed_point"]), seed=st.integers(0, 10_000),
+    dim=st.integers(1, 16),
+    batch=st.integers(1, 4),
+    coeff=st.floats(0.05, 0.97),
+    method=st.sampled_from(["anderson", "fixed_point"]),
+    seed=st.integers(0, 10_000),
 )
 def test_property_inverse_of_forward_is_identity(dim, batch, coeff, method, seed):
     torch.manual_seed(seed)
@@ -242,9 +251,13 @@ def test_anderson_takes_plain_steps_while_iteration_is_fast():
     fp_iterates, aa_iterates, textbook = [], [], []
     _, fp = block.inverse(y, method="fixed_point", return_info=True, callback=lambda k, t: fp_iterates.append(t))
     _, aa = block.inverse(y, method="anderson", return_info=True, callback=lambda k, t: aa_iterates.append(t))
-    _, tb = block.inverse(y, method="anderson", rate_gate=0.0, return_info=True,
-                          callback=lambda k, t: textbook.append(t))
-    assert max(fp.residuals[k + 1] / fp.residuals[k] for k in range(len(fp.residuals) - 1)) <= ia.solvers.ANDERSON_RATE_GATE
+    _, tb = block.inverse(
+        y, method="anderson", rate_gate=0.0, return_info=True, callback=lambda k, t: textbook.append(t)
+    )
+    assert (
+        max(fp.residuals[k + 1] / fp.residuals[k] for k in range(len(fp.residuals) - 1))
+        <= ia.solvers.ANDERSON_RATE_GATE
+    )
     assert aa.function_evals == fp.function_evals
     assert all(torch.equal(a, b) for a, b in zip(aa_iterates, fp_iterates))
     assert not all(torch.equal(a, b) for a, b in zip(textbook, fp_iterates))  # the textbook algorithm mixes
@@ -261,16 +274,26 @@ def test_anderson_starts_mixing_once_iteration_is_slow():
     _, fp = block.inverse(y, method="fixed_point", max_iter=20_000, return_info=True)
     gated, textbook = [], []
     _, aa = block.inverse(y, method="anderson", return_info=True, callback=lambda k, t: gated.append(t))
-    _, tb = block.inverse(y, method="anderson", rate_gate=0.0, return_info=True,
-                          callback=lambda k, t: textbook.append(t))
+    _, tb = block.inverse(
+        y, method="anderson", rate_gate=0.0, return_info=True, callback=lambda k, t: textbook.append(t)
+    )
     assert aa.converged and tb.converged and fp.converged
     assert aa.function_evals < fp.function_evals / 2 and tb.function_evals < fp.function_evals / 2
     # the first observed rate already exceeds the gate, so the gated solver mixes as early as the textbook one
     assert all(torch.equal(a, b) for a, b in zip(gated, textbook))
 
 
-@pytest.mark.parametrize("gate, error", [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError),
-                                         ("0.5", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "gate, error",
+    [
+        (-0.1, ValueError),
+        (1.0, ValueError),
+        (float("nan"), ValueError),
+        ("0.5", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_a_bad_rate_gate_is_refused(gate, error):
     block = dense_block(4, 0.5)
     y = torch.randn(2, 4, dtype=torch.float64)

@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin
 
 import pytest
-
 from _browser import ARTIFACTS, ROOT, free_port
 
 from invattn import book
@@ -49,8 +48,9 @@ def _require_book_extra() -> None:
 def _nb(*markdown: str, outputs: list | None = None) -> dict:
     """A small notebook: one markdown cell per text, then a code cell with ``outputs``."""
     cells = [{"cell_type": "markdown", "metadata": {}, "source": text} for text in markdown]
-    cells.append({"cell_type": "code", "metadata": {}, "execution_count": 1, "source": "x = 1",
-                  "outputs": outputs or []})
+    cells.append(
+        {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": "x = 1", "outputs": outputs or []}
+    )
     return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -77,8 +77,9 @@ def test_index_is_readme_lesson_map_with_every_lesson_in_its_order():
     assert listed == [f"notebooks/{stem}" for stem in order]
     assert sorted(listed) == sorted(f"notebooks/{Path(name).stem}" for name in names)
     assert "\nInteractive lessons" in readme  # README's opening, which the index shows without the badges above it
-    badged = readme.replace("\nInteractive lessons", "\n[![CI](https://ci.example/badge.svg)](https://ci.example)\n"
-                            "\nInteractive lessons", 1)
+    badged = readme.replace(
+        "\nInteractive lessons", "\n[![CI](https://ci.example/badge.svg)](https://ci.example)\n\nInteractive lessons", 1
+    )
     assert "ci.example" not in book.index_page(badged, names) and "Interactive lessons" in page
 
 
@@ -102,10 +103,14 @@ def test_widget_output_becomes_the_note_and_widget_state_is_dropped():
         staged = book.stage_notebook(nb, path.name, anchors, repository_url())
         text = json.dumps(staged)
         assert book.WIDGET_VIEW not in text and "widget-state" not in text and "widgets" not in staged["metadata"]
-        notes = [i for i, cell in enumerate(staged["cells"]) for output in cell.get("outputs", [])
-                 if output.get("data", {}).get("text/html") == book.DEMO_NOTE]
+        notes = [
+            i
+            for i, cell in enumerate(staged["cells"])
+            for output in cell.get("outputs", [])
+            if output.get("data", {}).get("text/html") == book.DEMO_NOTE
+        ]
         assert len(notes) == text.count("invattn-static-demo") >= 1
-        following = [cell for cell in staged["cells"][notes[0] + 1:] if cell["cell_type"] == "code"][0]
+        following = [cell for cell in staged["cells"][notes[0] + 1 :] if cell["cell_type"] == "code"][0]
         assert any("image/png" in output.get("data", {}) for output in following["outputs"])  # the static state
         assert "widgets" in nb["metadata"]  # the lesson itself is left as it was
     for words in ("python -m jupyterlab notebooks", "make demo", "python -m voila app/demos.ipynb", "figure below"):
@@ -132,38 +137,47 @@ def test_links_resolve_in_the_site_or_are_refused():
         "[a figure](../figures/01_fixed_point_error.png), "
         "[the map](../README.md#lessons), [training](../README.md#training-the-density-model), "
         "[the solvers](../invattn/solvers.py), [bench](../invattn/bench), [a paper](https://arxiv.org/abs/2107.0), "
-        '<a href="../invattn/logdet.py">logdet</a>')
+        '<a href="../invattn/logdet.py">logdet</a>'
+    )
     assert staged == (
         "[lesson 03](03_building_invertible_attention.ipynb), [its section 1](03_building_invertible_attention.ipynb"
         "#1--from-a-photograph-to--positions), [section 3](03_building_invertible_attention.ipynb#3--concat-by-hand), "
         "[a figure](../figures/01_fixed_point_error.png), "
         f"[the map](../index.md#lessons), [training]({url}/blob/main/README.md#training-the-density-model), "
         f"[the solvers]({url}/blob/main/invattn/solvers.py), [bench]({url}/tree/main/invattn/bench), "
-        f'[a paper](https://arxiv.org/abs/2107.0), <a href="{url}/blob/main/invattn/logdet.py">logdet</a>')
+        f'[a paper](https://arxiv.org/abs/2107.0), <a href="{url}/blob/main/invattn/logdet.py">logdet</a>'
+    )
     code = "`model[0](x)` and\n```python\nf = layers[1](y)\n```\n"
     assert _stage_markdown(code) == code  # code is shown as typed, not read as links
     nbs = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in LESSONS}
     index_links = book._Links("README.md", ROOT, {name: book._anchors(nb) for name, nb in nbs.items()}, url)
     assert book._stage_markdown(
         "[03](notebooks/03_building_invertible_attention.ipynb#3-·-concat,-by-hand), [make](#two-commands), "
-        "[map](#lessons), ![fig](figures/01_fixed_point_error.png), [solvers](invattn/solvers.py)", index_links) == (
+        "[map](#lessons), ![fig](figures/01_fixed_point_error.png), [solvers](invattn/solvers.py)",
+        index_links,
+    ) == (
         "[03](notebooks/03_building_invertible_attention.ipynb#3--concat-by-hand), "
         f"[make]({url}/blob/main/README.md#two-commands), [map](index.md#lessons), "
-        f"![fig](figures/01_fixed_point_error.png), [solvers]({url}/blob/main/invattn/solvers.py)")
-    for broken, message in [("[x](11_no_such_lesson.ipynb)", "does not exist"),
-                            ("[x](../figures/no_such_figure.png)", "missing figure"),
-                            ("[x](03_building_invertible_attention.ipynb#no-such-section)", "names no heading"),
-                            ("[x](#no-such-section)", "names no heading"),
-                            ("[x](../../outside.txt)", "outside the repository")]:
+        f"![fig](figures/01_fixed_point_error.png), [solvers]({url}/blob/main/invattn/solvers.py)"
+    )
+    for broken, message in [
+        ("[x](11_no_such_lesson.ipynb)", "does not exist"),
+        ("[x](../figures/no_such_figure.png)", "missing figure"),
+        ("[x](03_building_invertible_attention.ipynb#no-such-section)", "names no heading"),
+        ("[x](#no-such-section)", "names no heading"),
+        ("[x](../../outside.txt)", "outside the repository"),
+    ]:
         with pytest.raises(ValueError, match=message):
             _stage_markdown(broken)
 
 
 def test_math_in_a_summary_becomes_a_math_element():
     staged = _stage_markdown("<details><summary>Why $L^2 < 1 - p$ and $x$</summary>\n\nBody $y$.\n\n</details>")
-    assert staged == ('<details><summary>Why <span class="math notranslate nohighlight">\\(L^2 &lt; 1 - p\\)</span>'
-                      ' and <span class="math notranslate nohighlight">\\(x\\)</span></summary>\n\nBody $y$.\n\n'
-                      "</details>")
+    assert staged == (
+        '<details><summary>Why <span class="math notranslate nohighlight">\\(L^2 &lt; 1 - p\\)</span>'
+        ' and <span class="math notranslate nohighlight">\\(x\\)</span></summary>\n\nBody $y$.\n\n'
+        "</details>"
+    )
 
 
 def test_bad_input_is_a_clear_error(tmp_path, monkeypatch):
@@ -256,8 +270,11 @@ IMAGES = """async () => {
 
 def _pages(index: Path) -> list[str]:
     """Every page of the site (the theme's template snippets it copies into ``_static`` are not pages)."""
-    return sorted(path.relative_to(index.parent).as_posix() for path in index.parent.rglob("*.html")
-                  if not path.relative_to(index.parent).parts[0].startswith("_"))
+    return sorted(
+        path.relative_to(index.parent).as_posix()
+        for path in index.parent.rglob("*.html")
+        if not path.relative_to(index.parent).parts[0].startswith("_")
+    )
 
 
 def _check_link(link: str, checked: dict) -> str | None:
@@ -272,8 +289,11 @@ def _check_link(link: str, checked: dict) -> str | None:
     status, text = checked[address]
     if status != 200:
         return f"{link}: HTTP {status}"
-    if fragment and address.endswith(".html") and not re.search(rf"""\bid=["']{re.escape(unquote(fragment))}["']""",
-                                                                  text):
+    if (
+        fragment
+        and address.endswith(".html")
+        and not re.search(rf"""\bid=["']{re.escape(unquote(fragment))}["']""", text)
+    ):
         return f"{link}: no element with id {fragment!r}"
     return None
 
@@ -289,11 +309,19 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
     page.on("request", lambda request: requests.append(request.url))
     # Chromium drops a page's favicon fetch when the next page is opened (ERR_ABORTED): not a failure of the site,
     # whose favicon is checked to be served below
-    page.on("requestfailed", lambda request: None if request.url.endswith("favicon.svg") and "ERR_ABORTED" in
-            str(request.failure) else failed.append(f"{request.url}: {request.failure}"))
+    page.on(
+        "requestfailed",
+        lambda request: (
+            None
+            if request.url.endswith("favicon.svg") and "ERR_ABORTED" in str(request.failure)
+            else failed.append(f"{request.url}: {request.failure}")
+        ),
+    )
     assert urllib.request.urlopen(urljoin(base, "_static/favicon.svg")).status == 200
-    page.on("response", lambda response: failed.append(f"{response.url}: HTTP {response.status}")
-            if response.status >= 400 else None)
+    page.on(
+        "response",
+        lambda response: failed.append(f"{response.url}: HTTP {response.status}") if response.status >= 400 else None,
+    )
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     links, checked, problems = set(), {}, []
@@ -309,7 +337,8 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
         assert not raw, f"{name}: text still reads as TeX (not typeset): {raw[:5]}"
         images = page.evaluate(IMAGES)
         assert all(image["width"] > 0 for image in images), f"{name}: images not loaded: " + str(
-            [image["src"] for image in images if image["width"] == 0])
+            [image["src"] for image in images if image["width"] == 0]
+        )
         if name in lesson_pages:
             assert any(image["src"].endswith("open-in-colab.svg") for image in images), f"{name}: no local badge"
             assert sum(image["src"].startswith("../_images/") for image in images) >= 1, f"{name}: no figure"
@@ -325,12 +354,16 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
             if href.startswith(base):
                 links.add(href)
     for path in LESSONS:  # every heading a lesson may link to has the anchor the staging rewrites links to
-        page.goto(urljoin(base, f"notebooks/{path.stem}.html"), wait_until="networkidle")  # the favicon too, which loads after the page
+        page.goto(
+            urljoin(base, f"notebooks/{path.stem}.html"), wait_until="networkidle"
+        )  # the favicon too, which loads after the page
         ids = set(page.eval_on_selector_all("[id]", "elements => elements.map(e => e.id)"))
         slugs = set(book._anchors(json.loads(path.read_text(encoding="utf-8"))).values())
         assert slugs <= ids, f"{path.name}: headings without the anchor links are rewritten to: {slugs - ids}"
     for name in (path.name for path in WIDGET_LESSONS):
-        page.goto(urljoin(base, f"notebooks/{Path(name).stem}.html"), wait_until="networkidle")  # the favicon too, which loads after the page
+        page.goto(
+            urljoin(base, f"notebooks/{Path(name).stem}.html"), wait_until="networkidle"
+        )  # the favicon too, which loads after the page
         assert "needs a running kernel" in page.inner_text("body"), f"{name}: no note where its demo was"
     page.close()
     outside = [url for url in requests if not url.startswith(base) and not url.startswith(("data:", "blob:"))]

@@ -74,7 +74,8 @@ def test_training_mode_conv_after_a_perturbation_is_certified():
 def _conv_branch(size: int) -> nn.Sequential:
     """SN-conv3×3 2→8 → ELU → SN-conv3×3 8→2 at size×size, each norm ≤ 0.9, in float64."""
     return nn.Sequential(
-        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(size, size)), nn.ELU(),
+        ia.spectral_norm(nn.Conv2d(2, 8, 3, padding=1), 0.9, input_size=(size, size)),
+        nn.ELU(),
         ia.spectral_norm(nn.Conv2d(8, 2, 3, padding=1), 0.9, input_size=(size, size)),
     ).double()
 
@@ -111,10 +112,13 @@ def test_inverse_in_training_mode_reports_an_error_bound_that_holds():
 # -- 3. torch.func -----------------------------------------------------------------------------------------------
 def _func_modules():
     size = (4, 4)
-    conv_block = ia.InvertibleResidual(nn.Sequential(
-        ia.spectral_norm(nn.Conv2d(4, 8, 3, padding=1), 0.9, input_size=size), nn.ELU(),
-        ia.spectral_norm(nn.Conv2d(8, 4, 1), 0.9),
-    ))
+    conv_block = ia.InvertibleResidual(
+        nn.Sequential(
+            ia.spectral_norm(nn.Conv2d(4, 8, 3, padding=1), 0.9, input_size=size),
+            nn.ELU(),
+            ia.spectral_norm(nn.Conv2d(8, 4, 1), 0.9),
+        )
+    )
     modules = {"conv block": conv_block, "linear": ia.spectral_norm(nn.Conv2d(4, 4, 1), 0.9)}
     for kind in ia.KINDS:
         modules[kind] = ia.InvertibleResidual(ia.make_attention(kind, 4, reduction=2))
@@ -256,18 +260,36 @@ TIGHTNESS: list[float] = []
 
 @settings(max_examples=60, deadline=None)
 @given(
-    in_channels=st.integers(1, 4), out_per_group=st.integers(1, 4), groups=st.sampled_from([1, 2]),
-    kh=st.integers(1, 5), kw=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
-    pad_h=st.integers(0, 4), pad_w=st.integers(0, 4), circular=st.booleans(),
-    height=st.integers(1, 8), width=st.integers(1, 8), float64=st.booleans(), seed=st.integers(0, 10_000),
+    in_channels=st.integers(1, 4),
+    out_per_group=st.integers(1, 4),
+    groups=st.sampled_from([1, 2]),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
+    pad_h=st.integers(0, 4),
+    pad_w=st.integers(0, 4),
+    circular=st.booleans(),
+    height=st.integers(1, 8),
+    width=st.integers(1, 8),
+    float64=st.booleans(),
+    seed=st.integers(0, 10_000),
 )
 def test_property_conv_certified_bound_is_above_the_exact_norm(
     in_channels, out_per_group, groups, kh, kw, stride, dilation, pad_h, pad_w, circular, height, width, float64, seed
 ):
     torch.manual_seed(seed)
     dtype = torch.float64 if float64 else torch.float32
-    conv = nn.Conv2d(in_channels * groups, out_per_group * groups, (kh, kw), stride=stride, dilation=dilation,
-                     padding=(pad_h, pad_w), groups=groups, padding_mode="circular" if circular else "zeros").to(dtype)
+    conv = nn.Conv2d(
+        in_channels * groups,
+        out_per_group * groups,
+        (kh, kw),
+        stride=stride,
+        dilation=dilation,
+        padding=(pad_h, pad_w),
+        groups=groups,
+        padding_mode="circular" if circular else "zeros",
+    ).to(dtype)
     size = (height, width)
     try:
         geometry = layer_geometry(conv, size)
@@ -283,8 +305,13 @@ def test_property_conv_certified_bound_is_above_the_exact_norm(
 
 
 @settings(max_examples=40, deadline=None)
-@given(fan_in=st.integers(1, 40), fan_out=st.integers(1, 40), scale=st.floats(0.01, 100.0),
-       float64=st.booleans(), seed=st.integers(0, 10_000))
+@given(
+    fan_in=st.integers(1, 40),
+    fan_out=st.integers(1, 40),
+    scale=st.floats(0.01, 100.0),
+    float64=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
 def test_property_linear_certified_bound_is_the_exact_norm(fan_in, fan_out, scale, float64, seed):
     torch.manual_seed(seed)
     layer = nn.Linear(fan_in, fan_out).to(torch.float64 if float64 else torch.float32)
@@ -302,8 +329,10 @@ def test_property_tightness_is_reported():
     if not TIGHTNESS:
         pytest.skip("the property test did not run first")
     ratios = torch.tensor(TIGHTNESS)
-    print(f"exact/certified over {len(ratios)} random convolutions: min {ratios.min():.3f}, "
-          f"median {ratios.median():.3f}, max {ratios.max():.3f}")
+    print(
+        f"exact/certified over {len(ratios)} random convolutions: min {ratios.min():.3f}, "
+        f"median {ratios.median():.3f}, max {ratios.max():.3f}"
+    )
     assert float(ratios.max()) <= 1.0
     assert float(ratios.median()) >= 0.5  # loose only on tiny, strided or heavily padded inputs
 
@@ -382,7 +411,9 @@ def test_workflow_save_and_load_into_a_fresh_model():
     fresh.load_state_dict(torch.load(buffer))
     _check_model(fresh, x)
     model.eval()
-    assert model.lipschitz_bounds() == pytest.approx(fresh.lipschitz_bounds(), rel=1e-12)  # LAPACK may round the last bit differently
+    assert model.lipschitz_bounds() == pytest.approx(
+        fresh.lipschitz_bounds(), rel=1e-12
+    )  # LAPACK may round the last bit differently
 
 
 @pytest.mark.compat
@@ -407,14 +438,21 @@ def test_legacy_checkpoint_keys_are_ignored():
     assert math.isfinite(ia.lipschitz_bound(layer))
 
 
-# -- the fast paths: tap-offset Grams for small kernels, Lanczos + Cholesky for large matrices ---------------------------
+# -- the fast paths: tap-offset Grams for small kernels, Lanczos + Cholesky for large matrices
+# ---------------------------
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    in_channels=st.integers(1, 6), out_channels=st.integers(1, 6), groups=st.sampled_from([1, 2]),
-    kh=st.integers(1, 5), kw=st.integers(1, 5), dilation=st.integers(1, 3), m=st.integers(1, 12),
-    n=st.integers(1, 12), seed=st.integers(0, 10_000),
+    in_channels=st.integers(1, 6),
+    out_channels=st.integers(1, 6),
+    groups=st.sampled_from([1, 2]),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    dilation=st.integers(1, 3),
+    m=st.integers(1, 12),
+    n=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
 )
 def test_property_tap_grams_equal_the_grams_of_the_fft_spectrum(
     in_channels, out_channels, groups, kh, kw, dilation, m, n, seed
@@ -523,11 +561,14 @@ def test_a_parametrization_after_the_spectral_norm_is_refused():
         ia.lipschitz_bound(layer)
 
 
-@pytest.mark.parametrize("dtype, fill, shape", [
-    (torch.float16, 6e4, (100, 100)),  # the scale is subnormal in float16
-    (torch.float32, 1.4e-45, (8, 8)),  # subnormal weights do not shrink when scaled
-    (torch.float16, 6e-8, (8, 8)),
-])
+@pytest.mark.parametrize(
+    "dtype, fill, shape",
+    [
+        (torch.float16, 6e4, (100, 100)),  # the scale is subnormal in float16
+        (torch.float32, 1.4e-45, (8, 8)),  # subnormal weights do not shrink when scaled
+        (torch.float16, 6e-8, (8, 8)),
+    ],
+)
 def test_subnormal_rounding_is_covered(dtype, fill, shape):
     layer = ia.spectral_norm(nn.Linear(shape[1], shape[0], bias=False).to(dtype), 0.9)
     with torch.no_grad():

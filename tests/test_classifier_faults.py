@@ -105,8 +105,16 @@ def test_inverse_outside_the_range_reports_the_dropped_padding_and_warns(archite
 
 
 def test_inverse_without_padding_drops_nothing():
-    config = ClassifierConfig(in_channels=1, image_size=8, blocks=(1,), strides=(1,), channels=(2,), hidden=4,
-                              init_downsampling=1, injective=False)
+    config = ClassifierConfig(
+        in_channels=1,
+        image_size=8,
+        blocks=(1,),
+        strides=(1,),
+        channels=(2,),
+        hidden=4,
+        init_downsampling=1,
+        injective=False,
+    )
     model = IRevNet(config).double().eval()
     phi = _noisy(model.features(torch.rand(2, 1, 8, 8, dtype=torch.float64) - 0.5), 0.01)
     x_hat, info = model.inverse(phi, return_info=True)
@@ -204,8 +212,9 @@ def test_float32_radii_far_from_the_boundary_shrink_little(float32_classifier):
 def test_float32_radii_refuse_what_the_rounding_analysis_does_not_cover(float32_classifier):
     model, test_x = float32_classifier
     x = test_x[:2]
-    attention = IResNetClassifier(ClassifierConfig(**{**classifier_preset("iresnet", "smoke").to_dict(),
-                                                      "attention": "l2"})).eval()
+    attention = IResNetClassifier(
+        ClassifierConfig(**{**classifier_preset("iresnet", "smoke").to_dict(), "attention": "l2"})
+    ).eval()
     with pytest.raises(ValueError, match=r"attention block.*no certified radius"):
         certified_radius(attention, x)
     with pytest.raises(ValueError, match=r"attention block.*no certified radius"):
@@ -215,7 +224,9 @@ def test_float32_radii_refuse_what_the_rounding_analysis_does_not_cover(float32_
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
     try:
-        with pytest.raises(ValueError, match=r"reduced-precision float32 mode.*set_float32_matmul_precision\('medium'\)"):
+        with pytest.raises(
+            ValueError, match=r"reduced-precision float32 mode.*set_float32_matmul_precision\('medium'\)"
+        ):
             certified_radius(model, x)
     finally:
         torch.set_float32_matmul_precision(previous)
@@ -232,15 +243,17 @@ def test_a_float64_model_whose_logits_cancel_gets_only_the_radius_its_rounding_a
     x0 = torch.rand(1, 1, 8, 8, dtype=torch.float64) - 0.5
     h = torch.relu(model.features(x0)).mean((2, 3))
     weight = model.head.weight
-    weight.copy_(1e9 * torch.randn(1, weight.shape[1], dtype=torch.float64).expand_as(weight)
-                 + 1e-3 * torch.randn_like(weight))
+    weight.copy_(
+        1e9 * torch.randn(1, weight.shape[1], dtype=torch.float64).expand_as(weight) + 1e-3 * torch.randn_like(weight)
+    )
     model.head.bias.copy_(-(weight @ h[0]))
     model.head.bias[3] += 1e-7
     x = x0 + 1e-9 * torch.randn(100, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     logits = model(x)
     top2 = logits.topk(2, dim=1)
     former = (top2.values[:, 0] - top2.values[:, 1] - 1e-9 * logits.abs().amax(1)).clamp(min=0) / (
-        math.sqrt(2) * model.logit_lipschitz_bound())
+        math.sqrt(2) * model.logit_lipschitz_bound()
+    )
     generator = torch.Generator().manual_seed(2)
     flipped = 0
     for index in torch.nonzero(former > 0).flatten().tolist():

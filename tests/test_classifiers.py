@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import invattn as ia
+from invattn import AdditiveCoupling, AffineCoupling, AttentionCoupling, InjectivePad
 from invattn import train as training
 from invattn.classifiers import (
     ClassifierConfig,
@@ -24,7 +25,6 @@ from invattn.classifiers import (
     classifier_preset,
     pgd_attack,
 )
-from invattn import AdditiveCoupling, AffineCoupling, AttentionCoupling, InjectivePad
 from invattn.data import DatasetNotFoundError, load_labelled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,12 +42,18 @@ def _conv_f(half: int, out: int | None = None) -> nn.Module:
 
 
 @settings(max_examples=25, deadline=None)
-@given(half=st.integers(1, 4), height=st.integers(1, 6), width=st.integers(1, 6), batch=st.integers(1, 3),
-       affine=st.booleans(), seed=st.integers(0, 1000))
+@given(
+    half=st.integers(1, 4),
+    height=st.integers(1, 6),
+    width=st.integers(1, 6),
+    batch=st.integers(1, 3),
+    affine=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_property_coupling_round_trip_is_exact_in_float64(half, height, width, batch, affine, seed):
     torch.manual_seed(seed)
     channels = 2 * half
-    block = (AffineCoupling(_conv_f(half, channels), channels) if affine else AdditiveCoupling(_conv_f(half), channels))
+    block = AffineCoupling(_conv_f(half, channels), channels) if affine else AdditiveCoupling(_conv_f(half), channels)
     block = block.double()
     x = 3 * torch.randn(batch, channels, height, width, dtype=torch.float64)
     y = block(x)
@@ -129,15 +135,35 @@ def test_coupling_errors_are_clear():
 # -- i-RevNet ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [
-    classifier_preset("irevnet", "smoke"),
-    classifier_preset("irevnet", "digits"),
-    # the bijective variant (b): one initial squeeze makes 4 channels, exactly 2·2; then 16 = 2·8
-    ClassifierConfig(in_channels=1, image_size=8, blocks=(2, 2), strides=(1, 2), channels=(2, 8), hidden=4,
-                     init_downsampling=1, injective=False),
-    ClassifierConfig(in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2), channels=(4, 16), hidden=4,
-                     attention="dot", attention_variant="paper"),
-], ids=["smoke", "digits", "bijective", "paper-attention"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        classifier_preset("irevnet", "smoke"),
+        classifier_preset("irevnet", "digits"),
+        # the bijective variant (b): one initial squeeze makes 4 channels, exactly 2·2; then 16 = 2·8
+        ClassifierConfig(
+            in_channels=1,
+            image_size=8,
+            blocks=(2, 2),
+            strides=(1, 2),
+            channels=(2, 8),
+            hidden=4,
+            init_downsampling=1,
+            injective=False,
+        ),
+        ClassifierConfig(
+            in_channels=1,
+            image_size=8,
+            blocks=(1, 1),
+            strides=(1, 2),
+            channels=(4, 16),
+            hidden=4,
+            attention="dot",
+            attention_variant="paper",
+        ),
+    ],
+    ids=["smoke", "digits", "bijective", "paper-attention"],
+)
 def test_irevnet_inverse_is_exact(config):
     torch.manual_seed(0)
     model = IRevNet(config).double().eval()
@@ -159,8 +185,9 @@ def test_irevnet_paper_configuration_builds():
 
 def test_bijective_variant_refuses_padding():
     with pytest.raises(ValueError, match="injective padding"):
-        IRevNet(ClassifierConfig(in_channels=1, image_size=8, blocks=(1,), strides=(1,), channels=(4,),
-                                 injective=False))
+        IRevNet(
+            ClassifierConfig(in_channels=1, image_size=8, blocks=(1,), strides=(1,), channels=(4,), injective=False)
+        )
     with pytest.raises(ValueError, match="channels only grow"):
         IRevNet(ClassifierConfig(in_channels=4, image_size=8, blocks=(1,), strides=(1,), channels=(1,)))
     with pytest.raises(ValueError, match="squeezed"):
@@ -211,7 +238,9 @@ def test_certified_radius_survives_an_attack():
 def test_certified_radius_refuses_models_without_a_bound():
     with pytest.raises(ValueError, match="no"):
         certified_radius(IRevNet(classifier_preset("irevnet", "smoke")), torch.rand(1, 1, 8, 8))
-    unconstrained = IResNetClassifier(ClassifierConfig(**{**classifier_preset("iresnet", "smoke").to_dict(), "coeff": None}))
+    unconstrained = IResNetClassifier(
+        ClassifierConfig(**{**classifier_preset("iresnet", "smoke").to_dict(), "coeff": None})
+    )
     with pytest.raises(ValueError, match="no"):
         certified_radius(unconstrained, torch.rand(1, 1, 8, 8))
     with pytest.raises(ValueError, match="no certified Lipschitz bound"):
@@ -251,10 +280,24 @@ def test_labelled_digits_split_and_missing_data_sets():
 
 @pytest.mark.parametrize("architecture", ["irevnet", "iresnet"])
 def test_classifier_training_runs_resumes_exactly_and_logs(tmp_path, architecture):
-    straight = training.train("smoke", tmp_path / "a", steps=6, progress_bar=False, task="classify",
-                              architecture=architecture, training_overrides=dict(checkpoint_every=3))
-    training.train("smoke", tmp_path / "b", steps=3, progress_bar=False, task="classify", architecture=architecture,
-                   training_overrides=dict(checkpoint_every=3))
+    straight = training.train(
+        "smoke",
+        tmp_path / "a",
+        steps=6,
+        progress_bar=False,
+        task="classify",
+        architecture=architecture,
+        training_overrides=dict(checkpoint_every=3),
+    )
+    training.train(
+        "smoke",
+        tmp_path / "b",
+        steps=3,
+        progress_bar=False,
+        task="classify",
+        architecture=architecture,
+        training_overrides=dict(checkpoint_every=3),
+    )
     resumed = training.train("smoke", tmp_path / "b", steps=6, resume=True, progress_bar=False)
     a, b = straight["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
@@ -266,9 +309,16 @@ def test_classifier_training_runs_resumes_exactly_and_logs(tmp_path, architectur
 
 
 def test_classifier_options_work(tmp_path):
-    result = training.train("smoke", tmp_path, steps=2, progress_bar=False, task="classify", architecture="iresnet",
-                            model_overrides=dict(coeff=0.5),
-                            training_overrides=dict(optimizer="sgd", weight_decay=5e-4, lr=0.05))
+    result = training.train(
+        "smoke",
+        tmp_path,
+        steps=2,
+        progress_bar=False,
+        task="classify",
+        architecture="iresnet",
+        model_overrides=dict(coeff=0.5),
+        training_overrides=dict(optimizer="sgd", weight_decay=5e-4, lr=0.05),
+    )
     model = result["model"].eval()
     assert model.config.coeff == 0.5
     assert all(block.lipschitz_bound() <= 0.5 for stage in model.stages for block in stage)
@@ -276,36 +326,88 @@ def test_classifier_options_work(tmp_path):
     with pytest.raises(ValueError, match="needs a model"):
         training.train("smoke", tmp_path, task="classify")
     with pytest.raises(ValueError, match="batch_size"):
-        training.train("smoke", tmp_path, task="classify", architecture="irevnet", training_overrides=dict(batch_size=0))
+        training.train(
+            "smoke", tmp_path, task="classify", architecture="irevnet", training_overrides=dict(batch_size=0)
+        )
     with pytest.raises(ValueError, match="resume continues it as saved"):
         training.train("smoke", tmp_path, resume=True, task="classify", architecture="irevnet")  # an iresnet run
     with pytest.raises(ValueError, match="weight_decay"):
-        training.train("smoke", tmp_path, task="classify", architecture="irevnet",
-                       training_overrides=dict(weight_decay=-1.0))
+        training.train(
+            "smoke", tmp_path, task="classify", architecture="irevnet", training_overrides=dict(weight_decay=-1.0)
+        )
 
 
 def test_classify_command_line(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "invattn.train", "--no-progress", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "invattn.train", "--no-progress", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    done = run("--task", "classify", "--model", "iresnet", "--preset", "smoke", "--coeff", "none", "--steps", "2",
-               "--attention", "none", "--out", str(tmp_path / "r"))
+    done = run(
+        "--task",
+        "classify",
+        "--model",
+        "iresnet",
+        "--preset",
+        "smoke",
+        "--coeff",
+        "none",
+        "--steps",
+        "2",
+        "--attention",
+        "none",
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "held-out accuracy" in done.stdout
     state = training.load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert state["model_config"]["coeff"] is None and state["model_config"]["architecture"] == "iresnet"
     assert "needs --model" in run("--task", "classify", "--preset", "smoke", "--out", str(tmp_path / "x")).stderr
     assert "--coeff" in run("--preset", "smoke", "--coeff", "0.5", "--out", str(tmp_path / "x")).stderr
-    assert "--coeff takes" in run("--task", "classify", "--model", "iresnet", "--preset", "smoke", "--coeff", "big",
-                                  "--out", str(tmp_path / "x")).stderr
-    assert "only --steps" in run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--resume",
-                                 "--out", str(tmp_path / "r")).stderr
-    epochs = run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--epochs", "2", "--out",
-                 str(tmp_path / "e"))
+    assert (
+        "--coeff takes"
+        in run(
+            "--task",
+            "classify",
+            "--model",
+            "iresnet",
+            "--preset",
+            "smoke",
+            "--coeff",
+            "big",
+            "--out",
+            str(tmp_path / "x"),
+        ).stderr
+    )
+    assert (
+        "only --steps"
+        in run(
+            "--task", "classify", "--model", "irevnet", "--preset", "smoke", "--resume", "--out", str(tmp_path / "r")
+        ).stderr
+    )
+    epochs = run(
+        "--task", "classify", "--model", "irevnet", "--preset", "smoke", "--epochs", "2", "--out", str(tmp_path / "e")
+    )
     assert epochs.returncode == 0 and training.load_checkpoint(tmp_path / "e" / "checkpoint.pt")["step"] == 16
-    missing = run("--task", "classify", "--model", "irevnet", "--preset", "smoke", "--dataset", "cifar10",
-                  "--data-root", str(tmp_path), "--out", str(tmp_path / "x"))
+    missing = run(
+        "--task",
+        "classify",
+        "--model",
+        "irevnet",
+        "--preset",
+        "smoke",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert missing.returncode == 2 and "Nothing is downloaded" in missing.stderr
 
 
@@ -314,10 +416,30 @@ def test_classifier_training_under_torchrun_stays_in_step(tmp_path):
     batch-norm statistics of i-RevNet's F included) bit for bit, and training raises if they differ."""
     torchrun = Path(sys.executable).parent / "torchrun"
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "invattn.train", "--task", "classify", "--model",
-         "irevnet", "--preset", "smoke", "--no-progress", "--out", str(tmp_path), "--steps", "4",
-         "--checkpoint-every", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "invattn.train",
+            "--task",
+            "classify",
+            "--model",
+            "irevnet",
+            "--preset",
+            "smoke",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-6000:]
@@ -341,8 +463,9 @@ def test_configurations_that_cannot_work_are_refused():
         with pytest.raises((ValueError, TypeError), match=message):
             ClassifierConfig(**{**base, **change})
     with pytest.raises(ValueError, match="exists for"):
-        ClassifierConfig(**{**classifier_preset("irevnet", "smoke").to_dict(), "attention": "l2",
-                            "attention_variant": "paper"})
+        ClassifierConfig(
+            **{**classifier_preset("irevnet", "smoke").to_dict(), "attention": "l2", "attention_variant": "paper"}
+        )
 
 
 def test_affine_coupling_refuses_what_would_overflow():
@@ -367,7 +490,9 @@ def test_float32_certified_radii_never_exceed_the_float64_proof():
     assert radius32.dtype == torch.float32 and bool((radius32.double() <= radius64).all())
 
 
-@pytest.mark.parametrize("architecture, overrides", [("irevnet", {}), ("iresnet", {"coeff": 0.7}), ("iresnet", {"coeff": None})])
+@pytest.mark.parametrize(
+    "architecture, overrides", [("irevnet", {}), ("iresnet", {"coeff": 0.7}), ("iresnet", {"coeff": None})]
+)
 def test_a_saved_classifier_loads_with_its_weights_config_and_record(tmp_path, architecture, overrides):
     from dataclasses import replace
 

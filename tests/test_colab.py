@@ -34,13 +34,18 @@ def test_a_new_address_is_one_edit_and_one_command(tmp_path):
     assert colab.update(tmp_path, new) == [p.name for p in LESSONS[:2]]
     assert colab.out_of_date(tmp_path, new) == [] and colab.update(tmp_path, new) == []  # idempotent
     nb = nbformat.read(tmp_path / LESSONS[0].name, as_version=4)
-    assert f"colab.research.google.com/github/someone/invertible-course/blob/main/notebooks/{LESSONS[0].name}" in nb.cells[0].source
+    assert (
+        f"colab.research.google.com/github/someone/invertible-course/blob/main/notebooks/{LESSONS[0].name}"
+        in nb.cells[0].source
+    )
     assert sum(colab.INSTALL_TAG in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert len(nb.cells) == len(nbformat.read(LESSONS[0], as_version=4).cells)
 
 
 def test_the_address_must_be_a_github_repository(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://example.org/x"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[project.urls]\nRepository = "https://example.org/x"\n'
+    )
     with pytest.raises(ValueError, match="must be https://github.com/OWNER/NAME"):
         colab.repository_url(tmp_path / "pyproject.toml")
     with pytest.raises(FileNotFoundError, match="inside a checkout"):

@@ -3,10 +3,10 @@ parses and shows in the plan, and the tests it runs (marked compat) cover the co
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from invattn import compat
 
@@ -39,8 +39,20 @@ def test_without_options_the_plan_is_oldest_newest_and_colab_like(capsys, tmp_pa
 
 
 def test_every_option_reaches_the_plan(capsys, tmp_path):
-    argv = ["--pair", "2.9.1", "0.24.1", "--pair", "2.10.0", "0.25.0", "--colab-like",
-            "--folder", str(tmp_path / "envs"), "--lesson", "03", "--plan"]
+    argv = [
+        "--pair",
+        "2.9.1",
+        "0.24.1",
+        "--pair",
+        "2.10.0",
+        "0.25.0",
+        "--colab-like",
+        "--folder",
+        str(tmp_path / "envs"),
+        "--lesson",
+        "03",
+        "--plan",
+    ]
     args = compat.parse_args(argv)
     assert args.pair == [compat.Pair("2.9.1", "0.24.1"), compat.Pair("2.10.0", "0.25.0")]
     assert args.colab_like and args.plan and args.folder == tmp_path / "envs" and args.lesson.name.startswith("03_")
@@ -57,14 +69,17 @@ def test_colab_like_alone_is_the_only_check():
     assert [c.label for c in compat.planned_checks([], colab_like=True)] == ["colab-like"]
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--pair", "2.6.0", "latest"], "not a version number"),
-    (["--pair", "2.6.0"], "expected 2 arguments"),
-    (["--lesson", "99"], "no lesson"),
-    (["--pair", "2.7.0", "0.23.0"], "below the package's lower bound"),
-    (["--pair", "2.8.0", "0.22.0"], "torchvision 0.22.0 is below"),
-    (["--folder", __file__], "is a file"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--pair", "2.6.0", "latest"], "not a version number"),
+        (["--pair", "2.6.0"], "expected 2 arguments"),
+        (["--lesson", "99"], "no lesson"),
+        (["--pair", "2.7.0", "0.23.0"], "below the package's lower bound"),
+        (["--pair", "2.8.0", "0.22.0"], "torchvision 0.22.0 is below"),
+        (["--folder", __file__], "is a file"),
+    ],
+)
 def test_bad_options_are_refused_with_the_reason(argv, says, capsys):
     with pytest.raises(SystemExit) as caught:
         compat.parse_args(argv)
@@ -72,8 +87,10 @@ def test_bad_options_are_refused_with_the_reason(argv, says, capsys):
 
 
 def test_the_table_names_each_failure():
-    results = [compat.Result("oldest", "2.6.0", "0.21.0", "2.4.6", 200.0, 120, 0, True, 300.0),
-               compat.Result("newest", "9.9.0", "9.9.0", error="installing torch failed (exit status 1)")]
+    results = [
+        compat.Result("oldest", "2.6.0", "0.21.0", "2.4.6", 200.0, 120, 0, True, 300.0),
+        compat.Result("newest", "9.9.0", "9.9.0", error="installing torch failed (exit status 1)"),
+    ]
     text = compat.table(results)
     assert text.splitlines()[0].split()[:3] == ["check", "torch", "torchvision"]
     assert "120/0" in text and "newest (torch 9.9.0, torchvision 9.9.0) failed: installing torch failed" in text
@@ -85,7 +102,8 @@ def _compat_tests() -> dict[str, list[str]]:
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.FunctionDef) and any(
-                    ast.unparse(d).removesuffix("()") == "pytest.mark.compat" for d in node.decorator_list):
+                ast.unparse(d).removesuffix("()") == "pytest.mark.compat" for d in node.decorator_list
+            ):
                 found.setdefault(path.name, []).append(node.name)
     return found
 
@@ -94,9 +112,17 @@ def test_the_compat_subset_covers_the_core_library():
     marked = _compat_tests()
     assert sum(map(len, marked.values())) >= 30, marked
     # the test files that exercise each floor of the library (the module named first)
-    covers = {"norms": "test_certificates.py", "lipschitz": "test_lipschitz.py", "solvers": "test_tolerances.py",
-              "blocks": "test_blocks.py", "logdet": "test_logdet.py", "attention": "test_attention.py",
-              "train": "test_train.py", "_files (weights_only loading)": "test_faults.py", "data": "test_data.py"}
+    covers = {
+        "norms": "test_certificates.py",
+        "lipschitz": "test_lipschitz.py",
+        "solvers": "test_tolerances.py",
+        "blocks": "test_blocks.py",
+        "logdet": "test_logdet.py",
+        "attention": "test_attention.py",
+        "train": "test_train.py",
+        "_files (weights_only loading)": "test_faults.py",
+        "data": "test_data.py",
+    }
     for module, test_file in covers.items():
         assert marked.get(test_file), f"no test of {module} ({test_file}) is marked compat"
     assert any("save_and_load" in name for name in marked["test_certificates.py"])

@@ -22,19 +22,32 @@ def _lesson(folder: Path, name: str, cells: list) -> None:
 
 
 def test_planted_broken_references_are_found(tmp_path):
-    _lesson(tmp_path, "01_first.ipynb", [
-        new_markdown_cell(f"# 01 · First\n\n{OPENING}\n\n## 1 · Start\n\nSee section 2 and lesson 02's section 1."),
-        new_code_cell("x = 1\nassert x == 1"),
-        new_markdown_cell("It is one (asserted). Section 7 does not exist, nor does lesson 42; lesson 02's section 5 neither."),
-        new_markdown_cell("## 2 · Next\n\nThe value is positive (asserted below)."),
-        new_code_cell("y = 2"),
-        new_markdown_cell("Also true (asserted in section 1). And this (asserted in section 2)."),
-        new_markdown_cell("Finally a claim (asserted)."),
-        _diagram(),
-        _ran(),
-    ])
-    _lesson(tmp_path, "02_second.ipynb", [new_markdown_cell(f"# 02 · Second\n\n{OPENING}\n\n## 1 · Only section\n\n"
-                                                            "Back to lesson 01."), _diagram(), _ran()])
+    _lesson(
+        tmp_path,
+        "01_first.ipynb",
+        [
+            new_markdown_cell(f"# 01 · First\n\n{OPENING}\n\n## 1 · Start\n\nSee section 2 and lesson 02's section 1."),
+            new_code_cell("x = 1\nassert x == 1"),
+            new_markdown_cell(
+                "It is one (asserted). Section 7 does not exist, nor does lesson 42; lesson 02's section 5 neither."
+            ),
+            new_markdown_cell("## 2 · Next\n\nThe value is positive (asserted below)."),
+            new_code_cell("y = 2"),
+            new_markdown_cell("Also true (asserted in section 1). And this (asserted in section 2)."),
+            new_markdown_cell("Finally a claim (asserted)."),
+            _diagram(),
+            _ran(),
+        ],
+    )
+    _lesson(
+        tmp_path,
+        "02_second.ipynb",
+        [
+            new_markdown_cell(f"# 02 · Second\n\n{OPENING}\n\n## 1 · Only section\n\nBack to lesson 01."),
+            _diagram(),
+            _ran(),
+        ],
+    )
     found = {(f.lesson, f.cell, f.text.split(")")[0], f.problem) for f in course.check_lessons(tmp_path, badges=False)}
     assert found == {
         ("01_first.ipynb", 2, "Section 7", "this lesson has no section 7"),
@@ -83,43 +96,81 @@ def _diagram():
 
 
 def test_planted_numbers_timings_widgets_and_budgets_are_found(tmp_path):
-    _lesson(tmp_path, "01_first.ipynb", [
-        new_markdown_cell(f"# 01 · First\n\n{OPENING}\n\n## 1 · Start"),
-        _diagram(),
-        _printing("concat 0.93, dot 0.33; solved in 7 s\n"),
-        new_markdown_cell("Solving took 7 s (printed above), and 12 s on the GPU. The paper reports 3 h, which we "
-                          "do not print. With $h = 10^{-5} s$ nothing is timed."),
-        _ran(),
-    ])
-    _lesson(tmp_path, "02_second.ipynb", [
-        new_markdown_cell("# 02 · Second\n\n**Time:** about 30 min to read, about 5 s to run.\n\n## 1 · Only section\n\n"
-                          "As lesson 01 measured, concat reached 0.93 and dot 0.50. Lesson 01 showed a 69× gap."),
-        _diagram(),
-        _printing("state B\n"),
-        _ran("20 s"),
-    ])
+    _lesson(
+        tmp_path,
+        "01_first.ipynb",
+        [
+            new_markdown_cell(f"# 01 · First\n\n{OPENING}\n\n## 1 · Start"),
+            _diagram(),
+            _printing("concat 0.93, dot 0.33; solved in 7 s\n"),
+            new_markdown_cell(
+                "Solving took 7 s (printed above), and 12 s on the GPU. The paper reports 3 h, which we "
+                "do not print. With $h = 10^{-5} s$ nothing is timed."
+            ),
+            _ran(),
+        ],
+    )
+    _lesson(
+        tmp_path,
+        "02_second.ipynb",
+        [
+            new_markdown_cell(
+                "# 02 · Second\n\n**Time:** about 30 min to read, about 5 s to run.\n\n## 1 · Only section\n\n"
+                "As lesson 01 measured, concat reached 0.93 and dot 0.50. Lesson 01 showed a 69× gap."
+            ),
+            _diagram(),
+            _printing("state B\n"),
+            _ran("20 s"),
+        ],
+    )
     widget = nbformat.read(tmp_path / "02_second.ipynb", as_version=4)
-    widget.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
-        "a": {"model_name": "HTMLModel", "state": {"value": "<code>state A &amp; more</code>"}},
-        "b": {"model_name": "HTMLModel", "state": {"value": "<code>state B</code>"}},
-        "c": {"model_name": "FloatSliderModel", "state": {"value": 0.5, "description": "c"}}}}}
-    widget.cells[2].outputs.append(nbformat.v4.new_output(
-        "display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a", "version_major": 2,
-                                                                           "version_minor": 0}}))
+    widget.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {
+                "a": {"model_name": "HTMLModel", "state": {"value": "<code>state A &amp; more</code>"}},
+                "b": {"model_name": "HTMLModel", "state": {"value": "<code>state B</code>"}},
+                "c": {"model_name": "FloatSliderModel", "state": {"value": 0.5, "description": "c"}},
+            }
+        }
+    }
+    widget.cells[2].outputs.append(
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "application/vnd.jupyter.widget-view+json": {"model_id": "a", "version_major": 2, "version_minor": 0}
+            },
+        )
+    )
     nbformat.write(widget, tmp_path / "02_second.ipynb")
-    _lesson(tmp_path, "03_third.ipynb", [
-        new_markdown_cell("# 03 · Third\n\nNo opening here.\n\n## 1 · Long\n\n" + "word " * 2600),
-        new_code_cell("x = 1"),
-    ])
-    _lesson(tmp_path, "03a_third_proofs.ipynb", [  # an appendix: references checked, no budget, no opening needed
-        new_markdown_cell("# 03a · Appendix\n\n## 1 · Proofs\n\n" + "proof " * 3000 + "\n\nSee lesson 03 and appendix 03b."),
-    ])
-    _lesson(tmp_path, "04_fourth.ipynb", [
-        new_markdown_cell(f"# 04 · Fourth\n\n{OPENING}\n\n## 1 · Links\n\nProofs: appendix 03a, section 1 and appendix 03a, "
-                          "section 2; section 1 of appendix 03a."),
-        _diagram(),
-        _ran(),
-    ])
+    _lesson(
+        tmp_path,
+        "03_third.ipynb",
+        [
+            new_markdown_cell("# 03 · Third\n\nNo opening here.\n\n## 1 · Long\n\n" + "word " * 2600),
+            new_code_cell("x = 1"),
+        ],
+    )
+    _lesson(
+        tmp_path,
+        "03a_third_proofs.ipynb",
+        [  # an appendix: references checked, no budget, no opening needed
+            new_markdown_cell(
+                "# 03a · Appendix\n\n## 1 · Proofs\n\n" + "proof " * 3000 + "\n\nSee lesson 03 and appendix 03b."
+            ),
+        ],
+    )
+    _lesson(
+        tmp_path,
+        "04_fourth.ipynb",
+        [
+            new_markdown_cell(
+                f"# 04 · Fourth\n\n{OPENING}\n\n## 1 · Links\n\nProofs: appendix 03a, section 1 and appendix 03a, "
+                "section 2; section 1 of appendix 03a."
+            ),
+            _diagram(),
+            _ran(),
+        ],
+    )
     found = {(f.lesson, f.text, f.problem) for f in course.check_lessons(tmp_path, badges=False)}
     words = course.reading_stats(nbformat.read(tmp_path / "03_third.ipynb", as_version=4)).words
     assert words > 2600
@@ -133,19 +184,26 @@ def test_planted_numbers_timings_widgets_and_budgets_are_found(tmp_path):
         ("03_third.ipynb", f"{words} words", "over 2500 words of prose on the main path"),
         ("03_third.ipynb", f"{words} words, 0 pictures", "over 425 words per picture"),
         ("03_third.ipynb", "draw_diagram", "no diagram"),
-        ("03_third.ipynb", "# 03 · Third\n\nNo opening here.\n\n## 1 · L",
-         "the opening does not say 'about N min to read' and 'about T s to run'"),
+        (
+            "03_third.ipynb",
+            "# 03 · Third\n\nNo opening here.\n\n## 1 · L",
+            "the opening does not say 'about N min to read' and 'about T s to run'",
+        ),
         ("03a_third_proofs.ipynb", "appendix 03b", "there is no such lesson"),
         ("04_fourth.ipynb", "appendix 03a, section 2", "appendix 03a has no section 2"),
     }
 
 
 def test_reading_stats_count_the_main_path_and_the_collapsed_sections_apart():
-    nb = new_notebook(cells=[
-        new_markdown_cell("one two three\n\n<details><summary>Proof</summary>\n\nfour five six seven\n</details>\n\n![a](b.png)"),
-        new_code_cell("a = 1\n\nb = 2\n"),
-        _diagram(),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell(
+                "one two three\n\n<details><summary>Proof</summary>\n\nfour five six seven\n</details>\n\n![a](b.png)"
+            ),
+            new_code_cell("a = 1\n\nb = 2\n"),
+            _diagram(),
+        ]
+    )
     nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})]
     stats = course.reading_stats(nb)
     assert (stats.words, stats.code_lines, stats.pictures, stats.diagrams) == (4, 3, 2, 1)  # "one two three" + the link

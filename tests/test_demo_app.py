@@ -12,12 +12,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import time
-import pytest
 
+import pytest
 from _browser import ARTIFACTS, ROOT, free_port, require_browser
 
 NUMBER = r"([0-9.]+(?:e[+-]?\d+)?)"
@@ -32,8 +32,9 @@ def app(tmp_path_factory):
     command = ["make", "--no-print-directory", "demo", f"DEMO_PORT={port}"]
     if sys.prefix != sys.base_prefix:
         command.append(f"VENV={sys.prefix}")  # the virtual environment running the tests (make test: .venv)
-    server = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)  # its own process group: make, voila and the kernels stop together
+    server = subprocess.Popen(
+        command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )  # its own process group: make, voila and the kernels stop together
     base = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while True:
@@ -134,14 +135,21 @@ def test_every_demo_answers_its_control_in_the_browser(app, browser):
         page.locator(".lm-TabBar-tab", has_text=tab).first.click()
         page.wait_for_function(VISIBLE_SUMMARY, timeout=60_000)
         before = page.evaluate(VISIBLE_SUMMARY)
-        slider = page.locator(".widget-slider:visible").filter(
-            has=page.locator(".widget-label", has_text=re.compile(rf"^{re.escape(label)}$"))).first
+        slider = (
+            page.locator(".widget-slider:visible")
+            .filter(has=page.locator(".widget-label", has_text=re.compile(rf"^{re.escape(label)}$")))
+            .first
+        )
         handle = slider.locator(".noUi-handle").first
         handle.focus()
         pressed = time.perf_counter()
         handle.press(key)
-        page.wait_for_function(f"(before) => {{ const now = ({VISIBLE_SUMMARY})(); return now && now !== before; }}",
-                               arg=before, timeout=60_000, polling=50)
+        page.wait_for_function(
+            f"(before) => {{ const now = ({VISIBLE_SUMMARY})(); return now && now !== before; }}",
+            arg=before,
+            timeout=60_000,
+            polling=50,
+        )
         times[tab] = round(time.perf_counter() - pressed, 3)
         time.sleep(0.3)  # the figure arrives with the summary; let the browser paint it
         after = page.evaluate(VISIBLE_SUMMARY)

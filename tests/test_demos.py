@@ -44,15 +44,18 @@ def test_banach_starts_where_it_is_told():
     assert np.allclose(state.iterates[1], [1.0, 2.0])  # y − g(0) = y
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(map="3d"), "map"),
-    (dict(c=0.0), "c"),
-    (dict(c=4.5), "0 < c ≤ 4"),
-    (dict(steps=0), "steps"),
-    (dict(steps=501), "at most 500"),
-    (dict(y=(1.0, 2.0)), "1 finite number"),
-    (dict(map="2d", x0=(math.nan, 0.0)), "2 finite number"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(map="3d"), "map"),
+        (dict(c=0.0), "c"),
+        (dict(c=4.5), "0 < c ≤ 4"),
+        (dict(steps=0), "steps"),
+        (dict(steps=501), "at most 500"),
+        (dict(y=(1.0, 2.0)), "1 finite number"),
+        (dict(map="2d", x0=(math.nan, 0.0)), "2 finite number"),
+    ],
+)
 def test_banach_refusals_say_what_is_allowed(options, message):
     with pytest.raises(ValueError, match=message):
         demos.banach_state(**options)
@@ -65,7 +68,7 @@ def test_every_kind_reports_raw_certified_and_measured_in_order(kind):
     assert 0 < state.measured <= state.certified <= state.coeff
     assert state.certified <= state.raw * (1 + 1e-12) or state.raw <= state.coeff
     assert set(state.options) == set(demos.OPTIONS[kind])
-    assert f"N = 16" in state.summary()
+    assert "N = 16" in state.summary()
 
 
 def test_the_l2_bound_grows_with_n_and_a_larger_radius_raises_the_dot_bound():
@@ -75,14 +78,17 @@ def test_the_l2_bound_grows_with_n_and_a_larger_radius_raises_the_dot_bound():
     assert wide.raw > narrow.raw
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(kind="lipnorm", use=("radius",)), "lipnorm has no radius"),
-    (dict(kind="concat", use=("temperature",)), "concat has no temperature"),
-    (dict(n_positions=50), "square maps"),
-    (dict(n_positions=4096), "N ≤ 1024"),
-    (dict(kind="dot", radius=-1.0), "radius"),
-    (dict(kind="softmax"), "kind"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(kind="lipnorm", use=("radius",)), "lipnorm has no radius"),
+        (dict(kind="concat", use=("temperature",)), "concat has no temperature"),
+        (dict(n_positions=50), "square maps"),
+        (dict(n_positions=4096), "N ≤ 1024"),
+        (dict(kind="dot", radius=-1.0), "radius"),
+        (dict(kind="softmax"), "kind"),
+    ],
+)
 def test_bound_explorer_refusals(options, message):
     with pytest.raises(ValueError, match=message):
         demos.bound_explorer_state(**options)
@@ -113,11 +119,14 @@ def test_the_query_position_changes_a_query_dependent_map(image):
     assert not torch.allclose(a.weights, b.weights)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(row=8), "outside the 8×8 grid"),
-    (dict(col=-1), "outside"),
-    (dict(temperature=0.0), "temperature"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(row=8), "outside the 8×8 grid"),
+        (dict(col=-1), "outside"),
+        (dict(temperature=0.0), "temperature"),
+    ],
+)
 def test_attention_map_refusals(image, options, message):
     with pytest.raises(ValueError, match=message):
         demos.attention_map_state(image, "dot", **options)
@@ -182,16 +191,19 @@ def test_temperature_and_seed_set_the_samples(flow, held_out):
     assert torch.allclose(a.samples, same, atol=1e-6)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(temperature=-0.1), "temperature must be in"),
-    (dict(temperature=demos.MAX_TEMPERATURE + 0.1), "temperature must be in"),
-    (dict(first=-1), "first must be an integer >= 0"),
-    (dict(second=10_000), "second 10000 is not among the 297 images"),
-    (dict(steps=1), "steps"),
-    (dict(count=0), "count"),
-    (dict(tol=0.0), "tol"),
-    (dict(tol=1.0), "tol is a relative tolerance"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(temperature=-0.1), "temperature must be in"),
+        (dict(temperature=demos.MAX_TEMPERATURE + 0.1), "temperature must be in"),
+        (dict(first=-1), "first must be an integer >= 0"),
+        (dict(second=10_000), "second 10000 is not among the 297 images"),
+        (dict(steps=1), "steps"),
+        (dict(count=0), "count"),
+        (dict(tol=0.0), "tol"),
+        (dict(tol=1.0), "tol is a relative tolerance"),
+    ],
+)
 def test_latent_refusals(flow, held_out, options, message):
     with pytest.raises(ValueError, match=message):
         demos.latent_state(flow, held_out, **options)
@@ -234,7 +246,9 @@ def test_without_noise_both_invertible_roads_return_the_digit(roads, test_digits
             assert state.predictions[road] == int(model(images[11:12] - 0.5).argmax(1))
 
 
-def test_fixed_point_iteration_fails_on_the_unconstrained_resnet_and_a_short_budget_stops_the_i_resnet(roads, test_digits):
+def test_fixed_point_iteration_fails_on_the_unconstrained_resnet_and_a_short_budget_stops_the_i_resnet(
+    roads, test_digits
+):
     images = test_digits[0]
     state = demos.two_roads_state(roads, images, index=0, method="fixed_point", iterations=100)
     assert not state.converged["ResNet"] and state.errors["ResNet"] > 0.1
@@ -245,21 +259,26 @@ def test_fixed_point_iteration_fails_on_the_unconstrained_resnet_and_a_short_bud
 
 def test_noise_on_the_features_grows_the_error_of_every_road(roads, test_digits):
     images = test_digits[0]
-    errors = [demos.two_roads_state(roads, images, index=5, noise=noise, method="anderson").errors
-              for noise in (0.0, 1e-3, 1e-2, 1e-1)]
+    errors = [
+        demos.two_roads_state(roads, images, index=5, noise=noise, method="anderson").errors
+        for noise in (0.0, 1e-3, 1e-2, 1e-1)
+    ]
     for road in ("i-RevNet", "i-ResNet", "ResNet"):  # Anderson inverts even the unconstrained network here
         values = [e[road] for e in errors]
         assert values == sorted(values) and values[-1] > 100 * values[0]
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(index=-1), "test image must be an integer >= 0"),
-    (dict(index=10_000), "test image 10000 is not among the 360 images"),
-    (dict(noise=1.5), "noise is relative"),
-    (dict(method="newton"), "method"),
-    (dict(iterations=0), "iterations"),
-    (dict(tol=2.0), "tol is a relative tolerance"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(index=-1), "test image must be an integer >= 0"),
+        (dict(index=10_000), "test image 10000 is not among the 360 images"),
+        (dict(noise=1.5), "noise is relative"),
+        (dict(method="newton"), "method"),
+        (dict(iterations=0), "iterations"),
+        (dict(tol=2.0), "tol is a relative tolerance"),
+    ],
+)
 def test_two_roads_refusals(roads, test_digits, options, message):
     with pytest.raises(ValueError, match=message):
         demos.two_roads_state(roads, test_digits[0], **options)
@@ -293,7 +312,10 @@ def test_tol_and_seed_reach_the_solve_and_the_noise(roads, test_digits, flow):
     images = test_digits[0]
     loose = demos.two_roads_state(roads, images, index=3, tol=1e-2, method="fixed_point")
     tight = demos.two_roads_state(roads, images, index=3, tol=1e-6, method="fixed_point")
-    assert loose.evaluations["i-ResNet"] < tight.evaluations["i-ResNet"] and loose.errors["i-ResNet"] > tight.errors["i-ResNet"]
+    assert (
+        loose.evaluations["i-ResNet"] < tight.evaluations["i-ResNet"]
+        and loose.errors["i-ResNet"] > tight.errors["i-ResNet"]
+    )
     a = demos.two_roads_state(roads, images, index=3, noise=0.1, seed=0)
     b = demos.two_roads_state(roads, images, index=3, noise=0.1, seed=1)
     assert not torch.equal(a.reconstructions["i-RevNet"], b.reconstructions["i-RevNet"])  # another noise direction
@@ -302,7 +324,9 @@ def test_tol_and_seed_reach_the_solve_and_the_noise(roads, test_digits, flow):
     # was reached on some processors and not on others, and is now refused before any solve
     tight = demos.latent_state(flow, images, count=2, steps=2, tol=1e-5)
     assert loose.reencoding_error > tight.reencoding_error
-    with pytest.raises(ValueError, match=r"tol=1e-07 cannot be reached in torch.float32: its unit roundoff is u = 5.96e-08"):
+    with pytest.raises(
+        ValueError, match=r"tol=1e-07 cannot be reached in torch.float32: its unit roundoff is u = 5.96e-08"
+    ):
         demos.latent_state(flow, images, count=2, steps=2, tol=1e-7)
 
 

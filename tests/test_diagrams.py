@@ -28,7 +28,9 @@ def test_a_diagram_is_the_same_bytes_every_time(name, tmp_path):
     assert not re.search(rb"<dc:date>", first)  # no timestamp: the file changes only when the drawing does
     diagrams.save_diagram(name, tmp_path)
     assert path.read_bytes() == first
-    assert (ROOT / "figures" / f"{name}.svg").is_file(), "not in figures/: run `make run` (or python -m invattn.diagrams)"
+    assert (ROOT / "figures" / f"{name}.svg").is_file(), (
+        "not in figures/: run `make run` (or python -m invattn.diagrams)"
+    )
 
 
 def test_the_command_line_draws_every_diagram(tmp_path, capsys):

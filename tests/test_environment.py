@@ -3,9 +3,9 @@ pinned torch/torchvision pair imports and runs on this CPU; conda users get the 
 CI workflow runs .ci/run."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +47,13 @@ def test_package_states_lower_bounds_and_constraints_pin_every_requirement():
     for line in requirements:
         requirement = Requirement(line)
         assert not any(spec.operator in ("==", "===", "<", "<=", "~=") for spec in requirement.specifier), (
-            f"{line}: the package states lower bounds only; exact versions belong in constraints.txt")
+            f"{line}: the package states lower bounds only; exact versions belong in constraints.txt"
+        )
         name = _name(line)
         assert name in pins, f"{name} is not pinned in constraints.txt"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"constraints.txt's {name}=={pins[name]} breaks {line}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt's {name}=={pins[name]} breaks {line}"
+        )
 
 
 def test_torch_and_torchvision_pair_runs_on_cpu():
@@ -63,7 +66,8 @@ def test_torch_and_torchvision_pair_runs_on_cpu():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda_pip = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
     assert {f"torch=={pins['torch']}", f"torchvision=={pins['torchvision']}"} <= set(conda_pip), (
-        "environment.yml installs another torch pair than constraints.txt")
+        "environment.yml installs another torch pair than constraints.txt"
+    )
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.9], [2.0, 2.0, 3.0, 3.0]])
     kept = torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
     assert kept.tolist() == [0, 2]  # a compiled torchvision operator ran on the CPU
@@ -102,7 +106,7 @@ def test_readme_gives_every_make_targets_commands_and_the_versions():
     """Each Makefile recipe line is a `python -m …` command (or the venv's creation) that README's "Without make"
     table gives, and README's versions are the ones pyproject.toml and constraints.txt hold."""
     readme = (ROOT / "README.md").read_text()
-    without_make = readme[readme.index("### Without make"):readme.index("### Colab")]
+    without_make = readme[readme.index("### Without make") : readme.index("### Colab")]
     recipes = [line.strip() for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("\t")]
     modules = set()
     for line in recipes:

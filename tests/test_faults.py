@@ -3,9 +3,9 @@ no silently wrong inverse, lesson parameters read as papermill reads them, a div
 training wrote loads back, and errors that name their real cause."""
 
 import os
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,14 @@ from torch import nn
 import invattn as ia
 from invattn import ablation, demos, run_notebooks
 from invattn import train as training
-from invattn.classifiers import IRevNet, IResNetClassifier, certified_radius, classifier_preset, load_classifier, save_classifier
+from invattn.classifiers import (
+    IResNetClassifier,
+    IRevNet,
+    certified_radius,
+    classifier_preset,
+    load_classifier,
+    save_classifier,
+)
 from invattn.data import digits
 from invattn.models import PRESETS, ResidualFlow
 
@@ -25,8 +32,14 @@ ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "invattn.train", "--no-progress", *args], env=ENV, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "invattn.train", "--no-progress", *args],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 class Payload:
@@ -80,10 +93,16 @@ def test_a_tampered_checkpoint_is_refused_and_its_payload_never_runs(smoke_run, 
     assert marker.exists()
 
 
-@pytest.mark.parametrize("change, says", [
-    (dict(model_config="x"), "model_config is a str"), (dict(step="ten"), "step is a str"),
-    (dict(train_config={"bogus": 1}), "settings do not build a run.*bogus"), (dict(model={}), "weights do not fit"),
-], ids=["config", "step", "settings", "weights"])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (dict(model_config="x"), "model_config is a str"),
+        (dict(step="ten"), "step is a str"),
+        (dict(train_config={"bogus": 1}), "settings do not build a run.*bogus"),
+        (dict(model={}), "weights do not fit"),
+    ],
+    ids=["config", "step", "settings", "weights"],
+)
 def test_a_damaged_checkpoint_is_named_as_such(smoke_run, tmp_path, change, says):
     state = training.load_checkpoint(smoke_run)
     torch.save({**state, **change}, tmp_path / "checkpoint.pt")
@@ -98,7 +117,9 @@ def test_a_refusal_names_the_object_the_file_would_run(smoke_run, tmp_path):
             return os.system, ("true",)
 
     torch.save({**training.load_checkpoint(smoke_run), "extra": System()}, tmp_path / "checkpoint.pt")
-    with pytest.raises(ValueError, match=r"refused: it holds a pickled reference to the Python object \w+\.system") as caught:
+    with pytest.raises(
+        ValueError, match=r"refused: it holds a pickled reference to the Python object \w+\.system"
+    ) as caught:
         training.load_checkpoint(tmp_path)
     assert "weights_only" not in str(caught.value)  # never torch's advice to load it unsafely
 
@@ -107,10 +128,17 @@ def test_a_refusal_names_the_object_the_file_would_run(smoke_run, tmp_path):
 def test_a_checkpoint_with_numpy_random_state_from_before_still_resumes(smoke_run, tmp_path):
     state = training.load_checkpoint(smoke_run)
     numpy_state, python_state = state["rng"]["numpy"], state["rng"]["python"]
-    legacy_rng = dict(state["rng"],
-                      numpy=(numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-                             numpy_state["has_gauss"], numpy_state["cached_gaussian"]),
-                      python=(python_state["version"], tuple(python_state["words"]), python_state["gauss_next"]))
+    legacy_rng = dict(
+        state["rng"],
+        numpy=(
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        ),
+        python=(python_state["version"], tuple(python_state["words"]), python_state["gauss_next"]),
+    )
     run = tmp_path / "legacy"
     run.mkdir()
     torch.save({**state, "rng": legacy_rng}, run / "checkpoint.pt")
@@ -144,17 +172,21 @@ def test_irevnet_in_training_mode_refuses_to_invert_and_keeps_its_state():
         model.eval()
         phi = model.features(x)
         x_hat = model.inverse(phi[:4])  # a sub-batch inverts exactly in eval mode
-    assert float(((x_hat - x[:4]).norm() / x[:4].norm())) < 1e-5
+    assert float((x_hat - x[:4]).norm() / x[:4].norm()) < 1e-5
 
 
-@pytest.mark.parametrize("make", [lambda: nn.BatchNorm2d(2), lambda: nn.Dropout(0.2),
-                                  lambda: nn.InstanceNorm2d(2, track_running_stats=True)],
-                         ids=["BatchNorm2d", "Dropout", "InstanceNorm2d"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: nn.BatchNorm2d(2), lambda: nn.Dropout(0.2), lambda: nn.InstanceNorm2d(2, track_running_stats=True)],
+    ids=["BatchNorm2d", "Dropout", "InstanceNorm2d"],
+)
 def test_every_block_refuses_a_branch_that_changes_in_training_mode(make, request):
     name = request.node.callspec.id
-    blocks = [ia.AffineCoupling(nn.Sequential(make(), nn.Conv2d(2, 4, 3, padding=1)), 4),
-              ia.AdditiveCoupling(nn.Sequential(make(), nn.Conv2d(2, 2, 3, padding=1)), 4),
-              ia.InvertibleResidual(nn.Sequential(nn.Conv2d(4, 2, 1), make(), nn.Conv2d(2, 4, 1)))]
+    blocks = [
+        ia.AffineCoupling(nn.Sequential(make(), nn.Conv2d(2, 4, 3, padding=1)), 4),
+        ia.AdditiveCoupling(nn.Sequential(make(), nn.Conv2d(2, 2, 3, padding=1)), 4),
+        ia.InvertibleResidual(nn.Sequential(nn.Conv2d(4, 2, 1), make(), nn.Conv2d(2, 4, 1))),
+    ]
     y = torch.randn(8, 4, 5, 5)
     for block in blocks:
         before = {key: value.clone() for key, value in block.state_dict().items()}
@@ -185,12 +217,20 @@ class FunctionalDropout(nn.Module):
         return nn.functional.dropout(x, 0.5, self.training)
 
 
-@pytest.mark.parametrize("make, says", [(nn.RReLU, "RReLU.*random"), (RunningMean, "RunningMean.*defined outside torch"),
-                                        (FunctionalDropout, "FunctionalDropout.*defined outside torch")],
-                         ids=["RReLU", "buffer", "functional-dropout"])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (nn.RReLU, "RReLU.*random"),
+        (RunningMean, "RunningMean.*defined outside torch"),
+        (FunctionalDropout, "FunctionalDropout.*defined outside torch"),
+    ],
+    ids=["RReLU", "buffer", "functional-dropout"],
+)
 def test_layers_the_library_does_not_know_are_caught_by_what_they_do(make, says):
-    blocks = [ia.AdditiveCoupling(nn.Sequential(nn.Conv2d(2, 2, 1), make()), 4),
-              ia.InvertibleResidual(nn.Sequential(nn.Conv2d(4, 2, 1), make(), nn.Conv2d(2, 4, 1)))]
+    blocks = [
+        ia.AdditiveCoupling(nn.Sequential(nn.Conv2d(2, 2, 1), make()), 4),
+        ia.InvertibleResidual(nn.Sequential(nn.Conv2d(4, 2, 1), make(), nn.Conv2d(2, 4, 1))),
+    ]
     y = torch.randn(4, 4, 3, 3)
     for block in blocks:
         before = {key: value.clone() for key, value in block.state_dict().items()}
@@ -226,18 +266,36 @@ def test_a_known_looking_layer_that_changes_state_is_caught_and_rolled_back():
 
 
 def test_batch_norm_without_running_statistics_is_refused_even_in_eval_mode():
-    block = ia.AdditiveCoupling(nn.Sequential(nn.BatchNorm2d(2, track_running_stats=False), nn.Conv2d(2, 2, 1)), 4).eval()
+    block = ia.AdditiveCoupling(
+        nn.Sequential(nn.BatchNorm2d(2, track_running_stats=False), nn.Conv2d(2, 2, 1)), 4
+    ).eval()
     with pytest.raises(RuntimeError, match="track_running_stats"):
         block.inverse(torch.randn(2, 4, 3, 3))
 
 
 # -- 5. lesson parameters from the command line, as papermill reads them -------------------------------------------
-@pytest.mark.parametrize("text, value", [
-    ("1e-3", 0.001), ("0.001", 0.001), ("1E+4", 1e4), (".5", 0.5), ("12", 12), ("-3", -3), ("cuda", "cuda"),
-    ("digits", "digits"), ("True", True), ("False", False), ("None", None),
-    # papermill's -p keeps these as text; lesson 08 takes attention="none"
-    ("none", "none"), ("false", "false"), ("null", "null"), ("yes", "yes"), ("0x10", "0x10"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 0.001),
+        ("0.001", 0.001),
+        ("1E+4", 1e4),
+        (".5", 0.5),
+        ("12", 12),
+        ("-3", -3),
+        ("cuda", "cuda"),
+        ("digits", "digits"),
+        ("True", True),
+        ("False", False),
+        ("None", None),
+        # papermill's -p keeps these as text; lesson 08 takes attention="none"
+        ("none", "none"),
+        ("false", "false"),
+        ("null", "null"),
+        ("yes", "yes"),
+        ("0x10", "0x10"),
+    ],
+)
 def test_parameters_are_read_as_papermill_reads_them(text, value):
     from papermill.cli import _resolve_type  # papermill's own reading of -p NAME VALUE
 
@@ -246,17 +304,24 @@ def test_parameters_are_read_as_papermill_reads_them(text, value):
     assert parsed == _resolve_type(text) and type(parsed) is type(_resolve_type(text))
 
 
-@pytest.mark.parametrize("text, value", [
-    ("[0.5, 0.9]", [0.5, 0.9]), ("[1e-3, 2]", [0.001, 2]), ("{lr: 1e-3}", {"lr": 0.001}),
-    ("[none, True, yes, .inf, 2026-01-01]", ["none", True, "yes", ".inf", "2026-01-01"]),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("[0.5, 0.9]", [0.5, 0.9]),
+        ("[1e-3, 2]", [0.001, 2]),
+        ("{lr: 1e-3}", {"lr": 0.001}),
+        ("[none, True, yes, .inf, 2026-01-01]", ["none", True, "yes", ".inf", "2026-01-01"]),
+    ],
+)
 def test_list_parameters_read_each_item_by_the_same_rule(text, value):
     assert run_notebooks.parse_value(text) == value
 
 
 def test_the_runner_passes_typed_parameters_to_the_lesson(monkeypatch):
     seen = {}
-    monkeypatch.setattr(run_notebooks, "run", lambda notebook, parameters, output: (seen.update(parameters), (0.0, True))[1])
+    monkeypatch.setattr(
+        run_notebooks, "run", lambda notebook, parameters, output: (seen.update(parameters), (0.0, True))[1]
+    )
     run_notebooks.main(["--only", "05", "-p", "lr", "1e-3", "-p", "device", "cuda"])
     assert seen == {"lr": 0.001, "device": "cuda"}
     seen.clear()
@@ -372,9 +437,14 @@ def test_a_wrapped_model_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"DataParallel.*model\.module"):
         demos.latent_state(nn.DataParallel(flow), digits()[0][:2])
     with pytest.raises(TypeError, match=r"DataParallel.*\.module"):
-        demos.two_roads_state({"i-RevNet": IRevNet(classifier_preset("irevnet", "smoke")), "i-ResNet": nn.DataParallel(model),
-                               "ResNet": IResNetClassifier(replace(classifier_preset("iresnet", "smoke"), coeff=None))},
-                              digits()[0][:2])
+        demos.two_roads_state(
+            {
+                "i-RevNet": IRevNet(classifier_preset("irevnet", "smoke")),
+                "i-ResNet": nn.DataParallel(model),
+                "ResNet": IResNetClassifier(replace(classifier_preset("iresnet", "smoke"), coeff=None)),
+            },
+            digits()[0][:2],
+        )
 
 
 def test_images_of_the_wrong_kind_are_named():

@@ -42,15 +42,30 @@ def lab(tmp_path_factory):
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
-           "INVATTN_FIGURES": str(scratch / "figures"), "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
+        "INVATTN_FIGURES": str(scratch / "figures"),
+        "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"),
+    }
     env.pop("INVATTN_PLAIN_PROGRESS", None)  # widgets as a user sees them
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True",
-         f"--LabApp.workspaces_dir={scratch / 'workspaces'}",
-         "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=(scratch / "lab.log").open("w"),
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={folder}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.workspaces_dir={scratch / 'workspaces'}",
+            "--allow-root",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(scratch / "lab.log").open("w"),
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -76,10 +91,13 @@ def open_lesson(browser, lab, name: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/lab/tree/{name}?reset&token={token}")  # a fresh layout with just this lesson
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="attached", timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=60_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel",
+        timeout=60_000,
+    )
     return page
 
 
@@ -98,14 +116,16 @@ CELL_STATE = """() => {
 def test_demo_lesson_runs_and_its_slider_changes_the_error(browser, lab):
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_lesson(browser, lab, DEMO)
-    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=60_000
+    )
     # fresh state: clear the stored outputs, then run every cell as a user would (Run > Run All Cells)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(
         f"() => {{ const s = ({CELL_STATE})(); return s.status === 'idle' && s.counts.every(c => c !== null); }}",
-        timeout=600_000, polling=1000,
+        timeout=600_000,
+        polling=1000,
     )
     state = page.evaluate(CELL_STATE)
     assert state["errors"] == [], state["errors"]
@@ -125,7 +145,10 @@ def test_demo_lesson_runs_and_its_slider_changes_the_error(browser, lab):
     target = f"{iterations_before - 6} iterations"
     page.wait_for_function(
         "(target) => [...document.querySelectorAll('.widget-html')].some(e => e.innerText.includes('relative error')"
-        " && e.innerText.includes(target))", arg=target, timeout=120_000)
+        " && e.innerText.includes(target))",
+        arg=target,
+        timeout=120_000,
+    )
     after = summary.inner_text()
     page.screenshot(path=str(ARTIFACTS / "jupyterlab_demo_after.png"))
     iterations_after = int(re.search(r"(\d+) iterations", after).group(1))

@@ -12,7 +12,6 @@ import torch
 from invattn import lesson, plots, run_notebooks
 from invattn._notebooks import lesson_notebooks
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,7 +50,10 @@ def test_saved_figures_are_byte_stable(tmp_path):
         png = plots.savefig(fig, "stable", svg=True, folder=tmp_path)
         plt.close(fig)
         digests.append(
-            (hashlib.sha256(png.read_bytes()).hexdigest(), hashlib.sha256((tmp_path / "stable.svg").read_bytes()).hexdigest())
+            (
+                hashlib.sha256(png.read_bytes()).hexdigest(),
+                hashlib.sha256((tmp_path / "stable.svg").read_bytes()).hexdigest(),
+            )
         )
     assert digests[0] == digests[1]
     with pytest.raises(ValueError, match="bare file stem"):
@@ -118,13 +120,25 @@ def test_a_rerun_of_an_unchanged_lesson_changes_no_byte(tmp_path, monkeypatch):
 def test_rerun_normalisation_ids_streams_and_timings():
     nb = nbformat.v4.new_notebook()
     view = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0}}
-    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[
-        nbformat.v4.new_output("display_data", data=view),
-        nbformat.v4.new_output("stream", name="stdout", text="took 10 s\n"),
-        nbformat.v4.new_output("stream", name="stdout", text="accuracy 98.9%\n")])]
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
-        "abc": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_def"]}},
-        "def": {"model_name": "HTMLModel", "state": {"value": "<code>ok</code>"}}}, "version_major": 2}}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "x",
+            outputs=[
+                nbformat.v4.new_output("display_data", data=view),
+                nbformat.v4.new_output("stream", name="stdout", text="took 10 s\n"),
+                nbformat.v4.new_output("stream", name="stdout", text="accuracy 98.9%\n"),
+            ],
+        )
+    ]
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {
+                "abc": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_def"]}},
+                "def": {"model_name": "HTMLModel", "state": {"value": "<code>ok</code>"}},
+            },
+            "version_major": 2,
+        }
+    }
     nb.metadata["papermill"] = {"duration": 1.0}
     run_notebooks.strip_run_metadata(nb)
     run_notebooks.stable_widget_ids(nb, "x.ipynb")
@@ -152,8 +166,13 @@ def test_rerun_normalisation_ids_streams_and_timings():
     assert run_notebooks.same_but_timings(minutes, ended)
     minutes.cells[0].outputs[1]["text"] = "took 10 ms\naccuracy 98.9%\n"
     assert not run_notebooks.same_but_timings(minutes, nb)
-    for before, after in [("N=4 s=2", "N=7 s=2"), ("within 4 s.e.", "within 7 s.e."), ("1,500 s", "9,500 s"),
-                          ("err 1.0e-05 s", "err 1.0e-09 s"), ("3 min(a, b)", "5 min(a, b)")]:
+    for before, after in [
+        ("N=4 s=2", "N=7 s=2"),
+        ("within 4 s.e.", "within 7 s.e."),
+        ("1,500 s", "9,500 s"),
+        ("err 1.0e-05 s", "err 1.0e-09 s"),
+        ("3 min(a, b)", "5 min(a, b)"),
+    ]:
         a, b = (nbformat.reads(nbformat.writes(nb), 4) for _ in range(2))
         a.cells[0].outputs[1]["text"], b.cells[0].outputs[1]["text"] = before, after
         assert not run_notebooks.same_but_timings(b, a), before  # numbers that are not durations
@@ -177,7 +196,9 @@ def test_runner_selects_lessons_by_prefix():
 
 def test_runner_reads_values_as_yaml():
     assert run_notebooks.parse_parameters([["steps", "10"], ["device", "cuda"], ["coeffs", "[0.5, 0.9]"]]) == {
-        "steps": 10, "device": "cuda", "coeffs": [0.5, 0.9]
+        "steps": 10,
+        "device": "cuda",
+        "coeffs": [0.5, 0.9],
     }
 
 
@@ -197,18 +218,29 @@ def test_lessons_follow_the_contract(notebook):
     assert "lesson.setup(" in "".join(c.source for c in code), "no set-up cell calling invattn.lesson.setup"
     for cell in code:  # a figure shown is a figure stored (a backend switch once blanked every later plot)
         if "plt.show()" in cell.source:
-            assert any("image/png" in output.get("data", {}) for output in cell.outputs), f"no figure: {cell.source[:80]!r}"
+            assert any("image/png" in output.get("data", {}) for output in cell.outputs), (
+                f"no figure: {cell.source[:80]!r}"
+            )
     for cell in nb.cells:  # a LaTeX command written through an unescaped Python string ("\to", "\frac") breaks
         assert not set(cell.source) & set("\t\x07\x08\x0b\x0c"), f"control character in {cell.source[:80]!r}"
     # papermill must see every parameter (a comment it cannot parse hides the name, and `-p name` is then refused)
     parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
-    assigned = {t.id for node in ast.parse(parameters.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assigned = {
+        t.id for node in ast.parse(parameters.source).body if isinstance(node, ast.Assign) for t in node.targets
+    }
     assert set(papermill.inspect_notebook(str(notebook))) == assigned
     # every parameter is checked behind the one call (device and seed by lesson.setup)
-    calls = [node for cell in code for node in ast.walk(ast.parse("\n".join(
-                 line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))))
-             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "check_parameters"]
-    assert len(calls) == 1, "the set-up cell checks its parameters with one lesson.check_parameters(globals(), ...) call"
+    calls = [
+        node
+        for cell in code
+        for node in ast.walk(
+            ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        )
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "check_parameters"
+    ]
+    assert len(calls) == 1, (
+        "the set-up cell checks its parameters with one lesson.check_parameters(globals(), ...) call"
+    )
     checked = {keyword.arg for keyword in calls[0].keywords} | {"device", "seed"}
     assert assigned <= checked, f"parameters not checked: {sorted(assigned - checked)}"
 
@@ -219,19 +251,33 @@ def test_check_parameters_reports_every_problem_at_once():
     namespace = dict(coefficients=[0.5, 1.2], size=7, kind="dott", steps=10, full=True, lr=-1.0, batch=32, n=8)
     with pytest.raises(ValueError) as caught:
         lesson.check_parameters(
-            namespace, coefficients=lesson.each(lesson.coeff()), size=lesson.integer(minimum=4, even=True),
-            kind=lesson.choice(("dot", "l2")), steps=lesson.integer(maximum=5), full=lesson.flag(), lr=lesson.positive(),
+            namespace,
+            coefficients=lesson.each(lesson.coeff()),
+            size=lesson.integer(minimum=4, even=True),
+            kind=lesson.choice(("dot", "l2")),
+            steps=lesson.integer(maximum=5),
+            full=lesson.flag(),
+            lr=lesson.positive(),
         )
     message = str(caught.value)
     assert message.startswith("5 lesson parameter problem(s)")
-    for expected in ("coefficients[1] must be in (0, 1)", "size must be even", "kind must be one of 'dot', 'l2'",
-                     "steps must be at most 5", "lr must be a positive finite number"):
+    for expected in (
+        "coefficients[1] must be in (0, 1)",
+        "size must be even",
+        "kind must be one of 'dot', 'l2'",
+        "steps must be at most 5",
+        "lr must be a positive finite number",
+    ):
         assert expected in message
     assert "full" not in message
     # constraints run only when every single parameter is valid, and may then assume valid types
     with pytest.raises(ValueError, match="n must be at least batch"):
-        lesson.check_parameters(namespace, constraints=[(lambda: namespace["n"] >= namespace["batch"], "n must be at least batch")],
-                                n=lesson.integer(), batch=lesson.integer())
+        lesson.check_parameters(
+            namespace,
+            constraints=[(lambda: namespace["n"] >= namespace["batch"], "n must be at least batch")],
+            n=lesson.integer(),
+            batch=lesson.integer(),
+        )
     lesson.check_parameters(namespace, n=lesson.integer(), full=lesson.flag())  # valid: no error
     with pytest.raises(NameError, match="no parameter"):
         lesson.check_parameters(namespace, missing=lesson.integer())

@@ -137,9 +137,7 @@ def LipSwishDouble(beta):
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    fan_in=st.integers(1, 24), fan_out=st.integers(1, 24), coeff=st.floats(0.05, 0.99), seed=st.integers(0, 10_000)
-)
+@given(fan_in=st.integers(1, 24), fan_out=st.integers(1, 24), coeff=st.floats(0.05, 0.99), seed=st.integers(0, 10_000))
 def test_property_linear_measured_lipschitz_below_coeff(fan_in, fan_out, coeff, seed):
     torch.manual_seed(seed)
     layer = ia.spectral_norm(nn.Linear(fan_in, fan_out), coeff=coeff).double().eval()
@@ -151,8 +149,12 @@ def test_property_linear_measured_lipschitz_below_coeff(fan_in, fan_out, coeff, 
 
 @settings(max_examples=15, deadline=None)
 @given(
-    channels=st.integers(1, 4), out_channels=st.integers(1, 4), kernel=st.sampled_from([1, 3, 5]),
-    size=st.integers(3, 7), coeff=st.floats(0.1, 0.99), seed=st.integers(0, 10_000),
+    channels=st.integers(1, 4),
+    out_channels=st.integers(1, 4),
+    kernel=st.sampled_from([1, 3, 5]),
+    size=st.integers(3, 7),
+    coeff=st.floats(0.1, 0.99),
+    seed=st.integers(0, 10_000),
 )
 def test_property_conv_measured_lipschitz_below_coeff(channels, out_channels, kernel, size, coeff, seed):
     torch.manual_seed(seed)

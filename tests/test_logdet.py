@@ -31,7 +31,9 @@ def test_exact_matches_dense_slogdet():
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
     for b in range(2):
         jac = torch.autograd.functional.jacobian(lambda z: block(z.view(1, 2, 4, 4)).flatten(), x[b].flatten())
-        assert float(ia.logdet(block, x, "exact")[b].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-12)
+        assert float(ia.logdet(block, x, "exact")[b].detach()) == pytest.approx(
+            float(torch.linalg.slogdet(jac).logabsdet), abs=1e-12
+        )
 
 
 @pytest.mark.compat
@@ -102,10 +104,12 @@ def test_neumann_gradient_matches_exact_gradient_on_average():
     direction = [torch.randn_like(p) for p in block.parameters()]
     exact = float(_exact_gradient(block, x, direction))
     generator = torch.Generator().manual_seed(2)
-    draws = torch.tensor([
-        float(_gradient(block, x, direction, estimator="roulette", neumann_gradient=True, generator=generator))
-        for _ in range(2000)
-    ])
+    draws = torch.tensor(
+        [
+            float(_gradient(block, x, direction, estimator="roulette", neumann_gradient=True, generator=generator))
+            for _ in range(2000)
+        ]
+    )
     assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / math.sqrt(len(draws))
 
 

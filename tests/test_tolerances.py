@@ -74,7 +74,9 @@ def test_default_inverse_converges_in_low_precision_within_its_certified_bound(d
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_default_sample_converges_in_low_precision(dtype):
     torch.manual_seed(0)
-    config = FlowConfig(in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2), width=16, attention=("concat", None))
+    config = FlowConfig(
+        in_channels=1, image_size=8, blocks=(1, 1), strides=(1, 2), width=16, attention=("concat", None)
+    )
     flow = copy.deepcopy(ResidualFlow(config).eval()).to(dtype)
     samples = flow.sample(4, generator=torch.Generator().manual_seed(0))  # raised InversionError before the fix
     assert samples.shape == (4, 1, 8, 8) and samples.dtype == dtype and bool(torch.isfinite(samples).all())
@@ -82,8 +84,10 @@ def test_default_sample_converges_in_low_precision(dtype):
     zs = flow.prior_sample(4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         again = flow.latents(samples)
-    error = max(float(((a.double() - z.double()).flatten(1).norm(dim=1) / z.double().flatten(1).norm(dim=1)).max())
-                for a, z in zip(again, zs))
+    error = max(
+        float(((a.double() - z.double()).flatten(1).norm(dim=1) / z.double().flatten(1).norm(dim=1)).max())
+        for a, z in zip(again, zs)
+    )
     # three residual blocks (two steps and the attention), each solved to tol, whose residuals re-encoding adds up, each
     # amplified by at most Lip(F) < 2 per block after it: below (1 + 2 + 4)·tol (measured: 1.7u in float16, 0.9u in
     # bfloat16, against 8·tol = 128u)
@@ -98,7 +102,8 @@ def test_an_unreachable_tol_is_refused_before_any_evaluation(dtype):
     y = torch.randn(2, 3, 8, 8, dtype=dtype)
     below = smallest_tol(dtype) / 2  # 2 unit roundoffs
     message = rf"cannot be reached in {dtype}: its unit roundoff is u = .*Ask for tol >= " + (
-        "" if dtype == torch.float64 else ".*or compute in float64")  # float64 is the finest: no such advice
+        "" if dtype == torch.float64 else ".*or compute in float64"
+    )  # float64 is the finest: no such advice
     for on_failure in ("raise", "warn"):
         with pytest.raises(ValueError, match=message):
             block.inverse(y, tol=below, on_failure=on_failure)
@@ -124,7 +129,9 @@ def test_a_solve_that_stalls_at_the_rounding_floor_stops_long_before_max_iter():
     b[0, 0] += 80 * u  # 40 float32 steps above 1: representable, and ‖b − a‖ = 80u = 10u·‖a‖
     scale = a.double().norm(dim=1)
     cycle = lambda x: b if torch.equal(x, a) else a  # noqa: E731  (plain iteration: Anderson would mix the two)
-    stalled = r"stalled at the rounding floor of torch.float32: its best relative residual 5.96e-07 ≈ 10.0u \(u = 5.96e-08\)"
+    stalled = (
+        r"stalled at the rounding floor of torch.float32: its best relative residual 5.96e-07 ≈ 10.0u \(u = 5.96e-08\)"
+    )
     with pytest.raises(ia.InversionError, match=stalled) as caught:
         solve_fixed_point(cycle, a, scale, method="fixed_point", tol=5 * u)
     assert caught.value.info.function_evals == 51 and not caught.value.info.converged  # max_iter is 1000

@@ -26,8 +26,9 @@ def command(*args):
 
 @pytest.mark.compat
 def test_smoke_training_learns_and_writes_everything(tmp_path):
-    result = training.train("smoke", tmp_path, steps=8, progress_bar=False,
-                            training_overrides=dict(checkpoint_every=4, samples_per_epoch=4))
+    result = training.train(
+        "smoke", tmp_path, steps=8, progress_bar=False, training_overrides=dict(checkpoint_every=4, samples_per_epoch=4)
+    )
     history = result["history"]
     assert [h["step"] for h in history] == list(range(1, 9))
     assert history[-1]["bits_per_dim"] < history[0]["bits_per_dim"]
@@ -47,8 +48,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     steps = ["--steps", "24", "--checkpoint-every", "4"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(command("--out", str(straight), *steps), check=True, env=ENV, cwd=ROOT, capture_output=True)
-    process = subprocess.Popen(command("--out", str(killed), *steps), env=ENV, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command("--out", str(killed), *steps), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = killed / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
@@ -75,9 +77,27 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 def test_torchrun_two_cpu_processes_stay_in_step(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "invattn.train", "--preset", "smoke",
-         "--no-progress", "--out", str(tmp_path), "--steps", "6", "--checkpoint-every", "2"],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "invattn.train",
+            "--preset",
+            "smoke",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "6",
+            "--checkpoint-every",
+            "2",
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-6000:]
     # every checkpoint compared the two ranks' weights and buffers bit for bit (training raises otherwise)
@@ -89,8 +109,9 @@ def test_torchrun_two_cpu_processes_stay_in_step(tmp_path):
 
 def test_bad_requests_are_clear(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="Nothing is downloaded"):
-        training.train("smoke", tmp_path, training_overrides=dict(dataset="cifar10", data_root=str(tmp_path)),
-                       progress_bar=False)
+        training.train(
+            "smoke", tmp_path, training_overrides=dict(dataset="cifar10", data_root=str(tmp_path)), progress_bar=False
+        )
     with pytest.raises(ValueError, match="amp"):
         training.train("smoke", tmp_path, amp=True, progress_bar=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -116,16 +137,51 @@ def test_smoke_training_on_gpu_with_bfloat16(tmp_path):
 
 
 def test_estimator_flags_reach_the_model(tmp_path):
-    training.main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path), "--steps", "2",
-                   "--logdet", "roulette", "--n-terms", "2", "--neumann-gradient"])
+    training.main(
+        [
+            "--preset",
+            "smoke",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "2",
+            "--logdet",
+            "roulette",
+            "--n-terms",
+            "2",
+            "--neumann-gradient",
+        ]
+    )
     saved = training.load_checkpoint(tmp_path / "checkpoint.pt")["model_config"]
     assert (saved["logdet"], saved["n_terms"], saved["neumann_gradient"]) == ("roulette", 2, True)
-    training.main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "series"), "--steps", "1",
-                   "--no-neumann-gradient"])
+    training.main(
+        [
+            "--preset",
+            "smoke",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "series"),
+            "--steps",
+            "1",
+            "--no-neumann-gradient",
+        ]
+    )
     assert training.load_checkpoint(tmp_path / "series" / "checkpoint.pt")["model_config"]["neumann_gradient"] is False
     with pytest.raises(SystemExit):
-        training.main(["--task", "classify", "--model", "irevnet", "--preset", "smoke", "--out", str(tmp_path / "c"),
-                       "--neumann-gradient"])
+        training.main(
+            [
+                "--task",
+                "classify",
+                "--model",
+                "irevnet",
+                "--preset",
+                "smoke",
+                "--out",
+                str(tmp_path / "c"),
+                "--neumann-gradient",
+            ]
+        )
 
 
 def test_training_leaves_the_plotting_backend_alone(tmp_path, monkeypatch):
@@ -136,8 +192,9 @@ def test_training_leaves_the_plotting_backend_alone(tmp_path, monkeypatch):
         raise AssertionError("training switched the matplotlib backend")
 
     monkeypatch.setattr(matplotlib, "use", refuse)
-    training.train("smoke", tmp_path, steps=2, progress_bar=False,
-                   training_overrides=dict(checkpoint_every=2, samples_per_epoch=4))
+    training.train(
+        "smoke", tmp_path, steps=2, progress_bar=False, training_overrides=dict(checkpoint_every=2, samples_per_epoch=4)
+    )
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "samples_epoch1.png").is_file()
 
 
@@ -161,8 +218,15 @@ def test_cosine_schedule_decays_to_zero_and_a_wrong_schedule_is_refused(tmp_path
     assert factors[0] == pytest.approx(0.5 * 0.5 * (1 + math.cos(0)))  # the ramp's first half, times 1
     assert all(a >= b for a, b in zip(factors[1:], factors[2:])) and factors[10] == pytest.approx(0.0, abs=1e-12)
     assert [training._lr_factor(s, 0, "constant", 10) for s in (0, 9)] == [1.0, 1.0]
-    result = training.train("smoke", tmp_path / "run", task="classify", architecture="irevnet", steps=8,
-                            training_overrides=dict(lr_schedule="cosine"), progress_bar=False)
+    result = training.train(
+        "smoke",
+        tmp_path / "run",
+        task="classify",
+        architecture="irevnet",
+        steps=8,
+        training_overrides=dict(lr_schedule="cosine"),
+        progress_bar=False,
+    )
     checkpoint = training.load_checkpoint(tmp_path / "run" / training.CHECKPOINT)
     assert checkpoint["train_config"]["lr_schedule"] == "cosine"
     assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at step 8

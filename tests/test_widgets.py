@@ -135,7 +135,9 @@ def test_attention_map_demo_follows_its_sliders(image):
     assert "query (0, 0)" in demo.summary.value and not torch.equal(before, demo.state.weights)
     demo.controls["temperature"].value = 10.0
     assert demo.state.entropy_ratio < 1
-    started = attention_map_demo(image, kind="gaussian", radius=3.0, row=2, col=3)  # the lesson starts it where its figure is
+    started = attention_map_demo(
+        image, kind="gaussian", radius=3.0, row=2, col=3
+    )  # the lesson starts it where its figure is
     assert "query (2, 3)" in started.summary.value
     with pytest.raises(ValueError, match="row = 99 is not a value its control offers"):
         attention_map_demo(image, row=99)
@@ -202,11 +204,19 @@ def test_the_app_holds_the_six_demos_with_their_lessons():
     # the benchmark's probe moves every control over its range (each option; a slider's neighbour, ends) and back
     app.demos = {title: app.demos[title] for title in ("Banach's iteration", "Bound explorer")}
     rows = response_times(app, rounds=1)
-    assert [row["control"] for row in rows] == ["map", "c", "steps", "kind", "n_positions", "radius", "temperature",
-                                                "reduction"]
+    assert [row["control"] for row in rows] == [
+        "map",
+        "c",
+        "steps",
+        "kind",
+        "n_positions",
+        "radius",
+        "temperature",
+        "reduction",
+    ]
     assert all(0 < row["median"] <= row["worst"] for row in rows)
     radius = next(row for row in rows if row["control"] == "radius")  # a log slider: its neighbour and both ends
-    assert sorted(radius["values"]) == pytest.approx(sorted([10 ** 0.1, 0.1, 10.0]))
+    assert sorted(radius["values"]) == pytest.approx(sorted([10**0.1, 0.1, 10.0]))
     kind = next(row for row in rows if row["control"] == "kind")
     assert len(kind["values"]) == len(app.demos["Bound explorer"].controls["kind"].options) - 1  # every other option
     banach = app.children[0].children[1]
@@ -231,21 +241,36 @@ def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_to
         return State()
 
     control = widgets.IntText(value=0)
-    demo = _demo(dict(value=control), compute, lambda state: __import__("matplotlib.pyplot").pyplot.figure(), [["value"]],
-                 dict(value=0))
+    demo = _demo(
+        dict(value=control),
+        compute,
+        lambda state: __import__("matplotlib.pyplot").pyplot.figure(),
+        [["value"]],
+        dict(value=0),
+    )
     control.value = 1
     assert demo.summary.value == "<b>kinds &lt;b&gt;(&#x27;a&#x27;, &#x27;b&#x27;)&lt;/b&gt;</b>"
     control.value = 2
     assert demo.summary.value == "<b>did not converge</b>" and isinstance(demo.state, State)
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is not a value its control offers"),
-    (lambda: __import__("invattn.widgets").widgets.banach_demo(map="3d"), "not one the demo's controls offer"),
-    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0), "coeff = 2.0 is not a value"),
-    (lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), kind="l2", variant="paper"),
-     "starting values are refused: variant='paper' exists for"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is not a value its control offers"),
+        (lambda: __import__("invattn.widgets").widgets.banach_demo(map="3d"), "not one the demo's controls offer"),
+        (
+            lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0),
+            "coeff = 2.0 is not a value",
+        ),
+        (
+            lambda: __import__("invattn.widgets").widgets.inversion_demo(
+                torch.rand(3, 8, 8), kind="l2", variant="paper"
+            ),
+            "starting values are refused: variant='paper' exists for",
+        ),
+    ],
+)
 def test_a_starting_value_a_control_cannot_show_is_refused_not_clamped(build, message):
     with pytest.raises(ValueError, match=message):
         build()
@@ -259,15 +284,21 @@ def test_latent_and_two_roads_demos_refuse_starting_values_outside_their_sliders
 
     images = load_labelled("digits", split="test")[0][:20]
     flow = load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt")
-    for options, message in ((dict(first=1000), "first = 1000 is not a value its control offers"), (dict(temperature=5.0), "temperature = 5.0"),
-                             (dict(seed=-1), "seed = -1")):
+    for options, message in (
+        (dict(first=1000), "first = 1000 is not a value its control offers"),
+        (dict(temperature=5.0), "temperature = 5.0"),
+        (dict(seed=-1), "seed = -1"),
+    ):
         with pytest.raises(ValueError, match=message):
             latent_demo(flow, images, **options)
     with pytest.raises(ValueError, match="images must be"):
         latent_demo(flow, images[:0], second=0)
     roads = two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
-    for options, message in ((dict(index=-1), "index = -1 is not a value"), (dict(iterations=500), "iterations = 500"),
-                             (dict(method="newton"), "not one the demo's controls offer")):
+    for options, message in (
+        (dict(index=-1), "index = -1 is not a value"),
+        (dict(iterations=500), "iterations = 500"),
+        (dict(method="newton"), "not one the demo's controls offer"),
+    ):
         with pytest.raises(ValueError, match=message):
             two_roads_demo(roads, images, **options)
     demo = latent_demo(flow, images, seed=250)  # any seed a lesson is run with: the seed slider reaches it

@@ -4,7 +4,8 @@ paper's formulation for comparison.
 Every module here is a residual branch g acting on feature maps ``[B, C, H, W]`` (N = H·W positions):
 put it in :class:`invattn.InvertibleResidual` to get the invertible block x + g(x), or use it as the F of a
 coupling block, :class:`AttentionCoupling`, invertible whatever its Lipschitz constant. Notation used in the
-docstrings (derivations in appendix 02a, results in lesson 02): x_i ∈ R^C is the feature at position i; row j of the attention
+docstrings (derivations in appendix 02a, results in lesson 02): x_i ∈ R^C is the feature at position i; row j of the
+attention
 map P holds the weights with which output position j averages the values v_i,
 
     o_j = Σ_i P_ji v_i,        g(x)_j = gain · W_o o_j + b_o.
@@ -59,6 +60,9 @@ __all__ = [
     "PaperAttention",
     "lambert_w0",
     "l2_attention_constant",
+    "Tightness",
+    "attention_tightness",
+    "search_lipschitz",
 ]
 
 KINDS = ("concat", "dot", "embedded_gaussian", "gaussian", "l2", "lipnorm")

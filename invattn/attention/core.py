@@ -12,6 +12,7 @@ from torch import nn
 
 from .._validation import check_coeff, check_finite, check_positive_int
 
+
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
     """PyTorch's default Linear/Conv initialisation: U(−1/√fan_in, 1/√fan_in)."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -194,7 +195,9 @@ class _AttentionCore(torch.autograd.Function):
 def _check_input(x: torch.Tensor, channels: int) -> None:
     check_finite(x, "x")
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"attention over {channels} channels needs x of shape [B, {channels}, H, W], got {tuple(x.shape)}")
+        raise ValueError(
+            f"attention over {channels} channels needs x of shape [B, {channels}, H, W], got {tuple(x.shape)}"
+        )
 
 
 class CertifiedAttention(nn.Module):

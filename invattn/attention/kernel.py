@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_choice, check_positive_float, check_positive_int
-from .core import CertifiedAttention, affine, _Core, _norm2, project_to_ball, _uniform
+from .core import CertifiedAttention, _Core, _norm2, _uniform, affine, project_to_ball
 
 PAPER_KINDS = ("concat", "dot", "embedded_gaussian", "gaussian")
 
@@ -42,7 +42,9 @@ class KernelAttention(CertifiedAttention):
             if value > 1e100:
                 raise ValueError(f"{name}={value:g} is beyond what any dtype can score (at most 1e100)")
         if temperature * radius**2 > 1e300:
-            raise ValueError(f"temperature·radius² = {temperature * radius**2:g} overflows the score bound (at most 1e300)")
+            raise ValueError(
+                f"temperature·radius² = {temperature * radius**2:g} overflows the score bound (at most 1e300)"
+            )
         self.kernel = "elu1" if kind in ("concat", "dot") else "exp"
         self.head_dim = max(1, channels // self.reduction)
         d = self.head_dim
@@ -68,7 +70,9 @@ class KernelAttention(CertifiedAttention):
     def _score_sensitivities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """L_a, L_b with ‖dS‖_F ≤ √N·(L_a‖dX‖ + L_b‖dX‖)."""
         if self.kind == "concat":
-            return self.query_score.double().norm() * _norm2(self.query_weight), self.key_score.double().norm() * _norm2(self.key_weight)
+            return self.query_score.double().norm() * _norm2(
+                self.query_weight
+            ), self.key_score.double().norm() * _norm2(self.key_weight)
         if self.kind == "gaussian":
             one = torch.tensor(self.temperature * self.radius, dtype=torch.float64, device=self.value_weight.device)
             return one, one

@@ -35,7 +35,8 @@ class L2Attention(CertifiedAttention):
     """``"l2"``: L2 self-attention (Kim et al., 2021), globally Lipschitz without any domain restriction.
 
     Tied queries and keys q_i = W x_i, scores −τ‖q_j − q_i‖², values M q_i.
-    Bound: Lip(g) ≤ min(c, ‖W_o‖·‖M‖·‖W‖·L_u(N)) with L_u(N) from :func:`l2_attention_constant` (≈ √(N/2)·(1 + 1.5√(ln N))).
+    Bound: Lip(g) ≤ min(c, ‖W_o‖·‖M‖·‖W‖·L_u(N)) with L_u(N) from :func:`l2_attention_constant` (≈ √(N/2)·(1 + 1.5√(ln
+    N))).
     """
 
     kind = "l2"
@@ -44,7 +45,9 @@ class L2Attention(CertifiedAttention):
         super().__init__(channels, coeff)
         self.reduction = check_positive_int(reduction, "reduction")
         self.head_dim = d = max(1, channels // self.reduction)
-        self.temperature = check_positive_float(temperature if temperature is not None else 1 / math.sqrt(d), "temperature")
+        self.temperature = check_positive_float(
+            temperature if temperature is not None else 1 / math.sqrt(d), "temperature"
+        )
         self.query_weight = _uniform((d, channels), channels)
         self.value_weight = _uniform((channels, d), d)
 

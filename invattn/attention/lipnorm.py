@@ -7,7 +7,7 @@ import math
 import torch
 
 from .._validation import check_positive_int
-from .core import CertifiedAttention, affine, _Core, _norm2, _uniform
+from .core import CertifiedAttention, _Core, _norm2, _uniform, affine
 
 
 class LipNormAttention(CertifiedAttention):

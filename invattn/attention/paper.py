@@ -36,8 +36,9 @@ class PaperAttention(nn.Module):
     :meth:`local_lipschitz_bound` gives the bound that holds on inputs with ‖x_i‖ ≤ R.
     """
 
-    def __init__(self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4,
-                 repository: str = "validation") -> None:
+    def __init__(
+        self, kind: str, channels: int, coeff: float = 0.9, reduction: int = 4, repository: str = "validation"
+    ) -> None:
         super().__init__()
         self.repository = check_choice(repository, "repository", REPOSITORIES)
         generation = repository == "generation"
@@ -58,7 +59,11 @@ class PaperAttention(nn.Module):
     @property
     def bound_reason(self) -> str:
         if self.kind in ("concat", "dot"):
-            sums = "the sum Σ_kl E_kl over the whole map" if self.repository == "generation" else "each column sum Σ_i E_ij"
+            sums = (
+                "the sum Σ_kl E_kl over the whole map"
+                if self.repository == "generation"
+                else "each column sum Σ_i E_ij"
+            )
             return (
                 f"ELU energies can be negative, so {sums} that divides them can be 0 or change sign: "
                 "the map has no finite Lipschitz bound, not even on bounded inputs"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -81,8 +81,10 @@ def search_lipschitz(
         outputs = fn(torch.cat([upper, lower]))
         distance = _per_sample_norm(upper - lower)
         if not torch.isfinite(outputs).all() or not bool((distance > 0).all()):
-            raise ValueError("the search left the range where fn is finite or the pair offset underflowed "
-                             f"(offset {offset:g}): no quotient can be measured there; use other starts or offset")
+            raise ValueError(
+                "the search left the range where fn is finite or the pair offset underflowed "
+                f"(offset {offset:g}): no quotient can be measured there; use other starts or offset"
+            )
         quotient = _per_sample_norm(outputs[:batch] - outputs[batch:]) / distance
         with torch.no_grad():
             better = quotient > best
@@ -134,7 +136,9 @@ def attention_tightness(
     that is not a certified attention branch.
     """
     if isinstance(module, PaperAttention):
-        raise ValueError("variant='paper' has no certified bound (its lipschitz_bound() is inf): nothing to compare with")
+        raise ValueError(
+            "variant='paper' has no certified bound (its lipschitz_bound() is inf): nothing to compare with"
+        )
     if not isinstance(module, CertifiedAttention):
         raise TypeError(
             f"attention_tightness needs a certified attention branch (make_attention(...)), got {type(module).__name__}"
@@ -159,7 +163,11 @@ def attention_tightness(
 
 
 def scale_with_positions(
-    g: torch.nn.Module, channels: int, sizes: tuple[int, ...] = (4, 8, 16, 32), seed: int = 0, batch: int = 2,
+    g: torch.nn.Module,
+    channels: int,
+    sizes: tuple[int, ...] = (4, 8, 16, 32),
+    seed: int = 0,
+    batch: int = 2,
 ) -> list[dict]:
     """How an attention branch's output and Lipschitz constant change with the number of positions N.
 
@@ -169,7 +177,8 @@ def scale_with_positions(
     repository's normaliser, one sum over all N² energies, both fall like 1/N; for a row-normalised map (the
     certified kinds) the measured constant stays of the same size as N grows. Returns
     ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``. ``g`` is evaluated in the dtype and on the
-    device of its parameters (float64 on the CPU if it has none). Raises ``ValueError`` for a non-positive size or batch.
+    device of its parameters (float64 on the CPU if it has none). Raises ``ValueError`` for a non-positive size or
+    batch.
     """
     check_positive_int(channels, "channels")
     check_positive_int(batch, "batch")

@@ -14,8 +14,8 @@ import time
 import torch
 
 from ..attention import KINDS, PAPER_KINDS, VARIANTS, KernelAttention, make_attention
+from ..attention.core import _row_normalise, project_to_ball
 from ..attention.tightness import scale_with_positions
-from ..attention.core import project_to_ball, _row_normalise
 from ..blocks import InvertibleResidual, Squeeze
 from ..data import dequantize, full_scale_photograph, photograph_crops
 from ..lipschitz import estimate_lipschitz
@@ -82,8 +82,10 @@ def inputs(size: tuple[int, int], batch: int) -> torch.Tensor:
 
 def timing_table(sizes, batches) -> list[dict]:
     print("\n-- forward / backward / inverse per kind (float32; inverse: Anderson to relative residual 1e-6) --")
-    header = (f"{'kind':>17} {'N':>5} {'B':>2} | {'fwd s':>6} {'bwd s':>6} {'inv s':>6} {'evals':>5} {'inv err':>7} | "
-              f"{'fwd MiB':>8} {'f+b MiB':>8} {'inv MiB':>8} {'MiB/N²':>6}")
+    header = (
+        f"{'kind':>17} {'N':>5} {'B':>2} | {'fwd s':>6} {'bwd s':>6} {'inv s':>6} {'evals':>5} {'inv err':>7} | "
+        f"{'fwd MiB':>8} {'f+b MiB':>8} {'inv MiB':>8} {'MiB/N²':>6}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -107,24 +109,43 @@ def timing_table(sizes, batches) -> list[dict]:
             inv_b = peak_bytes(lambda: block.inverse(y, tol=1e-6))
             error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
             backward_s = max(fb_s - grad_fwd_s, 0.0)
-            row = dict(kind=kind, n=n, batch=batch, forward_s=fwd_s, backward_s=backward_s, inverse_s=inv_s,
-                       evals=info.function_evals, error=error, forward_mib=fwd_b / MIB, train_mib=fb_b / MIB,
-                       inverse_mib=inv_b / MIB)
+            row = dict(
+                kind=kind,
+                n=n,
+                batch=batch,
+                forward_s=fwd_s,
+                backward_s=backward_s,
+                inverse_s=inv_s,
+                evals=info.function_evals,
+                error=error,
+                forward_mib=fwd_b / MIB,
+                train_mib=fb_b / MIB,
+                inverse_mib=inv_b / MIB,
+            )
             rows.append(row)
             per_map = fwd_b / (batch * n * n * 4)
-            print(f"{kind:>17} {n:>5} {batch:>2} | {fwd_s:>6.3f} {backward_s:>6.3f} {inv_s:>6.2f} "
-                  f"{info.function_evals:>5} {error:>7.1e} | {fwd_b / MIB:>8.1f} {fb_b / MIB:>8.1f} "
-                  f"{inv_b / MIB:>8.1f} {per_map:>6.2f}", flush=True)
-    print("fwd: forward without autograd; bwd: backward alone; f+b MiB: peak of forward + backward; "
-          "MiB/N²: forward peak in float32 N×N maps per image")
+            print(
+                f"{kind:>17} {n:>5} {batch:>2} | {fwd_s:>6.3f} {backward_s:>6.3f} {inv_s:>6.2f} "
+                f"{info.function_evals:>5} {error:>7.1e} | {fwd_b / MIB:>8.1f} {fb_b / MIB:>8.1f} "
+                f"{inv_b / MIB:>8.1f} {per_map:>6.2f}",
+                flush=True,
+            )
+    print(
+        "fwd: forward without autograd; bwd: backward alone; f+b MiB: peak of forward + backward; "
+        "MiB/N²: forward peak in float32 N×N maps per image"
+    )
     return rows
 
 
 def naive_table(sizes, batches) -> list[dict]:
-    print(f"\n-- concat: broadcast a_j + b_i vs the naive [B, 2C/k, N, N] concatenation (C = {CHANNELS}, k = 4, "
-          "so 2C/k = 6) --")
-    header = (f"{'N':>5} {'B':>2} | {'naive fwd':>9} {'ours fwd':>8} {'ratio':>6} | {'naive f+b':>9} {'ours f+b':>8} "
-              f"{'ratio':>6} | {'time fwd':>8} {'time f+b':>8}")
+    print(
+        f"\n-- concat: broadcast a_j + b_i vs the naive [B, 2C/k, N, N] concatenation (C = {CHANNELS}, k = 4, "
+        "so 2C/k = 6) --"
+    )
+    header = (
+        f"{'N':>5} {'B':>2} | {'naive fwd':>9} {'ours fwd':>8} {'ratio':>6} | {'naive f+b':>9} {'ours f+b':>8} "
+        f"{'ratio':>6} | {'time fwd':>8} {'time f+b':>8}"
+    )
     print(header + "   (MiB; time = naive/ours)")
     print("-" * len(header))
     rows = []
@@ -133,28 +154,50 @@ def naive_table(sizes, batches) -> list[dict]:
         torch.manual_seed(0)
         g = make_attention("concat", CHANNELS)
         with torch.no_grad():
-            assert torch.allclose(naive_concat(g, x), g(x), atol=1e-5), "the naive concat must compute the same function"
+            assert torch.allclose(naive_concat(g, x), g(x), atol=1e-5), (
+                "the naive concat must compute the same function"
+            )
         naive = lambda t: naive_concat(g, t)  # noqa: E731
         repeats = 3 if size[0] * size[1] <= 1024 else 1
         trainable = lambda: x.clone().requires_grad_(True)  # noqa: E731
         naive_f = (seconds(forward_no_grad, naive, x, repeats=repeats), peak_bytes(forward_no_grad, naive, x))
         ours_f = (seconds(forward_no_grad, g, x, repeats=repeats), peak_bytes(forward_no_grad, g, x))
-        naive_t = (seconds(forward_backward, naive, trainable(), repeats=repeats), peak_bytes(forward_backward, naive, trainable()))
-        ours_t = (seconds(forward_backward, g, trainable(), repeats=repeats), peak_bytes(forward_backward, g, trainable()))
-        rows.append(dict(n=size[0] * size[1], batch=batch, naive_forward=naive_f, ours_forward=ours_f,
-                         naive_train=naive_t, ours_train=ours_t))
-        print(f"{size[0] * size[1]:>5} {batch:>2} | {naive_f[1] / MIB:>9.1f} {ours_f[1] / MIB:>8.1f} "
-              f"{naive_f[1] / ours_f[1]:>6.2f} | {naive_t[1] / MIB:>9.1f} {ours_t[1] / MIB:>8.1f} "
-              f"{naive_t[1] / ours_t[1]:>6.2f} | {naive_f[0] / ours_f[0]:>8.2f} {naive_t[0] / ours_t[0]:>8.2f}",
-              flush=True)
+        naive_t = (
+            seconds(forward_backward, naive, trainable(), repeats=repeats),
+            peak_bytes(forward_backward, naive, trainable()),
+        )
+        ours_t = (
+            seconds(forward_backward, g, trainable(), repeats=repeats),
+            peak_bytes(forward_backward, g, trainable()),
+        )
+        rows.append(
+            dict(
+                n=size[0] * size[1],
+                batch=batch,
+                naive_forward=naive_f,
+                ours_forward=ours_f,
+                naive_train=naive_t,
+                ours_train=ours_t,
+            )
+        )
+        print(
+            f"{size[0] * size[1]:>5} {batch:>2} | {naive_f[1] / MIB:>9.1f} {ours_f[1] / MIB:>8.1f} "
+            f"{naive_f[1] / ours_f[1]:>6.2f} | {naive_t[1] / MIB:>9.1f} {ours_t[1] / MIB:>8.1f} "
+            f"{naive_t[1] / ours_t[1]:>6.2f} | {naive_f[0] / ours_f[0]:>8.2f} {naive_t[0] / ours_t[0]:>8.2f}",
+            flush=True,
+        )
     return rows
 
 
 def tightness_table(steps: int) -> list[dict]:
-    print(f"\n-- tightness: certified bound / measured Lipschitz constant (N = 256, float64, real images; "
-          f"'trained' = {steps} Adam steps onto a fixed noise target) --")
-    header = (f"{'kind':>17} | {'raw bound':>9} {'bound':>6} {'measured':>8} {'gap':>6} | "
-              f"{'raw bound':>9} {'bound':>6} {'measured':>8} {'gap':>6}")
+    print(
+        f"\n-- tightness: certified bound / measured Lipschitz constant (N = 256, float64, real images; "
+        f"'trained' = {steps} Adam steps onto a fixed noise target) --"
+    )
+    header = (
+        f"{'kind':>17} | {'raw bound':>9} {'bound':>6} {'measured':>8} {'gap':>6} | "
+        f"{'raw bound':>9} {'bound':>6} {'measured':>8} {'gap':>6}"
+    )
     print(f"{'':>17} | {'at initialisation':^33} | {'trained':^33}")
     print(header)
     print("-" * len(header))
@@ -176,13 +219,18 @@ def tightness_table(steps: int) -> list[dict]:
                     optimizer.step()
             g64 = g.double()
             bound = g64.lipschitz_bound(256)
-            measured = max(estimate_lipschitz(g64, probe, n_iterations=40, pair_steps=100),
-                           estimate_lipschitz(g64, 30 * probe, n_iterations=40, pair_steps=100))
+            measured = max(
+                estimate_lipschitz(g64, probe, n_iterations=40, pair_steps=100),
+                estimate_lipschitz(g64, 30 * probe, n_iterations=40, pair_steps=100),
+            )
             cells.append((g64.raw_lipschitz_bound(256), bound, measured))
             g = g64.float()
         rows.append(dict(kind=kind, init=cells[0], trained=cells[1]))
-        print(f"{kind:>17} | " + " | ".join(f"{raw:>9.3f} {bound:>6.3f} {meas:>8.4f} {bound / meas:>6.2f}"
-                                            for raw, bound, meas in cells), flush=True)
+        print(
+            f"{kind:>17} | "
+            + " | ".join(f"{raw:>9.3f} {bound:>6.3f} {meas:>8.4f} {bound / meas:>6.2f}" for raw, bound, meas in cells),
+            flush=True,
+        )
     print("paper formulation (variant='paper'): certified bound = inf; measured ‖J_g‖ on the same images:")
     for kind in PAPER_KINDS:
         torch.manual_seed(0)
@@ -198,8 +246,10 @@ def variants_table(sides: tuple[int, ...]) -> list[dict]:
     """The three formulations of concat and dot side by side as N grows: the certified bound, the measured Lipschitz
     constant and the output ratio ‖g(x) − g(0)‖/‖x‖ (:func:`invattn.attention.tightness.scale_with_positions`), at
     initialisation, float64. The generative repository's global normaliser shrinks both like 1/N."""
-    print("\nformulations side by side (random init, x ∈ [−½, ½)): measured Lip(g) / output ratio ‖g(x) − g(0)‖/‖x‖ "
-          "at N positions; bound = the certified Lipschitz bound")
+    print(
+        "\nformulations side by side (random init, x ∈ [−½, ½)): measured Lip(g) / output ratio ‖g(x) − g(0)‖/‖x‖ "
+        "at N positions; bound = the certified Lipschitz bound"
+    )
     print(f"{'kind':>7} {'variant':>11} {'bound':>6} | " + " | ".join(f"N = {s * s:<5} Lip   ratio" for s in sides))
     rows = []
     for kind in ("concat", "dot"):
@@ -209,8 +259,11 @@ def variants_table(sides: tuple[int, ...]) -> list[dict]:
             scaling = scale_with_positions(g, CHANNELS, sides)
             bound = g.lipschitz_bound()
             rows.append(dict(kind=kind, variant=variant, bound=bound, scaling=scaling))
-            print(f"{kind:>7} {variant:>11} {bound:>6.3g} | "
-                  + " | ".join(f"{r['measured']:>10.3g} {r['output_ratio']:>7.2g}" for r in scaling), flush=True)
+            print(
+                f"{kind:>7} {variant:>11} {bound:>6.3g} | "
+                + " | ".join(f"{r['measured']:>10.3g} {r['output_ratio']:>7.2g}" for r in scaling),
+                flush=True,
+            )
     return rows
 
 

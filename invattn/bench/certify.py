@@ -52,7 +52,7 @@ class PowerIterationNormalisation:
                         self.maps[p] = _linear_maps(module, p.input_size)
         self._original = None
 
-    def __enter__(self) -> "PowerIterationNormalisation":
+    def __enter__(self) -> PowerIterationNormalisation:
         self._original = SpectralNorm.forward
         maps, vectors, n_iterations = self.maps, self.vectors, self.n_iterations
 
@@ -159,8 +159,11 @@ def layer_shapes(config: FlowConfig) -> list[tuple[int, int, int, int]]:
     for index, stride in enumerate(config.strides):
         if stride == 2:
             channels, size = channels * 4, size // 2
-        for shape in ((channels, config.width, 3, size), (config.width, config.width, 1, 1),
-                      (config.width, channels, 3, size)):
+        for shape in (
+            (channels, config.width, 3, size),
+            (config.width, config.width, 1, 1),
+            (config.width, channels, 3, size),
+        ):
             if shape not in shapes:
                 shapes.append(shape)
         if index < len(config.strides) - 1:
@@ -170,8 +173,12 @@ def layer_shapes(config: FlowConfig) -> list[tuple[int, int, int, int]]:
 
 def build_and_first_forward(config: FlowConfig) -> None:
     print("\n-- build + .eval() + first forward (log_prob under no_grad, batch 2): cifar10-paper --")
-    x = torch.rand(2, config.in_channels, config.image_size, config.image_size,
-                   generator=torch.Generator().manual_seed(0)) - 0.5
+    x = (
+        torch.rand(
+            2, config.in_channels, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)
+        )
+        - 0.5
+    )
     with counting_certificates() as totals:
         cpu, wall = time.process_time(), time.perf_counter()
         torch.manual_seed(0)
@@ -180,22 +187,33 @@ def build_and_first_forward(config: FlowConfig) -> None:
         with torch.no_grad():
             model.log_prob(x)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    print(f"build + eval: {built_cpu:.2f} CPU-s ({built_wall:.2f} s wall); first forward: {cpu - built_cpu:.2f} CPU-s "
-          f"({wall - built_wall:.2f} s wall)")
-    print(f"total: {cpu:.2f} CPU-s, {wall:.2f} s wall (target < 30 CPU-s: {'met' if cpu < 30 else 'MISSED'}); "
-          f"of it certify_operator_norm: {totals['calls']} calls, {totals['seconds']:.2f} s")
+    print(
+        f"build + eval: {built_cpu:.2f} CPU-s ({built_wall:.2f} s wall); first forward: {cpu - built_cpu:.2f} CPU-s "
+        f"({wall - built_wall:.2f} s wall)"
+    )
+    print(
+        f"total: {cpu:.2f} CPU-s, {wall:.2f} s wall (target < 30 CPU-s: {'met' if cpu < 30 else 'MISSED'}); "
+        f"of it certify_operator_norm: {totals['calls']} calls, {totals['seconds']:.2f} s"
+    )
 
 
 def layer_table(config: FlowConfig, quick: bool) -> None:
     iterations = (1, 5, 20)
-    print(f"\n-- every distinct layer of cifar10-paper, raw (unnormalised) weights, default init (seeded), "
-          f"float32 for power iteration, float64 for exact --")
+    print(
+        "\n-- every distinct layer of cifar10-paper, raw (unnormalised) weights, default init (seeded), "
+        "float32 for power iteration, float64 for exact --"
+    )
     if quick:
         print("(--quick: exact norms with a Gram matrix above 1536×1536 skipped)")
-    print("PI n: power iteration after n steps from a random start, as a ratio to exact (≤ 1: a lower bound); "
-          "σ_up: certified bound; ms with and without the gradient direction (training computes it)")
-    header = (f"{'layer':>24} | {'exact':>8} {'ms':>7} | " + " ".join(f"{f'PI {n}':>6} {'ms':>5}" for n in iterations)
-              + f" | {'σ_up':>8} {'ms':>6} {'+dir ms':>7} | {'exact/σ_up':>10}")
+    print(
+        "PI n: power iteration after n steps from a random start, as a ratio to exact (≤ 1: a lower bound); "
+        "σ_up: certified bound; ms with and without the gradient direction (training computes it)"
+    )
+    header = (
+        f"{'layer':>24} | {'exact':>8} {'ms':>7} | "
+        + " ".join(f"{f'PI {n}':>6} {'ms':>5}" for n in iterations)
+        + f" | {'σ_up':>8} {'ms':>6} {'+dir ms':>7} | {'exact/σ_up':>10}"
+    )
     print(header)
     print("-" * len(header))
     for index, (c_in, c_out, k, size) in enumerate(layer_shapes(config)):
@@ -218,18 +236,31 @@ def layer_table(config: FlowConfig, quick: bool) -> None:
         _, dir_ms = timed(lambda: certify_operator_norm(weight, sn.geometry, with_direction=True), 3)
         exact_cells = f"{exact:>8.4f} {exact_ms:>7.0f}" if exact == exact else f"{'skipped':>8} {'—':>7}"
         tightness = f"{exact / certificate.sigma:>10.4f}" if exact == exact else f"{'—':>10}"
-        print(f"{name:>24} | {exact_cells} | {' '.join(cells)} | {certificate.sigma:>8.4f} {cert_ms:>6.1f} "
-              f"{dir_ms:>7.1f} | {tightness}", flush=True)
+        print(
+            f"{name:>24} | {exact_cells} | {' '.join(cells)} | {certificate.sigma:>8.4f} {cert_ms:>6.1f} "
+            f"{dir_ms:>7.1f} | {tightness}",
+            flush=True,
+        )
 
 
 def training_step(config: FlowConfig, label: str, batch_size: int, rounds: int, steps: int) -> None:
-    print(f"\n-- training step: {label}, batch {batch_size}, Adam lr 1e-3, loss −log p(x) on uniform [−0.5, 0.5); "
-          f"{rounds} rounds × {steps} steps per normalisation, alternated --")
+    print(
+        f"\n-- training step: {label}, batch {batch_size}, Adam lr 1e-3, loss −log p(x) on uniform [−0.5, 0.5); "
+        f"{rounds} rounds × {steps} steps per normalisation, alternated --"
+    )
     torch.manual_seed(0)
     model = ResidualFlow(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch_size, config.in_channels, config.image_size, config.image_size,
-                   generator=torch.Generator().manual_seed(0)) - 0.5
+    x = (
+        torch.rand(
+            batch_size,
+            config.in_channels,
+            config.image_size,
+            config.image_size,
+            generator=torch.Generator().manual_seed(0),
+        )
+        - 0.5
+    )
     baseline = PowerIterationNormalisation(model, n_iterations=5)
 
     def step() -> None:
@@ -253,7 +284,10 @@ def training_step(config: FlowConfig, label: str, batch_size: int, rounds: int, 
                 seconds[name].append((time.perf_counter() - start) / steps)
             if name.startswith("certified"):
                 certify = {key: certify[key] + totals[key] for key in certify}
-    header = f"{'normalisation':>24} | {'s/step per round':>20} | {'mean':>7} | {'certify calls/step':>18} {'s/step':>7} {'share':>6}"
+    header = (
+        f"{'normalisation':>24} | {'s/step per round':>20} | {'mean':>7} | {'certify calls/step':>18} {'s/step':>7} "
+        f"{'share':>6}"
+    )
     print(header)
     print("-" * len(header))
     means = {name: sum(values) / len(values) for name, values in seconds.items()}
@@ -266,8 +300,10 @@ def training_step(config: FlowConfig, label: str, batch_size: int, rounds: int, 
             extra = f"{'—':>18} {'—':>7} {'—':>6}"
         print(f"{name:>24} | {per_round:>20} | {means[name]:>7.3f} | {extra}")
     certified, classic = means["certified (library)"], means["power iteration (5/call)"]
-    print(f"certified / power iteration: {certified / classic:.2f}×; certify share 1 − t_PI/t_cert = "
-          f"{max(0.0, 1 - classic / certified):.0%}")
+    print(
+        f"certified / power iteration: {certified / classic:.2f}×; certify share 1 − t_PI/t_cert = "
+        f"{max(0.0, 1 - classic / certified):.0%}"
+    )
 
 
 def run(quick: bool = False) -> None:
@@ -277,8 +313,13 @@ def run(quick: bool = False) -> None:
     build_and_first_forward(config)
     layer_table(config, quick)
     if quick:
-        training_step(replace(config, blocks=(2, 2, 2), width=64), "reduced cifar10-paper (2-2-2, width 64)",
-                      batch_size=2, rounds=3, steps=3)
+        training_step(
+            replace(config, blocks=(2, 2, 2), width=64),
+            "reduced cifar10-paper (2-2-2, width 64)",
+            batch_size=2,
+            rounds=3,
+            steps=3,
+        )
     else:
         # the preset's own batch (64): the share the issue's target is about; ~16 GB of memory, minutes per step
         training_step(config, "cifar10-paper at its batch size", batch_size=64, rounds=1, steps=1)

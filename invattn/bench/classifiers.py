@@ -77,8 +77,10 @@ def compare(config: ClassifierConfig, label: str, batch_size: int, rounds: int, 
                 step(name)
             seconds[name].append((time.perf_counter() - start) / steps)
     print(f"\n-- {label}: batch {batch_size}, {rounds} rounds × {steps} training steps per model, alternated --")
-    header = (f"{'model':>24} | {'params':>9} | {'train img/s':>11} {'vs i-RevNet':>11} | "
-              f"{'inverse f32 s':>13} {'error f32':>9} | {'inverse f64 s':>13} {'error f64':>9} | note (float64)")
+    header = (
+        f"{'model':>24} | {'params':>9} | {'train img/s':>11} {'vs i-RevNet':>11} | "
+        f"{'inverse f32 s':>13} {'error f32':>9} | {'inverse f64 s':>13} {'error f64':>9} | note (float64)"
+    )
     print(header)
     print("-" * len(header))
     reference = None
@@ -90,18 +92,27 @@ def compare(config: ClassifierConfig, label: str, batch_size: int, rounds: int, 
         t32, e32, _ = _inverse(model, test)
         t64, e64, note = _inverse(copy.deepcopy(model).double(), test.double())
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:>24} | {params:>9,} | {throughput:>11.1f} {throughput / reference:>10.2f}× | "
-              f"{t32:>13.4f} {e32:>9.1e} | {t64:>13.4f} {e64:>9.1e} | {note}", flush=True)
+        print(
+            f"{name:>24} | {params:>9,} | {throughput:>11.1f} {throughput / reference:>10.2f}× | "
+            f"{t32:>13.4f} {e32:>9.1e} | {t64:>13.4f} {e64:>9.1e} | {note}",
+            flush=True,
+        )
 
 
 def run(quick: bool = False) -> None:
     torch.set_num_threads(1)
     print("torch.set_num_threads(1): every timing below is on one CPU thread")
-    compare(classifier_preset("irevnet", "digits"), "digits layout (1×8×8, 3-3 blocks, 16-64 channels)", batch_size=64,
-            rounds=2 if quick else 3, steps=2 if quick else 5)
+    compare(
+        classifier_preset("irevnet", "digits"),
+        "digits layout (1×8×8, 3-3 blocks, 16-64 channels)",
+        batch_size=64,
+        rounds=2 if quick else 3,
+        steps=2 if quick else 5,
+    )
     if not quick:
-        cifar = replace(classifier_preset("irevnet", "cifar10-paper"), blocks=(2, 2, 2), channels=(16, 64, 256),
-                        hidden=32)
+        cifar = replace(
+            classifier_preset("irevnet", "cifar10-paper"), blocks=(2, 2, 2), channels=(16, 64, 256), hidden=32
+        )
         compare(cifar, "CIFAR-10-sized (3×32×32, 2-2-2 blocks, 32-128-512 channels)", batch_size=16, rounds=2, steps=2)
 
 

@@ -4,7 +4,8 @@ the demo's new summary and figure (state function, drawing and PNG encoding; the
 The app is built as Voilà builds it (:func:`invattn.widgets.demo_app` on the shipped checkpoints); then, demo by demo,
 each control is moved over its range (every other option of a choice; one step, the minimum and the maximum of a
 slider), back to its start after each move, and the median and the largest time of the moves are printed, with the
-value that took longest. ``--quick``: one round instead of three. One CPU thread (``torch.set_num_threads(1)``), as a laptop's busy kernel would have.
+value that took longest. ``--quick``: one round instead of three. One CPU thread (``torch.set_num_threads(1)``), as a
+laptop's busy kernel would have.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _targets(control) -> list:
     elif hasattr(control, "base"):  # a log slider: min and max are exponents
         exponent = math.log(control.value, control.base)
         step = control.step if exponent + control.step <= control.max + 1e-12 else -control.step
-        candidates = [control.base ** (exponent + step), control.base ** control.min, control.base ** control.max]
+        candidates = [control.base ** (exponent + step), control.base**control.min, control.base**control.max]
     else:
         step = control.step if control.value + control.step <= control.max else -control.step
         candidates = [control.value + step, control.min, control.max]
@@ -59,8 +60,16 @@ def response_times(app, rounds: int = 3) -> list[dict]:
                     times.append((time.perf_counter() - began, value))
                     control.value = start
             worst = max(times, key=lambda pair: pair[0])
-            rows.append(dict(demo=title, control=name, values=values, median=statistics.median(t for t, _ in times),
-                             worst=worst[0], worst_value=worst[1]))
+            rows.append(
+                dict(
+                    demo=title,
+                    control=name,
+                    values=values,
+                    median=statistics.median(t for t, _ in times),
+                    worst=worst[0],
+                    worst_value=worst[1],
+                )
+            )
     return rows
 
 
@@ -74,7 +83,12 @@ def run(quick: bool = False) -> None:
     rows = response_times(app, rounds=1 if quick else 3)
     print(f"{'demo':<20} {'control':<12} {'median s':>9} {'worst s':>8}  at")
     for row in rows:
-        print(f"{row['demo']:<20} {row['control']:<12} {row['median']:>9.3f} {row['worst']:>8.3f}  {row['worst_value']!r}")
-    slow = [f"{row['demo']}: {row['control']} = {row['worst_value']!r} ({row['worst']:.2f} s)" for row in rows
-            if row["worst"] > 1.0]
+        print(
+            f"{row['demo']:<20} {row['control']:<12} {row['median']:>9.3f} {row['worst']:>8.3f}  {row['worst_value']!r}"
+        )
+    slow = [
+        f"{row['demo']}: {row['control']} = {row['worst_value']!r} ({row['worst']:.2f} s)"
+        for row in rows
+        if row["worst"] > 1.0
+    ]
     print(f"moves that took longer than 1 s: {'; '.join(slow) if slow else 'none'}")

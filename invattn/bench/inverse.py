@@ -84,13 +84,19 @@ def run(quick: bool = False, repeats: int = 5) -> list[dict]:
     channels, width, size, conv_batch = (4, 16, 8, 4) if quick else (12, 64, 16, 16)
     rows = []
     print(f"target: relative error ≤ {TARGET_ERROR:g} (float64), certified by the stopping rule")
-    print(f"dense: symmetric {dim}-d linear map, batch {batch};  sa-conv: self-adjoint 3×3 conv on "
-          f"{channels}×{size}×{size}, batch {conv_batch};  iresnet: i-ResNet conv block (width {width}) at init, "
-          "layers at L^(1/3) each")
-    print("'measured' is estimate_lipschitz(g): the contraction the solvers actually face; "
-          f"wall times are medians of {repeats} alternated measurements, each ≥ 0.2 s (short solves repeated)")
-    header = (f"{'map':>7} {'Lip':>5} {'measured':>8} | {'FP evals':>8} {'AA evals':>8} {'AA/FP':>6} | "
-              f"{'FP s':>7} {'AA s':>7} {'AA/FP':>6} | {'FP err':>7} {'AA err':>7}")
+    print(
+        f"dense: symmetric {dim}-d linear map, batch {batch};  sa-conv: self-adjoint 3×3 conv on "
+        f"{channels}×{size}×{size}, batch {conv_batch};  iresnet: i-ResNet conv block (width {width}) at init, "
+        "layers at L^(1/3) each"
+    )
+    print(
+        "'measured' is estimate_lipschitz(g): the contraction the solvers actually face; "
+        f"wall times are medians of {repeats} alternated measurements, each ≥ 0.2 s (short solves repeated)"
+    )
+    header = (
+        f"{'map':>7} {'Lip':>5} {'measured':>8} | {'FP evals':>8} {'AA evals':>8} {'AA/FP':>6} | "
+        f"{'FP s':>7} {'AA s':>7} {'AA/FP':>6} | {'FP err':>7} {'AA err':>7}"
+    )
     print(header)
     print("-" * len(header))
     for kind in ("dense", "sa-conv", "iresnet"):
@@ -116,9 +122,12 @@ def run(quick: bool = False, repeats: int = 5) -> list[dict]:
             fp, aa = (dict(runs[m][0], seconds=statistics.median(r["seconds"] for r in runs[m])) for m in runs)
             row = dict(map=kind, lipschitz=lipschitz, measured=measured, fixed_point=fp, anderson=aa)
             rows.append(row)
-            print(f"{kind:>7} {lipschitz:>5} {measured:>8.3f} | {fp['evals']:>8} {aa['evals']:>8} "
-                  f"{aa['evals'] / fp['evals']:>6.3f} | {fp['seconds']:>7.3f} {aa['seconds']:>7.3f} "
-                  f"{aa['seconds'] / fp['seconds']:>6.3f} | {fp['error']:>7.1e} {aa['error']:>7.1e}", flush=True)
+            print(
+                f"{kind:>7} {lipschitz:>5} {measured:>8.3f} | {fp['evals']:>8} {aa['evals']:>8} "
+                f"{aa['evals'] / fp['evals']:>6.3f} | {fp['seconds']:>7.3f} {aa['seconds']:>7.3f} "
+                f"{aa['seconds'] / fp['seconds']:>6.3f} | {fp['error']:>7.1e} {aa['error']:>7.1e}",
+                flush=True,
+            )
     rows += trained_model(repeats)
     return rows
 
@@ -128,14 +137,17 @@ TRAINED = Path(__file__).resolve().parents[2] / "checkpoints" / "digits-200" / "
 
 def trained_model(repeats: int) -> list[dict]:
     """Whole-model inversion of the shipped digits model trained for 200 epochs (concat attention, seed 1; residual
-    blocks certified at 0.729, attention at 0.9) on the 64 first held-out digits, float64 to a relative residual of 1e-10 per block:
+    blocks certified at 0.729, attention at 0.9) on the 64 first held-out digits, float64 to a relative residual of
+    1e-10 per block:
     evaluations of g summed over the nine blocks, and wall time, for fixed point, Anderson (the default gate) and
     Anderson with ``rate_gate=0``; alternated, medians of ``repeats``."""
     from ..ablation import held_out_images, load_model
 
     if not TRAINED.is_file():
-        print(f"\ntrained digits model: {TRAINED} not found (a source checkout has it; "
-              "python -m invattn.ablation --out checkpoints/digits-200 --configs concat --seeds 1 --epochs 200 writes it)")
+        print(
+            f"\ntrained digits model: {TRAINED} not found (a source checkout has it; "
+            "python -m invattn.ablation --out checkpoints/digits-200 --configs concat --seeds 1 --epochs 200 writes it)"
+        )
         return []
     model = load_model(TRAINED).double()
     evaluations = [0]
@@ -145,8 +157,11 @@ def trained_model(repeats: int) -> list[dict]:
     x = held_out_images()[:64].double()
     with torch.no_grad():
         z = model.latents(x)
-    settings = {"fixed point": dict(method="fixed_point"), "Anderson": dict(method="anderson"),
-                "Anderson, rate_gate=0": dict(method="anderson", rate_gate=0.0)}
+    settings = {
+        "fixed point": dict(method="fixed_point"),
+        "Anderson": dict(method="anderson"),
+        "Anderson, rate_gate=0": dict(method="anderson", rate_gate=0.0),
+    }
     seconds = {name: [] for name in settings}
     counts, errors = {}, {}
     for repeat in range(repeats):
@@ -158,13 +173,19 @@ def trained_model(repeats: int) -> list[dict]:
             seconds[name].append(time.perf_counter() - start)
             counts[name] = evaluations[0]
             errors[name] = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
-    print(f"\ntrained digits model ({TRAINED.parent.name}/{TRAINED.name}, 9 blocks), 64 held-out digits, float64, tol 1e-10 per block; "
-          f"medians of {repeats} alternated runs")
+    print(
+        f"\ntrained digits model ({TRAINED.parent.name}/{TRAINED.name}, 9 blocks), 64 held-out digits, float64, tol "
+        "1e-10 per block; "
+        f"medians of {repeats} alternated runs"
+    )
     reference = statistics.median(seconds["fixed point"])
     rows = []
     for name in settings:
         median = statistics.median(seconds[name])
         rows.append(dict(map="trained digits", method=name, evals=counts[name], seconds=median, error=errors[name]))
-        print(f"{name:>22}: {counts[name]:>4} evaluations ({counts[name] / counts['fixed point']:.2f} of fixed point's), "
-              f"{median:.3f} s ({median / reference:.2f}×), relative error {errors[name]:.1e}", flush=True)
+        print(
+            f"{name:>22}: {counts[name]:>4} evaluations ({counts[name] / counts['fixed point']:.2f} of fixed point's), "
+            f"{median:.3f} s ({median / reference:.2f}×), relative error {errors[name]:.1e}",
+            flush=True,
+        )
     return rows

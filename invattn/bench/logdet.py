@@ -18,11 +18,14 @@ from ..lipschitz import LipSwish, spectral_norm
 from ..memory import SavedTensorBytes
 
 
-def saved_bytes_and_seconds(block: InvertibleResidual, x: torch.Tensor, n_terms: int, neumann: bool) -> tuple[int, float]:
+def saved_bytes_and_seconds(
+    block: InvertibleResidual, x: torch.Tensor, n_terms: int, neumann: bool
+) -> tuple[int, float]:
     start = time.perf_counter()
     with SavedTensorBytes() as saved:
-        value = logdet(block, x, "series", n_terms=n_terms, neumann_gradient=neumann,
-                       generator=torch.Generator().manual_seed(0))
+        value = logdet(
+            block, x, "series", n_terms=n_terms, neumann_gradient=neumann, generator=torch.Generator().manual_seed(0)
+        )
     value.sum().backward()
     return saved.bytes, time.perf_counter() - start
 
@@ -39,9 +42,14 @@ def run(quick: bool = False) -> list[dict]:
     )
     block = InvertibleResidual(g)
     x = torch.randn(batch, channels, size, size)
-    print(f"i-ResNet conv block {channels}×{size}×{size}, width {width}, batch {batch}, float32; "
-          "memory = bytes saved for backward")
-    header = f"{'terms':>5} | {'series MiB':>10} {'Neumann MiB':>11} {'ratio':>6} | {'series s':>8} {'Neumann s':>9} {'ratio':>6}"
+    print(
+        f"i-ResNet conv block {channels}×{size}×{size}, width {width}, batch {batch}, float32; "
+        "memory = bytes saved for backward"
+    )
+    header = (
+        f"{'terms':>5} | {'series MiB':>10} {'Neumann MiB':>11} {'ratio':>6} | {'series s':>8} {'Neumann s':>9} "
+        f"{'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -49,7 +57,9 @@ def run(quick: bool = False) -> list[dict]:
         series_bytes, series_s = saved_bytes_and_seconds(block, x, n_terms, neumann=False)
         neumann_bytes, neumann_s = saved_bytes_and_seconds(block, x, n_terms, neumann=True)
         rows.append(dict(terms=n_terms, series=series_bytes, neumann=neumann_bytes))
-        print(f"{n_terms:>5} | {series_bytes / 2**20:>10.1f} {neumann_bytes / 2**20:>11.1f} "
-              f"{series_bytes / neumann_bytes:>6.2f} | {series_s:>8.3f} {neumann_s:>9.3f} {neumann_s / series_s:>6.2f}",
-              flush=True)
+        print(
+            f"{n_terms:>5} | {series_bytes / 2**20:>10.1f} {neumann_bytes / 2**20:>11.1f} "
+            f"{series_bytes / neumann_bytes:>6.2f} | {series_s:>8.3f} {neumann_s:>9.3f} {neumann_s / series_s:>6.2f}",
+            flush=True,
+        )
     return rows

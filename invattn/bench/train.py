@@ -21,12 +21,12 @@ from dataclasses import replace
 
 import torch
 
-from ..data import dequantize
+from ..ablation import held_out_bits_per_dim
 from ..attention import KINDS
+from ..data import dequantize
+from ..memory import TensorMemory
 from ..models import PRESETS, ResidualFlow, with_attention
 from ..train import train
-from ..ablation import held_out_bits_per_dim
-from ..memory import TensorMemory
 from .certify import PowerIterationNormalisation
 
 PAPER_IMAGES_PER_SECOND = 50_000 * 200 / (3.5 * 24 * 3600)  # ≈ 33
@@ -39,6 +39,7 @@ def forward_only_loss(model: ResidualFlow, x: torch.Tensor) -> torch.Tensor:
 
 def time_steps(model, optimizer, batch, n_steps, device, amp, loss_fn) -> float:
     """Seconds per optimiser step (after one warm-up step)."""
+
     def step():
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(batch)
@@ -64,10 +65,14 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
     base = PRESETS["cifar10-paper"]
     if quick and not gpu:
         base = replace(base, blocks=(2, 2, 2), width=64)
-    print(f"\n-- throughput: {'cifar10-paper' if not quick or gpu else 'reduced cifar10-paper (2-2-2, width 64)'}, "
-          f"batch {batch_size}, device {device}{', bfloat16' if amp else ''} --")
-    header = (f"{'attention':>17} | {'images/s':>8} {'s/step':>7} {'peak GiB':>8} | {'certify share':>13} "
-              f"{'log-det share':>13} {'attention share':>15} | {'200 epochs':>10}")
+    print(
+        f"\n-- throughput: {'cifar10-paper' if not quick or gpu else 'reduced cifar10-paper (2-2-2, width 64)'}, "
+        f"batch {batch_size}, device {device}{', bfloat16' if amp else ''} --"
+    )
+    header = (
+        f"{'attention':>17} | {'images/s':>8} {'s/step':>7} {'peak GiB':>8} | {'certify share':>13} "
+        f"{'log-det share':>13} {'attention share':>15} | {'200 epochs':>10}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -89,21 +94,36 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
         full = time_steps(model, optimizer, batch, n_steps, device, amp, lambda b: model.bits_per_dim(b).mean())
         memory = torch.cuda.max_memory_allocated() / 2**30 if gpu else math.nan
         with PowerIterationNormalisation(model):
-            classic_sn = time_steps(model, optimizer, batch, n_steps, device, amp, lambda b: model.bits_per_dim(b).mean())
-        without_logdet = time_steps(model, optimizer, batch, n_steps, device, amp, lambda b: forward_only_loss(model, b))
+            classic_sn = time_steps(
+                model, optimizer, batch, n_steps, device, amp, lambda b: model.bits_per_dim(b).mean()
+            )
+        without_logdet = time_steps(
+            model, optimizer, batch, n_steps, device, amp, lambda b: forward_only_loss(model, b)
+        )
         rate = batch_size / full
         if kind is None:
             baseline = full
-        row = dict(attention=kind or "none", images_per_second=rate, seconds_per_step=full, peak_gib=memory,
-                   certify_share=max(0.0, 1 - classic_sn / full), logdet_share=max(0.0, 1 - without_logdet / full),
-                   attention_share=max(0.0, 1 - baseline / full) if kind else 0.0)
+        row = dict(
+            attention=kind or "none",
+            images_per_second=rate,
+            seconds_per_step=full,
+            peak_gib=memory,
+            certify_share=max(0.0, 1 - classic_sn / full),
+            logdet_share=max(0.0, 1 - without_logdet / full),
+            attention_share=max(0.0, 1 - baseline / full) if kind else 0.0,
+        )
         rows.append(row)
         hours = 200 * 50_000 / rate / 3600
         shown = f"{memory:>8.2f}" if gpu else f"{'—':>8}"  # CPU: no allocator statistics
-        print(f"{row['attention']:>17} | {rate:>8.1f} {full:>7.3f} {shown} | {row['certify_share']:>13.0%} "
-              f"{row['logdet_share']:>13.0%} {row['attention_share']:>15.0%} | {hours:>9.1f}h", flush=True)
-    print(f"original code: ≈{PAPER_IMAGES_PER_SECOND:.0f} images/s on one RTX 3090 (3.5 days for 200 epochs); "
-          f"target on one H100: ≥ 330 images/s (200 epochs in < 9 h)")
+        print(
+            f"{row['attention']:>17} | {rate:>8.1f} {full:>7.3f} {shown} | {row['certify_share']:>13.0%} "
+            f"{row['logdet_share']:>13.0%} {row['attention_share']:>15.0%} | {hours:>9.1f}h",
+            flush=True,
+        )
+    print(
+        f"original code: ≈{PAPER_IMAGES_PER_SECOND:.0f} images/s on one RTX 3090 (3.5 days for 200 epochs); "
+        f"target on one H100: ≥ 330 images/s (200 epochs in < 9 h)"
+    )
     return rows
 
 
@@ -121,12 +141,19 @@ def estimator_options(quick: bool, device: torch.device) -> list[dict]:
     memory of one step (``torch.cuda.max_memory_allocated`` on a GPU, :class:`invattn.memory.TensorMemory` on a CPU);
     and the held-out bits/dim of the digits preset trained with the same option on the same number of images."""
     gpu = device.type == "cuda"
-    base = PRESETS["cifar10-paper"] if gpu else replace(PRESETS["cifar10-paper"], blocks=(2, 2, 2), width=64 if quick else 128)
+    base = (
+        PRESETS["cifar10-paper"]
+        if gpu
+        else replace(PRESETS["cifar10-paper"], blocks=(2, 2, 2), width=64 if quick else 128)
+    )
     batch_size, rounds = (64, 3) if gpu else (8, 2 if quick else 3)
     epochs = 1 if quick else 10
-    print(f"\n-- log-determinant options, blocks {base.blocks}, width {base.width}, concat attention, batch {batch_size}, "
-          f"{device}; alternated, best of {rounds}. Bits/dim: the digits preset with the same option, "
-          f"{epochs} epoch(s) of 1500 images, on the 297 held-out digits --")
+    print(
+        f"\n-- log-determinant options, blocks {base.blocks}, width {base.width}, concat attention, batch "
+        f"{batch_size}, "
+        f"{device}; alternated, best of {rounds}. Bits/dim: the digits preset with the same option, "
+        f"{epochs} epoch(s) of 1500 images, on the 297 held-out digits --"
+    )
     batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
     runs = {}
     for name, options in ESTIMATOR_OPTIONS.items():
@@ -139,8 +166,10 @@ def estimator_options(quick: bool, device: torch.device) -> list[dict]:
         for model, optimizer, times in runs.values():
             times.append(time_steps(model, optimizer, batch, 1, device, False, lambda b: model.bits_per_dim(b).mean()))
     reference = min(next(iter(runs.values()))[2])
-    header = (f"{'option':>32} | {'s/step':>7} {'images/s':>8} {'speed':>6} | {'peak MiB':>8} | "
-              f"{'bits/dim':>8} {'train s':>7}")
+    header = (
+        f"{'option':>32} | {'s/step':>7} {'images/s':>8} {'speed':>6} | {'peak MiB':>8} | "
+        f"{'bits/dim':>8} {'train s':>7}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -148,10 +177,23 @@ def estimator_options(quick: bool, device: torch.device) -> list[dict]:
         best = min(times)
         peak = _peak_step_bytes(model, optimizer, batch, device) / 2**20
         bpd, seconds, _ = _digits_with(ESTIMATOR_OPTIONS[name], epochs, device)
-        rows.append(dict(option=name, seconds_per_step=best, images_per_second=batch_size / best, speedup=reference / best,
-                         peak_mib=peak, bits_per_dim=bpd, train_seconds=seconds, epochs=epochs))
-        print(f"{name:>32} | {best:>7.3f} {batch_size / best:>8.1f} {reference / best:>5.2f}× | {peak:>8.1f} | "
-              f"{bpd:>8.4f} {seconds:>7.0f}", flush=True)
+        rows.append(
+            dict(
+                option=name,
+                seconds_per_step=best,
+                images_per_second=batch_size / best,
+                speedup=reference / best,
+                peak_mib=peak,
+                bits_per_dim=bpd,
+                train_seconds=seconds,
+                epochs=epochs,
+            )
+        )
+        print(
+            f"{name:>32} | {best:>7.3f} {batch_size / best:>8.1f} {reference / best:>5.2f}× | {peak:>8.1f} | "
+            f"{bpd:>8.4f} {seconds:>7.0f}",
+            flush=True,
+        )
     return rows
 
 
@@ -175,8 +217,14 @@ def _digits_with(options: dict, epochs: int, device: torch.device) -> tuple[floa
     ``epochs`` of 1500 images; held out as in the ablation (:func:`invattn.ablation.held_out_bits_per_dim`)."""
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        result = train("digits", folder, device=str(device), progress_bar=False, model_overrides=options,
-                       training_overrides=dict(n_train=1500, epochs=epochs, samples_per_epoch=0, seed=1))
+        result = train(
+            "digits",
+            folder,
+            device=str(device),
+            progress_bar=False,
+            model_overrides=options,
+            training_overrides=dict(n_train=1500, epochs=epochs, samples_per_epoch=0, seed=1),
+        )
         seconds = time.perf_counter() - start
     return held_out_bits_per_dim(result["model"]), seconds, result["history"]
 

@@ -1,7 +1,8 @@
 """Diagrams of the course's core ideas, drawn by code so every one is reproducible and byte-stable.
 
 Each diagram is a function that returns a matplotlib figure, registered under the stem of the file it is saved as,
-``NN_diagram_<name>`` (``NN`` the lesson that shows it). A lesson shows one with ``draw_diagram("01_diagram_fixed_point")``,
+``NN_diagram_<name>`` (``NN`` the lesson that shows it). A lesson shows one with
+``draw_diagram("01_diagram_fixed_point")``,
 which saves ``figures/01_diagram_fixed_point.svg`` (no date, a fixed hash salt: the same bytes on every run with
 the same matplotlib) and shows the drawing inline. ``python -m invattn.diagrams`` redraws them all.
 
@@ -12,8 +13,8 @@ one is a symbol or a label, never a measurement (measurements are plotted by the
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib.pyplot as plt
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         print(save_diagram(name, folder))
 
 
-from . import attention, residual  # noqa: E402  (each registers its diagrams)
+from . import attention, residual  # noqa: E402, F401  (each registers its diagrams)
 
 if __name__ == "__main__":
     main()

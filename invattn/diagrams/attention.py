@@ -13,8 +13,18 @@ from ._draw import COLOURS, EDGE, FONT, arrow, box, canvas, circle, label
 # -- small private helpers ----------------------------------------------------------------------------------------
 def _thick_arrow(ax, start, end, width, colour=EDGE):
     """An arrow whose line is ``width`` points wide (a weight drawn as a thickness)."""
-    patch = FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10 + 2.2 * width, color=colour,
-                            linewidth=width, shrinkA=0, shrinkB=0, capstyle="butt", joinstyle="miter")
+    patch = FancyArrowPatch(
+        start,
+        end,
+        arrowstyle="-|>",
+        mutation_scale=10 + 2.2 * width,
+        color=colour,
+        linewidth=width,
+        shrinkA=0,
+        shrinkB=0,
+        capstyle="butt",
+        joinstyle="miter",
+    )
     ax.add_patch(patch)
     return patch
 
@@ -52,8 +62,11 @@ def attention_picture():
     # left: every position makes a query, a key and a value
     _heading(ax, (1.45, 4.5), "every position $i = 1, \\dots, N$")
     box(ax, (0.42, 2.2 + up), "$x_i$", width=0.5, height=0.46, role="input", fontsize=FONT + 1)
-    projections = [(3.05, "$q_i = W_q\\,x_i + b_q$"), (2.2, "$k_i = W_k\\,x_i + b_k$"),
-                   (1.35, "$v_i = W_v\\,x_i + b_v$")]
+    projections = [
+        (3.05, "$q_i = W_q\\,x_i + b_q$"),
+        (2.2, "$k_i = W_k\\,x_i + b_k$"),
+        (1.35, "$v_i = W_v\\,x_i + b_v$"),
+    ]
     for y, text in projections:
         box(ax, (1.95, y + up), text, width=1.62, height=0.44, role="layer")
         arrow(ax, (0.69, 2.2 + up + (y - 2.2) * 0.25), (1.12, y + up))
@@ -69,8 +82,11 @@ def attention_picture():
     bar_length = 1.05
     sum_centre, sum_radius = (7.55, 1.85 + up), 0.17
     box(ax, (score_x, 4.08), "$q_j$", width=0.5, height=0.36, role="layer")
-    ax.add_patch(Rectangle((score_x - 0.56, 0.3 + up), 1.12, 3.02, facecolor="none", edgecolor="#999999",
-                           linewidth=0.9, linestyle="--"))
+    ax.add_patch(
+        Rectangle(
+            (score_x - 0.56, 0.3 + up), 1.12, 3.02, facecolor="none", edgecolor="#999999", linewidth=0.9, linestyle="--"
+        )
+    )
     arrow(ax, (score_x, 3.9), (score_x, 3.72))
     label(ax, (score_x, 0.14 + up), "scores $s_{ji}$")
     label(ax, (bar_x + 0.6, 4.08), "$P_{ji} = \\kappa(s_{ji})\\,/\\,\\sum_l\\,\\kappa(s_{jl})$", fontsize=FONT)
@@ -80,8 +96,16 @@ def attention_picture():
         y += up
         box(ax, (score_x, y), f"$s(q_j, k_{{{index}}})$", width=0.98, height=0.4, role="neutral")
         arrow(ax, (score_x + 0.49, y), (bar_x - 0.05, y))
-        ax.add_patch(Rectangle((bar_x, y - 0.09), bar_length * weight / 0.42, 0.18, facecolor=COLOURS["output"],
-                               edgecolor=EDGE, linewidth=0.8))
+        ax.add_patch(
+            Rectangle(
+                (bar_x, y - 0.09),
+                bar_length * weight / 0.42,
+                0.18,
+                facecolor=COLOURS["output"],
+                edgecolor=EDGE,
+                linewidth=0.8,
+            )
+        )
         label(ax, (bar_x, y + 0.2), f"$P_{{j{index}}}$", ha="left")
         box(ax, (value_x, y), f"$v_{{{index}}}$", width=0.46, height=0.4, role="layer")
         label(ax, (value_x - 0.38, y), "$\\times$", fontsize=FONT)
@@ -101,10 +125,18 @@ def attention_picture():
 def _panel(ax, left, top, width, height, title, lines, step=0.34):
     """A framed panel: ``title`` on top, then ``lines`` ((text, role or None), one per row, ``step`` apart); a
     line with a role is drawn as a box of that role across the panel."""
-    ax.add_patch(Rectangle((left, top - height), width, height, facecolor="white", edgecolor="#888888",
-                           linewidth=0.9))
-    ax.text(left + width / 2, top - 0.22, title, ha="center", va="center", fontsize=FONT + 1, weight="bold",
-            family="monospace", color="#222222")
+    ax.add_patch(Rectangle((left, top - height), width, height, facecolor="white", edgecolor="#888888", linewidth=0.9))
+    ax.text(
+        left + width / 2,
+        top - 0.22,
+        title,
+        ha="center",
+        va="center",
+        fontsize=FONT + 1,
+        weight="bold",
+        family="monospace",
+        color="#222222",
+    )
     y = top - 0.22 - 0.4
     for text, role in lines:
         if role is None:
@@ -128,51 +160,115 @@ def score_functions():
     width, margin, gap = 9.0, 0.04, 0.12
     inner = width - 2 * margin
     fig, ax = canvas(width, 6.95)
-    label(ax, (width / 2, 6.75), "every kind: weights $P_{ji} = \\kappa(s_{ji})\\,/\\,\\sum_l\\,\\kappa(s_{jl})$,"
-          "  output $o_j = \\sum_i P_{ji}\\,v_i$", fontsize=FONT + 1, colour="#222222")
+    label(
+        ax,
+        (width / 2, 6.75),
+        "every kind: weights $P_{ji} = \\kappa(s_{ji})\\,/\\,\\sum_l\\,\\kappa(s_{jl})$,"
+        "  output $o_j = \\sum_i P_{ji}\\,v_i$",
+        fontsize=FONT + 1,
+        colour="#222222",
+    )
 
-    _band(ax, margin, 5.75, inner, 0.62,
-          "the paper's four kinds: no bound that holds for every input (lesson 02 §2). A bound needs a bounded\n"
-          "domain, which invattn enforces: $\\pi_r(z) = z\\,\\min(1, r/\\Vert z\\Vert)$ on queries and keys, values "
-          "$v_i = \\pi_{r_v}(W_v x_i + b_v)$", "constraint")
+    _band(
+        ax,
+        margin,
+        5.75,
+        inner,
+        0.62,
+        "the paper's four kinds: no bound that holds for every input (lesson 02 §2). A bound needs a bounded\n"
+        "domain, which invattn enforces: $\\pi_r(z) = z\\,\\min(1, r/\\Vert z\\Vert)$ on queries and keys, values "
+        "$v_i = \\pi_{r_v}(W_v x_i + b_v)$",
+        "constraint",
+    )
     projected = ("$q_j = \\pi_r(W_q x_j + b_q)$", None), ("$k_i = \\pi_r(W_k x_i + b_k)$", None)
     panels = [
-        ("concat", [*projected, ("$s_{ji} = \\omega_q^\\top q_j + \\omega_k^\\top k_i$", "layer"),
-                    ("$\\kappa(s) = \\mathrm{ELU}(s) + 1$", None),
-                    ("$|s_{ji}| \\leq r\\,(\\Vert\\omega_q\\Vert + \\Vert\\omega_k\\Vert)$", "constraint")]),
-        ("dot", [*projected, ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"),
-                 ("$\\kappa(s) = \\mathrm{ELU}(s) + 1$", None), ("$|s_{ji}| \\leq \\tau r^2$", "constraint")]),
-        ("embedded_gaussian", [*projected, ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"),
-                               ("$\\kappa(s) = e^s$ (softmax)", None),
-                               ("$|s_{ji}| \\leq \\tau r^2$", "constraint")]),
-        ("gaussian", [("$q_i = k_i = \\pi_r(x_i)$", None), ("no $W_q$, $W_k$: $d = C$", None),
-                      ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"), ("$\\kappa(s) = e^s$ (softmax)", None),
-                      ("$|s_{ji}| \\leq \\tau r^2$", "constraint")]),
+        (
+            "concat",
+            [
+                *projected,
+                ("$s_{ji} = \\omega_q^\\top q_j + \\omega_k^\\top k_i$", "layer"),
+                ("$\\kappa(s) = \\mathrm{ELU}(s) + 1$", None),
+                ("$|s_{ji}| \\leq r\\,(\\Vert\\omega_q\\Vert + \\Vert\\omega_k\\Vert)$", "constraint"),
+            ],
+        ),
+        (
+            "dot",
+            [
+                *projected,
+                ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"),
+                ("$\\kappa(s) = \\mathrm{ELU}(s) + 1$", None),
+                ("$|s_{ji}| \\leq \\tau r^2$", "constraint"),
+            ],
+        ),
+        (
+            "embedded_gaussian",
+            [
+                *projected,
+                ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"),
+                ("$\\kappa(s) = e^s$ (softmax)", None),
+                ("$|s_{ji}| \\leq \\tau r^2$", "constraint"),
+            ],
+        ),
+        (
+            "gaussian",
+            [
+                ("$q_i = k_i = \\pi_r(x_i)$", None),
+                ("no $W_q$, $W_k$: $d = C$", None),
+                ("$s_{ji} = \\tau\\, q_j^\\top k_i$", "layer"),
+                ("$\\kappa(s) = e^s$ (softmax)", None),
+                ("$|s_{ji}| \\leq \\tau r^2$", "constraint"),
+            ],
+        ),
     ]
     panel_width = (inner - 3 * gap) / 4
     for index, (title, lines) in enumerate(panels):
         _panel(ax, margin + index * (panel_width + gap), 5.65, panel_width, 2.4, title, lines)
 
-    _band(ax, margin, 2.8, inner, 0.36,
-          "Lipschitz everywhere: no domain needed, no projection (lesson 02 §5, §6)", "output")
+    _band(
+        ax,
+        margin,
+        2.8,
+        inner,
+        0.36,
+        "Lipschitz everywhere: no domain needed, no projection (lesson 02 §5, §6)",
+        "output",
+    )
     wide = (inner - gap) / 2
-    _panel(ax, margin, 2.7, wide, 2.65, "l2", [
-        ("$q_i = W_q x_i$, keys tied: $k_i = q_i$", None),
-        ("$s_{ji} = -\\tau\\,\\Vert q_j - q_i\\Vert^2$", "layer"),
-        ("$\\kappa(s) = e^s$ (softmax)", None),
-        ("values $v_i = W_v q_i$", None),
-        ("bound on every input: $\\Vert W_o\\Vert_2\\Vert W_v\\Vert_2\\Vert W_q\\Vert_2\\,\\Lambda_N$",
-         "constraint"),
-        ("$\\Lambda_N$ grows like $\\sqrt{N \\ln N}$", None),
-    ])
-    _panel(ax, margin + wide + gap, 2.7, wide, 2.65, "lipnorm", [
-        ("$q_i = W_q x_i + b_q$, $k_i$ and $v_i$ likewise", None),
-        ("$s_{ji} = q_j^\\top k_i\\,/\\,D$", "layer"),
-        ("$D = \\max(F_Q M_K,\\, F_Q M_V,\\, M_K M_V) + \\eta$", None),
-        ("$F_Q = \\Vert Q\\Vert_F$, $M_K = \\max_i\\Vert k_i\\Vert$, $M_V = \\max_i\\Vert v_i\\Vert$", None),
-        ("$\\kappa(s) = e^s$ (softmax)", None),
-        ("$|s_{ji}| \\leq 1$ on every input", "constraint"),
-    ])
+    _panel(
+        ax,
+        margin,
+        2.7,
+        wide,
+        2.65,
+        "l2",
+        [
+            ("$q_i = W_q x_i$, keys tied: $k_i = q_i$", None),
+            ("$s_{ji} = -\\tau\\,\\Vert q_j - q_i\\Vert^2$", "layer"),
+            ("$\\kappa(s) = e^s$ (softmax)", None),
+            ("values $v_i = W_v q_i$", None),
+            (
+                "bound on every input: $\\Vert W_o\\Vert_2\\Vert W_v\\Vert_2\\Vert W_q\\Vert_2\\,\\Lambda_N$",
+                "constraint",
+            ),
+            ("$\\Lambda_N$ grows like $\\sqrt{N \\ln N}$", None),
+        ],
+    )
+    _panel(
+        ax,
+        margin + wide + gap,
+        2.7,
+        wide,
+        2.65,
+        "lipnorm",
+        [
+            ("$q_i = W_q x_i + b_q$, $k_i$ and $v_i$ likewise", None),
+            ("$s_{ji} = q_j^\\top k_i\\,/\\,D$", "layer"),
+            ("$D = \\max(F_Q M_K,\\, F_Q M_V,\\, M_K M_V) + \\eta$", None),
+            ("$F_Q = \\Vert Q\\Vert_F$, $M_K = \\max_i\\Vert k_i\\Vert$, $M_V = \\max_i\\Vert v_i\\Vert$", None),
+            ("$\\kappa(s) = e^s$ (softmax)", None),
+            ("$|s_{ji}| \\leq 1$ on every input", "constraint"),
+        ],
+    )
     return fig
 
 
@@ -186,8 +282,11 @@ def _sheets(ax, left, bottom, size, count, step, colour):
     """``count`` blank sheets behind a square of side ``size`` (the channels behind the front one), offset by
     ``step`` up and to the right."""
     for k in range(count, 0, -1):
-        ax.add_patch(Rectangle((left + k * step, bottom + k * step), size, size, facecolor=colour,
-                               edgecolor="#777777", linewidth=0.7))
+        ax.add_patch(
+            Rectangle(
+                (left + k * step, bottom + k * step), size, size, facecolor=colour, edgecolor="#777777", linewidth=0.7
+            )
+        )
 
 
 def _grid(ax, left, bottom, cells, cell, tint_of_row, picked=None, picked_size=1):
@@ -196,13 +295,15 @@ def _grid(ax, left, bottom, cells, cell, tint_of_row, picked=None, picked_size=1
     for row in range(cells):
         for column in range(cells):
             x, y = left + column * cell, bottom + (cells - 1 - row) * cell
-            ax.add_patch(Rectangle((x, y), cell, cell, facecolor=tint_of_row(row), edgecolor="#555555",
-                                   linewidth=0.6))
+            ax.add_patch(Rectangle((x, y), cell, cell, facecolor=tint_of_row(row), edgecolor="#555555", linewidth=0.6))
     if picked is not None:
         row, column = picked
         x, y = left + column * cell, bottom + (cells - picked_size - row) * cell
-        ax.add_patch(Rectangle((x, y), picked_size * cell, picked_size * cell, facecolor="none",
-                               edgecolor=_PICKED, linewidth=2.2))
+        ax.add_patch(
+            Rectangle(
+                (x, y), picked_size * cell, picked_size * cell, facecolor="none", edgecolor=_PICKED, linewidth=2.2
+            )
+        )
 
 
 @diagram("03_diagram_image_to_positions")
@@ -238,15 +339,36 @@ def image_to_positions():
     # X: C rows, one column per position, grouped by grid row
     left, column_width, height = 6.65, 0.12, 1.6
     for i in range(16):
-        ax.add_patch(Rectangle((left + i * column_width, base), column_width, height,
-                               facecolor=_ROW_TINTS[i // 4], edgecolor="#555555", linewidth=0.5))
+        ax.add_patch(
+            Rectangle(
+                (left + i * column_width, base),
+                column_width,
+                height,
+                facecolor=_ROW_TINTS[i // 4],
+                edgecolor="#555555",
+                linewidth=0.5,
+            )
+        )
     picked = 4 + 2
     right = left + 16 * column_width
-    ax.add_patch(Rectangle((left + picked * column_width, base), column_width, height, facecolor="none",
-                           edgecolor=_PICKED, linewidth=2.2))
+    ax.add_patch(
+        Rectangle(
+            (left + picked * column_width, base),
+            column_width,
+            height,
+            facecolor="none",
+            edgecolor=_PICKED,
+            linewidth=2.2,
+        )
+    )
     _heading(ax, ((left + right) / 2, 3.2), "matrix $X$")
-    label(ax, (left + (picked + 0.5) * column_width, base + height + 0.2), "$x_i \\in \\mathbb{R}^{C}$",
-          fontsize=FONT, colour=_PICKED)
+    label(
+        ax,
+        (left + (picked + 0.5) * column_width, base + height + 0.2),
+        "$x_i \\in \\mathbb{R}^{C}$",
+        fontsize=FONT,
+        colour=_PICKED,
+    )
     label(ax, (right + 0.1, base + height / 2), "$C$", fontsize=FONT)
     label(ax, ((left + right) / 2, 0.45), "$X \\in \\mathbb{R}^{C\\times N}$", fontsize=FONT)
     label(ax, ((left + right) / 2, 0.15), "$i = 16\\cdot\\mathrm{row} + \\mathrm{column}$")
@@ -283,7 +405,14 @@ def attention_block():
     arrow(ax, (ball_x + 0.3, rows["q"]), (scores[0] - 0.55, 3.4), "$q_j$", text_offset=(-0.05, 0.06))
     arrow(ax, (ball_x + 0.3, rows["k"]), (scores[0] - 0.55, 2.9), "$k_i$", text_offset=(-0.05, -0.06))
     label(ax, (scores[0], 3.75), "$|s_{ji}| \\leq B$")
-    box(ax, weights, "$P_{ji} = \\dfrac{\\kappa(s_{ji})}{\\sum_l\\,\\kappa(s_{jl})}$", width=1.4, height=0.76, role="neutral")
+    box(
+        ax,
+        weights,
+        "$P_{ji} = \\dfrac{\\kappa(s_{ji})}{\\sum_l\\,\\kappa(s_{jl})}$",
+        width=1.4,
+        height=0.76,
+        role="neutral",
+    )
     arrow(ax, (scores[0] + 0.55, 3.15), (weights[0] - 0.7, 3.15))
     label(ax, (weights[0], 3.75), "rows of $P$ sum to 1")
     attended = (weights[0], rows["v"])
@@ -296,11 +425,22 @@ def attention_block():
     box(ax, output, "$\\gamma\\,W_o\\,o_j + b_o$", width=1.3, height=0.46, role="layer")
     arrow(ax, (attended[0] + 0.7, rows["v"]), (output[0] - 0.65, rows["v"]))
     gain = (7.6, 4.25)
-    box(ax, gain, "$\\gamma = c\\,/\\max(c, \\Vert W_o\\Vert_2\\,L_{\\mathrm{attn}})$", width=2.35,
-        height=0.44, role="constraint")
+    box(
+        ax,
+        gain,
+        "$\\gamma = c\\,/\\max(c, \\Vert W_o\\Vert_2\\,L_{\\mathrm{attn}})$",
+        width=2.35,
+        height=0.44,
+        role="constraint",
+    )
     arrow(ax, (output[0], gain[1] - 0.22), (output[0], rows["v"] + 0.23), dashed=True)
-    label(ax, (output[0] + 0.12, 3.15), "$L_{\\mathrm{attn}}$: the kind's\nbound, from the\ncurrent weights",
-          ha="left", fontsize=FONT - 1)
+    label(
+        ax,
+        (output[0] + 0.12, 3.15),
+        "$L_{\\mathrm{attn}}$: the kind's\nbound, from the\ncurrent weights",
+        ha="left",
+        fontsize=FONT - 1,
+    )
 
     # the residual sum
     total = (output[0], 0.8)
@@ -338,8 +478,15 @@ def validation_experiment():
     arrow(ax, (5.0, top), (loss[0] - 0.725, top))
     box(ax, (8.2, top), "$T \\sim \\mathcal{N}(0, I)$\ndrawn once, fixed", width=1.5, height=0.6, role="input")
     arrow(ax, (7.45, top), (loss[0] + 0.725, top))
-    arrow(ax, (loss[0] - 0.2, top + 0.3), (4.45, top + 0.3), "Adam steps on the weights of $g$", curve=0.35,
-          dashed=True, text_offset=(0.0, 0.34))
+    arrow(
+        ax,
+        (loss[0] - 0.2, top + 0.3),
+        (4.45, top + 0.3),
+        "Adam steps on the weights of $g$",
+        curve=0.35,
+        dashed=True,
+        text_offset=(0.0, 0.34),
+    )
     ax.plot([0.05, 8.95], [2.95, 2.95], color="#bbbbbb", linewidth=0.8)
 
     # testing: invert two ways, measure the error
@@ -351,21 +498,40 @@ def validation_experiment():
     split = (2.55, middle)
     arrow(ax, (2.25, middle), split, "$y$", text_offset=(0.0, 0.05))
     solve = {"tolerance": (4.5, 2.08), "paper": (4.5, 0.6)}
-    box(ax, solve["tolerance"], "to a tolerance (Anderson), with a verdict:\n"
+    box(
+        ax,
+        solve["tolerance"],
+        "to a tolerance (Anderson), with a verdict:\n"
         "stops at $\\Vert F(\\hat x) - y\\Vert\\,/\\,\\Vert y\\Vert \\leq 10^{-6}$;\n"
         "certified, for $\\mathrm{Lip}(g) \\leq L < 1$:\n"
-        "$\\Vert\\hat x - x\\Vert \\leq \\Vert F(\\hat x) - y\\Vert\\,/\\,(1 - L)$", width=3.2, height=1.12,
-        role="constraint")
-    box(ax, solve["paper"], "the paper's way: 50 iterations\n$x \\leftarrow y - g(x)$, no check, no verdict",
-        width=3.2, height=0.66, role="neutral")
+        "$\\Vert\\hat x - x\\Vert \\leq \\Vert F(\\hat x) - y\\Vert\\,/\\,(1 - L)$",
+        width=3.2,
+        height=1.12,
+        role="constraint",
+    )
+    box(
+        ax,
+        solve["paper"],
+        "the paper's way: 50 iterations\n$x \\leftarrow y - g(x)$, no check, no verdict",
+        width=3.2,
+        height=0.66,
+        role="neutral",
+    )
     for name, (x, y) in solve.items():
         arrow(ax, split, (x - 1.6, y))
     error = (7.9, 1.4)
-    box(ax, error, "error of $\\hat x$ against $x$\non float tensors:\nMSE, PSNR, max-abs", width=1.9,
-        height=0.92, role="output")
+    box(
+        ax,
+        error,
+        "error of $\\hat x$ against $x$\non float tensors:\nMSE, PSNR, max-abs",
+        width=1.9,
+        height=0.92,
+        role="output",
+    )
     for name, (x, y) in solve.items():
-        arrow(ax, (x + 1.6, y), (error[0] - 0.95, error[1] + (y - error[1]) * 0.3), "$\\hat x$",
-              text_offset=(0.0, 0.04))
+        arrow(
+            ax, (x + 1.6, y), (error[0] - 0.95, error[1] + (y - error[1]) * 0.3), "$\\hat x$", text_offset=(0.0, 0.04)
+        )
     return fig
 
 
@@ -429,12 +595,24 @@ def multiscale_model():
 
     # the latent pieces and the prior
     prior = (7.1, 1.2)
-    box(ax, prior, "learned diagonal Gaussian prior\n$\\mathcal{N}(\\mu, \\sigma^2)$ on $(z_0, z_1)$", width=3.9,
-        height=0.66, role="output")
+    box(
+        ax,
+        prior,
+        "learned diagonal Gaussian prior\n$\\mathcal{N}(\\mu, \\sigma^2)$ on $(z_0, z_1)$",
+        width=3.9,
+        height=0.66,
+        role="output",
+    )
     arrow(ax, (split[0], row - 0.22), (split[0], prior[1] + 0.33))
     label(ax, (attention[0], row - 0.52), "$\\mathrm{Lip}(a) \\leq 0.9$")
-    label(ax, (split[0] - 0.1, 2.1), "$z_0$: $2C\\times\\frac{H}{2}\\times\\frac{W}{2}$", ha="right",
-          fontsize=FONT, colour="#222222")
+    label(
+        ax,
+        (split[0] - 0.1, 2.1),
+        "$z_0$: $2C\\times\\frac{H}{2}\\times\\frac{W}{2}$",
+        ha="right",
+        fontsize=FONT,
+        colour="#222222",
+    )
     label(ax, (split[0] - 0.1, 1.82), "half the channels, $2\\times4\\times4$", ha="right")
     _line(ax, [(blocks1[0] + 0.65 + 0.14, row), (8.9, row), (8.9, 2.1)])
     arrow(ax, (8.9, 2.1), (8.9, prior[1] + 0.33))
@@ -442,8 +620,13 @@ def multiscale_model():
 
     # what is optimised
     label(ax, (2.45, 1.45), "$\\log p(x) = \\log\\mathcal{N}(z;\\, \\mu, \\sigma^2)$", fontsize=FONT, colour="#222222")
-    label(ax, (2.45, 1.05), "$+ \\sum_{\\mathrm{ActNorm}} \\ln|\\det| + \\sum_{\\mathrm{residual}} \\ln\\det(I + J_g)$",
-          fontsize=FONT, colour="#222222")
+    label(
+        ax,
+        (2.45, 1.05),
+        "$+ \\sum_{\\mathrm{ActNorm}} \\ln|\\det| + \\sum_{\\mathrm{residual}} \\ln\\det(I + J_g)$",
+        fontsize=FONT,
+        colour="#222222",
+    )
     label(ax, (2.45, 0.62), "(squeeze and split: $\\ln|\\det| = 0$)")
     label(ax, (2.45, 0.2), "bits/dim $= -\\dfrac{\\log p(x)}{D\\,\\ln 2} + 8$", fontsize=FONT, colour="#222222")
     return fig

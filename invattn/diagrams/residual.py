@@ -79,10 +79,14 @@ def fixed_point():
     label(ax, (6.8, row - 0.45), "the one $x^*$ with $x^* + g(x^*) = y$", va="top")
 
     # the contraction that makes it converge
-    label(ax, (4.2, 0.2),
-          r"$\mathrm{Lip}(g) \leq c < 1$:   $\Vert x_{k+1} - x^*\Vert = \Vert T_y(x_k) - T_y(x^*)\Vert \leq "
-          r"c\,\Vert x_k - x^*\Vert$,   each step multiplies the error by at most $c$",
-          fontsize=FONT, colour="#000000")
+    label(
+        ax,
+        (4.2, 0.2),
+        r"$\mathrm{Lip}(g) \leq c < 1$:   $\Vert x_{k+1} - x^*\Vert = \Vert T_y(x_k) - T_y(x^*)\Vert \leq "
+        r"c\,\Vert x_k - x^*\Vert$,   each step multiplies the error by at most $c$",
+        fontsize=FONT,
+        colour="#000000",
+    )
     return fig
 
 
@@ -110,15 +114,30 @@ def spectral_branch():
         if note:
             label(ax, ((left + right) / 2, row - 0.45), note, va="top")
 
-    label(ax, (4.4, 1.35),
-          r"$\mathrm{Lip}(g) \leq \Vert W_3\Vert_2 \cdot 1 \cdot \Vert W_2\Vert_2 \cdot 1 \cdot \Vert W_1\Vert_2 \cdot 1"
-          r" \leq c \cdot 1 \cdot c \cdot 1 \cdot c \cdot 1 = c^3 < 1$", fontsize=FONT + 1, colour="#000000")
+    label(
+        ax,
+        (4.4, 1.35),
+        r"$\mathrm{Lip}(g) \leq \Vert W_3\Vert_2 \cdot 1 \cdot \Vert W_2\Vert_2 \cdot 1 \cdot \Vert W_1\Vert_2 \cdot 1"
+        r" \leq c \cdot 1 \cdot c \cdot 1 \cdot c \cdot 1 = c^3 < 1$",
+        fontsize=FONT + 1,
+        colour="#000000",
+    )
     _tag(ax, (4.4, 0.48), "", width=8.3, height=0.8)
-    label(ax, (4.4, 0.64),
-          r"each $W_i$:   $W \leftarrow W \cdot \dfrac{c}{\max(c,\ \sigma_{\mathrm{up}}(W))}$"
-          r"   (invattn.spectral_norm(layer, coeff=$c$))", fontsize=FONT, colour="#000000")
-    label(ax, (4.4, 0.24), r"$\sigma_{\mathrm{up}}(W) \geq \Vert W\Vert_2$, a certified upper bound: exact for a "
-          "matrix, from the kernel's Fourier transform for a convolution", fontsize=FONT - 1)
+    label(
+        ax,
+        (4.4, 0.64),
+        r"each $W_i$:   $W \leftarrow W \cdot \dfrac{c}{\max(c,\ \sigma_{\mathrm{up}}(W))}$"
+        r"   (invattn.spectral_norm(layer, coeff=$c$))",
+        fontsize=FONT,
+        colour="#000000",
+    )
+    label(
+        ax,
+        (4.4, 0.24),
+        r"$\sigma_{\mathrm{up}}(W) \geq \Vert W\Vert_2$, a certified upper bound: exact for a "
+        "matrix, from the kernel's Fourier transform for a convolution",
+        fontsize=FONT - 1,
+    )
     return fig
 
 
@@ -152,8 +171,17 @@ def stopping_rule():
     target = (2.85, 2.3)
     points = _spiral(target, (0.3, 3.35), 0.6, math.radians(-14), 9)
     hat, after = points[3], points[4]
-    ax.add_patch(Circle(hat, math.dist(hat, after) / (1 - 0.7), facecolor=COLOURS["output"], edgecolor="#2a7a2a",
-                        linestyle="--", linewidth=1.0, zorder=1))  # the certificate's ball, drawn with L = 0.7
+    ax.add_patch(
+        Circle(
+            hat,
+            math.dist(hat, after) / (1 - 0.7),
+            facecolor=COLOURS["output"],
+            edgecolor="#2a7a2a",
+            linestyle="--",
+            linewidth=1.0,
+            zorder=1,
+        )
+    )  # the certificate's ball, drawn with L = 0.7
     for a, b in zip(points[:4], points[1:5]):
         arrow(ax, a, b, colour=EDGE if a == hat else "#999999")
     for point in points[:6]:
@@ -163,32 +191,62 @@ def stopping_rule():
     for point, name in zip(points, ["$x_0 = y$", "$x_1$", "$x_2$"]):
         label(ax, (point[0], point[1] + 0.12), name, va="bottom", colour="#000000")
     label(ax, (hat[0] + 0.12, hat[1] + 0.06), "$x_k = x_3$", ha="left", va="bottom", colour="#000000")
-    label(ax, (1.9, 1.1), r"a fixed-point step:  $\Vert x_{k+1} - x_k\Vert = \Vert F(x_k) - y\Vert$, measurable;"
-          "\n$x$ is unknown, but lies in the ball around $x_k$\n"
-          r"of radius $\Vert F(x_k) - y\Vert\,/\,(1 - L)$",
-          fontsize=FONT - 1, linespacing=1.5)
+    label(
+        ax,
+        (1.9, 1.1),
+        r"a fixed-point step:  $\Vert x_{k+1} - x_k\Vert = \Vert F(x_k) - y\Vert$, measurable;"
+        "\n$x$ is unknown, but lies in the ball around $x_k$\n"
+        r"of radius $\Vert F(x_k) - y\Vert\,/\,(1 - L)$",
+        fontsize=FONT - 1,
+        linespacing=1.5,
+    )
     _tag(ax, (1.9, 0.4), r"$T(x) = y - g(x)$,   $L = \mathrm{Lip}(g) \leq c$ certified", width=3.3, height=0.3)
 
     # right: the two solvers feed one stopping rule and one certificate
     solvers_row, rule_row, out_row = 3.35, 2.05, 0.9
     box(ax, (5.05, solvers_row), "fixed-point iteration\n$x_{k+1} = T(x_k),\\ x_0 = y$", width=2.2, height=0.65)
-    box(ax, (7.62, solvers_row), "Anderson acceleration, memory $m$\n"
-        r"step to $\sum_i \alpha_i T(x_i)$, $\sum_i \alpha_i = 1$", width=2.62, height=0.65)
-    label(ax, (5.05, solvers_row - 0.42),
-          r"a priori: $\Vert x_k - x\Vert \leq L^k\Vert x_1 - x_0\Vert/(1-L)$", va="top")
+    box(
+        ax,
+        (7.62, solvers_row),
+        "Anderson acceleration, memory $m$\n"
+        r"step to $\sum_i \alpha_i T(x_i)$, $\sum_i \alpha_i = 1$",
+        width=2.62,
+        height=0.65,
+    )
+    label(
+        ax, (5.05, solvers_row - 0.42), r"a priori: $\Vert x_k - x\Vert \leq L^k\Vert x_1 - x_0\Vert/(1-L)$", va="top"
+    )
     label(ax, (7.65, solvers_row - 0.42), "no a-priori bound of its own", va="top")
-    box(ax, (6.35, rule_row), r"stop when $\dfrac{\Vert F(x_k) - y\Vert}{\Vert y\Vert} \leq \mathrm{tol}$",
-        width=2.7, height=0.62, role="neutral")
+    box(
+        ax,
+        (6.35, rule_row),
+        r"stop when $\dfrac{\Vert F(x_k) - y\Vert}{\Vert y\Vert} \leq \mathrm{tol}$",
+        width=2.7,
+        height=0.62,
+        role="neutral",
+    )
     arrow(ax, (5.05, solvers_row - 0.78), (5.7, rule_row + 0.31))
     arrow(ax, (7.65, solvers_row - 0.78), (7.0, rule_row + 0.31))
     _line(ax, [(7.7, rule_row), (8.8, rule_row)])
     arrow(ax, (8.8, rule_row), (8.8, solvers_row - 0.345))
     label(ax, (8.25, rule_row - 0.1), "no: next\nstep", va="top")
-    box(ax, (6.35, out_row), r"$\Vert \hat x - x\Vert \leq L\,\Vert x_k - x\Vert \leq L\cdot\mathrm{tol}\cdot\Vert y\Vert\,/\,(1 - L)$",
-        width=3.3, height=0.55, role="output")
-    arrow(ax, (6.35, rule_row - 0.31), (6.35, out_row + 0.275), r"yes: return $\hat x = T(x_k)$", text_offset=(0.8, -0.08))
-    label(ax, (6.35, out_row - 0.4), "certified, for either solver; info.error_bound: this over $\\Vert y\\Vert$,\n"
-          "plus a rounding allowance", va="top")
+    box(
+        ax,
+        (6.35, out_row),
+        r"$\Vert \hat x - x\Vert \leq L\,\Vert x_k - x\Vert \leq L\cdot\mathrm{tol}\cdot\Vert y\Vert\,/\,(1 - L)$",
+        width=3.3,
+        height=0.55,
+        role="output",
+    )
+    arrow(
+        ax, (6.35, rule_row - 0.31), (6.35, out_row + 0.275), r"yes: return $\hat x = T(x_k)$", text_offset=(0.8, -0.08)
+    )
+    label(
+        ax,
+        (6.35, out_row - 0.4),
+        "certified, for either solver; info.error_bound: this over $\\Vert y\\Vert$,\nplus a rounding allowance",
+        va="top",
+    )
     return fig
 
 
@@ -206,8 +264,10 @@ def _quad(ax, centre, first, second, role):
 
     cx, cy = centre
     (ax1, ay1), (ax2, ay2) = first, second
-    corners = [(cx + sx * ax1 / 2 + sy * ax2 / 2, cy + sx * ay1 / 2 + sy * ay2 / 2)
-               for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    corners = [
+        (cx + sx * ax1 / 2 + sy * ax2 / 2, cy + sx * ay1 / 2 + sy * ay2 / 2)
+        for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    ]
     ax.add_patch(Polygon(corners, closed=True, facecolor=COLOURS[role], edgecolor=EDGE, linewidth=1.0, zorder=2))
 
 
@@ -241,12 +301,29 @@ def change_of_variables():
     arrow(ax, (3.3, bottom + 1.1), (5.3, bottom + 1.1), r"$z = F(x)$", curve=-0.25, text_offset=(0.0, 0.3))
     label(ax, (4.3, bottom + 0.5), "a bijection", va="top")
 
-    label(ax, (4.3, 1.3), r"$F(A)$ has area $|\det J_F(x)|\cdot\mathrm{area}(A)$, and both hold the same probability:",
-          fontsize=FONT, colour="#000000")
-    label(ax, (4.3, 0.95), r"$p(x)\,\mathrm{area}(A) = \mathcal{N}(F(x))\,|\det J_F(x)|\,\mathrm{area}(A)$",
-          fontsize=FONT, colour="#000000")
-    box(ax, (4.3, 0.35), r"$\log p(x) = \log \mathcal{N}(F(x);\,0,\,I) + \log|\det J_F(x)|$", width=5.0,
-        height=0.5, role="output", fontsize=FONT + 1)
+    label(
+        ax,
+        (4.3, 1.3),
+        r"$F(A)$ has area $|\det J_F(x)|\cdot\mathrm{area}(A)$, and both hold the same probability:",
+        fontsize=FONT,
+        colour="#000000",
+    )
+    label(
+        ax,
+        (4.3, 0.95),
+        r"$p(x)\,\mathrm{area}(A) = \mathcal{N}(F(x))\,|\det J_F(x)|\,\mathrm{area}(A)$",
+        fontsize=FONT,
+        colour="#000000",
+    )
+    box(
+        ax,
+        (4.3, 0.35),
+        r"$\log p(x) = \log \mathcal{N}(F(x);\,0,\,I) + \log|\det J_F(x)|$",
+        width=5.0,
+        height=0.5,
+        role="output",
+        fontsize=FONT + 1,
+    )
     return fig
 
 
@@ -257,8 +334,16 @@ def logdet_estimators():
     a Russian-roulette length N with weights 1/P(N ≥ k − m) (unbiased over N and v)."""
     fig, ax = canvas(9.0, 4.5, r"Three ways to estimate $\ln\det(I + J_g)$")
 
-    box(ax, (4.5, 3.6), r"$\ln\det(I + J) = \mathrm{tr}\,\ln(I + J) = \sum_{k=1}^{\infty}"
-        r" \dfrac{(-1)^{k+1}}{k}\,\mathrm{tr}(J^k)$", width=5.0, height=0.62, role="neutral", fontsize=FONT + 1)
+    box(
+        ax,
+        (4.5, 3.6),
+        r"$\ln\det(I + J) = \mathrm{tr}\,\ln(I + J) = \sum_{k=1}^{\infty}"
+        r" \dfrac{(-1)^{k+1}}{k}\,\mathrm{tr}(J^k)$",
+        width=5.0,
+        height=0.62,
+        role="neutral",
+        fontsize=FONT + 1,
+    )
     label(ax, (7.15, 3.6), "$J = J_g(x)$,\n" r"$\Vert J\Vert_2 \leq L < 1$", ha="left", linespacing=1.4)
 
     rows = (2.5, 1.48, 0.46)
@@ -266,14 +351,19 @@ def logdet_estimators():
     formulas = (
         r"$\sum_{k=1}^{n} \dfrac{(-1)^{k+1}}{k}\,\mathrm{tr}(J^k)$",
         r"$\mathrm{tr}(J^k) = \mathbb{E}_v\left[v^\top J^k v\right]$,   $\mathbb{E}[vv^\top] = I$"
-        "\n" r"$v^\top J^k$: $k$ vector–Jacobian products",
+        "\n"
+        r"$v^\top J^k$: $k$ vector–Jacobian products",
         r"$\sum_{k=1}^{m+N} \dfrac{(-1)^{k+1}}{k}\,\dfrac{v^\top J^k v}{P(N \geq k - m)}$,   $N$ random",
     )
     verdicts = (
         ("biased: the error is at most\n" r"$d\,\left(-\ln(1-L) - \sum_{k=1}^{n} L^k/k\right)$", "neutral"),
         (r"each trace unbiased over $v$;" "\n" r"the noise shrinks like $1/\sqrt{\#\mathrm{probes}}$", "neutral"),
-        (r"$\mathbb{E}_{N,v}[\,\cdot\,] = \ln\det(I + J)$: unbiased;" "\n"
-         r"variance finite if $L^2 < 1 - p$ ($N$ geometric)", "output"),
+        (
+            r"$\mathbb{E}_{N,v}[\,\cdot\,] = \ln\det(I + J)$: unbiased;"
+            "\n"
+            r"variance finite if $L^2 < 1 - p$ ($N$ geometric)",
+            "output",
+        ),
     )
     left, right, height = 0.2, 5.65, 0.76
     for row, name, formula, (verdict, role) in zip(rows, names, formulas, verdicts):
@@ -362,10 +452,15 @@ def certified_radius():
     x, radius = (1.6, bottom + 1.05), 0.62
     ax.add_patch(Circle(x, radius, facecolor=COLOURS["output"], edgecolor="#2a7a2a", linewidth=1.0, zorder=1))
     t = [i / 40 for i in range(41)]
-    ax.plot([2.55 + 0.35 * math.sin(math.pi * s) for s in t], [bottom + 0.05 + 2.05 * s for s in t],
-            color="#b03030", linestyle="--", linewidth=1.1, zorder=1)
-    label(ax, (2.45, bottom + 0.12), "decision boundary", ha="right", va="bottom", colour="#b03030",
-          fontsize=FONT - 1)
+    ax.plot(
+        [2.55 + 0.35 * math.sin(math.pi * s) for s in t],
+        [bottom + 0.05 + 2.05 * s for s in t],
+        color="#b03030",
+        linestyle="--",
+        linewidth=1.1,
+        zorder=1,
+    )
+    label(ax, (2.45, bottom + 0.12), "decision boundary", ha="right", va="bottom", colour="#b03030", fontsize=FONT - 1)
     ax.plot(*x, marker="o", markersize=4.5, color=EDGE, zorder=3)
     label(ax, (x[0] - 0.08, x[1] - 0.06), "$x$", ha="right", va="top", colour="#000000")
     angle = math.radians(120)
@@ -383,22 +478,51 @@ def certified_radius():
     base, heights = bottom + 0.2, (0.55, 1.6, 0.35, 1.05, 0.7)
     for i, h in enumerate(heights):
         centre = 5.9 + 0.58 * i
-        box(ax, (centre, base + h / 2), "", width=0.36, height=h, role="output" if h == max(heights) else "neutral",
-            rounded=False)
+        box(
+            ax,
+            (centre, base + h / 2),
+            "",
+            width=0.36,
+            height=h,
+            role="output" if h == max(heights) else "neutral",
+            rounded=False,
+        )
     top_x, second_x = 5.9 + 0.58, 5.9 + 0.58 * 3
     label(ax, (top_x, base + 1.6 + 0.05), r"$f_{\mathrm{top}}$", va="bottom", colour="#000000")
     label(ax, (second_x, base + 1.05 + 0.05), r"$f_{\mathrm{second}}$", va="bottom", colour="#000000")
     _line(ax, [(top_x + 0.2, base + 1.6), (8.35, base + 1.6)], dashed=True, colour="#777777")
     _line(ax, [(second_x + 0.2, base + 1.05), (8.35, base + 1.05)], dashed=True, colour="#777777")
-    ax.add_patch(FancyArrowPatch((8.35, base + 1.05), (8.35, base + 1.6), arrowstyle="<|-|>", mutation_scale=9,
-                                 color=EDGE, linewidth=1.0, shrinkA=0, shrinkB=0))
+    ax.add_patch(
+        FancyArrowPatch(
+            (8.35, base + 1.05),
+            (8.35, base + 1.6),
+            arrowstyle="<|-|>",
+            mutation_scale=9,
+            color=EDGE,
+            linewidth=1.0,
+            shrinkA=0,
+            shrinkB=0,
+        )
+    )
     label(ax, (8.3, base + 1.33), "margin", ha="right", colour="#000000")
     _line(ax, [(5.6, base), (8.6, base)], colour="#777777")
 
-    box(ax, (4.5, 0.95), r"$\Vert\delta\Vert_2 < r = \dfrac{f_{\mathrm{top}}(x) - f_{\mathrm{second}}(x)}{\sqrt{2}\,L}$"
-        r"   $\Rightarrow$   $x + \delta$ keeps the class of $x$", width=6.6, height=0.66, role="output",
-        fontsize=FONT + 1)
-    label(ax, (4.5, 0.3), r"$\sqrt{2}$: each difference $f_k - f_j$ is $\sqrt{2}\,L$-Lipschitz;   "
-          r"$L \leq \Vert W_{\mathrm{head}}\Vert_2 \cdot (1/\sqrt{H'W'}) \cdot \prod_i\,(1 + \mathrm{Lip}(g_i))$,"
-          r"   $\mathrm{Lip}(g_i) \leq c^3$", fontsize=FONT - 0.5)
+    box(
+        ax,
+        (4.5, 0.95),
+        r"$\Vert\delta\Vert_2 < r = \dfrac{f_{\mathrm{top}}(x) - f_{\mathrm{second}}(x)}{\sqrt{2}\,L}$"
+        r"   $\Rightarrow$   $x + \delta$ keeps the class of $x$",
+        width=6.6,
+        height=0.66,
+        role="output",
+        fontsize=FONT + 1,
+    )
+    label(
+        ax,
+        (4.5, 0.3),
+        r"$\sqrt{2}$: each difference $f_k - f_j$ is $\sqrt{2}\,L$-Lipschitz;   "
+        r"$L \leq \Vert W_{\mathrm{head}}\Vert_2 \cdot (1/\sqrt{H'W'}) \cdot \prod_i\,(1 + \mathrm{Lip}(g_i))$,"
+        r"   $\mathrm{Lip}(g_i) \leq c^3$",
+        fontsize=FONT - 0.5,
+    )
     return fig
