@@ -67,8 +67,8 @@ def _why_refused(error: Exception) -> str:
 
 def read_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The dict saved at ``path``, read with ``torch.load(..., weights_only=True)``: tensors, numbers, strings,
-    lists, tuples and dicts only, so no code in the file can run (the allow-list admits NumPy's random state of
-    older training checkpoints, nothing else). Raises ``FileNotFoundError`` when ``path`` is not a file and
+    lists, tuples and dicts only, so no code in the file can run (the allow-list admits NumPy's random state, which a
+    training checkpoint may hold, nothing else). Raises ``FileNotFoundError`` when ``path`` is not a file and
     :class:`UnsafeFileError` (a ``ValueError``) when the file holds anything else or is damaged."""
     path = Path(path)
     if not path.is_file():

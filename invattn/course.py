@@ -39,6 +39,7 @@ import nbformat
 
 from ._notebooks import WIDGET_STATE, WIDGET_VIEW, lesson_notebooks
 from .colab import BADGE, INSTALL_TAG, out_of_date
+from .diagrams import DIAGRAMS
 
 __all__ = ["Finding", "ReadingStats", "reading_stats", "check_lessons", "main", "MAX_WORDS", "MAX_WORDS_PER_PICTURE"]
 
@@ -331,8 +332,6 @@ def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[F
 
 
 def _diagram_names() -> set[str]:
-    from .diagrams import DIAGRAMS
-
     return set(DIAGRAMS)
 
 

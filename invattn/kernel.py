@@ -5,6 +5,7 @@ environment (``sys.prefix``), replacing the plain one; ``make setup`` runs it.""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ipykernel.kernelspec import install
@@ -21,8 +22,6 @@ def install_kernel(prefix: str = sys.prefix, name: str = "python3") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m invattn.kernel``: install the course's kernel into this environment and say where."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m invattn.kernel", description=__doc__)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     print(f"kernel 'python3' (invattn) installed in {install_kernel()}")

@@ -1,13 +1,12 @@
-"""What every lesson's set-up cell calls: seeds, deterministic settings, the device, the figures folder,
-progress bars, and parameter checks that stop a notebook with a message saying what is allowed."""
+"""What every lesson's set-up cell calls: seeds, deterministic settings, the device, the figures folder
+(:mod:`invattn.plots`), progress bars (:mod:`invattn.progress`), and parameter checks that stop a notebook with a
+message saying what is allowed."""
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import plots
 from ._validation import check_choice, check_coeff, check_positive_float, check_positive_int, resolve_device
+from .progress import PLAIN_PROGRESS_VARIABLE, progress
 
 __all__ = [
     "CPU_THREADS",
@@ -27,7 +28,6 @@ __all__ = [
     "setup",
     "report_run_time",
     "resolve_device",
-    "figures_dir",
     "progress",
     "check_choice",
     "check_coeff",
@@ -46,9 +46,9 @@ __all__ = [
 
 CPU_THREADS = 1
 """The intra-op threads torch uses in a lesson (:func:`setup`). One: a float sum is then split the same way on every
-machine, so training gives the same numbers to the last bit whatever the core count; and a lesson beside other busy
-processes slows down in proportion instead of collapsing (two threads waiting on each other beside two busy
-processes ran a classifier's training 35× slower). The lessons' models are small: more threads gain little."""
+machine, so training gives the same numbers to the last bit whatever the core count, and a lesson beside other busy
+processes slows down in proportion instead of waiting on its own threads. The lessons' models are small: more threads
+gain little (``python -m invattn.bench`` measures)."""
 
 REPRODUCIBLE_ENV = {"OMP_NUM_THREADS": str(CPU_THREADS), "MKL_NUM_THREADS": str(CPU_THREADS)}
 if platform.machine().lower() in ("x86_64", "amd64"):
@@ -64,7 +64,7 @@ for the kernels they start. Other processors (Apple silicon, other ISAs) compute
 agree with the stored ones to rounding, not to the last bit."""
 
 
-HEADLESS_ENV = {**REPRODUCIBLE_ENV, "INVATTN_PLAIN_PROGRESS": "1"}
+HEADLESS_ENV = {**REPRODUCIBLE_ENV, PLAIN_PROGRESS_VARIABLE: "1"}
 """:data:`REPRODUCIBLE_ENV` and text progress bars (:func:`progress`): the environment of the kernels that run a lesson
 with no one watching (``python -m invattn.run_notebooks``, nbval in the tests, ``python -m invattn.compat``)."""
 
@@ -81,23 +81,25 @@ class Setup:
     cpu_capability: str
 
 
-def figures_dir() -> Path:
-    """The project's ``figures/`` folder (``$INVATTN_FIGURES`` overrides it), created if missing."""
-    override = os.environ.get("INVATTN_FIGURES")
-    if override:
-        path = Path(override)
-    else:
-        checkout = Path(__file__).resolve().parent.parent
-        path = checkout / "figures" if (checkout / "notebooks").is_dir() else Path.cwd() / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Setup:
-    """Seed torch, numpy and random; make CPU kernels deterministic on ``threads`` intra-op threads
-    (:data:`CPU_THREADS`); resolve ``device`` (:func:`resolve_device`); style plots. Prints one line saying what it
-    chose. ``"auto"`` takes CUDA, else the CPU (MPS lacks the float64 the bounds are computed in). Raises
-    ``ValueError`` for a negative seed, fewer than one thread, ``"mps"`` or a device this machine lacks."""
+    """Make a lesson reproducible: seed, deterministic kernels, ``threads`` CPU threads, the device, the plot style.
+
+    Seeds ``random``, numpy and torch with ``seed``; pins torch to ``threads`` intra-op threads (:data:`CPU_THREADS`)
+    and deterministic algorithms; resolves ``device`` (:func:`resolve_device`: ``"auto"`` takes CUDA, else the CPU,
+    since MPS lacks the float64 the certified bounds are computed in); applies :func:`invattn.plots.use_lesson_style`.
+    Prints one line saying what it chose and starts the clock :func:`report_run_time` reads.
+
+    Arguments:
+        seed: the seed, an integer ≥ 0.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        threads: torch's intra-op CPU threads, ≥ 1.
+    Returns:
+        a :class:`Setup`: the device, the figures folder (:func:`invattn.plots.figures_dir`), the seed, the threads
+        and torch's CPU kernel capability.
+    Raises:
+        ValueError: for a negative seed, fewer than one thread, ``"mps"`` or a device this machine lacks.
+        TypeError: for a non-integer seed or thread count, or a device that is not a string.
+    """
     check_positive_int(seed, "seed", minimum=0)
     check_positive_int(threads, "threads")
     resolved = resolve_device(device)
@@ -117,9 +119,7 @@ def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Set
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
-    from .plots import use_lesson_style
-
-    use_lesson_style()
+    plots.use_lesson_style()
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
     print(
         f"seed {seed}, device {resolved}; torch on {threads} CPU thread{'s' if threads > 1 else ''} "
@@ -127,46 +127,29 @@ def setup(seed: int = 0, device: str = "cpu", threads: int = CPU_THREADS) -> Set
     )
     global _started
     _started = time.perf_counter()
-    return Setup(device=resolved, figures=figures_dir(), seed=seed, threads=threads, cpu_capability=capability)
+    return Setup(device=resolved, figures=plots.figures_dir(), seed=seed, threads=threads, cpu_capability=capability)
 
 
 _started: float | None = None
 
 
 def report_run_time() -> float:
-    """What a lesson's last cell calls: print how long the lesson ran since :func:`setup` (seconds below 90 s, else
-    minutes), e.g. ``This run took 38 s.``, the figure a lesson's opening "about … to run" is checked against by
-    :mod:`invattn.course`. Returns the seconds. Raises ``RuntimeError`` if :func:`setup` was not called first."""
+    """Print how long the lesson ran since :func:`setup`, e.g. ``This run took 38 s.``: a lesson's last cell calls it.
+
+    Seconds below 90 s, else minutes: the figure a lesson's opening "about … to run" is checked against by
+    :mod:`invattn.course`.
+
+    Returns:
+        the seconds since :func:`setup`.
+    Raises:
+        RuntimeError: if :func:`setup` was not called first.
+    """
     if _started is None:
         raise RuntimeError("report_run_time() measures from lesson.setup(); call lesson.setup() first")
     seconds = time.perf_counter() - _started
     shown = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
     print(f"This run took {shown}.")
     return seconds
-
-
-def progress(iterable=None, **kwargs):
-    """A tqdm progress bar: a widget in JupyterLab, plain text when run headless (``make run``/``make test``
-    set ``INVATTN_PLAIN_PROGRESS=1``): then it prints one line, its final state, when it closes, so a stored
-    output holds one readable line per bar, not one per update, without elapsed time or rate (a re-run of an
-    unchanged lesson stores the same bytes)."""
-    if os.environ.get("INVATTN_PLAIN_PROGRESS"):
-        from tqdm.std import tqdm
-
-        class FinalLineOnly(tqdm):
-            def close(self) -> None:
-                self.delay = 0  # displayed at last: tqdm skips bars that never showed
-                super().close()
-
-        kwargs.setdefault("file", sys.stdout)
-        kwargs.setdefault("mininterval", math.inf)
-        kwargs.setdefault("delay", math.inf)  # no first line
-        kwargs.setdefault("ncols", 80)
-        kwargs.setdefault("bar_format", "{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
-        return FinalLineOnly(iterable, **kwargs)
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,13 +231,27 @@ def each(rule: Rule, distinct: bool = False, nonempty: bool = True) -> Rule:
 def check_parameters(
     namespace: dict, constraints: Iterable[tuple[Callable[[], bool], str]] = (), **rules: Rule
 ) -> None:
-    """Check the lesson parameters named in ``rules`` (name → rule) as found in ``namespace`` (the notebook's
-    ``globals()``), then the cross-parameter ``constraints`` ((condition, message) pairs, the condition a
-    zero-argument callable, evaluated only when every single parameter passed, so it may assume valid types). Raises
-    one ``ValueError`` that lists every violation, or ``NameError`` when a rule
-    names a parameter the notebook does not define.
+    """Check a lesson's parameters all at once and raise one error that lists every bad value and what is allowed.
 
-    Example: ``lesson.check_parameters(globals(), coefficients=lesson.each(lesson.coeff()), dim=lesson.integer())``.
+    Each parameter named in ``rules`` is looked up in ``namespace`` (the notebook's ``globals()``) and checked by its
+    rule; then, only when every single parameter passed (so they may assume valid types), the cross-parameter
+    ``constraints``.
+
+    Arguments:
+        namespace: the notebook's ``globals()``, holding the parameters by name.
+        constraints: ``(condition, message)`` pairs; ``condition`` a zero-argument callable, true when allowed.
+        **rules: parameter name → rule (:func:`coeff`, :func:`integer`, :func:`positive`, :func:`choice`,
+            :func:`each`, :func:`flag`, :func:`text`).
+    Raises:
+        ValueError: listing every violation, one per line.
+        NameError: when a rule names a parameter ``namespace`` does not define.
+
+    >>> check_parameters({"coefficient": 0.9, "steps": 3}, coefficient=coeff(), steps=integer(maximum=5))
+    >>> check_parameters({"steps": 0}, steps=integer())
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 lesson parameter problem(s):
+      - steps must be an integer >= 1, got 0
     """
     missing = [name for name in rules if name not in namespace]
     if missing:

@@ -1,13 +1,34 @@
-"""Small, labelled, reproducible figures: one style for every lesson, and byte-stable files in figures/."""
+"""Small, labelled, reproducible figures: one style for every lesson, the figures folder, and byte-stable files in
+it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 
-__all__ = ["use_lesson_style", "savefig"]
+__all__ = ["figures_dir", "use_lesson_style", "savefig"]
+
+
+def figures_dir() -> Path:
+    """The folder figures are saved to: the checkout's ``figures/``, created if missing.
+
+    ``$INVATTN_FIGURES`` overrides it; outside a checkout (an installed package) it is ``figures/`` in the current
+    directory.
+
+    Returns:
+        the folder's path (it exists).
+    """
+    override = os.environ.get("INVATTN_FIGURES")
+    if override:
+        path = Path(override)
+    else:
+        checkout = Path(__file__).resolve().parent.parent
+        path = checkout / "figures" if (checkout / "notebooks").is_dir() else Path.cwd() / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def use_lesson_style() -> None:
@@ -39,10 +60,20 @@ def use_lesson_style() -> None:
 
 
 def savefig(fig: plt.Figure, name: str, svg: bool = False, folder: Path | None = None) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (and ``.svg`` if asked) without timestamps or software tags,
-    so re-running a lesson that computes the same thing rewrites the same bytes. Returns the PNG path."""
-    from .lesson import figures_dir
+    """Save ``fig`` as ``<folder>/<name>.png`` (and ``.svg`` if asked) without timestamps or software tags.
 
+    So re-running a lesson that computes the same thing rewrites the same bytes.
+
+    Arguments:
+        fig: the figure.
+        name: a bare file stem such as ``"01_fixed_point_error"``.
+        svg: also save ``<name>.svg``.
+        folder: where to save; default :func:`figures_dir`.
+    Returns:
+        the PNG's path.
+    Raises:
+        ValueError: when ``name`` is empty, holds a ``/`` or ends in ``.png``/``.svg``.
+    """
     if not name or "/" in name or name.endswith((".png", ".svg")):
         raise ValueError(f"name is a bare file stem such as '01_fixed_point_error', got {name!r}")
     folder = figures_dir() if folder is None else Path(folder)

@@ -29,6 +29,7 @@ import nbformat
 import yaml
 
 from ._notebooks import WIDGET_STATE, WIDGET_VIEW, lesson_notebooks
+from .lesson import HEADLESS_ENV
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -264,8 +265,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no lessons found in {args.folder}")
     for notebook in lessons:
         check_known(notebook, parameters)
-    from .lesson import HEADLESS_ENV
-
     os.environ.update(HEADLESS_ENV)  # the kernels inherit it: text progress bars, the same numbers on every machine
     if parameters:  # a run with custom parameters must not overwrite the stored lessons' figures
         os.environ["INVATTN_FIGURES"] = str(args.folder / "runs" / "figures")

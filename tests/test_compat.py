@@ -23,8 +23,8 @@ def _lower_bound(name: str) -> str:
 
 def test_the_oldest_pair_is_pyprojects_lower_bound():
     # 2.8 and 2.8.0 are the same release
-    assert compat._release(compat.OLDEST_PAIR.torch) == compat._release(_lower_bound("torch"))
-    assert compat._release(compat.OLDEST_PAIR.torchvision) == compat._release(_lower_bound("torchvision"))
+    assert compat.release(compat.OLDEST_PAIR.torch) == compat.release(_lower_bound("torch"))
+    assert compat.release(compat.OLDEST_PAIR.torchvision) == compat.release(_lower_bound("torchvision"))
 
 
 def test_without_options_the_plan_is_oldest_newest_and_colab_like(capsys, tmp_path):

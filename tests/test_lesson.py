@@ -9,7 +9,7 @@ import papermill
 import pytest
 import torch
 
-from invattn import lesson, plots, run_notebooks
+from invattn import lesson, plots, progress, run_notebooks
 from invattn._notebooks import lesson_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +60,23 @@ def test_saved_figures_are_byte_stable(tmp_path):
         plots.savefig(plt.figure(), "x.png", folder=tmp_path)
 
 
+def test_figures_go_to_the_checkout_or_where_invattn_figures_says(tmp_path, monkeypatch):
+    monkeypatch.delenv("INVATTN_FIGURES", raising=False)
+    assert plots.figures_dir() == ROOT / "figures"
+    monkeypatch.setenv("INVATTN_FIGURES", str(tmp_path / "elsewhere"))
+    assert plots.figures_dir() == tmp_path / "elsewhere" and (tmp_path / "elsewhere").is_dir()  # made if missing
+    assert plots.savefig(plt.figure(), "default_folder") == tmp_path / "elsewhere" / "default_folder.png"
+    plt.close("all")
+    assert lesson.setup().figures == tmp_path / "elsewhere"
+
+
+def test_the_lessons_progress_bar_is_the_librarys():
+    assert lesson.progress is progress.progress
+    assert lesson.HEADLESS_ENV[progress.PLAIN_PROGRESS_VARIABLE] == "1"
+
+
 def test_progress_is_plain_text_when_headless(monkeypatch, capsys):
-    monkeypatch.setenv("INVATTN_PLAIN_PROGRESS", "1")
+    monkeypatch.setenv(progress.PLAIN_PROGRESS_VARIABLE, "1")
     bar = lesson.progress(range(3), desc="steps")
     for _ in bar:
         bar.set_postfix(loss=0.5, refresh=False)  # as the library sets it

@@ -13,31 +13,15 @@ one is a symbol or a label, never a measurement (measurements are plotted by the
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from ..plots import figures_dir
+from . import attention, attention_block, density, residual, robustness  # noqa: F401  (each registers its diagrams)
+from ._draw import DIAGRAMS, diagram
+
 __all__ = ["DIAGRAMS", "diagram", "draw_diagram", "save_diagram", "main"]
-
-DIAGRAMS: dict[str, Callable[[], plt.Figure]] = {}
-
-
-def diagram(name: str):
-    """Register the decorated function (no arguments, returns a figure) as the diagram ``name``
-    (``NN_diagram_<what>``, lower case)."""
-    import re
-
-    if not re.fullmatch(r"\d\d_diagram_[a-z0-9_]+", name):
-        raise ValueError(f"a diagram's name is 'NN_diagram_<what>' in lower case, got {name!r}")
-
-    def register(function):
-        if name in DIAGRAMS:
-            raise ValueError(f"two diagrams are named {name!r}")
-        DIAGRAMS[name] = function
-        return function
-
-    return register
 
 
 def _figure(name: str) -> plt.Figure:
@@ -47,11 +31,20 @@ def _figure(name: str) -> plt.Figure:
 
 
 def save_diagram(name: str, folder: str | Path | None = None, show: bool = False) -> Path:
-    """Draw diagram ``name`` and save it as ``<folder>/<name>.svg`` (default: the project's ``figures/``), byte-stable:
-    no date or creator in the file and a fixed hash salt for its element ids; with ``show`` also show it inline
-    (the same figure). Returns the path. Raises ``KeyError`` for an unknown name (the message lists the known ones)."""
-    from ..lesson import figures_dir
+    """Draw diagram ``name`` and save it as ``<folder>/<name>.svg``, byte-stable.
 
+    No date or creator in the file and a fixed hash salt for its element ids: the same bytes on every run with the
+    same matplotlib.
+
+    Arguments:
+        name: a registered diagram, ``NN_diagram_<what>`` (:data:`DIAGRAMS`).
+        folder: where to save; default the project's ``figures/`` (:func:`invattn.plots.figures_dir`).
+        show: also show the figure inline (else it is closed).
+    Returns:
+        the SVG's path.
+    Raises:
+        KeyError: for an unknown name (the message lists the known ones).
+    """
     folder = figures_dir() if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.svg"
@@ -66,20 +59,30 @@ def save_diagram(name: str, folder: str | Path | None = None, show: bool = False
 
 
 def draw_diagram(name: str, folder: str | Path | None = None) -> Path:
-    """What a lesson calls: save diagram ``name`` and show it inline (:func:`save_diagram` with ``show=True``).
-    Returns the SVG path."""
+    """Save diagram ``name`` and show it inline: what a lesson calls (:func:`save_diagram` with ``show=True``).
+
+    Arguments:
+        name: a registered diagram, ``NN_diagram_<what>``.
+        folder: where to save; default the project's ``figures/``.
+    Returns:
+        the SVG's path.
+    Raises:
+        KeyError: for an unknown name.
+    """
     return save_diagram(name, folder, show=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.diagrams [FOLDER]``: redraw every diagram into FOLDER (default ``figures/``)."""
+    """``python -m invattn.diagrams [FOLDER]``: redraw every diagram into FOLDER (default ``figures/``).
+
+    Arguments:
+        argv: the command line's arguments (default ``sys.argv[1:]``): at most one, the folder.
+    """
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0]) if argv else None
     for name in sorted(DIAGRAMS):
         print(save_diagram(name, folder))
 
-
-from . import attention, residual  # noqa: E402, F401  (each registers its diagrams)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""Drawing primitives shared by the diagrams: a canvas measured in inches, boxes, arrows, labels, one palette.
+"""The diagrams' registry and the drawing primitives they share: a canvas measured in inches, boxes, arrows, labels,
+frames, one palette.
 
 Coordinates are inches from the lower-left corner of the canvas, so a box of width 1.2 is 1.2 inches wide on every
 diagram and the text inside keeps one size. Mathematics is written in matplotlib's mathtext (``r"$x + g(x)$"``).
@@ -6,8 +7,37 @@ diagram and the text inside keeps one size. Mathematics is written in matplotlib
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import matplotlib.pyplot as plt
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+
+DIAGRAMS: dict[str, Callable[[], plt.Figure]] = {}
+"""Every diagram by name (``NN_diagram_<what>``): the function that draws it."""
+
+
+def diagram(name: str) -> Callable[[Callable[[], plt.Figure]], Callable[[], plt.Figure]]:
+    """Register the decorated function (no arguments, returns a figure) as the diagram ``name``.
+
+    Arguments:
+        name: ``NN_diagram_<what>`` in lower case, ``NN`` the lesson that shows it.
+    Returns:
+        the decorator, which returns the function unchanged.
+    Raises:
+        ValueError: for a name not of that form, or one already registered.
+    """
+    if not re.fullmatch(r"\d\d_diagram_[a-z0-9_]+", name):
+        raise ValueError(f"a diagram's name is 'NN_diagram_<what>' in lower case, got {name!r}")
+
+    def register(function):
+        if name in DIAGRAMS:
+            raise ValueError(f"two diagrams are named {name!r}")
+        DIAGRAMS[name] = function
+        return function
+
+    return register
+
 
 # one palette for every diagram: what a role looks like is the same in every lesson
 COLOURS = {
@@ -104,3 +134,32 @@ def label(ax, position, text, fontsize=FONT - 1, colour="#444444", **kwargs):
     kwargs.setdefault("ha", "center")
     kwargs.setdefault("va", "center")
     return ax.text(*position, text, fontsize=fontsize, color=colour, **kwargs)
+
+
+def tag(ax, centre, text, role="constraint", width=1.5, height=0.32, fontsize=FONT - 1):
+    """A small square-cornered box: a property attached to a box above or beside it."""
+    return box(ax, centre, text, width=width, height=height, role=role, fontsize=fontsize, rounded=False)
+
+
+def line(ax, points, colour=EDGE, dashed=False, width=1.1):
+    """A polyline without arrowhead (the first legs of an elbow arrow)."""
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, color=colour, linewidth=width, linestyle="--" if dashed else "-", solid_capstyle="butt")
+
+
+def dot(ax, point, colour=EDGE, size=3.5):
+    """A junction where a wire splits."""
+    ax.plot(*point, marker="o", markersize=size, color=colour)
+
+
+def frame(ax, corner, width, height, title):
+    """A light frame for a space (x-space, z-space) with its name above the top-left corner."""
+    ax.add_patch(Rectangle(corner, width, height, facecolor="#fafafa", edgecolor="#bbbbbb", linewidth=0.8, zorder=0))
+    label(ax, (corner[0], corner[1] + height + 0.06), title, ha="left", va="bottom", fontsize=FONT)
+
+
+def heading(ax, position, text, **kwargs):
+    """A column or panel heading: bold, dark, one size above the labels."""
+    kwargs.setdefault("ha", "center")
+    kwargs.setdefault("va", "center")
+    return ax.text(*position, text, fontsize=FONT, weight="bold", color="#222222", **kwargs)

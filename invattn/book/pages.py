@@ -1,60 +1,37 @@
-"""The lessons as a static book: ``python -m invattn.book [--output DIR]`` (``make book``).
-
-The book is built from the lessons' STORED outputs (nothing is executed) with Sphinx, MyST-NB and the Sphinx Book
-Theme, from the sources in ``book/`` (``conf.py``, the theme's static files, the local "Open in Colab" badge). Before
-the build, :func:`stage` writes a copy of everything the book shows into ``DIR/source``:
-
-* ``index.md``: README's title and opening, and its lesson map (the ``## Lessons`` table) as the book's landing page
-  and table of contents, generated at every build so that the two cannot drift;
-* every lesson, with each widget output (a demo, which needs a running kernel) replaced by a note saying how to run
-  it and that the figure below it is its static state, the widget state in the metadata dropped, the "Open in
-  Colab" badge image replaced by the book's own copy (the link kept), ``$…$`` in a ``<summary>`` made a math element,
-  and every link made to resolve inside the site: another lesson and its sections stay links between pages, a
-  figure stays a file of the site, README's lesson map is the index page, and any other file of the repository
-  (``../invattn/…``) becomes its address in the repository (``[project.urls] Repository``);
-* the figures.
-
-The HTML goes to ``DIR/html`` (``index.html`` first); MathJax is copied into the site, so a page asks for nothing
-outside it. A staged file is rewritten only when its text changes, so a second build re-reads only what changed.
-"""
+"""The book's pages: each lesson and README's lesson map staged as the site shows them, every link made to resolve
+inside the site (see :mod:`invattn.book`)."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import html
-import io
-import json
 import posixpath
 import re
-import shutil
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
-from ._notebooks import WIDGET_VIEW, lesson_notebooks
-from .colab import BADGE_IMAGE, repository_url
+from .._notebooks import WIDGET_VIEW
+from ..colab import BADGE_IMAGE
 
-__all__ = ["BookBuild", "lessons", "lesson_table", "index_page", "stage_notebook", "stage", "build", "main"]
+__all__ = [
+    "ROOT",
+    "NOTEBOOKS",
+    "README",
+    "LOCAL_BADGE",
+    "DEMO_NOTE",
+    "lesson_table",
+    "index_page",
+    "heading_slug",
+    "heading_anchors",
+    "cell_source",
+    "Links",
+    "stage_markdown",
+    "stage_notebook",
+]
 
-ROOT = Path(__file__).resolve().parent.parent
-BOOK = ROOT / "book"
+ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-FIGURES = ROOT / "figures"
 README = ROOT / "README.md"
-DEFAULT_OUTPUT = BOOK / "_build"
-BOOK_SOURCES = ["conf.py", "_static", "_templates"]
-"""What ``book/`` holds for the build (the configuration, static files, templates where there are any)."""
-BUILDER_PACKAGES = {
-    "sphinx": "sphinx",
-    "myst_nb": "myst-nb",
-    "sphinx_book_theme": "sphinx-book-theme",
-    "mathjax": "django-static-mathjax",
-}
-"""The modules the build imports and the PyPI packages that provide them (the ``book`` extra)."""
-
 LOCAL_BADGE = "_static/open-in-colab.svg"
 """The book's own badge image, relative to the staged sources (and to ``book/``)."""
 DEMO_NOTE = (
@@ -75,28 +52,6 @@ _SUMMARY = re.compile(r"(<summary\b[^>]*>)(.*?)(</summary>)", re.IGNORECASE | re
 _INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$(?!\$)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.MULTILINE)
 _CODE = re.compile(r"(^```.*?^```[ \t]*$|`[^`\n]+`)", re.MULTILINE | re.DOTALL)  # fenced blocks, inline spans
-
-
-@dataclass(frozen=True)
-class BookBuild:
-    """What :func:`build` made: the index page, the number of pages (the index and one per lesson) and the seconds
-    the staging and the build took together."""
-
-    index: Path
-    pages: int
-    seconds: float
-
-
-MARKER = ".invattn-book"
-"""The file that marks a folder as the book's output (see :func:`stage`)."""
-
-
-def lessons(folder: str | Path = NOTEBOOKS) -> list[Path]:
-    """The lessons of ``folder``, ``NN…_name.ipynb`` in order. Raises ``FileNotFoundError`` when there are none."""
-    found = lesson_notebooks(folder)
-    if not found:
-        raise FileNotFoundError(f"no lessons (NN_name.ipynb) found in {Path(folder).resolve()}: nothing to build")
-    return found
 
 
 def lesson_table(readme: str) -> str:
@@ -139,9 +94,9 @@ def index_page(readme: str, lesson_names: list[str]) -> str:
     return f"# {title.group(1).strip()}\n\n{opening}\n\n{note}\n\n## Lessons\n\n{table}\n\n{toctree}\n"
 
 
-def _heading_slug(text: str) -> str:
+def heading_slug(text: str) -> str:
     """The anchor MyST gives a heading (GitHub's slug of its text, inline math left out), as it resolves links."""
-    from myst_parser.slugs import github_slugify
+    from myst_parser.slugs import github_slugify  # the book extra's: imported only when a book is staged
 
     text = re.sub(r"\$[^$]*\$", "", text)
     text = re.sub(r"[*`]|(?<!\w)_|_(?!\w)", "", text)
@@ -149,30 +104,30 @@ def _heading_slug(text: str) -> str:
     return github_slugify(text)
 
 
-def _anchors(nb: dict) -> dict[str, str]:
+def heading_anchors(nb: dict) -> dict[str, str]:
     """Each way a reader may link to a heading of ``nb`` (Jupyter's anchor, GitHub's slug, MyST's) -> MyST's."""
     anchors = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "markdown":
             continue
-        for _, text in _HEADING.findall(_source(cell)):
-            slug = _heading_slug(text)
+        for _, text in _HEADING.findall(cell_source(cell)):
+            slug = heading_slug(text)
             shown = re.sub(r"[*`]", "", text)  # as Jupyter shows it: math still as TeX, markup gone
             for name in (text.replace(" ", "-"), shown.replace(" ", "-"), slug):
                 anchors.setdefault(name, slug)
     return anchors
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
     source = cell["source"]
     return "".join(source) if isinstance(source, list) else source
 
 
-class _Links:
+class Links:
     """Rewrites the link targets of one staged page so that each resolves in the built site (see the module's text).
 
     ``name`` is the page's file in the repository (a lesson's name, or ``README.md`` for the index), ``folder`` the
-    repository folder its relative links start from, ``anchors`` each lesson's headings (from :func:`_anchors`),
+    repository folder its relative links start from, ``anchors`` each lesson's headings (from :func:`heading_anchors`),
     ``url`` the repository's address."""
 
     def __init__(self, name: str, folder: Path, anchors: dict[str, dict[str, str]], url: str):
@@ -241,7 +196,7 @@ def _outside_code(text: str, pattern: re.Pattern, replace) -> str:
     return "".join(part if index % 2 else pattern.sub(replace, part) for index, part in enumerate(parts))
 
 
-def _stage_markdown(text: str, links: _Links) -> str:
+def stage_markdown(text: str, links: Links) -> str:
     """A markdown text with its links made to resolve in the site, the Colab badge image made local and math in a
     ``<summary>`` made typesettable. Raises ``ValueError`` for a broken link or an image from outside the book."""
     text = _outside_code(text, _TARGET, lambda m: m.group(1) + links(m.group(2)))
@@ -264,16 +219,16 @@ def _stage_markdown(text: str, links: _Links) -> str:
 def stage_notebook(nb: dict, name: str, anchors: dict[str, dict[str, str]], url: str) -> dict:
     """A static copy of the lesson ``nb`` (a notebook as JSON, named ``name``), as the book shows it: each widget
     output replaced by :data:`DEMO_NOTE`, ``metadata.widgets`` dropped, the Colab badge image made local, links
-    made to resolve in the site (``anchors``: each lesson's headings, from :func:`_anchors`; ``url``: the
+    made to resolve in the site (``anchors``: each lesson's headings, from :func:`heading_anchors`; ``url``: the
     repository's address). ``nb`` itself is not changed.
 
     Raises ``ValueError`` for a link to a missing file or heading, or an image from outside the book."""
     staged = copy.deepcopy(nb)
     staged["metadata"].pop("widgets", None)
-    links = _Links(name, NOTEBOOKS, anchors, url)
+    links = Links(name, NOTEBOOKS, anchors, url)
     for cell in staged["cells"]:
         if cell["cell_type"] == "markdown":
-            cell["source"] = _stage_markdown(_source(cell), links)
+            cell["source"] = stage_markdown(cell_source(cell), links)
         for index, output in enumerate(cell.get("outputs", [])):
             if WIDGET_VIEW in output.get("data", {}):
                 cell["outputs"][index] = {
@@ -282,137 +237,3 @@ def stage_notebook(nb: dict, name: str, anchors: dict[str, dict[str, str]], url:
                     "data": {"text/html": DEMO_NOTE},
                 }
     return staged
-
-
-def _write_if_changed(path: Path, content: bytes) -> None:
-    if not path.is_file() or path.read_bytes() != content:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-
-
-def _sync(source: Path, target: Path) -> set[Path]:
-    """Copy the file ``source``, or the files of the folder ``source``, to ``target`` (only those whose bytes
-    differ); return the paths written to."""
-    pairs = (
-        [(source, target)]
-        if source.is_file()
-        else [(file, target / file.relative_to(source)) for file in sorted(source.rglob("*")) if file.is_file()]
-    )
-    for file, destination in pairs:
-        _write_if_changed(destination, file.read_bytes())
-    return {destination for _, destination in pairs}
-
-
-def stage(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS, readme: str | Path = README) -> Path:
-    """Write the book's sources into ``output/source`` (see the module's text) and return that folder. Files left
-    there from an earlier build that this one does not write are removed.
-
-    Raises ``FileNotFoundError`` when there are no lessons or no README, and ``ValueError`` (from
-    :func:`index_page` and :func:`stage_notebook`) when README's lesson map or a lesson's link is wrong, and
-    ``FileExistsError`` when ``output`` holds files that no build wrote (a build removes its own leftovers, so it
-    refuses to work in a folder it did not make: :data:`MARKER` marks the ones it did)."""
-    output = Path(output)
-    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).is_file():
-        raise FileExistsError(
-            f"{output} holds files the book did not write; choose an empty or new folder for --output"
-        )
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER).write_text("built by python -m invattn.book: its files are replaced at each build\n")
-    source = output / "source"
-    paths = lessons(notebooks)
-    readme = Path(readme)
-    if not readme.is_file():
-        raise FileNotFoundError(f"{readme} not found: the book's index is made from README's lesson map")
-    url = repository_url()
-    books = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in paths}
-    anchors = {name: _anchors(nb) for name, nb in books.items()}
-    written = _sync(FIGURES, source / "figures")
-    for name in BOOK_SOURCES:
-        if (BOOK / name).exists():
-            written |= _sync(BOOK / name, source / name)
-    index = source / "index.md"
-    page = index_page(readme.read_text(encoding="utf-8"), list(books))
-    _write_if_changed(index, _stage_markdown(page, _Links(README.name, ROOT, anchors, url)).encode())
-    written.add(index)
-    for name, nb in books.items():
-        staged = stage_notebook(nb, name, anchors, url)
-        target = source / "notebooks" / name
-        _write_if_changed(target, (json.dumps(staged, indent=1, ensure_ascii=False) + "\n").encode())
-        written.add(target)
-    for file in list(source.rglob("*")):
-        if file.is_file() and file not in written:
-            file.unlink()
-    return source
-
-
-def _require_builder() -> None:
-    """Raises ``ModuleNotFoundError`` naming the missing packages of the ``book`` extra."""
-    import importlib.util
-
-    missing = [package for module, package in BUILDER_PACKAGES.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        raise ModuleNotFoundError(
-            f"the book needs {', '.join(missing)} (missing here): "
-            "pip install -e '.[book]' installs them (on Python 3.11 or newer)"
-        )
-
-
-def build(
-    output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS, readme: str | Path = README
-) -> BookBuild:
-    """Stage the book's sources (:func:`stage`, from ``notebooks`` and ``readme``) into ``output/source`` and build
-    the HTML into ``output/html``.
-
-    Raises ``ModuleNotFoundError`` when a package of the ``book`` extra is missing, what :func:`stage` raises, and
-    ``RuntimeError`` listing Sphinx's warnings when there are any (a warning is a broken page: fix its cause)."""
-    _require_builder()
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace, patch_docutils
-
-    started = time.perf_counter()
-    output = Path(output).resolve()
-    source = stage(output, notebooks, readme)
-    warnings = io.StringIO()
-    with patch_docutils(source), docutils_namespace():
-        app = Sphinx(
-            str(source),
-            str(source),
-            str(output / "html"),
-            str(output / "doctrees"),
-            "html",
-            confoverrides={"html_theme_options.repository_url": repository_url()},
-            status=None,
-            warning=warnings,
-        )
-        app.build()
-    if warnings.getvalue().strip():
-        # a page Sphinx warned about is read again by the next build (an unchanged page would not be), which says so
-        shutil.rmtree(output / "doctrees", ignore_errors=True)
-        raise RuntimeError(
-            f"Sphinx warned while building the book (fix the cause in the lesson or in "
-            f"invattn.book's staging):\n{warnings.getvalue()}"
-        )
-    pages = len(app.env.found_docs)
-    return BookBuild(index=output / "html" / "index.html", pages=pages, seconds=time.perf_counter() - started)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.book [--output DIR]``: build the book, print its index page, page count and build time."""
-    parser = argparse.ArgumentParser(prog="python -m invattn.book", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="build folder: sources staged in DIR/source, the site in DIR/html (default book/_build)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        result = build(args.output)
-    except (FileNotFoundError, ModuleNotFoundError, ValueError, RuntimeError) as error:
-        parser.exit(1, f"invattn.book: {error}\n")
-    print(f"book: {result.index} ({result.pages} pages, built in {result.seconds:.1f} s)")
-    print(f"open it in a browser, or serve it: python -m http.server -d {result.index.parent}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
