@@ -15,9 +15,9 @@ from invattn.classifiers import (
     IResNetClassifier,
     IRevNet,
     OutsideRangeWarning,
-    _evaluation_error_bound,
     certified_radius,
     classifier_preset,
+    evaluation_error_bound,
 )
 from invattn.data import digits_split
 
@@ -182,7 +182,7 @@ def test_no_float32_point_predicted_otherwise_gets_a_positive_radius(float32_cla
     # rounding, so only one is required) and the float64-only radius was positive at some of them
     assert int(differs.sum()) >= 1 and bool((old[differs] > 0).any())
     assert torch.equal(radius[differs], torch.zeros_like(radius[differs]))
-    bound, bound64 = _evaluation_error_bound(model, reference, points.double(), old)
+    bound, bound64 = evaluation_error_bound(model, reference, points.double(), old)
     measured = (model(points).double() - logits).norm(dim=1)  # float32 pass against the float64 pass
     assert bool((bound + bound64 >= measured).all())
     assert bool((radius.double() <= old).all())
@@ -195,7 +195,7 @@ def test_float32_radii_far_from_the_boundary_shrink_little(float32_classifier):
     x = test_x[:64]
     radius, certified = certified_radius(model, x)
     logits, margin, old = _uncorrected(reference, x)
-    error, error64 = _evaluation_error_bound(model, reference, x.double(), old)
+    error, error64 = evaluation_error_bound(model, reference, x.double(), old)
     error = error + error64
     assert torch.equal(certified, logits.argmax(1))
     assert bool((radius.double() <= old).all())
@@ -264,7 +264,7 @@ def test_a_float64_model_whose_logits_cancel_gets_only_the_radius_its_rounding_a
     assert flipped > 0  # the former radius was a false certificate here
     radius, certified = certified_radius(model, x)
     assert torch.equal(certified, top2.indices[:, 0])
-    _, bound64 = _evaluation_error_bound(model, model, x, former)
+    _, bound64 = evaluation_error_bound(model, model, x, former)
     no_margin = (top2.values[:, 0] - top2.values[:, 1]) <= math.sqrt(2) * bound64
     assert bool(no_margin.all()) and torch.equal(radius, torch.zeros_like(radius))  # rounding exceeds every margin
 

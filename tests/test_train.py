@@ -214,10 +214,10 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
 
 
 def test_cosine_schedule_decays_to_zero_and_a_wrong_schedule_is_refused(tmp_path):
-    factors = [training._lr_factor(s, warmup=2, schedule="cosine", total_steps=10) for s in range(11)]
+    factors = [training.lr_factor(s, warmup=2, schedule="cosine", total_steps=10) for s in range(11)]
     assert factors[0] == pytest.approx(0.5 * 0.5 * (1 + math.cos(0)))  # the ramp's first half, times 1
     assert all(a >= b for a, b in zip(factors[1:], factors[2:])) and factors[10] == pytest.approx(0.0, abs=1e-12)
-    assert [training._lr_factor(s, 0, "constant", 10) for s in (0, 9)] == [1.0, 1.0]
+    assert [training.lr_factor(s, 0, "constant", 10) for s in (0, 9)] == [1.0, 1.0]
     result = training.train(
         "smoke",
         tmp_path / "run",
@@ -233,3 +233,91 @@ def test_cosine_schedule_decays_to_zero_and_a_wrong_schedule_is_refused(tmp_path
     assert result["model"] is not None
     with pytest.raises(ValueError, match="lr_schedule"):
         training.train("smoke", tmp_path / "bad", training_overrides=dict(lr_schedule="linear"), progress_bar=False)
+
+
+# every option of python -m invattn.train, and the test that exercises it (this file, test_classifiers, test_faults)
+FLAGS = {
+    "--task": "test_classifiers: run('--task', 'classify', ...)",
+    "--model": "test_classifiers",
+    "--preset": "here: command()",
+    "--out": "here",
+    "--resume": "test_killed_run_resumes_to_the_same_weights",
+    "--steps": "here",
+    "--epochs": "test_classifiers",
+    "--device": "test_settings_flags_reach_the_run",
+    "--dataset": "test_classifiers",
+    "--data-root": "test_classifiers",
+    "--batch-size": "test_settings_flags_reach_the_run",
+    "--lr": "test_settings_flags_reach_the_run",
+    "--checkpoint-every": "test_killed_run_resumes_to_the_same_weights",
+    "--attention": "test_classifiers",
+    "--coeff": "test_classifiers",
+    "--logdet": "test_estimator_flags_reach_the_model",
+    "--n-terms": "test_estimator_flags_reach_the_model",
+    "--neumann-gradient": "test_estimator_flags_reach_the_model",
+    "--amp": "test_settings_flags_reach_the_run",
+    "--no-progress": "here",
+}
+
+
+def test_the_command_line_has_exactly_the_options_the_tests_cover():
+    options = {
+        option
+        for action in training.cli.parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--no-neumann-gradient")
+    }
+    assert options == set(FLAGS)
+
+
+def test_settings_flags_reach_the_run(tmp_path, capsys):
+    training.main(
+        [
+            *command("--out", str(tmp_path), "--steps", "2")[3:],
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--checkpoint-every",
+            "1",
+        ]
+    )
+    assert "step 2:" in capsys.readouterr().out
+    state = training.load_checkpoint(tmp_path)
+    assert (state["train_config"]["batch_size"], state["train_config"]["lr"]) == (8, 1e-3)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 1e-3
+    with pytest.raises(SystemExit) as stopped:
+        training.main([*command("--out", str(tmp_path / "amp"), "--steps", "1")[3:], "--amp"])
+    assert stopped.value.code == 2 and "amp=True (bfloat16 autocast) is for CUDA" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        training.main([*command("--out", str(tmp_path / "gone"))[3:], "--device", "cuda:7"])
+    assert stopped.value.code == 2
+
+
+def test_each_task_supplies_its_pieces_and_the_loop_tests_no_task():
+    assert set(training.TASKS) == {"density", "classify"}
+    for name, task in training.TASKS.items():
+        assert isinstance(task, training.Task) and task.name == name
+        for method in ("settings", "config_from_dict", "data", "build", "objective", "loss", "shown", "plot_curves"):
+            assert getattr(type(task), method) is not getattr(training.Task, method), (name, method)
+    source = Path(training.loop.__file__).read_text()
+    assert not any(test in source for test in ('== "density"', '== "classify"', "task ==", "isinstance(run.task"))
+    # the density task's presets hold its training; the classifiers' one table holds model and training
+    assert set(training.TRAINING) == set(PRESETS)
+    from invattn.classifiers import CLASSIFIER_PRESETS, classifier_preset
+
+    for name, preset in CLASSIFIER_PRESETS.items():
+        assert training.CLASSIFY_TRAINING[name] == training.TrainConfig(**preset.training)
+        for architecture in ("irevnet", "iresnet"):
+            assert classifier_preset(architecture, name) is preset.models[architecture]
+            assert preset.models[architecture].architecture == architecture
+
+
+def test_a_fresh_run_and_a_resumed_one_draw_the_same_numbers(tmp_path):
+    """The loop's order of random draws: 6 steps straight equal 3 steps, a checkpoint, and 3 more resumed."""
+    straight = training.train("smoke", tmp_path / "a", steps=6, progress_bar=False)["history"]
+    training.train("smoke", tmp_path / "b", steps=3, progress_bar=False)
+    resumed = training.train("smoke", tmp_path / "b", resume=True, steps=6, progress_bar=False)["history"]
+    assert [h["bits_per_dim"] for h in straight] == [h["bits_per_dim"] for h in resumed]

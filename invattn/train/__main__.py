@@ -1,0 +1,5 @@
+"""``python -m invattn.train``: see :mod:`invattn.train.cli`."""
+
+from .cli import main
+
+main()
