@@ -58,7 +58,7 @@ def _stage_markdown(text: str, name: str = "01_invertible_residual_networks.ipyn
     """``text`` as a markdown cell of lesson ``name`` is staged (links checked against the real lessons)."""
     _require_book_extra()
     nbs = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in LESSONS}
-    anchors = {lesson: book._anchors(nb) for lesson, nb in nbs.items()}
+    anchors = {lesson: book.heading_anchors(nb) for lesson, nb in nbs.items()}
     staged = book.stage_notebook(_nb(text), name, anchors, repository_url())
     return staged["cells"][0]["source"]
 
@@ -99,7 +99,7 @@ def test_widget_output_becomes_the_note_and_widget_state_is_dropped():
     assert WIDGET_LESSONS, "no lesson stores a widget: this test checks nothing"
     for path in WIDGET_LESSONS:
         nb = json.loads(path.read_text(encoding="utf-8"))
-        anchors = {path.name: book._anchors(nb)}
+        anchors = {path.name: book.heading_anchors(nb)}
         staged = book.stage_notebook(nb, path.name, anchors, repository_url())
         text = json.dumps(staged)
         assert book.WIDGET_VIEW not in text and "widget-state" not in text and "widgets" not in staged["metadata"]
@@ -150,8 +150,8 @@ def test_links_resolve_in_the_site_or_are_refused():
     code = "`model[0](x)` and\n```python\nf = layers[1](y)\n```\n"
     assert _stage_markdown(code) == code  # code is shown as typed, not read as links
     nbs = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in LESSONS}
-    index_links = book._Links("README.md", ROOT, {name: book._anchors(nb) for name, nb in nbs.items()}, url)
-    assert book._stage_markdown(
+    index_links = book.Links("README.md", ROOT, {name: book.heading_anchors(nb) for name, nb in nbs.items()}, url)
+    assert book.stage_markdown(
         "[03](notebooks/03_building_invertible_attention.ipynb#3-·-concat,-by-hand), [make](#two-commands), "
         "[map](#lessons), ![fig](figures/01_fixed_point_error.png), [solvers](invattn/solvers.py)",
         index_links,
@@ -358,7 +358,7 @@ def test_every_page_renders_offline_with_math_images_and_links(site, browser):
             urljoin(base, f"notebooks/{path.stem}.html"), wait_until="networkidle"
         )  # the favicon too, which loads after the page
         ids = set(page.eval_on_selector_all("[id]", "elements => elements.map(e => e.id)"))
-        slugs = set(book._anchors(json.loads(path.read_text(encoding="utf-8"))).values())
+        slugs = set(book.heading_anchors(json.loads(path.read_text(encoding="utf-8"))).values())
         assert slugs <= ids, f"{path.name}: headings without the anchor links are rewritten to: {slugs - ids}"
     for name in (path.name for path in WIDGET_LESSONS):
         page.goto(

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .._validation import NonFiniteError, check_choice, resolve_device
-from ..lesson import progress
+from ..progress import progress
 from .checkpoints import CHECKPOINT, Checkpoints, finite_weights, restore
 from .config import TrainConfig, make_optimiser
 from .runs import TASKS, run_settings
