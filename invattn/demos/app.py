@@ -58,7 +58,7 @@ DEMO_TABS = (  # (tab title, lesson, one plain sentence: the app shows no code a
 )
 
 
-def demo_app(checkpoints: str = "../checkpoints"):
+def demo_app(checkpoints: str = "../checkpoints") -> widgets.Tab:
     """The six lesson demos in one tabbed widget, each with its lesson number and one sentence (:data:`DEMO_TABS`).
 
     Arguments:

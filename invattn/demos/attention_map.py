@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from .._validation import check_choice
 from ..attention import KINDS, make_attention
@@ -93,7 +94,7 @@ def attention_map_state(
     return MapState(kind=kind, row=row, col=col, weights=weights, image=image)
 
 
-def plot_attention_map(state: MapState, figure=None):
+def plot_attention_map(state: MapState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`MapState`: the photograph with the query position marked, and the weights on every position.
 
     Arguments:
@@ -125,7 +126,7 @@ def attention_map_demo(
     radius: float = 1.0,
     row: int | None = None,
     col: int | None = None,
-):
+) -> widgets.VBox:
     """Lesson 03's interactive demo: the query position (a pair of sliders), the kind, temperature and radius.
 
     Arguments:

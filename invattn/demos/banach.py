@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .._validation import check_choice, check_positive_float, check_positive_int
 from .front import build_controls, demo_box
@@ -190,7 +191,7 @@ def _draw_map(ax, state: BanachState) -> None:
         ax.set(xlabel="x₁", ylabel="x₂", aspect="equal")
 
 
-def plot_banach(state: BanachState, figure=None):
+def plot_banach(state: BanachState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`BanachState`: the map (1-D) or the iterates (2-D), and the error per iteration with its bound.
 
     Arguments:
@@ -216,7 +217,7 @@ def plot_banach(state: BanachState, figure=None):
     return fig
 
 
-def banach_demo(map: str = "1d", c: float = 0.9, steps: int = 30):
+def banach_demo(map: str = "1d", c: float = 0.9, steps: int = 30) -> widgets.VBox:
     """Lesson 01's interactive demo: the map (1-D or 2-D), c from 0.05 to 4 (the fold from c > 1), and the steps.
 
     Arguments:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from .._validation import check_choice, check_positive_int
 from ..attention import KINDS, make_attention
@@ -134,7 +135,7 @@ def bound_explorer_state(
     )
 
 
-def plot_bound_explorer(state: BoundState, figure=None):
+def plot_bound_explorer(state: BoundState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`BoundState` as three bars (log scale): the raw bound, the certified bound, the measured constant.
 
     Arguments:
@@ -159,7 +160,7 @@ def plot_bound_explorer(state: BoundState, figure=None):
 
 def bound_explorer_demo(
     kind: str = "dot", n_positions: int = 64, radius: float = 1.0, temperature: float = 1.0, reduction: int = 4
-):
+) -> widgets.VBox:
     """Lesson 02's interactive demo: kind, N, radius, temperature and reduction.
 
     A kind's options that it lacks are ignored (the summary says which it has).

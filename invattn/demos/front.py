@@ -71,7 +71,9 @@ def _check_requested(controls: dict, requested: dict) -> None:
             raise ValueError(f"{name} = {value!r} is not a value its control offers{span}")
 
 
-def demo_box(controls: dict, compute: Callable, draw: Callable, layout: list, requested: dict, note: str = ""):
+def demo_box(
+    controls: dict, compute: Callable, draw: Callable, layout: list, requested: dict, note: str = ""
+) -> widgets.VBox:
     """A demo: a VBox of rows of controls, a status line, a one-line summary and the figure as a PNG image.
 
     Every change of a control calls ``compute(**values)`` (a demo's state function) and ``draw(state)``, showing

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
 from .._validation import check_choice, check_coeff, check_finite, check_positive_int
 from ..attention import KINDS, PAPER_KINDS, make_attention
@@ -229,7 +230,7 @@ def _draw_curve(curve, state: DemoState) -> None:
     curve.legend(fontsize=8, loc="lower left")  # errors start high at the left: that corner stays free
 
 
-def plot_inversion_demo(state: DemoState, figure=None):
+def plot_inversion_demo(state: DemoState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`DemoState`: original | reconstruction | error map | error per iteration beside its bound.
 
     Arguments:
@@ -266,7 +267,7 @@ def inversion_demo(
     method: str = "fixed_point",
     noise: float = 0.0,
     variant: str = "certified",
-):
+) -> widgets.VBox:
     """Lesson 04's interactive demo: kind, variant, c, iterations, method and noise on y.
 
     The figure and summary update when a slider is released (``continuous_update=False``, so a slow kernel shows the

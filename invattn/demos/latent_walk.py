@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from .._validation import check_model, check_positive_int
 from .front import build_controls, check_images, check_index, check_tol, demo_box, tiles
@@ -144,7 +145,7 @@ def latent_state(
     )
 
 
-def plot_latent(state: LatentState, figure=None):
+def plot_latent(state: LatentState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`LatentState`: the samples, the walk with the digits at its ends, and the re-encoding errors.
 
     Arguments:
@@ -179,7 +180,9 @@ def plot_latent(state: LatentState, figure=None):
     return fig
 
 
-def latent_demo(model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1):
+def latent_demo(
+    model, images: torch.Tensor, temperature: float = 0.8, seed: int = 0, first: int = 0, second: int = 1
+) -> widgets.VBox:
     """Lesson 08's interactive demo: temperature (0 to 1.5), seed (0 to 99, or the given seed), and the two images.
 
     Arguments:

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
 from .._validation import check_choice, check_positive_int
 from ..pretrained import ROADS, check_road
@@ -163,7 +164,7 @@ def two_roads_state(
     return state
 
 
-def plot_two_roads(state: TwoRoadsState, figure=None):
+def plot_two_roads(state: TwoRoadsState, figure: Figure | None = None) -> Figure:
     """Draw a :class:`TwoRoadsState`: the digit, its three reconstructions, and |x̂ − x| per road.
 
     Arguments:
@@ -216,7 +217,7 @@ def two_roads_demo(
     noise: float = 0.0,
     method: str = "fixed_point",
     iterations: int = 100,
-):
+) -> widgets.VBox:
     """Lesson 09's interactive demo: the test image, the noise on its features, the solver and its steps per block.
 
     Arguments:
