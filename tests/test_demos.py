@@ -1,5 +1,7 @@
-"""The demos' state functions: values against the lessons' theory, shapes, and the refusal messages."""
+"""The demos' state functions: values against the lessons' theory, shapes, and the refusal messages; the trained
+models they use (invattn.pretrained)."""
 
+import doctest
 import math
 from pathlib import Path
 
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from invattn import demos
+from invattn import demos, pretrained
 from invattn.attention import KINDS
 from invattn.data import photograph_crops
 
@@ -19,10 +21,17 @@ def test_a_contraction_has_one_preimage_and_the_error_stays_within_the_bound(map
     d = 1 if map_ == "1d" else 2
     assert state.iterates.shape == (81, d) and state.preimages.shape == (1, d)
     root = state.preimages[0]
-    assert np.allclose(root + demos._residual_map(root, c), state.y, atol=1e-12)  # it is a preimage
+    assert np.allclose(root + demos.residual_map(root, c), state.y, atol=1e-12)  # it is a preimage
     assert state.bound_holds and state.settles
     assert state.errors[-1] < 1e-6 and len(state.bound) == 81
     assert "1 preimage" in state.summary() and "within the bound" in state.summary()
+
+
+def test_the_banach_doctest_passes():
+    from invattn.demos import banach
+
+    result = doctest.testmod(banach)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_above_one_the_1d_map_folds_and_the_iteration_does_not_settle():
@@ -163,6 +172,16 @@ def test_digits():
     return load_labelled("digits", split="test")
 
 
+def test_the_pretrained_loaders_are_the_lessons_models_and_digits(flow, held_out, test_digits):
+    loaded = pretrained.density_model(CHECKPOINTS)  # the checkpoints folder, as demo_app takes it
+    assert type(loaded) is type(flow) and loaded.config == flow.config and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), flow.state_dict().values()))
+    assert torch.equal(pretrained.held_out_digits(), held_out) and len(held_out) == 297
+    assert torch.equal(pretrained.test_digits(), test_digits[0])
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        pretrained.density_model(CHECKPOINTS / "nowhere")
+
+
 def test_the_walk_starts_and_ends_at_the_encoded_digits_and_everything_re_encodes(flow, held_out):
     images = held_out
     state = demos.latent_state(flow, images, temperature=0.8, seed=1, first=3, second=9, count=6, steps=5)
@@ -231,7 +250,7 @@ def test_latent_refuses_images_the_model_does_not_take(flow, held_out):
 # -- lesson 09: two roads ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def roads():
-    return demos.two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
+    return pretrained.two_roads_models(CHECKPOINTS / "two-roads", train_missing=False)
 
 
 def test_without_noise_both_invertible_roads_return_the_digit(roads, test_digits):
@@ -291,12 +310,12 @@ def test_two_roads_needs_all_three_models(roads, test_digits):
 
 def test_two_roads_models_trains_what_is_missing_once_and_then_loads(tmp_path):
     with pytest.raises(FileNotFoundError, match="two_roads_models"):
-        demos.two_roads_models(tmp_path, train_missing=False)
-    trained = demos.two_roads_models(tmp_path, epochs=1, progress_bar=False)
+        pretrained.two_roads_models(tmp_path, train_missing=False)
+    trained = pretrained.two_roads_models(tmp_path, epochs=1, progress_bar=False)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["iresnet-c0.9.pt", "irevnet.pt", "resnet-unconstrained.pt"]
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    loaded = demos.two_roads_models(tmp_path, train_missing=False)
+    loaded = pretrained.two_roads_models(tmp_path, train_missing=False)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps  # nothing trained again
     x = torch.rand(2, 1, 8, 8) - 0.5
     with torch.no_grad():
@@ -354,7 +373,7 @@ def test_a_road_holding_another_model_is_refused(roads, test_digits, tmp_path):
         shutil.copy(CHECKPOINTS / "two-roads" / name, tmp_path / name)
     shutil.copy(CHECKPOINTS / "two-roads" / "iresnet-c0.9.pt", tmp_path / "irevnet.pt")
     with pytest.raises(ValueError, match="irevnet.pt: the i-RevNet road needs an IRevNet.*delete it"):
-        demos.two_roads_models(tmp_path, train_missing=False)
+        pretrained.two_roads_models(tmp_path, train_missing=False)
 
 
 def test_numpy_integers_and_images_with_gradients_are_taken(roads, flow, held_out):

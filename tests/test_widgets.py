@@ -1,4 +1,5 @@
-"""The inversion demo's logic (no browser): states, their errors, and the widget callbacks."""
+"""The demos' widgets (no browser): lesson 04's inversion states and errors, every demo's widget callbacks, and
+the app."""
 
 import math
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from invattn.data import photograph_crops
-from invattn.widgets import inversion_demo, inversion_demo_state, plot_inversion_demo
+from invattn.demos import inversion_demo, inversion_demo_state, plot_inversion_demo
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_plot_has_four_panels(image):
 
 
 def test_error_map_range_follows_the_map_so_small_errors_stay_visible():
-    from invattn.widgets import error_map_range
+    from invattn.demos import error_map_range
 
     tiny = torch.tensor([[1e-13, 3e-14], [2e-15, 0.0]])
     vmin, vmax = error_map_range(tiny)
@@ -102,7 +103,7 @@ def test_demo_figure_error_map_is_not_one_colour():
 
 # -- the demos of lessons 01–03 ---------------------------------------------------------------------
 def test_banach_demo_follows_its_sliders():
-    from invattn.widgets import banach_demo
+    from invattn.demos import banach_demo
 
     demo = banach_demo(c=0.5, steps=20)
     assert "1 preimage" in demo.summary.value and demo.picture.value[:4] == b"\x89PNG"
@@ -114,7 +115,7 @@ def test_banach_demo_follows_its_sliders():
 
 
 def test_bound_explorer_demo_follows_its_sliders():
-    from invattn.widgets import bound_explorer_demo
+    from invattn.demos import bound_explorer_demo
 
     demo = bound_explorer_demo(kind="l2", n_positions=16)
     small = demo.state.raw
@@ -126,7 +127,7 @@ def test_bound_explorer_demo_follows_its_sliders():
 
 
 def test_attention_map_demo_follows_its_sliders(image):
-    from invattn.widgets import attention_map_demo
+    from invattn.demos import attention_map_demo
 
     demo = attention_map_demo(image, kind="gaussian", radius=3.0)
     before = demo.state.weights.clone()
@@ -146,11 +147,11 @@ def test_attention_map_demo_follows_its_sliders(image):
 def test_a_refused_combination_is_a_message_not_a_traceback():
     import ipywidgets as widgets
 
-    from invattn.demos import banach_state
-    from invattn.widgets import _demo, plot_banach
+    from invattn.demos import banach_state, plot_banach
+    from invattn.demos.front import demo_box
 
     controls = dict(c=widgets.FloatText(value=0.5), steps=widgets.IntText(value=5))
-    demo = _demo(controls, lambda **v: banach_state("1d", **v), plot_banach, [["c", "steps"]], dict(c=0.5, steps=5))
+    demo = demo_box(controls, lambda **v: banach_state("1d", **v), plot_banach, [["c", "steps"]], dict(c=0.5, steps=5))
     picture = demo.picture.value
     controls["steps"].value = 9999
     assert "at most 500" in demo.summary.value and "<b>" in demo.summary.value
@@ -163,7 +164,7 @@ CHECKPOINTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "ch
 def test_latent_demo_follows_temperature_and_digits():
     from invattn.ablation import load_model
     from invattn.data import load_labelled
-    from invattn.widgets import latent_demo
+    from invattn.demos import latent_demo
 
     images = load_labelled("digits", split="test")[0][:20]
     demo = latent_demo(load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt"), images, temperature=0.8)
@@ -177,8 +178,8 @@ def test_latent_demo_follows_temperature_and_digits():
 
 def test_two_roads_demo_follows_noise_and_solver():
     from invattn.data import load_labelled
-    from invattn.demos import two_roads_models
-    from invattn.widgets import NOISE_LEVELS, two_roads_demo
+    from invattn.demos import NOISE_LEVELS, two_roads_demo
+    from invattn.pretrained import two_roads_models
 
     images = load_labelled("digits", split="test")[0]
     demo = two_roads_demo(two_roads_models(CHECKPOINTS / "two-roads", train_missing=False), images, index=2)
@@ -193,7 +194,7 @@ def test_two_roads_demo_follows_noise_and_solver():
 
 def test_the_app_holds_the_six_demos_with_their_lessons():
     from invattn.bench.demos import response_times
-    from invattn.widgets import DEMO_TABS, demo_app
+    from invattn.demos import DEMO_TABS, demo_app
 
     app = demo_app(str(CHECKPOINTS))
     assert [app.get_title(i) for i in range(len(app.children))] == [title for title, _, _ in DEMO_TABS]
@@ -226,8 +227,8 @@ def test_the_app_holds_the_six_demos_with_their_lessons():
 def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_too():
     import ipywidgets as widgets
 
+    from invattn.demos.front import demo_box
     from invattn.solvers import InverseInfo, InversionError
-    from invattn.widgets import _demo
 
     class State:
         def summary(self):
@@ -241,7 +242,7 @@ def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_to
         return State()
 
     control = widgets.IntText(value=0)
-    demo = _demo(
+    demo = demo_box(
         dict(value=control),
         compute,
         lambda state: __import__("matplotlib.pyplot").pyplot.figure(),
@@ -257,16 +258,14 @@ def test_a_refused_message_is_escaped_and_a_non_converging_solve_is_a_message_to
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: __import__("invattn.widgets").widgets.banach_demo(c=9.0), "c = 9.0 is not a value its control offers"),
-        (lambda: __import__("invattn.widgets").widgets.banach_demo(map="3d"), "not one the demo's controls offer"),
+        (lambda: __import__("invattn.demos").demos.banach_demo(c=9.0), "c = 9.0 is not a value its control offers"),
+        (lambda: __import__("invattn.demos").demos.banach_demo(map="3d"), "not one the demo's controls offer"),
         (
-            lambda: __import__("invattn.widgets").widgets.inversion_demo(torch.rand(3, 8, 8), coeff=2.0),
+            lambda: __import__("invattn.demos").demos.inversion_demo(torch.rand(3, 8, 8), coeff=2.0),
             "coeff = 2.0 is not a value",
         ),
         (
-            lambda: __import__("invattn.widgets").widgets.inversion_demo(
-                torch.rand(3, 8, 8), kind="l2", variant="paper"
-            ),
+            lambda: __import__("invattn.demos").demos.inversion_demo(torch.rand(3, 8, 8), kind="l2", variant="paper"),
             "starting values are refused: variant='paper' exists for",
         ),
     ],
@@ -279,8 +278,8 @@ def test_a_starting_value_a_control_cannot_show_is_refused_not_clamped(build, me
 def test_latent_and_two_roads_demos_refuse_starting_values_outside_their_sliders():
     from invattn.ablation import load_model
     from invattn.data import load_labelled
-    from invattn.demos import two_roads_models
-    from invattn.widgets import latent_demo, two_roads_demo
+    from invattn.demos import latent_demo, two_roads_demo
+    from invattn.pretrained import two_roads_models
 
     images = load_labelled("digits", split="test")[0][:20]
     flow = load_model(CHECKPOINTS / "digits-200" / "concat-seed1.pt")
@@ -304,6 +303,6 @@ def test_latent_and_two_roads_demos_refuse_starting_values_outside_their_sliders
     demo = latent_demo(flow, images, seed=250)  # any seed a lesson is run with: the seed slider reaches it
     assert demo.controls["seed"].max == 250 and "seed 250" in demo.summary.value
     with pytest.raises(ValueError, match=r"radius = 0.05 is not a value its control offers \(from 0.1 to 10\)"):
-        __import__("invattn.widgets").widgets.bound_explorer_demo(radius=0.05)
+        __import__("invattn.demos").demos.bound_explorer_demo(radius=0.05)
     demo = two_roads_demo(roads, images, noise=0.05)  # a noise level of one's own joins the slider's options
     assert 0.05 in demo.controls["noise"].options and "noise 0.05 on Φ" in demo.summary.value

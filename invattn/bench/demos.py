@@ -1,7 +1,7 @@
 """Response time of every control of every demo in the app (``make demo``): the time from a control's new value to
 the demo's new summary and figure (state function, drawing and PNG encoding; the browser's drawing is not included).
 
-The app is built as Voilà builds it (:func:`invattn.widgets.demo_app` on the shipped checkpoints); then, demo by demo,
+The app is built as Voilà builds it (:func:`invattn.demos.demo_app` on the shipped checkpoints); then, demo by demo,
 each control is moved over its range (every other option of a choice; one step, the minimum and the maximum of a
 slider), back to its start after each move, and the median and the largest time of the moves are printed, with the
 value that took longest. ``--quick``: one round instead of three. One CPU thread (``torch.set_num_threads(1)``), as a
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from ..demos import demo_app
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -46,7 +48,7 @@ def _targets(control) -> list:
 
 def response_times(app, rounds: int = 3) -> list[dict]:
     """[{demo, control, values, median, worst, worst_value}] in seconds, for every control of every demo of ``app``
-    (a :func:`invattn.widgets.demo_app` Tab, or anything with ``.demos``): each control is moved to each of its
+    (a :func:`invattn.demos.demo_app` Tab, or anything with ``.demos``): each control is moved to each of its
     targets (:func:`_targets`) and back to its start, ``rounds`` times; only the moves to a target are timed."""
     rows = []
     for title, demo in app.demos.items():
@@ -74,8 +76,6 @@ def response_times(app, rounds: int = 3) -> list[dict]:
 
 
 def run(quick: bool = False) -> None:
-    from ..widgets import demo_app
-
     torch.set_num_threads(1)
     began = time.perf_counter()
     app = demo_app(str(CHECKPOINTS))
