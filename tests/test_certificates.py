@@ -651,7 +651,11 @@ def test_certified_matrix_norm_is_above_the_exact_norm_and_differentiable(dtype,
     bound = certified_matrix_norm(stored)
     exact = torch.linalg.svdvals(stored.detach().double())[0]
     assert bound.dtype == torch.float64 and bound.shape == ()
-    assert float(exact) <= float(bound.detach()) <= float(exact) * (1 + NORM_MARGIN) * (1 + 64 * unit_roundoff(torch.float64))
+    assert (
+        float(exact)
+        <= float(bound.detach())
+        <= float(exact) * (1 + NORM_MARGIN) * (1 + 64 * unit_roundoff(torch.float64))
+    )
     bound.backward()
     u, _, vh = torch.linalg.svd(stored.detach().double())
     expected = (1 + NORM_MARGIN) * torch.outer(u[:, 0], vh[0])
