@@ -35,7 +35,7 @@ import torch
 from ._files import load_saved_model, read_weights, write_atomically
 from ._validation import check_choice, check_model, check_positive_int
 from .attention import KINDS
-from .data import dequantize, digits
+from .data import DIGITS_HELD_OUT_FROM, dequantize, digits_density_split
 from .lipschitz import estimate_lipschitz
 from .models import PRESETS, FlowConfig, ResidualFlow
 from .train import save_checkpoint, train
@@ -62,8 +62,8 @@ CONFIGURATIONS: dict[str, tuple[str | None, str]] = {
     "generative-dot": ("dot", "generative"),
 }
 DEFAULT_EPOCHS = 20
-DEFAULT_N_TRAIN = 1500
-HELD_OUT_FROM = 1500  # the held-out digits are always the same 297: scikit-learn's digits 1500–1796
+DEFAULT_N_TRAIN = DIGITS_HELD_OUT_FROM  # every digit before the held-out ones
+HELD_OUT_FROM = DIGITS_HELD_OUT_FROM  # invattn.data.DIGITS_HELD_OUT_FROM, under the name invattn.widgets imports
 EVALUATION = dict(estimator="series", n_terms=20, n_probes=4)
 RESULTS = "results.json"
 
@@ -76,8 +76,9 @@ def model_config(label: str) -> FlowConfig:
 
 
 def held_out_images() -> torch.Tensor:
-    """The 297 digits after the first 1500 (never trained on), [297, 1, 8, 8] in [−½, ½), dequantised with seed 0."""
-    images = digits()[0][HELD_OUT_FROM:]
+    """The 297 held-out digits of :func:`invattn.data.digits_density_split` (never trained on), [297, 1, 8, 8] in
+    [−½, ½), dequantised with seed 0."""
+    images = digits_density_split()[1]
     return dequantize((images * 255).round() / 255, torch.Generator().manual_seed(0))
 
 
@@ -181,6 +182,69 @@ def _write_json(path: Path, payload: dict) -> None:
     write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1)), binary=False)
 
 
+def _check_run(labels, seeds, epochs: int, n_train: int, keep: str) -> tuple[list[str], list[int]]:
+    """The configurations and seeds :func:`run` trains (defaults filled in), after checking every argument."""
+    labels = list(CONFIGURATIONS) if labels is None else list(labels)
+    for label in labels:
+        check_choice(label, "configuration", tuple(CONFIGURATIONS))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"configurations must be distinct, got {labels}")
+    seeds = [1, 2, 3] if seeds is None else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"a seed is an integer in [0, 2³²), got {seed!r}")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(n_train, "n_train", minimum=64)
+    check_choice(keep, "keep", ("first", "all", "none"))
+    if n_train > DIGITS_HELD_OUT_FROM:
+        raise ValueError(
+            f"n_train={n_train}: at most {DIGITS_HELD_OUT_FROM} (digits {DIGITS_HELD_OUT_FROM}– are held out)"
+        )
+    return labels, seeds
+
+
+def _open_results(path: Path, settings: dict) -> dict:
+    """The results already in ``path`` (checked to have ``settings``), or an empty record of them."""
+    results = _read_results(path) if path.is_file() else dict(settings=settings, runs=[])
+    if results["settings"] != settings:
+        raise ValueError(
+            f"{path} holds an ablation with other settings ({results['settings']}); "
+            f"use another --out or the same settings ({settings})"
+        )
+    return results
+
+
+def _train_run(
+    label: str, seed: int, n_train: int, epochs: int, progress_bar: bool
+) -> tuple[ResidualFlow, dict, float]:
+    """Train one configuration with one seed: the model in eval mode, its run record and the wall seconds taken."""
+    config = model_config(label)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        trained = train(
+            "digits",
+            folder,
+            progress_bar=progress_bar,
+            model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
+            training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed),
+        )
+        seconds = time.perf_counter() - start
+    model = trained["model"].eval()
+    bound, measured = attention_lipschitz(model)
+    record = dict(
+        label=label,
+        seed=seed,
+        test_bits_per_dim=held_out_bits_per_dim(model),
+        train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
+        attention_bound=bound,
+        attention_measured=measured,
+        seconds=round(seconds, 1),
+    )
+    return model, record, seconds
+
+
 def run(
     out: str | Path,
     labels: list[str] | None = None,
@@ -196,64 +260,23 @@ def run(
     ("first": the first seed's, "all", "none"; a run already in ``results.json`` is not trained again, so its model
     is saved only if it was then). Raises ``ValueError`` for an unknown or repeated label, a seed list that is empty,
     repeats or holds something other than integers in [0, 2³²), ``n_train`` outside 64..1500 (the first 1500 digits
-    are for training, the other 297 held out), or a ``results.json`` in ``out`` with other settings or damaged."""
-    labels = list(CONFIGURATIONS) if labels is None else list(labels)
-    for label in labels:
-        check_choice(label, "configuration", tuple(CONFIGURATIONS))
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"configurations must be distinct, got {labels}")
-    seeds = [1, 2, 3] if seeds is None else list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise ValueError(f"a seed is an integer in [0, 2³²), got {seed!r}")
-    check_positive_int(epochs, "epochs")
-    check_positive_int(n_train, "n_train", minimum=64)
-    check_choice(keep, "keep", ("first", "all", "none"))
-    if n_train > HELD_OUT_FROM:
-        raise ValueError(f"n_train={n_train}: at most {HELD_OUT_FROM} (digits {HELD_OUT_FROM}– are held out)")
+    are for training, the other 297 held out: :func:`invattn.data.digits_density_split`), or a ``results.json`` in
+    ``out`` with other settings or damaged."""
+    labels, seeds = _check_run(labels, seeds, epochs, n_train, keep)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    settings = dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION)
-    results = _read_results(path) if path.is_file() else dict(settings=settings, runs=[])
-    if results["settings"] != settings:
-        raise ValueError(
-            f"{path} holds an ablation with other settings ({results['settings']}); "
-            f"use another --out or the same settings ({settings})"
-        )
+    results = _open_results(path, dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION))
     done = {(r["label"], r["seed"]) for r in results["runs"]}
     for seed in seeds:
         for label in labels:
             if (label, seed) in done:
                 continue
-            config = model_config(label)
-            with tempfile.TemporaryDirectory() as folder:
-                start = time.perf_counter()
-                trained = train(
-                    "digits",
-                    folder,
-                    progress_bar=progress_bar,
-                    model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
-                    training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed),
-                )
-                seconds = time.perf_counter() - start
-            model = trained["model"].eval()
-            bound, measured = attention_lipschitz(model)
-            record = dict(
-                label=label,
-                seed=seed,
-                test_bits_per_dim=held_out_bits_per_dim(model),
-                train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
-                attention_bound=bound,
-                attention_measured=measured,
-                seconds=round(seconds, 1),
-            )
+            model, record, seconds = _train_run(label, seed, n_train, epochs, progress_bar)
             if keep == "all" or (keep == "first" and seed == seeds[0]):
                 save_checkpoint(
                     out / f"{label}-seed{seed}.pt",
-                    dict(model=model.state_dict(), model_config=config.to_dict(), record=record),
+                    dict(model=model.state_dict(), model_config=model_config(label).to_dict(), record=record),
                 )
             results["runs"].append(record)
             _write_json(path, results)
@@ -319,39 +342,19 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
-    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a diamond with the seeds'
-    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an
-    epoch). Draws into
-    ``figure`` (a matplotlib Figure, e.g. from ``plt.figure`` in a notebook) or a new bare Figure; returns it, saved to
-    ``path`` if given."""
-    from matplotlib.figure import Figure
-
-    rows = summary(results)
-    fig = Figure(figsize=(13.5, 4.2)) if figure is None else figure
-    left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.1, 1)))
-    colours = {row["label"]: f"C{i}" for i, row in enumerate(rows)}
+def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str]) -> None:
+    """The left panel: held-out bits/dim per configuration, each seed a dot, the mean a diamond ± the seeds' std."""
     # points with error bars, not bars: the axis does not start at 0, so a bar's length would exaggerate differences
     for i, row in enumerate(rows):
         values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
         finite = [v for v in values if math.isfinite(v)]
         if finite:
-            left.plot([i + 0.12] * len(finite), finite, "o", color=colours[row["label"]], ms=3.5, alpha=0.6)
+            ax.plot([i + 0.12] * len(finite), finite, "o", color=colours[row["label"]], ms=3.5, alpha=0.6)
         if finite and math.isfinite(row["mean"]):
-            left.errorbar(
-                i - 0.12,
-                row["mean"],
-                yerr=row["std"] if math.isfinite(row["std"]) else None,
-                fmt="D",
-                color=colours[row["label"]],
-                ms=5,
-                capsize=3,
-                lw=1.2,
-            )
-        if row[
-            "unreliable"
-        ]:  # above the configuration's highest value, not at the axis floor where neighbours' labels collided
-            left.annotate(
+            std = row["std"] if math.isfinite(row["std"]) else None
+            ax.errorbar(i - 0.12, row["mean"], yerr=std, fmt="D", color=colours[row["label"]], ms=5, capsize=3, lw=1.2)
+        if row["unreliable"]:  # above the configuration's highest value, clear of the neighbours' labels
+            ax.annotate(
                 f"{row['unreliable']} of {row['n']}\nunreliable",
                 (i, max(finite, default=row["mean"])),
                 xytext=(0, 5),
@@ -362,16 +365,20 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
                 color="C3",
             )
     if any(row["unreliable"] for row in rows):
-        bottom, top = left.get_ylim()
-        left.set_ylim(bottom, top + 0.12 * (top - bottom))  # room for the labels above the highest points
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom, top + 0.12 * (top - bottom))  # room for the labels above the highest points
     if rows and rows[0]["label"] == "none":
-        left.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
-        left.legend(loc="upper left", fontsize=8)
-    left.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
-    left.set(
+        ax.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
+    ax.set(
         ylabel="held-out bits/dim (lower is better)\n◆ mean ± std over seeds, ● each seed",
         title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds",
     )
+
+
+def _smoothed_curves(results: dict, rows: list[dict]) -> dict[str, tuple[int, torch.Tensor]]:
+    """Per configuration: (window, its training curve averaged over seeds and smoothed over a one-epoch window)."""
     smoothed = {}
     for row in rows:
         runs = [r["train_curve"] for r in results["runs"] if r["label"] == row["label"]]
@@ -381,6 +388,25 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
         mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
         window = max(1, min(steps_per_epoch, len(mean)))
         smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])
+    return smoothed
+
+
+def _curve_label(label: str, curve: torch.Tensor, low: float | None, high: float | None) -> str:
+    """The legend entry of a curve, saying when it leaves the certified configurations' range or is not finite."""
+    finite = curve[torch.isfinite(curve)]
+    if high is None:
+        return label
+    if not len(finite):
+        return label + " (not finite)"
+    span = high - low
+    if float(finite.max()) > high + span or float(finite.min()) < low - span or len(finite) < len(curve):
+        return label + f" (off scale: {float(finite.min()):.2g} to {float(finite.max()):.2g})"
+    return label
+
+
+def _plot_training_curves(ax, results: dict, rows: list[dict], colours: dict[str, str]) -> None:
+    """The right panel: each configuration's seed-mean training curve; uncertified ones dashed, scaled to the rest."""
+    smoothed = _smoothed_curves(results, rows)
     # the y-range of the certified configurations (and none): a diverging uncertified curve is marked, not drawn to
     # scale
     inside = [
@@ -393,32 +419,33 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
     low, high = (min(inside), max(inside)) if inside else (None, None)
     for row in rows:
         window, curve = smoothed[row["label"]]
-        label = row["label"]
-        finite = curve[torch.isfinite(curve)]
-        if (
-            high is not None
-            and len(finite)
-            and (
-                float(finite.max()) > high + (high - low)
-                or float(finite.min()) < low - (high - low)
-                or len(finite) < len(curve)
-            )
-        ):
-            label += f" (off scale: {float(finite.min()):.2g} to {float(finite.max()):.2g})"
-        elif high is not None and not len(finite):
-            label += " (not finite)"
-        right.plot(
+        ax.plot(
             range(window, window + len(curve)),
             curve.numpy(),
             lw=1.2,
             color=colours[row["label"]],
-            label=label,
+            label=_curve_label(row["label"], curve, low, high),
             ls="--" if CONFIGURATIONS[row["label"]][1] != "certified" else "-",
         )
     if low is not None:
-        right.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
-    right.set(xlabel="step", ylabel="training bits/dim (seed mean, 1-epoch window)", title="training curves")
-    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.set(xlabel="step", ylabel="training bits/dim (seed mean, 1-epoch window)", title="training curves")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
+    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a diamond with the seeds'
+    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an
+    epoch). Draws into ``figure`` (a matplotlib Figure, e.g. from ``plt.figure`` in a notebook) or a new bare
+    Figure; returns it, saved to ``path`` if given."""
+    from matplotlib.figure import Figure
+
+    rows = summary(results)
+    fig = Figure(figsize=(13.5, 4.2)) if figure is None else figure
+    left, right = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.1, 1)))
+    colours = {row["label"]: f"C{i}" for i, row in enumerate(rows)}
+    _plot_held_out(left, results, rows, colours)
+    _plot_training_curves(right, results, rows, colours)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)

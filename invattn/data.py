@@ -6,7 +6,9 @@ Offline (shipped inside installed packages):
   adds scikit-learn's two 427×640 photographs (a temple in China, a flower).
 * :func:`photograph_crops`: many 32×32 (or any size) crops of those photographs, for experiments at CIFAR scale.
 * :func:`full_scale_photograph`: a photograph at CelebA's aligned size, 218×178 (the paper's full scale).
-* :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits; :func:`digits_split` holds 20 % out.
+* :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits, split two ways (always the same way each):
+  :func:`digits_density_split` for the density models (the first :data:`DIGITS_HELD_OUT_FROM` = 1500 for training,
+  the last 297 held out), :func:`digits_split` for the classifiers (a seeded random 80 % / 20 %, with labels).
 
 Online data sets (torchvision; never downloaded implicitly): :func:`load_images` with ``"cifar10"``,
 ``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"``, and a :class:`DatasetNotFoundError` that says where
@@ -34,6 +36,8 @@ __all__ = [
     "photograph_crops",
     "full_scale_photograph",
     "digits",
+    "DIGITS_HELD_OUT_FROM",
+    "digits_density_split",
     "digits_split",
     "load_images",
     "load_labelled",
@@ -102,6 +106,27 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(data.target)
 
 
+# The density models' split of digits(): indices below it train (the digits preset's n_train is at most this),
+# the 297 from it on (1500–1796) are held out, for the ablation's bits/dim, the demos and lesson 08.
+DIGITS_HELD_OUT_FROM = 1500
+
+
+def digits_density_split() -> tuple[torch.Tensor, torch.Tensor]:
+    """The density models' fixed split of :func:`digits` by position: the first 1500 train, the last 297 are held out.
+
+    train = digits[:H], held out = digits[H:], H = :data:`DIGITS_HELD_OUT_FROM` = 1500, in scikit-learn's order (the
+    shipped density checkpoints were trained on the first 1500; ``python -m invattn.ablation`` scores the rest).
+    Not :func:`digits_split`, the classifiers' random split: the two held-out sets differ.
+
+    Returns:
+        (training images [1500, 1, 8, 8], held-out images [297, 1, 8, 8]), in [0, 1] (16 grey levels), no labels.
+    Raises:
+        ImportError: without scikit-learn.
+    """
+    images = digits()[0]
+    return images[:DIGITS_HELD_OUT_FROM], images[DIGITS_HELD_OUT_FROM:]
+
+
 def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
 
@@ -166,8 +191,21 @@ def _not_found(name: str, root: str, detail: str = "", offline: str = "photos") 
 def digits_split(
     test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The digits of :func:`digits` split once, reproducibly, into training and held-out test sets:
-    (train images [N, 1, 8, 8], train labels [N], test images [M, 1, 8, 8], test labels [M]), M = ⌈fraction·1797⌉."""
+    """The classifiers' split of :func:`digits` with labels: a seeded random permutation, its first M held out.
+
+    order = ``torch.randperm(1797)`` from a generator seeded with ``seed``; test = order[:M], train = order[M:],
+    M = ⌈test_fraction·1797⌉ (360 by default; lesson 09 and :func:`load_labelled` use the defaults). Not
+    :func:`digits_density_split`, the density models' split by position: the two held-out sets differ.
+
+    Arguments:
+        test_fraction: the held-out share, in (0, 1).
+        seed: the permutation's seed.
+    Returns:
+        (train images [N, 1, 8, 8], train labels [N], test images [M, 1, 8, 8], test labels [M]), N = 1797 − M,
+        images in [0, 1].
+    Raises:
+        ValueError: when ``test_fraction`` is not in (0, 1).
+    """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     images, labels = digits()

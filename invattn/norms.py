@@ -31,6 +31,13 @@ N_abs = √(‖S‖₁‖S‖_∞) ≥ ‖S‖₂, S = Σ_taps |W| (so N_abs ≥
 tap products and their DFT (C-term products, sums over at most k² tap pairs and (2k−1)² offsets:
 O((C + 5k²)·u)·N_abs²), and of the symmetric eigensolver (O(c·u)·‖G‖), for channel counts C and kernel areas k²
 up to 10⁴. The Cholesky route adds its own proven rounding term before this margin.
+
+Differentiable dense matrices (the attention kinds' projections, whose bound is differentiated into their output
+gain): :func:`certified_matrix_norm`, the float64 SVD's σ_max raised by the relative :data:`NORM_MARGIN`, a 0-d
+tensor that autograd differentiates (:func:`certify_operator_norm` returns floats and a gradient direction instead).
+
+Shared per-sample measures: :func:`per_sample_norm` ‖x_b‖₂ of each sample of a batch, :func:`relative_error`
+‖x̂_b − x_b‖₂/‖x_b‖₂; :func:`unit_roundoff` u of a float dtype.
 """
 
 from __future__ import annotations
@@ -41,9 +48,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ConvGeometry", "NormCertificate", "certify_operator_norm", "layer_geometry", "unit_roundoff"]
+__all__ = [
+    "NORM_MARGIN",
+    "ConvGeometry",
+    "NormCertificate",
+    "certified_matrix_norm",
+    "certify_operator_norm",
+    "layer_geometry",
+    "per_sample_norm",
+    "relative_error",
+    "unit_roundoff",
+]
 
 LAMBDA_MARGIN = 1e-9
+# Relative margin on every float64 SVD norm of certified_matrix_norm (its docstring proves it suffices).
+NORM_MARGIN = 1e-12
 # What the kernel's DFT costs: above this many frequency matrices, refuse rather than stall.
 _MAX_FREQUENCIES = 1 << 20
 
@@ -312,7 +331,7 @@ def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector:
 
     Small Grams (the per-frequency c×c matrices of a convolution): ``eigvalsh``, batched. One large Gram (an
     n×n matrix, n > 96, e.g. a 512×512 1×1 convolution): a Lanczos candidate certified by a Cholesky
-    factorisation (:func:`_cholesky_certifies`), about 4× cheaper than a full symmetric eigendecomposition; if
+    factorisation (:func:`_cholesky_certifies`), cheaper than a full symmetric eigendecomposition; if
     three raises of the candidate fail, the eigendecomposition.
     """
     if gram.shape[0] * gram.shape[1] == 1 and gram.shape[-1] > _LARGE_GRAM and not gram.is_complex():
@@ -334,12 +353,26 @@ def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector:
 def certify_operator_norm(
     weight: torch.Tensor, geometry: ConvGeometry, with_direction: bool = False, start: torch.Tensor | None = None
 ) -> NormCertificate:
-    """A certified upper bound on the operator norm of the layer with weight ``weight`` (module doc).
+    """A certified upper bound σ_up ≥ ‖A(W)‖₂ on the operator norm of the layer with weight W (module doc).
 
-    ``weight``: [out, in] (Linear) or [out, in/groups, kh, kw] (Conv2d), any float dtype and device. Returns a
-    :class:`NormCertificate`; with ``with_direction`` also the gradient direction D of the top singular value.
-    ``start``: the ``vector`` of an earlier certificate of nearby weights (a warm start; never affects validity).
-    Raises ``ValueError`` on non-finite weights.
+    σ_up = √(λ(1 + 10⁻⁹) + 10⁻⁹·N_abs²) for a computed λ ≥ max_ω λ_max(K̂(ω)ᴴK̂(ω)) (a matrix: ω = 0 only,
+    K̂ = W), then rounded one ulp up at the weights' scale (Sedghi, Gupta & Long, ICLR 2019, for the convolutions).
+
+    Arguments:
+        weight: W, [out, in] (Linear) or [out, in/groups, kh, kw] (Conv2d), any float dtype and device.
+        geometry: how the layer applies W, from :func:`layer_geometry`.
+        with_direction: also return D with ⟨D, W⟩ = σ_max, the gradient of the top singular value.
+        start: the ``vector`` of an earlier certificate of nearby weights (a warm start; never affects validity).
+    Returns:
+        a :class:`NormCertificate` (``sigma``, ``abs_norm``; ``direction`` with ``with_direction``; ``vector``).
+    Raises:
+        ValueError: when ``weight`` has non-finite values.
+
+    >>> layer = nn.Linear(3, 2, bias=False)
+    >>> _ = layer.weight.data.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.0, -4.0, 0.0]]))
+    >>> sigma = certify_operator_norm(layer.weight, layer_geometry(layer)).sigma
+    >>> 4.0 <= sigma <= 4.0 * (1 + 1e-8)
+    True
     """
     if not torch.isfinite(weight).all():
         raise ValueError("the weight has non-finite values; no operator-norm bound exists")
@@ -367,7 +400,7 @@ def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: b
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
         gram = spectrum.mT @ spectrum if tall else spectrum @ spectrum.mT
     elif w64.shape[-2] ** 2 * w64.shape[-1] ** 2 <= 8 * geometry.torus[0] * (geometry.torus[1] // 2 + 1):
-        gram, tall = _tap_grams(w64, geometry)  # measured cheaper when taps² ≤ 8·frequencies
+        gram, tall = _tap_grams(w64, geometry)  # the cheaper route when taps² ≤ 8·frequencies (module doc)
     else:
         spectrum, _ = _spectrum(w64, geometry)
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
@@ -420,5 +453,74 @@ def _direction(w64, k, top, group, freq, geometry, tall) -> torch.Tensor:
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
-    """u = 2^−p for a float dtype with p significand bits: |fl(x) − x| ≤ u·|x|."""
+    """The unit roundoff u = ε/2 = 2^−p of a float dtype with p significand bits: |fl(x) − x| ≤ u·|x|.
+
+    Arguments:
+        dtype: a floating-point torch dtype.
+    Returns:
+        u as a Python float (2⁻²⁴ for float32, 2⁻⁵³ for float64).
+    Raises:
+        TypeError: for a dtype that is not floating point (``torch.finfo`` refuses it).
+
+    >>> unit_roundoff(torch.float64) == 2.0**-53
+    True
+    """
     return torch.finfo(dtype).eps / 2
+
+
+def certified_matrix_norm(matrix: torch.Tensor) -> torch.Tensor:
+    """A certified upper bound on the spectral norm of a dense matrix, differentiable: σ̂_max(W)·(1 + NORM_MARGIN).
+
+    σ̂_max is the largest singular value that ``torch.linalg.matrix_norm(W, ord=2)`` computes from W converted to
+    float64 (exact for float16, bfloat16, float32 and float64 weights). Proof of the upper bound: LAPACK's SVD is
+    backward stable: the computed singular values are the exact ones of W + E with ‖E‖₂ ≤ p(m, n)·u·‖W‖₂, p a
+    modest polynomial in the sides m, n and u = 2⁻⁵³ (Golub & Van Loan, *Matrix Computations*, 4th ed., §8.6.1;
+    Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.). By Weyl's inequality
+    |σ̂_max − σ_max| ≤ ‖E‖₂, so σ_max ≤ σ̂_max/(1 − p·u). With NORM_MARGIN = 10⁻¹² ≥ 2·p·u for p ≤ 4500 (the
+    attention kinds' matrices have sides of at most a few hundred), σ̂_max·(1 + NORM_MARGIN) rounded to the nearest
+    float64 (one more factor 1 + u) is ≥ σ_max. Autograd differentiates it (the top singular vectors' outer
+    product); the value is the same with or without a graph up to the SVD's last-bit rounding.
+
+    Arguments:
+        matrix: W [m, n], any float dtype and device, with or without a graph.
+    Returns:
+        a 0-d float64 tensor σ_up ≥ ‖W‖₂ on ``matrix``'s device.
+    Raises:
+        RuntimeError: from ``torch.linalg.matrix_norm`` when ``matrix`` has fewer than 2 dimensions (a batch
+        [..., m, n] gives one bound per matrix).
+
+    >>> certified_matrix_norm(torch.tensor([[3.0, 0.0], [0.0, -4.0]])).item() >= 4.0
+    True
+    """
+    return torch.linalg.matrix_norm(matrix.to(torch.float64), ord=2) * (1 + NORM_MARGIN)
+
+
+def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    """The Euclidean norm of every sample of a batch: ‖t_b‖₂ = √(Σ_i t_b,i²) over all entries of sample b.
+
+    Arguments:
+        t: a batch [B, ...] (any shape with the batch first), any float dtype.
+    Returns:
+        [B], in ``t``'s dtype: ``t.flatten(1).norm(dim=1)``.
+
+    >>> per_sample_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]])).tolist()
+    [5.0, 1.0]
+    """
+    return t.flatten(1).norm(dim=1)
+
+
+def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The relative error of every sample of a batch: ‖x̂_b − x_b‖₂ / ‖x_b‖₂ (norms over all entries of sample b).
+
+    Arguments:
+        estimate: x̂ [B, ...], e.g. a reconstruction.
+        reference: x, the same shape (broadcastable against ``estimate``; its norm is the denominator).
+    Returns:
+        [B]: ``per_sample_norm(estimate − reference) / per_sample_norm(reference)``; ``inf`` or ``nan`` for a sample
+        whose reference is zero. Reduce it with ``.max()`` for the worst sample.
+
+    >>> reference = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    >>> relative_error(reference + torch.tensor([[0.0, 0.5], [0.0, 0.25]]), reference).tolist()
+    [0.10000000149011612, 0.25]
+    """
+    return per_sample_norm(estimate - reference) / per_sample_norm(reference)

@@ -9,9 +9,10 @@ from torch.nn.utils import parametrize
 
 import invattn as ia
 from invattn.attention import KINDS, PAPER_KINDS, core, l2_attention_constant, lambert_w0
-from invattn.attention.core import _AttentionCore
+from invattn.attention.core import AttentionCoreFunction, check_input, row_normalise, uniform_init
 from invattn.data import dequantize, full_scale_photograph, photograph_crops
 from invattn.memory import SavedTensorBytes, TensorMemory
+from invattn.norms import certified_matrix_norm, per_sample_norm, relative_error
 
 CHANNELS = 12  # an RGB image after one 2×2 squeeze, as in the paper
 
@@ -85,10 +86,9 @@ def test_inverse_on_real_images_float32(kind, trained):
         # float32 rounding allowance 8u(1 + (‖x_k‖ + ‖G(x_k)‖)/‖y‖) (about 1.4e-6 here) plus g's measured rounding
         x_hat, info = block.inverse(y, tol=1e-6, return_info=True)
         assert info.converged and info.error_bound <= 3e-5
-        against_y = (x_hat - x).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+        against_y = per_sample_norm(x_hat - x) / per_sample_norm(y)
         assert float(against_y.max()) <= info.error_bound
-        relative = (x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
-        assert float(relative.max()) < 1e-5
+        assert float(relative_error(x_hat, x).max()) < 1e-5
 
 
 def test_full_scale_forward_and_inverse():
@@ -143,10 +143,10 @@ def test_lean_core_gradients_and_second_derivatives(mode, kernel, offset, map_st
     left = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     right = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     if mode == "sum":
-        fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, v, a + offset, b)  # noqa: E731
+        fn = lambda v, a, b: AttentionCoreFunction.apply(mode, kernel, v, a + offset, b)  # noqa: E731
     else:  # one extra coordinate carries the offset into every score
         pad = lambda t, value: torch.cat([t, torch.full_like(t[:, :1], value)], dim=1)  # noqa: E731
-        fn = lambda v, a, b: _AttentionCore.apply(mode, kernel, v, pad(a, offset), pad(b, 1.0))  # noqa: E731
+        fn = lambda v, a, b: AttentionCoreFunction.apply(mode, kernel, v, pad(a, offset), pad(b, 1.0))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (values, left, right))
     assert torch.autograd.gradgradcheck(fn, (values, left, right))
 
@@ -211,6 +211,45 @@ def test_errors_are_clear():
         g(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="non-finite"):
         g(torch.full((1, CHANNELS, 4, 4), math.nan))
+
+
+def test_shared_core_helpers():
+    """The public floor the kinds share: initialisation range, input check, row normalisation and its refusal."""
+    torch.manual_seed(0)
+    weight = uniform_init((64, 16), 16)
+    assert isinstance(weight, torch.nn.Parameter) and weight.shape == (64, 16)
+    assert 0.2 < float(weight.detach().abs().max()) <= 0.25  # U(−1/√16, 1/√16)
+    with pytest.raises(ValueError, match=r"\[B, 5, H, W\]"):
+        check_input(torch.zeros(2, 4, 3, 3), 5)
+    with pytest.raises(ValueError, match="non-finite"):
+        check_input(torch.full((1, 5, 2, 2), math.inf), 5)
+    check_input(torch.zeros(2, 5, 3, 1), 5)
+    scores = torch.tensor([[[0.0, math.log(3.0)], [-800.0, -801.0]]], dtype=torch.float64)
+    for kernel in ("exp", "elu1"):
+        weights, total = row_normalise(scores.clone(), kernel, with_total=True)
+        assert torch.allclose(weights.sum(-1), torch.ones(1, 2, dtype=torch.float64))
+        assert total.shape == (1, 2, 1) and torch.all(total > 0)
+    assert torch.allclose(row_normalise(scores.clone(), "exp")[0, 0], torch.tensor([0.25, 0.75], dtype=torch.float64))
+    with pytest.raises(ValueError, match="kernel must be 'exp' or 'elu1', got 'relu'"):
+        row_normalise(scores, "relu")
+
+
+@pytest.mark.parametrize("kind", ["dot", "l2", "lipnorm"])
+def test_every_norm_in_a_bound_is_the_certified_matrix_norm(kind):
+    """Each kind's raw bound is its formula over norms.certified_matrix_norm of the weights, to the last bit."""
+    torch.manual_seed(1)
+    g = ia.make_attention(kind, CHANNELS)
+    n = lambda w: certified_matrix_norm(w.detach())  # noqa: E731
+    if kind == "l2":  # ‖W_o‖·‖M‖·‖W‖·L_u(N)
+        inner = n(g.value_weight) * n(g.query_weight) * l2_attention_constant(9)
+    elif kind == "lipnorm":  # ‖W_o‖·e·(‖W_v‖ + ‖W_q‖ + ‖W_k‖/√N + max of the pair sums)
+        q, k, v = n(g.query_weight), n(g.key_weight), n(g.value_weight)
+        inner = math.e * (v + q + k / 3.0 + torch.stack([q + k, q + v, k + v]).max())
+    else:  # dot: ‖W_o‖·√ρ·(‖W_v‖ + r_v·(τr‖W_q‖ + τr‖W_k‖)), √ρ = √(1 + B)·e^{B/2} for ELU + 1
+        bound, scale = g.score_bound(), g.temperature * g.radius
+        spread = n(g.value_weight) + g.value_radius * (scale * n(g.query_weight) + scale * n(g.key_weight))
+        inner = torch.sqrt(1.0 + bound) * torch.exp(0.5 * bound) * spread
+    assert g.raw_lipschitz_bound(9) == float(n(g.out_weight) * inner)
 
 
 def test_l2_constant_and_lambert_w():

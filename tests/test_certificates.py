@@ -18,7 +18,15 @@ from torch import nn
 import invattn as ia
 from invattn.logdet import RouletteVarianceWarning, residual_logdet, roulette_variance_is_finite
 from invattn.models import PRESETS, ResidualFlow
-from invattn.norms import certify_operator_norm, layer_geometry
+from invattn.norms import (
+    NORM_MARGIN,
+    certified_matrix_norm,
+    certify_operator_norm,
+    layer_geometry,
+    per_sample_norm,
+    relative_error,
+    unit_roundoff,
+)
 
 
 def _original(layer: nn.Module) -> torch.Tensor:
@@ -27,7 +35,7 @@ def _original(layer: nn.Module) -> torch.Tensor:
 
 def _relative_errors(x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """‖x̂ − x‖/‖y‖ per sample: the quantity ``InverseInfo.error_bound`` certifies."""
-    return (x_hat - x).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+    return per_sample_norm(x_hat - x) / per_sample_norm(y)
 
 
 # -- 1. weights changed in eval mode ----------------------------------------------------------------------------
@@ -626,6 +634,43 @@ def test_l2_attention_overflow_is_a_clear_error():
     block = ia.InvertibleResidual(ia.make_attention("l2", 4, reduction=1))
     with pytest.raises(ValueError, match="overflows"):
         block(torch.randn(1, 4, 2, 2) * 1e20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("condition", [1.0, 1e8])
+def test_certified_matrix_norm_is_above_the_exact_norm_and_differentiable(dtype, condition):
+    """σ_up ≥ σ_max for matrices with a known spectrum (built in float64 from orthogonal factors, then rounded to
+    ``dtype``, so the exact norm of the stored matrix is computed again in float64), above by at most the margin and
+    a rounding; its gradient is (1 + NORM_MARGIN)·u vᵀ, the top singular vectors."""
+    generator = torch.Generator().manual_seed(7)
+    left, _ = torch.linalg.qr(torch.randn(40, 40, generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(24, 24, generator=generator, dtype=torch.float64))
+    spectrum = torch.logspace(0, -math.log10(condition), 24, dtype=torch.float64) * 3.0
+    matrix = (left[:, :24] * spectrum) @ right.T
+    stored = matrix.to(dtype).requires_grad_(True)
+    bound = certified_matrix_norm(stored)
+    exact = torch.linalg.svdvals(stored.detach().double())[0]
+    assert bound.dtype == torch.float64 and bound.shape == ()
+    assert (
+        float(exact)
+        <= float(bound.detach())
+        <= float(exact) * (1 + NORM_MARGIN) * (1 + 64 * unit_roundoff(torch.float64))
+    )
+    bound.backward()
+    u, _, vh = torch.linalg.svd(stored.detach().double())
+    expected = (1 + NORM_MARGIN) * torch.outer(u[:, 0], vh[0])
+    assert torch.allclose(stored.grad.double(), expected, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_per_sample_norm_and_relative_error_are_the_flattened_norms():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 4, 2, generator=generator)
+    x_hat = x + 1e-3 * torch.randn(5, 3, 4, 2, generator=generator)
+    assert per_sample_norm(x).shape == (5,)
+    assert torch.equal(per_sample_norm(x), torch.stack([sample.flatten().norm() for sample in x]))
+    assert torch.equal(relative_error(x_hat, x), per_sample_norm(x_hat - x) / per_sample_norm(x))
+    assert torch.equal(relative_error(x, x), torch.zeros(5))
+    assert unit_roundoff(torch.float32) == 2.0**-24 and unit_roundoff(torch.bfloat16) == 2.0**-8
 
 
 def test_spectral_normalised_layers_check_their_input():

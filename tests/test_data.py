@@ -24,6 +24,24 @@ def test_digits_are_the_real_ones():
     assert images.min() == 0 and images.max() == 1 and set(labels.tolist()) == set(range(10))
 
 
+def test_the_two_digits_splits():
+    """The density split is by position (the first 1500 train, the last 297 held out); the classifiers' is a seeded
+    random 80/20 split with labels; each is the same on every call."""
+    images = data.digits()[0]
+    train, held_out = data.digits_density_split()
+    assert data.DIGITS_HELD_OUT_FROM == 1500 and train.shape == (1500, 1, 8, 8) and held_out.shape == (297, 1, 8, 8)
+    assert torch.equal(train, images[:1500]) and torch.equal(held_out, images[1500:])
+    train_x, train_y, test_x, test_y = data.digits_split()
+    assert train_x.shape == (1437, 1, 8, 8) and test_x.shape == (360, 1, 8, 8) and len(train_y) == 1437
+    order = torch.randperm(1797, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(test_x, images[order[:360]]) and torch.equal(train_x, images[order[360:]])
+    assert all(torch.equal(a, b) for a, b in zip(data.digits_split(), (train_x, train_y, test_x, test_y)))
+    assert data.digits_split(0.5, seed=1)[2].shape == (899, 1, 8, 8)
+    for fraction in (0.0, 1.0):
+        with pytest.raises(ValueError, match="test_fraction"):
+            data.digits_split(fraction)
+
+
 def test_dequantize_matches_the_paper_range():
     x = torch.tensor([0.0, 1.0, 0.5])
     out = data.dequantize(x.expand(1000, 3), torch.Generator().manual_seed(0))

@@ -1,5 +1,7 @@
-"""The shared floor of every attention kind: the memory-lean O = V·Pᵀ core (a custom autograd function),
-the domain projections, and :class:`CertifiedAttention`, which turns a kind's bound into its output gain."""
+"""The shared floor of every attention kind: the memory-lean O = V·Pᵀ core (:class:`AttentionCore`, computed by the
+custom autograd function :class:`AttentionCoreFunction`), the row normalisation, the domain projections, the input
+check and initialisation every kind uses, and :class:`CertifiedAttention`, which turns a kind's bound into its output
+gain. Every matrix norm in a bound is :func:`invattn.norms.certified_matrix_norm` (raised by ``NORM_MARGIN``)."""
 
 from __future__ import annotations
 
@@ -11,22 +13,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_coeff, check_finite, check_positive_int
+from ..norms import NORM_MARGIN, certified_matrix_norm, unit_roundoff
+
+__all__ = [
+    "LEAN_BACKWARD_ENTRIES",
+    "NORM_MARGIN",
+    "AttentionCore",
+    "AttentionCoreFunction",
+    "CertifiedAttention",
+    "affine",
+    "check_input",
+    "project_to_ball",
+    "row_normalise",
+    "uniform_init",
+]
 
 
-def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
-    """PyTorch's default Linear/Conv initialisation: U(−1/√fan_in, 1/√fan_in)."""
+def uniform_init(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+    """A new parameter drawn from PyTorch's default Linear/Conv initialisation: U(−1/√fan_in, 1/√fan_in).
+
+    Draws ``prod(shape)`` numbers from the global torch generator (``torch.manual_seed`` reproduces them).
+
+    Arguments:
+        shape: the parameter's shape.
+        fan_in: the number of inputs each output sums over (sets the range).
+    Returns:
+        an ``nn.Parameter`` of ``shape``, float32 (the default dtype), on the CPU.
+    Raises:
+        ZeroDivisionError: when ``fan_in`` is 0.
+    """
     bound = 1.0 / math.sqrt(fan_in)
     return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-
-
-# Relative margin on every float64 SVD norm: LAPACK's backward error is O(n·u) ≈ 1e-14 for these sizes.
-NORM_MARGIN = 1e-12
-
-
-def _norm2(matrix: torch.Tensor) -> torch.Tensor:
-    """Spectral norm (largest singular value) in float64, raised by ``NORM_MARGIN``: a certified upper bound of
-    the exact norm of the stored weights (a float32 weight converts to float64 exactly). Differentiable."""
-    return torch.linalg.matrix_norm(matrix.to(torch.float64), ord=2) * (1 + NORM_MARGIN)
 
 
 def _plain_evaluation(t: torch.Tensor) -> bool:
@@ -67,17 +84,29 @@ def _row_shift(scores: torch.Tensor, kernel: str) -> torch.Tensor:
     return top if kernel == "exp" else top.clamp(max=0.0)
 
 
-def _row_normalise(scores: torch.Tensor, kernel: str, with_total: bool = False):
-    """P_ji = k(s_ji) / Σ_l k(s_jl) for the positive kernel ``exp`` or ``elu1`` (ELU(s) + 1), stably (``_row_shift``).
-    With ``with_total`` returns ``(P, Z)``, Z [B, N, 1] the row sums of the shifted kernel values.
+def row_normalise(
+    scores: torch.Tensor, kernel: str, with_total: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The attention weights P_ji = k(s_ji) / Σ_l k(s_jl) of a positive kernel k, computed stably.
 
-    When nothing differentiates through it the scores buffer is overwritten in place, so an attention map costs
-    one N×N buffer per sample; otherwise (autograd, torch.func, forward-mode AD) the ops are out of place.
+    k is ``"exp"`` (softmax) or ``"elu1"`` (ELU(s) + 1). Each row is first shifted (``_row_shift``) so that none
+    underflows to 0/0 or overflows; the shift cancels in the quotient. When nothing differentiates through
+    ``scores`` its buffer is **overwritten in place**, so an attention map costs one N×N buffer per sample;
+    otherwise (autograd, torch.func, forward-mode AD) the ops are out of place.
+
+    Arguments:
+        scores: S [B, N, N], row j the scores of output position j over the positions l.
+        kernel: ``"exp"`` or ``"elu1"``.
+        with_total: also return Z [B, N, 1], the row sums of the shifted kernel values.
+    Returns:
+        P [B, N, N] (each row sums to 1), or ``(P, Z)`` with ``with_total``.
+    Raises:
+        ValueError: for another kernel.
     """
+    if kernel not in ("exp", "elu1"):
+        raise ValueError(f"kernel must be 'exp' or 'elu1', got {kernel!r}")
     in_place = _plain_evaluation(scores)
     shift = _row_shift(scores, kernel)
-    if kernel not in ("exp", "elu1"):  # pragma: no cover - guarded by the constructors
-        raise ValueError(kernel)
     if in_place:
         scores.sub_(shift)
         weights = scores.exp_() if kernel == "exp" else F.elu(scores, inplace=True).add_(1.0)
@@ -94,10 +123,14 @@ def _row_normalise(scores: torch.Tensor, kernel: str, with_total: bool = False):
 
 
 @dataclass(frozen=True)
-class _Core:
-    """What every certified kind reduces to: O = V·Pᵀ with P = row_normalise(kernel, S), where the scores
-    S are ``left[:, j] + right[:, i]`` (``mode="sum"``, concat) or ``left[:, :, j]ᵀ right[:, :, i]``
-    (``mode="dot"``). ``left``/``right`` are [B, N] or [B, d, N]: O(N·d) inputs for an O(N²) map."""
+class AttentionCore:
+    """What every certified kind reduces to: O = V·Pᵀ with P = row_normalise(S, kernel).
+
+    The scores are S_ji = ``left[:, j] + right[:, i]`` (``mode="sum"``, concat) or ``left[:, :, j]ᵀ right[:, :, i]``
+    (``mode="dot"``): O(N·d) inputs for an O(N²) map. Fields: ``mode`` (``"sum"`` or ``"dot"``), ``kernel``
+    (``"exp"`` or ``"elu1"``), ``values`` V [B, d_v, N], ``left`` and ``right`` [B, N] (sum) or [B, d, N] (dot).
+    :meth:`output` gives O [B, d_v, N], :meth:`weights` P [B, N, N], :meth:`scores` S [B, N, N].
+    """
 
     mode: str
     kernel: str
@@ -109,14 +142,14 @@ class _Core:
         return _scores(self.mode, self.left, self.right)
 
     def weights(self) -> torch.Tensor:
-        return _row_normalise(self.scores(), self.kernel)
+        return row_normalise(self.scores(), self.kernel)
 
     def output(self) -> torch.Tensor:
         if torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0:
             # torch.func (jvp, vjp, jacrev) and forward-mode AD can't see inside a custom autograd.Function
             # without extra rules; there the plain differentiable ops are used (same numbers, more memory).
             return torch.bmm(self.values, self.weights().transpose(1, 2))
-        return _AttentionCore.apply(self.mode, self.kernel, self.values, self.left, self.right)
+        return AttentionCoreFunction.apply(self.mode, self.kernel, self.values, self.left, self.right)
 
 
 # B·N² (entries of the batch's attention maps) above which backward recomputes the maps instead of keeping them:
@@ -130,8 +163,11 @@ def _scores(mode: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return torch.bmm(left.transpose(1, 2), right)
 
 
-class _AttentionCore(torch.autograd.Function):
+class AttentionCoreFunction(torch.autograd.Function):
     """O = V·Pᵀ that keeps only V, left and right for backward (O(N·d)) and recomputes the N×N map there.
+
+    ``AttentionCoreFunction.apply(mode, kernel, values, left, right)`` with the fields of :class:`AttentionCore`;
+    returns O [B, d_v, N].
 
     Forward holds one N×N buffer per sample, backward two (the map and ∂L/∂P, both updated in place),
     where plain autograd would keep the scores, the kernel values and the map. When backward itself must
@@ -147,7 +183,7 @@ class _AttentionCore(torch.autograd.Function):
         # Small maps (B·N² ≤ LEAN_BACKWARD_ENTRIES) are kept, with ELU's row sums, so that a backward without a graph
         # (the Neumann-series log-det's vector–Jacobian products) does not recompute them every time.
         keep = scores.numel() <= LEAN_BACKWARD_ENTRIES
-        weights, total = _row_normalise(scores, kernel, with_total=True)
+        weights, total = row_normalise(scores, kernel, with_total=True)
         ctx.kept = (weights, total) if keep else None
         return torch.bmm(values, weights.transpose(1, 2))
 
@@ -162,7 +198,7 @@ class _AttentionCore(torch.autograd.Function):
             # paths twice. The aliases stay attached to the graph, so the result is differentiable again.
             values, left, right = (t.view_as(t) if t.requires_grad else t for t in (values, left, right))
             wanted = [t for t, need in zip((values, left, right), needs) if need]
-            out = torch.bmm(values, _row_normalise(_scores(mode, left, right), kernel).transpose(1, 2))
+            out = torch.bmm(values, row_normalise(_scores(mode, left, right), kernel).transpose(1, 2))
             found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
             return (None, None, *[next(found) if need else None for need in needs])
         if ctx.kept is not None:
@@ -170,7 +206,7 @@ class _AttentionCore(torch.autograd.Function):
             if kernel != "exp":
                 weights = weights.clone()  # the ELU branch below writes into it, and backward may run again
         else:
-            weights, total = _row_normalise(_scores(mode, left, right), kernel, with_total=True)  # buffer 1, in place
+            weights, total = row_normalise(_scores(mode, left, right), kernel, with_total=True)  # buffer 1, in place
         grad_values = torch.bmm(grad, weights) if needs[0] else None
         grad_left = grad_right = None
         if needs[1] or needs[2]:
@@ -192,7 +228,15 @@ class _AttentionCore(torch.autograd.Function):
         return None, None, grad_values, grad_left, grad_right
 
 
-def _check_input(x: torch.Tensor, channels: int) -> None:
+def check_input(x: torch.Tensor, channels: int) -> None:
+    """Check an attention module's input: finite feature maps [B, ``channels``, H, W].
+
+    Arguments:
+        x: the input.
+        channels: the channel count C the module was built for.
+    Raises:
+        ValueError: when ``x`` holds a NaN or an infinity, or is not of shape [B, C, H, W].
+    """
     check_finite(x, "x")
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(
@@ -203,7 +247,7 @@ def _check_input(x: torch.Tensor, channels: int) -> None:
 class CertifiedAttention(nn.Module):
     """Base class: g(x)_j = gain · W_o o_j + b_o with the gain set from the certified bound (see module doc).
 
-    Subclasses provide ``_core(X) → _Core`` on flattened maps ``X: [B, C, N]`` (and optionally
+    Subclasses provide ``_core(X) → AttentionCore`` on flattened maps ``X: [B, C, N]`` (and optionally
     ``_post(O)``), and ``_attention_bound(n_positions) → L_attn`` (a 0-d tensor, differentiable in the weights).
     """
 
@@ -213,11 +257,11 @@ class CertifiedAttention(nn.Module):
         super().__init__()
         self.channels = check_positive_int(channels, "channels")
         self.coeff = check_coeff(coeff)
-        self.out_weight = _uniform((channels, channels), channels)
+        self.out_weight = uniform_init((channels, channels), channels)
         self.out_bias = nn.Parameter(torch.zeros(channels))
 
     # -- subclasses -------------------------------------------------------------------------------
-    def _core(self, x: torch.Tensor) -> _Core:
+    def _core(self, x: torch.Tensor) -> AttentionCore:
         raise NotImplementedError
 
     def _post(self, attended: torch.Tensor) -> torch.Tensor:
@@ -231,9 +275,9 @@ class CertifiedAttention(nn.Module):
 
     # -- the certificate ---------------------------------------------------------------------------
     def _raw_bound(self, n_positions: int | None) -> torch.Tensor:
-        """‖W_o‖·L_attn in float64 from the stored weights (every norm an upper bound, see ``_norm2``)."""
+        """‖W_o‖·L_attn in float64 from the stored weights (every norm an upper bound: ``certified_matrix_norm``)."""
         with torch.autocast(device_type=self.out_weight.device.type, enabled=False):  # the bound in full precision
-            return _norm2(self.out_weight) * self._attention_bound(n_positions).to(torch.float64)
+            return certified_matrix_norm(self.out_weight) * self._attention_bound(n_positions).to(torch.float64)
 
     @torch.no_grad()
     def raw_lipschitz_bound(self, n_positions: int | None = None) -> float:
@@ -262,7 +306,7 @@ class CertifiedAttention(nn.Module):
         return float(raw) * applied
 
     def _gain64(self, raw: torch.Tensor) -> torch.Tensor:
-        u = torch.finfo(self.out_weight.dtype).eps / 2
+        u = unit_roundoff(self.out_weight.dtype)
         return self.coeff * (1 - 2 * u) / torch.clamp(raw, min=self.coeff)
 
     def gain(self, n_positions: int) -> torch.Tensor:
@@ -280,7 +324,7 @@ class CertifiedAttention(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.channels)
+        check_input(x, self.channels)
         flat = x.flatten(2)
         mixed = torch.matmul(self.out_weight, self._attend(flat))
         out = self.gain(flat.shape[-1]) * mixed + self.out_bias[:, None]
@@ -290,7 +334,7 @@ class CertifiedAttention(nn.Module):
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The attention weights P, [B, N, N]: row j is the distribution over positions i that output
         position j averages (positions in row-major order of the H×W map)."""
-        _check_input(x, self.channels)
+        check_input(x, self.channels)
         return self._core(x.flatten(2)).weights()
 
     def extra_repr(self) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_choice, check_positive_float, check_positive_int
-from .core import CertifiedAttention, _Core, _norm2, _uniform, affine, project_to_ball
+from ..norms import certified_matrix_norm
+from .core import AttentionCore, CertifiedAttention, affine, project_to_ball, uniform_init
 
 PAPER_KINDS = ("concat", "dot", "embedded_gaussian", "gaussian")
 
@@ -49,11 +50,14 @@ class KernelAttention(CertifiedAttention):
         self.head_dim = max(1, channels // self.reduction)
         d = self.head_dim
         if kind != "gaussian":
-            self.query_weight, self.query_bias = _uniform((d, channels), channels), _uniform((d,), channels)
-            self.key_weight, self.key_bias = _uniform((d, channels), channels), _uniform((d,), channels)
+            self.query_weight, self.query_bias = uniform_init((d, channels), channels), uniform_init((d,), channels)
+            self.key_weight, self.key_bias = uniform_init((d, channels), channels), uniform_init((d,), channels)
         if kind == "concat":  # the paper's 1×1 conv from [q; k] (2d channels) to one score, split in two
-            self.query_score, self.key_score = _uniform((d,), 2 * d), _uniform((d,), 2 * d)
-        self.value_weight, self.value_bias = _uniform((channels, channels), channels), _uniform((channels,), channels)
+            self.query_score, self.key_score = uniform_init((d,), 2 * d), uniform_init((d,), 2 * d)
+        self.value_weight, self.value_bias = (
+            uniform_init((channels, channels), channels),
+            uniform_init((channels,), channels),
+        )
 
     def score_bound(self) -> torch.Tensor:
         """B with |s_ji| ≤ B for every input: τr² (dot kinds), r·(‖w_q‖ + ‖w_k‖) (concat; follows the weights)."""
@@ -70,21 +74,21 @@ class KernelAttention(CertifiedAttention):
     def _score_sensitivities(self) -> tuple[torch.Tensor, torch.Tensor]:
         """L_a, L_b with ‖dS‖_F ≤ √N·(L_a‖dX‖ + L_b‖dX‖)."""
         if self.kind == "concat":
-            return self.query_score.double().norm() * _norm2(
-                self.query_weight
-            ), self.key_score.double().norm() * _norm2(self.key_weight)
+            query = self.query_score.double().norm() * certified_matrix_norm(self.query_weight)
+            key = self.key_score.double().norm() * certified_matrix_norm(self.key_weight)
+            return query, key
         if self.kind == "gaussian":
             one = torch.tensor(self.temperature * self.radius, dtype=torch.float64, device=self.value_weight.device)
             return one, one
         scale = self.temperature * self.radius
-        return scale * _norm2(self.query_weight), scale * _norm2(self.key_weight)
+        return scale * certified_matrix_norm(self.query_weight), scale * certified_matrix_norm(self.key_weight)
 
     def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
         sensitivity_q, sensitivity_k = self._score_sensitivities()
-        spread = _norm2(self.value_weight) + self.value_radius * (sensitivity_q + sensitivity_k)
+        spread = certified_matrix_norm(self.value_weight) + self.value_radius * (sensitivity_q + sensitivity_k)
         return self._sqrt_kernel_ratio(self.score_bound()) * spread
 
-    def _core(self, x: torch.Tensor) -> _Core:
+    def _core(self, x: torch.Tensor) -> AttentionCore:
         values = project_to_ball(affine(self.value_weight, self.value_bias, x), self.value_radius)
         if self.kind == "gaussian":
             queries = keys = project_to_ball(x, self.radius)
@@ -95,8 +99,8 @@ class KernelAttention(CertifiedAttention):
             # w_qᵀq_j + w_kᵀk_i by broadcasting two N-vectors: never the [B, 2d, N, N] concatenation.
             a = torch.einsum("d,bdn->bn", self.query_score, queries)
             b = torch.einsum("d,bdn->bn", self.key_score, keys)
-            return _Core("sum", self.kernel, values, a, b)
-        return _Core("dot", self.kernel, values, self.temperature * queries, keys)
+            return AttentionCore("sum", self.kernel, values, a, b)
+        return AttentionCore("dot", self.kernel, values, self.temperature * queries, keys)
 
     def extra_repr(self) -> str:
         return (

@@ -7,7 +7,8 @@ import math
 import torch
 
 from .._validation import check_finite, check_positive_float, check_positive_int
-from .core import CertifiedAttention, _Core, _norm2, _uniform
+from ..norms import certified_matrix_norm
+from .core import AttentionCore, CertifiedAttention, uniform_init
 
 
 def lambert_w0(x: float) -> float:
@@ -48,16 +49,16 @@ class L2Attention(CertifiedAttention):
         self.temperature = check_positive_float(
             temperature if temperature is not None else 1 / math.sqrt(d), "temperature"
         )
-        self.query_weight = _uniform((d, channels), channels)
-        self.value_weight = _uniform((channels, d), d)
+        self.query_weight = uniform_init((d, channels), channels)
+        self.value_weight = uniform_init((channels, d), d)
 
     def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
-        norms = _norm2(self.value_weight) * _norm2(self.query_weight)
+        norms = certified_matrix_norm(self.value_weight) * certified_matrix_norm(self.query_weight)
         if n_positions is None:  # L_u grows without limit in N: the only N-free bound is the gain's c
             return torch.full_like(norms, math.inf)
         return norms * l2_attention_constant(n_positions)
 
-    def _core(self, x: torch.Tensor) -> _Core:
+    def _core(self, x: torch.Tensor) -> AttentionCore:
         # −τ‖q_j − q_i‖² = 2τ q_jᵀq_i − τ‖q_i‖² − τ‖q_j‖²; the last term is constant along a row and cancels,
         # so the scores are a dot product of augmented vectors [2τq_j; 1] and [q_i; −τ‖q_i‖²].
         tau = self.temperature
@@ -74,7 +75,7 @@ class L2Attention(CertifiedAttention):
                 f"temperature {tau:.3g}): the scores τ‖q_j − q_i‖² exceed the dtype's range; rescale the input, "
                 "lower the temperature or compute in float64"
             ) from None
-        return _Core("dot", "exp", queries, left, right)  # average the d-dim queries, then map by M
+        return AttentionCore("dot", "exp", queries, left, right)  # average the d-dim queries, then map by M
 
     def _post(self, attended: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.value_weight, attended)

@@ -7,7 +7,8 @@ import math
 import torch
 
 from .._validation import check_positive_int
-from .core import CertifiedAttention, _Core, _norm2, _uniform, affine
+from ..norms import certified_matrix_norm, per_sample_norm
+from .core import AttentionCore, CertifiedAttention, affine, uniform_init
 
 
 class LipNormAttention(CertifiedAttention):
@@ -24,22 +25,25 @@ class LipNormAttention(CertifiedAttention):
         super().__init__(channels, coeff)
         self.reduction = check_positive_int(reduction, "reduction")
         self.head_dim = d = max(1, channels // self.reduction)
-        self.query_weight, self.query_bias = _uniform((d, channels), channels), _uniform((d,), channels)
-        self.key_weight, self.key_bias = _uniform((d, channels), channels), _uniform((d,), channels)
-        self.value_weight, self.value_bias = _uniform((channels, channels), channels), _uniform((channels,), channels)
+        self.query_weight, self.query_bias = uniform_init((d, channels), channels), uniform_init((d,), channels)
+        self.key_weight, self.key_bias = uniform_init((d, channels), channels), uniform_init((d,), channels)
+        self.value_weight, self.value_bias = (
+            uniform_init((channels, channels), channels),
+            uniform_init((channels,), channels),
+        )
 
     def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
-        q, k, v = _norm2(self.query_weight), _norm2(self.key_weight), _norm2(self.value_weight)
+        q, k, v = (certified_matrix_norm(w) for w in (self.query_weight, self.key_weight, self.value_weight))
         key_term = k / math.sqrt(n_positions) if n_positions is not None else k
         pairs = torch.stack([q + k, q + v, k + v]).max()
         return math.e * (v + q + key_term + pairs)
 
-    def _core(self, x: torch.Tensor) -> _Core:
+    def _core(self, x: torch.Tensor) -> AttentionCore:
         queries = affine(self.query_weight, self.query_bias, x)
         keys = affine(self.key_weight, self.key_bias, x)
         values = affine(self.value_weight, self.value_bias, x)
-        u = queries.flatten(1).norm(dim=1)
+        u = per_sample_norm(queries)
         v = keys.norm(dim=1).amax(dim=1)
         w = values.norm(dim=1).amax(dim=1)
         scale = torch.stack([u * v, u * w, v * w]).amax(dim=0) + self.EPS
-        return _Core("dot", "exp", values, queries / scale[:, None, None], keys)
+        return AttentionCore("dot", "exp", values, queries / scale[:, None, None], keys)

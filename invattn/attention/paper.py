@@ -10,7 +10,8 @@ from torch import nn
 
 from .._validation import check_choice, check_coeff, check_positive_float, check_positive_int
 from ..lipschitz import spectral_norm
-from .core import _check_input, _norm2
+from ..norms import certified_matrix_norm
+from .core import check_input
 from .kernel import PAPER_KINDS
 
 REPOSITORIES = ("validation", "generation")
@@ -86,7 +87,7 @@ class PaperAttention(nn.Module):
         radius = check_positive_float(input_radius, "input_radius")
         if self.kind in ("concat", "dot"):
             return math.inf
-        norm = lambda conv: float(_norm2(conv.weight.flatten(1).double()))  # noqa: E731
+        norm = lambda conv: float(certified_matrix_norm(conv.weight.flatten(1).double()))  # noqa: E731
         value = norm(self.value)
         if self.kind == "gaussian":
             wq = wk = 1.0
@@ -124,7 +125,7 @@ class PaperAttention(nn.Module):
         return energies / (1.5 * energies.sum(dim=1, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.channels)
+        check_input(x, self.channels)
         values = self.value(x).flatten(2)
         out = torch.bmm(values, self._column_map(x))
         return self.gamma(out.view_as(x))
@@ -133,7 +134,7 @@ class PaperAttention(nn.Module):
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, N], row j = the weights A_ij that output position j puts on positions i (each row sums to 2/3;
         with ``repository="generation"`` the whole map does)."""
-        _check_input(x, self.channels)
+        check_input(x, self.channels)
         return self._column_map(x).transpose(1, 2)
 
     def extra_repr(self) -> str:

@@ -14,12 +14,13 @@ import time
 import torch
 
 from ..attention import KINDS, PAPER_KINDS, VARIANTS, KernelAttention, make_attention
-from ..attention.core import _row_normalise, project_to_ball
+from ..attention.core import project_to_ball, row_normalise
 from ..attention.tightness import scale_with_positions
 from ..blocks import InvertibleResidual, Squeeze
 from ..data import dequantize, full_scale_photograph, photograph_crops
 from ..lipschitz import estimate_lipschitz
 from ..memory import TensorMemory
+from ..norms import relative_error
 
 MIB = 2**20
 CHANNELS = 12
@@ -34,7 +35,7 @@ def naive_concat(g: KernelAttention, x: torch.Tensor) -> torch.Tensor:
     keys = project_to_ball(g.key_weight @ flat + g.key_bias[:, None], g.radius)
     pairs = torch.cat([queries[:, :, :, None].repeat(1, 1, 1, n), keys[:, :, None, :].repeat(1, 1, n, 1)], dim=1)
     scores = torch.einsum("c,bcji->bji", torch.cat([g.query_score, g.key_score]), pairs)
-    weights = _row_normalise(scores, "elu1")
+    weights = row_normalise(scores, "elu1")
     values = project_to_ball(g.value_weight @ flat + g.value_bias[:, None], g.value_radius)
     attended = torch.bmm(values, weights.transpose(1, 2))
     out = g.gain(n) * (g.out_weight @ attended) + g.out_bias[:, None]
@@ -107,7 +108,7 @@ def timing_table(sizes, batches) -> list[dict]:
             x_hat, info = block.inverse(y, tol=1e-6, return_info=True)
             inv_s = time.perf_counter() - start
             inv_b = peak_bytes(lambda: block.inverse(y, tol=1e-6))
-            error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+            error = float(relative_error(x_hat, x).max())
             backward_s = max(fb_s - grad_fwd_s, 0.0)
             row = dict(
                 kind=kind,

@@ -1,6 +1,6 @@
 """What the certified spectral normalisation costs and how tight it is, on the ``cifar10-paper`` model.
 
-1. Build + ``.eval()`` + first forward of the model, in CPU and wall seconds (target: < 30 CPU-s). Building
+1. Build + ``.eval()`` + first forward of the model, in CPU and wall seconds. Building
    already computes every layer's certificate (registering the parametrization evaluates it once).
 2. Per distinct layer shape: the exact operator norm of the raw (unnormalised) layer, √λ_max of its Gram matrix
    on the smaller side, in float64; power-iteration estimates after 1, 5 and 20 iterations (lower bounds, as a
@@ -321,7 +321,7 @@ def run(quick: bool = False) -> None:
             steps=3,
         )
     else:
-        # the preset's own batch (64): the share the issue's target is about; ~16 GB of memory, minutes per step
+        # the preset's own batch (64): the share that matters in training (the full model's memory, not a CPU's)
         training_step(config, "cifar10-paper at its batch size", batch_size=64, rounds=1, steps=1)
         # batch 2: the worst case, where the per-step certificates weigh most against the images' work
         training_step(config, "cifar10-paper, small batch", batch_size=2, rounds=3, steps=1)

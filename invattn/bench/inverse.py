@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..ablation import held_out_images, load_model
 from ..blocks import InvertibleResidual
 from ..lipschitz import estimate_lipschitz, spectral_norm
+from ..norms import relative_error
 
 TARGET_ERROR = 1e-6
 
@@ -141,8 +143,6 @@ def trained_model(repeats: int) -> list[dict]:
     1e-10 per block:
     evaluations of g summed over the nine blocks, and wall time, for fixed point, Anderson (the default gate) and
     Anderson with ``rate_gate=0``; alternated, medians of ``repeats``."""
-    from ..ablation import held_out_images, load_model
-
     if not TRAINED.is_file():
         print(
             f"\ntrained digits model: {TRAINED} not found (a source checkout has it; "
@@ -172,7 +172,7 @@ def trained_model(repeats: int) -> list[dict]:
                 x_hat = model.inverse(z, tol=1e-10, **settings[name])
             seconds[name].append(time.perf_counter() - start)
             counts[name] = evaluations[0]
-            errors[name] = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+            errors[name] = float(relative_error(x_hat, x).max())
     print(
         f"\ntrained digits model ({TRAINED.parent.name}/{TRAINED.name}, 9 blocks), 64 held-out digits, float64, tol "
         "1e-10 per block; "
