@@ -63,7 +63,6 @@ CONFIGURATIONS: dict[str, tuple[str | None, str]] = {
 }
 DEFAULT_EPOCHS = 20
 DEFAULT_N_TRAIN = DIGITS_HELD_OUT_FROM  # every digit before the held-out ones
-HELD_OUT_FROM = DIGITS_HELD_OUT_FROM  # invattn.data.DIGITS_HELD_OUT_FROM, under the name invattn.widgets imports
 EVALUATION = dict(estimator="series", n_terms=20, n_probes=4)
 RESULTS = "results.json"
 

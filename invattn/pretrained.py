@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ._validation import check_model, check_positive_int
-from .ablation import HELD_OUT_FROM, load_model
+from .ablation import load_model
 from .classifiers import IResNetClassifier, IRevNet, load_classifier, save_classifier
-from .data import digits, load_labelled
+from .data import digits_density_split, load_labelled
 from .models import ResidualFlow
 from .train import train
 
@@ -58,12 +58,12 @@ def density_model(checkpoints: str | Path) -> ResidualFlow:
 
 
 def held_out_digits() -> torch.Tensor:
-    """The digits the density model never saw (it trained on the first ``HELD_OUT_FROM``).
+    """The digits the density model never saw (it trained on the first ``DIGITS_HELD_OUT_FROM``).
 
     Returns:
         [297, 1, 8, 8] in [0, 1]: scikit-learn's digits 1500–1796.
     """
-    return digits()[0][HELD_OUT_FROM:]
+    return digits_density_split()[1]
 
 
 def test_digits() -> torch.Tensor:

@@ -32,8 +32,9 @@ FLOORS = (
     ("models", "data", "memory", "plots", "progress"),
     ("classifiers", "distributions"),
     ("train", "toy2d", "lesson", "diagrams"),
-    ("ablation", "demos"),
-    ("widgets",),
+    ("ablation",),
+    ("pretrained",),
+    ("demos",),
     ("invattn", "bench", "kernel", "run_notebooks", "compat", "colab"),
     ("book", "course"),
 )
@@ -46,22 +47,7 @@ KNOWN_FLOOR_VIOLATIONS = {
 }
 
 # (importer, imported module, name): private names imported across modules today, to be made public or moved.
-KNOWN_PRIVATE_IMPORTS = {
-    # the attention kinds share attention.core's private helpers
-    ("invattn.attention.kernel", "invattn.attention.core", "_Core"),
-    ("invattn.attention.kernel", "invattn.attention.core", "_norm2"),
-    ("invattn.attention.kernel", "invattn.attention.core", "_uniform"),
-    ("invattn.attention.l2", "invattn.attention.core", "_Core"),
-    ("invattn.attention.l2", "invattn.attention.core", "_norm2"),
-    ("invattn.attention.l2", "invattn.attention.core", "_uniform"),
-    ("invattn.attention.lipnorm", "invattn.attention.core", "_Core"),
-    ("invattn.attention.lipnorm", "invattn.attention.core", "_norm2"),
-    ("invattn.attention.lipnorm", "invattn.attention.core", "_uniform"),
-    ("invattn.attention.paper", "invattn.attention.core", "_check_input"),
-    ("invattn.attention.paper", "invattn.attention.core", "_norm2"),
-    # the attention benchmark times the row normalisation on its own
-    ("invattn.bench.attention", "invattn.attention.core", "_row_normalise"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 # (lesson file, attribute): private attributes a lesson reads on an object today.
 KNOWN_LESSON_PRIVATE_ATTRIBUTES = {
@@ -97,11 +83,11 @@ def _function_lines(tree: ast.AST) -> set[int]:
     return inside
 
 
-def imports_of(module: str) -> list[Import]:
-    """Every import of an invattn module in ``module``'s source: ``from X import a`` counts as an import of ``X.a``
-    when that is a module, else of ``X`` (taking the name ``a``)."""
+def imports_of(module: str, source: str | None = None) -> list[Import]:
+    """Every import of an invattn module in ``module``'s source (its file's, unless ``source`` is given): ``from X
+    import a`` counts as an import of ``X.a`` when that is a module, else of ``X`` (taking the name ``a``)."""
     path = MODULES[module]
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     inside = _function_lines(tree)
     found = []
@@ -186,7 +172,13 @@ def test_imports_are_read_at_the_top_and_inside_functions():
     found = {(i.importer, i.target, i.in_function) for i in IMPORTS}
     assert ("invattn.lesson", "invattn.plots", False) in found
     assert ("invattn.diagrams", "invattn.plots", False) in found
-    assert any(i.in_function for i in IMPORTS), "no function-body import seen: the reader misses them"
+    planted = imports_of("invattn.lesson", "import torch\n\ndef f():\n    from .plots import figures_dir\n")
+    assert [(i.target, i.name, i.in_function) for i in planted] == [("invattn.plots", "figures_dir", True)]
+
+
+def test_no_invattn_import_inside_a_function():
+    inner = sorted(f"{i.importer}:{i.line} imports {i.target}" for i in IMPORTS if i.in_function)
+    assert not inner, "imports of invattn modules belong at the top of the module:\n" + "\n".join(inner)
 
 
 def test_no_import_cycle():

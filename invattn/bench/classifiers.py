@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..classifiers import ClassifierConfig, build_classifier, classifier_preset
+from ..norms import per_sample_norm
 
 
 def _models(config: ClassifierConfig) -> dict[str, nn.Module]:
@@ -49,7 +50,7 @@ def _inverse(model: nn.Module, x: torch.Tensor) -> tuple[float, float, str]:
         else:
             x_hat, note = model.inverse(phi), "analytic"
         seconds = time.perf_counter() - start
-    error = float((x_hat - x).flatten(1).norm(dim=1).max() / x.flatten(1).norm(dim=1).min())
+    error = float(per_sample_norm(x_hat - x).max() / per_sample_norm(x).min())
     return seconds, error, note
 
 

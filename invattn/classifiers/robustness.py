@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._validation import check_finite, check_images, check_model, check_positive_int
+from ..norms import per_sample_norm
 from .iresnet import IResNetClassifier
 from .rounding import check_rounding_model, evaluation_error_bound
 
@@ -139,9 +140,9 @@ def pgd_attack(
         gap = (runner_up - logits.gather(1, predicted[:, None])[:, 0]).sum()
         (grad,) = torch.autograd.grad(gap, delta)
         with torch.no_grad():
-            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)
+            norm = per_sample_norm(grad).clamp_min(1e-30)
             delta += step_fraction * radius.view(shape) * grad / norm.view(shape)
-            length = delta.flatten(1).norm(dim=1).clamp_min(1e-30)
+            length = per_sample_norm(delta).clamp_min(1e-30)
             delta *= torch.clamp(radius / length, max=1.0).view(shape)
     with torch.no_grad():
         return model(x + delta).argmax(1) != predicted

@@ -22,6 +22,7 @@ from .._validation import check_choice, check_coeff, check_finite, check_positiv
 from ..attention import KINDS, PAPER_KINDS, make_attention
 from ..blocks import InvertibleResidual, Squeeze
 from ..lipschitz import lipschitz_bound
+from ..norms import relative_error
 from ..solvers import METHODS
 from .front import build_controls, demo_box
 
@@ -84,9 +85,8 @@ def error_per_iteration(
     Returns:
         ([‖x_k − x‖/‖x‖ for k = 0..iterations], the largest over the batch; the last iterate [B, ...]).
     """
-    norms = x.flatten(1).norm(dim=1)
     errors: list[float] = []
-    record = lambda k, iterate: errors.append(float(((iterate - x).flatten(1).norm(dim=1) / norms).max()))  # noqa: E731
+    record = lambda k, iterate: errors.append(float(relative_error(iterate, x).max()))  # noqa: E731
     x_last = block.inverse(
         y, method=method, max_iter=iterations, tol=1e-300, on_failure="return", callback=record, **options
     )

@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .._validation import check_model, check_positive_int
+from ..norms import relative_error
 from .front import build_controls, check_images, check_index, check_tol, demo_box, tiles
 
 __all__ = ["MAX_TEMPERATURE", "LatentState", "latent_demo", "latent_state", "plot_latent"]
@@ -130,7 +131,7 @@ def latent_state(
         line = [(1 - t).view(-1, 1, 1, 1) * z[:1] + t.view(-1, 1, 1, 1) * z[1:] for z in ends]
         walk = model.inverse(line, tol=tol)
         walk_errors = _relative(model.latents(walk), line)
-        endpoint_error = float(((walk[[0, -1]] - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+        endpoint_error = float(relative_error(walk[[0, -1]], x).max())
     return LatentState(
         temperature=temperature,
         seed=seed,
