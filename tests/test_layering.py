@@ -50,10 +50,7 @@ KNOWN_FLOOR_VIOLATIONS = {
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 # (lesson file, attribute): private attributes a lesson reads on an object today.
-KNOWN_LESSON_PRIVATE_ATTRIBUTES = {
-    # lesson 02a calls an attention block's private `_core(x)` for its raw scores
-    ("02a_lipschitz_proofs.ipynb", "_core"),
-}
+KNOWN_LESSON_PRIVATE_ATTRIBUTES: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -247,7 +247,7 @@ def check_input(x: torch.Tensor, channels: int) -> None:
 class CertifiedAttention(nn.Module):
     """Base class: g(x)_j = gain · W_o o_j + b_o with the gain set from the certified bound (see module doc).
 
-    Subclasses provide ``_core(X) → AttentionCore`` on flattened maps ``X: [B, C, N]`` (and optionally
+    Subclasses provide ``core(X) → AttentionCore`` on flattened maps ``X: [B, C, N]`` (and optionally
     ``_post(O)``), and ``_attention_bound(n_positions) → L_attn`` (a 0-d tensor, differentiable in the weights).
     """
 
@@ -261,14 +261,24 @@ class CertifiedAttention(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(channels))
 
     # -- subclasses -------------------------------------------------------------------------------
-    def _core(self, x: torch.Tensor) -> AttentionCore:
+    def core(self, x: torch.Tensor) -> AttentionCore:
+        """The attention's inner computation on flattened maps, before the output projection and gain.
+
+        Arguments:
+            x: flattened feature maps [B, C, N] (N positions).
+        Returns:
+            an :class:`AttentionCore` whose ``scores()`` are the pre-normalisation scores [B, N, N], ``weights()``
+            the attention matrix and ``output()`` the attended features [B, C, N].
+        Raises:
+            NotImplementedError: on the base class (each kind provides it).
+        """
         raise NotImplementedError
 
     def _post(self, attended: torch.Tensor) -> torch.Tensor:
         return attended
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        return self._post(self._core(x).output())
+        return self._post(self.core(x).output())
 
     def _attention_bound(self, n_positions: int | None) -> torch.Tensor:
         raise NotImplementedError
@@ -335,7 +345,7 @@ class CertifiedAttention(nn.Module):
         """The attention weights P, [B, N, N]: row j is the distribution over positions i that output
         position j averages (positions in row-major order of the H×W map)."""
         check_input(x, self.channels)
-        return self._core(x.flatten(2)).weights()
+        return self.core(x.flatten(2)).weights()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, channels={self.channels}, coeff={self.coeff}"

@@ -88,7 +88,7 @@ class KernelAttention(CertifiedAttention):
         spread = certified_matrix_norm(self.value_weight) + self.value_radius * (sensitivity_q + sensitivity_k)
         return self._sqrt_kernel_ratio(self.score_bound()) * spread
 
-    def _core(self, x: torch.Tensor) -> AttentionCore:
+    def core(self, x: torch.Tensor) -> AttentionCore:
         values = project_to_ball(affine(self.value_weight, self.value_bias, x), self.value_radius)
         if self.kind == "gaussian":
             queries = keys = project_to_ball(x, self.radius)

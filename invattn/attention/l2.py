@@ -58,7 +58,7 @@ class L2Attention(CertifiedAttention):
             return torch.full_like(norms, math.inf)
         return norms * l2_attention_constant(n_positions)
 
-    def _core(self, x: torch.Tensor) -> AttentionCore:
+    def core(self, x: torch.Tensor) -> AttentionCore:
         # −τ‖q_j − q_i‖² = 2τ q_jᵀq_i − τ‖q_i‖² − τ‖q_j‖²; the last term is constant along a row and cancels,
         # so the scores are a dot product of augmented vectors [2τq_j; 1] and [q_i; −τ‖q_i‖²].
         tau = self.temperature

@@ -38,7 +38,7 @@ class LipNormAttention(CertifiedAttention):
         pairs = torch.stack([q + k, q + v, k + v]).max()
         return math.e * (v + q + key_term + pairs)
 
-    def _core(self, x: torch.Tensor) -> AttentionCore:
+    def core(self, x: torch.Tensor) -> AttentionCore:
         queries = affine(self.query_weight, self.query_bias, x)
         keys = affine(self.key_weight, self.key_bias, x)
         values = affine(self.value_weight, self.value_bias, x)
