@@ -12,11 +12,12 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
+from .norms import unit_roundoff
 
 __all__ = [
     "ANDERSON_MEMORY",
@@ -24,6 +25,7 @@ __all__ = [
     "InverseInfo",
     "InversionError",
     "InversionWarning",
+    "SolverOptions",
     "solve_fixed_point",
     "default_tol",
     "check_tol",
@@ -114,6 +116,73 @@ class InversionWarning(RuntimeWarning):
     """Issued instead of :class:`InversionError` when the caller chose ``on_failure="warn"``."""
 
 
+@dataclass(frozen=True)
+class SolverOptions:
+    """How to solve x = G(x) (the inverse of a residual block y = x + g(x)): one value, checked once.
+
+    Stop rule: ‖G(x_k) − x_k‖/‖y‖ ≤ ``tol`` for every sample (see :func:`solve_fixed_point`).
+
+    Arguments:
+        method: "anderson" (mixes the last ``memory`` iterates once ``rate_gate`` is passed) or "fixed_point".
+        tol: relative-residual tolerance, or None for :func:`default_tol` of the input's dtype (checked against the
+            dtype by :func:`check_tol` when the solve starts).
+        max_iter: most evaluations of G.
+        memory: past iterates Anderson mixes (1 is plain iteration).
+        on_failure: "raise" (:class:`InversionError`), "warn" (:class:`InversionWarning`) or "return" (silently; any
+            tol is then taken and the solve runs to ``max_iter``).
+        callback: ``callback(k, x_k)`` sees every iterate.
+        rate_gate: the observed contraction rate in [0, 1) above which Anderson starts mixing.
+        allow_uncertified: invert a residual block whose branch has no certified bound below 1 (the solver just
+            tries); None means "not said" (False for a block; a model may choose for its uncertified blocks).
+    Raises:
+        ValueError: an unknown method or on_failure, a non-positive max_iter, memory or tol, a rate_gate outside
+            [0, 1).
+        TypeError: a rate_gate that is not a real number.
+    """
+
+    method: str = "anderson"
+    tol: float | None = None
+    max_iter: int = 1000
+    memory: int = ANDERSON_MEMORY
+    on_failure: str = "raise"
+    callback: Callable[[int, torch.Tensor], None] | None = None
+    rate_gate: float = ANDERSON_RATE_GATE
+    allow_uncertified: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, "method", METHODS)
+        check_choice(self.on_failure, "on_failure", ON_FAILURE)
+        check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.memory, "memory")
+        if self.tol is not None:
+            check_positive_float(self.tol, "tol")
+        if isinstance(self.rate_gate, bool) or not isinstance(self.rate_gate, numbers.Real):
+            raise TypeError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
+        if not 0.0 <= float(self.rate_gate) < 1.0:
+            raise ValueError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
+
+    @classmethod
+    def of(cls, options: SolverOptions | None = None, **keywords) -> SolverOptions:
+        """``options`` (default: all defaults) with the named fields replaced: the one place where keyword arguments
+        of a user entry point (``block.inverse(y, tol=1e-8)``) become options.
+
+        Raises:
+            TypeError: a keyword that is not a field of SolverOptions, or ``options`` of another type.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(f"options must be a SolverOptions, got {type(options).__name__}")
+        unknown = sorted(set(keywords) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (solver options: {_names(cls)})")
+        return replace(options, **keywords) if keywords else options
+
+
+def _names(cls: type) -> str:
+    return ", ".join(f.name for f in fields(cls))
+
+
 def _check_solver_dtype(dtype: torch.dtype) -> float:
     """The unit roundoff u of ``dtype``; ``ValueError`` for a dtype a solve does not run in."""
     if dtype not in SOLVER_DTYPES:
@@ -121,7 +190,7 @@ def _check_solver_dtype(dtype: torch.dtype) -> float:
             f"the inverse runs in float64, float32, float16 or bfloat16, got {dtype}: convert the model and "
             "its input (e.g. .double() or .float())"
         )
-    return torch.finfo(dtype).eps / 2
+    return unit_roundoff(dtype)
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -187,15 +256,11 @@ def solve_fixed_point(
     G: Callable[[torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
     scale: torch.Tensor,
-    method: str = "anderson",
-    tol: float | None = None,
-    max_iter: int = 1000,
-    memory: int = ANDERSON_MEMORY,
-    on_failure: str = "raise",
+    options: SolverOptions | None = None,
+    *,
     lipschitz: float | None = None,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
     rounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    rate_gate: float = ANDERSON_RATE_GATE,
+    **keywords,
 ) -> tuple[torch.Tensor, InverseInfo]:
     """Solve x = G(x) from ``x0``; stop when ‖G(x) − x‖/scale ≤ tol for every sample.
 
@@ -227,15 +292,19 @@ def solve_fixed_point(
     costs no more than plain iteration. ``rate_gate=0`` mixes from the second step, the textbook algorithm; once the
     gate
     opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}.
+    ``options`` (a :class:`SolverOptions`; keyword arguments build or amend one: ``method``, ``tol``, ``max_iter``,
+    ``memory``, ``on_failure``, ``callback``, ``rate_gate``) say how to solve; ``lipschitz`` and ``rounding`` describe G.
     Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
     :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
     negative lipschitz, or a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
     """
-    tol, rate_gate = _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate)
+    options = SolverOptions.of(options, **keywords)
+    method, on_failure, max_iter, callback = options.method, options.on_failure, options.max_iter, options.callback
+    tol, rate_gate = _checked_options(options, x0, lipschitz)
     scale = scale.double()
     info = InverseInfo(method=method, tol=tol)
     x = x0
-    step = _NextIterate(x0, scale, memory if method == "anderson" else 1, rate_gate)
+    step = _NextIterate(x0, scale, options.memory if method == "anderson" else 1, rate_gate)
     bests: list[float] = []  # bests[k]: the smallest worst-sample residual of iterates 0..k (the stall check)
     for iteration in range(max_iter):
         if callback is not None:
@@ -280,21 +349,13 @@ def _hand_back(
     return (point, info) if failure is None else _fail(info, point, failure, on_failure)
 
 
-def _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate) -> tuple[float, float]:
-    """:func:`solve_fixed_point`'s argument checks, all before any evaluation of G (an unreachable tol is refused at
-    once); returns (tol, resolved against x0's dtype; rate_gate as a float)."""
-    check_choice(method, "method", METHODS)
-    check_choice(on_failure, "on_failure", ON_FAILURE)
-    check_positive_int(max_iter, "max_iter")
-    check_positive_int(memory, "memory")
-    tol = check_tol(tol, x0.dtype, on_failure)
+def _checked_options(options: SolverOptions, x0: torch.Tensor, lipschitz: float | None) -> tuple[float, float]:
+    """:func:`solve_fixed_point`'s checks of what depends on the solve, before any evaluation of G (an unreachable tol
+    is refused at once); returns (tol, resolved against x0's dtype; rate_gate as a float)."""
+    tol = check_tol(options.tol, x0.dtype, options.on_failure)
     if lipschitz is not None and not (0.0 <= float(lipschitz) < math.inf):
         raise ValueError(f"lipschitz must be a bound L >= 0 on Lip(G) (or None), got {lipschitz!r}")
-    if isinstance(rate_gate, bool) or not isinstance(rate_gate, numbers.Real):
-        raise TypeError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    if not 0.0 <= float(rate_gate) < 1.0:
-        raise ValueError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    return tol, float(rate_gate)
+    return tol, float(options.rate_gate)
 
 
 class _NextIterate:
@@ -389,7 +450,7 @@ def _error_bounds(
 ) -> torch.Tensor:
     """Per-sample bound (float64 [B]) on ‖fl(G(x)) − x*‖/scale: (L·r + e/scale)/(1 − L), e the rounding allowance
     8u(scale + ‖x‖ + ‖G(x)‖) plus ``rounding(x)`` when the caller measures more (see :func:`solve_fixed_point`)."""
-    u = torch.finfo(x.dtype).eps / 2
+    u = unit_roundoff(x.dtype)
     allowance = 8 * u * (scale + per_sample_norm(x) + per_sample_norm(gx))
     if rounding is not None:
         allowance = allowance + rounding(x)
@@ -419,7 +480,7 @@ def _stall_message(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, best:
     """Why the solve stops, if its best residual ``best`` (falling too slowly to reach tol, see :func:`_too_slow`) lies
     within STALL_LEVEL times the rounding of one evaluation, u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖) (largest over the batch);
     else None."""
-    u = torch.finfo(x.dtype).eps / 2
+    u = unit_roundoff(x.dtype)
     rounding = u * float((1 + (per_sample_norm(x) + per_sample_norm(gx)) / scale).max())
     if best > STALL_LEVEL * rounding:
         return None
