@@ -17,8 +17,8 @@ an unconstrained convolution stack, a batch-normalised bottleneck, or attention 
   whose F is attention of any kind, including the paper's unbounded formulation.
 * i-RevNet's invertible downsampling is space-to-depth, :class:`invattn.Squeeze`.
 
-All blocks keep the contract of :class:`invattn.blocks.InvertibleBlock`, take [B, C, ...] tensors with the halves along dimension 1 and raise ``ValueError`` on a wrong
-channel count or non-finite values.
+All blocks keep the contract of :class:`invattn.blocks.InvertibleBlock`, take [B, C, ...] tensors with the halves
+along dimension 1 and raise ``ValueError`` on a wrong channel count or non-finite values.
 """
 
 from __future__ import annotations

@@ -293,7 +293,8 @@ def solve_fixed_point(
     gate
     opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}.
     ``options`` (a :class:`SolverOptions`; keyword arguments build or amend one: ``method``, ``tol``, ``max_iter``,
-    ``memory``, ``on_failure``, ``callback``, ``rate_gate``) say how to solve; ``lipschitz`` and ``rounding`` describe G.
+    ``memory``, ``on_failure``, ``callback``, ``rate_gate``) say how to solve; ``lipschitz`` and ``rounding``
+    describe G.
     Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
     :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
     negative lipschitz, or a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
