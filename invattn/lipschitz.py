@@ -367,9 +367,21 @@ def estimate_lipschitz(
     """Measure a lower bound on Lip(fn) around ``x`` (first dimension = batch of independent samples).
 
     Two measurements, and the larger is returned:
-    1. ‖J_fn(x_b)‖₂ for each sample, by power iteration on JᵀJ with ``torch.func.jvp``/``vjp``;
-    2. max over pairs of ‖fn(x_b) − fn(x'_b)‖ / ‖x_b − x'_b‖, with x' found by gradient ascent on that ratio.
+    1. ‖J_fn(x_b)‖₂ for each sample, by ``n_iterations`` steps of power iteration on JᵀJ with
+       ``torch.func.jvp``/``vjp``;
+    2. max over pairs of ‖fn(x_b) − fn(x'_b)‖ / ‖x_b − x'_b‖, x' = x + δ with δ found by ``pair_steps`` Adam steps
+       of :func:`ascend_quotient` (the ascent :func:`search_lipschitz` uses too) from a small and a large start.
     Both are ≤ the true Lipschitz constant, so a certified bound must lie above the returned value.
+
+    Arguments:
+        fn: maps [B, ...] to [B, ...] sample by sample.
+        x: the points [B, ...] (any float dtype; float64 measures best).
+        n_iterations: power-iteration steps (≥ 1); pair_steps: Adam steps per pair start (0: no pair search).
+        seed: seeds the random starts (a CPU generator).
+    Returns:
+        the measured lower bound on Lip(fn), a float.
+    Raises:
+        ValueError: n_iterations < 1 or pair_steps < 0.
     """
     check_positive_int(n_iterations, "n_iterations")
     check_positive_int(pair_steps, "pair_steps", minimum=0)

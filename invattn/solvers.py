@@ -35,17 +35,15 @@ __all__ = [
 
 METHODS = ("anderson", "fixed_point")
 # Past iterates Anderson mixes by default. Each step costs O(B·d·m) beyond G (one row of the residual Gram matrix and
-# one combination of stored images); python -m invattn.bench inverse measured m = 10 as the balance between fewer
-# evaluations (0.25 of plain iteration's at Lip(g) = 0.99 on the dense map) and that cost on cheap maps.
+# one combination of stored images): m balances fewer evaluations of G against that cost on cheap maps
+# (python -m invattn.bench inverse measures both).
 ANDERSON_MEMORY = 10
 # Anderson mixes only once plain iteration is seen to be slow: while every observed contraction rate
 # ‖f_k‖/‖f_{k−1}‖ (the worst sample's relative residual, step over step) stays at or below this gate, it takes plain
 # steps and keeps no history. Where plain iteration halves the error each step or better, it needs few evaluations and
-# the O(B·d·m) mixing cost can exceed what it saves on a cheap map (bench inverse, one thread: mixing from the start
-# took
-# 1.1–1.3× plain iteration's wall time on the self-adjoint convolution at Lip = 0.5 for gates 0–0.4, 18 evaluations
-# against 30); where it is slower, the saved evaluations pay for the mixing. The price: on expensive maps that contract
-# at ≤ 0.5 per step it gives up some evaluations (the trained digits model: 203 against 174 with rate_gate=0).
+# the O(B·d·m) mixing cost can exceed what it saves on a cheap map; where it is slower, the saved evaluations pay for
+# the mixing. The price: on expensive maps that contract at ≤ 0.5 per step it gives up some evaluations
+# (python -m invattn.bench inverse compares the gates).
 ANDERSON_RATE_GATE = 0.5
 """The observed rate r_k/r_{k−1} above which Anderson starts mixing (:func:`solve_fixed_point`). The gate trades
 evaluations for mixing work: on a map whose evaluation costs far more than the mixing (a trained model's blocks)
@@ -57,22 +55,19 @@ SOLVER_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # A requested tol below TOL_FLOOR_ROUNDOFFS·u (u the unit roundoff of the working dtype) is refused. Even at the
 # representable point nearest the solution, the computed residual fl(y − g(x)) − x carries x's own rounding through
 # I + J_g (up to (1 + L)·u·‖x‖ < 2u‖x‖) and the rounding of the subtraction (up to u·‖G(x)‖): about 3u·‖y‖ when
-# ‖x‖ ≈ ‖G(x)‖ ≈ ‖y‖, before g's own rounding. A tol below 4u is met only by lucky cancellation. Measured: the trained
-# digits model (float32, 64 samples) stalls at 1.0u–4.8u per block, fresh dense, linear and convolutional blocks
-# (Lip 0.25–0.99, float32/float16/bfloat16) at 0.2u–2.2u with plain iteration.
+# ‖x‖ ≈ ‖G(x)‖ ≈ ‖y‖, before g's own rounding. A tol below 4u is met only by lucky cancellation; solves stall at a few
+# u (tests/test_tolerances.py).
 TOL_FLOOR_ROUNDOFFS = 4
 # Default tolerance in dtypes coarser than float32 (float16, bfloat16): 16u (7.8e-3 in float16, 6.25e-2 in bfloat16).
-# Measured: every block of the trained digits model reached 16u in 2–7 evaluations (64 samples, 3 seeds, temperature
-# 0.8 and 1), and its worst stall was 2.7u; fresh blocks stall at ≤ 2.2u (plain iteration) whatever Lip(g).
-# Lip(g) is not a factor: the worst case ‖x‖ ≤ ‖y‖/(1 − L) that would scale the floor by 1/(1 − L) did not show in
-# any measurement (the floors at L = 0.99 were those at L = 0.5); when it does happen the stall check reports it.
+# A few times the stall floor of a few u, reached in a few evaluations, whatever Lip(g): the worst case
+# ‖x‖ ≤ ‖y‖/(1 − L) that would scale the floor by 1/(1 − L) is rare, and when it happens the stall check reports it.
 LOW_PRECISION_TOL_ROUNDOFFS = 16
 # Stall backstop: a solve whose best worst-sample residual fell, over the last STALL_EVALUATIONS evaluations, too slowly
 # to reach tol within max_iter at that rate (or not at all), while it is within STALL_LEVEL·u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖)
 # (the rounding of one evaluation, per sample, largest over the batch), sits on the rounding floor: it stops there
 # instead of running to max_iter. A rate test, not "no new minimum": at the floor Anderson keeps setting tiny new minima
-# (a float32 block with ‖x‖ ≈ 16‖y‖ crept from 25u to 20.6u over 500 evaluations). A solve that stops this way would
-# not have reached tol within max_iter at its recent rate anyway.
+# for hundreds of evaluations. A solve that stops this way would not have reached tol within max_iter at its recent
+# rate anyway.
 STALL_EVALUATIONS = 50
 STALL_LEVEL = 32
 
@@ -400,14 +395,14 @@ class _AndersonHistory:
     smallest. The normal equations need only inner products of residuals: with R_ij = f_iᵀf_j,
     (f_k − f_i)ᵀ(f_k − f_j) = R_kk − R_ki − R_kj + R_ij and (f_k − f_i)ᵀf_k = R_kk − R_ik. R is kept per sample and
     gains one row per step (m inner products), instead of forming all m differences and their m×m Gram anew
-    (O(B·d·m²)), which made the mixing cost more than G itself on cheap maps. Residuals and R are float64; the
-    small system is solved with a relative ridge, as before.
+    (O(B·d·m²), more than G itself costs on cheap maps). Residuals and R are float64; the small system is solved
+    with a relative ridge.
     """
 
     def __init__(self, batch: int, dim: int, memory: int, dtype: torch.dtype, device: torch.device) -> None:
-        # Layouts chosen by timing the two products per step (one thread, B = 16, d = 3072, m = 10): the new Gram row
-        # f_kᵀ[f_1 … f_m] as a [1, d]·[d, m] product over residuals stored as columns takes a quarter of the time of
-        # [m, d]·[d, 1] over rows; the combination γᵀ[G(x_1); …; G(x_m)] is fastest over images stored as rows.
+        # Layouts for the two products per step: the new Gram row f_kᵀ[f_1 … f_m] as a [1, d]·[d, m] product over
+        # residuals stored as columns, the combination γᵀ[G(x_1); …; G(x_m)] over images stored as rows (the faster
+        # layout of each; python -m invattn.bench inverse times them).
         # Residuals are zero-filled, so the row product can always run over all m columns (contiguous; unwritten
         # columns give 0 and are never read); images are only read in written slots (``[:stored]``).
         self.residuals = torch.zeros(batch, dim, memory, dtype=torch.float64, device=device)

@@ -223,7 +223,7 @@ def train_flow(
     """Fit ``flow`` to the points ``data`` (n, 2) by maximum likelihood: Adam on −mean :func:`log_density` of
     ``batch_size`` points drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
     rate ``lr`` decayed to zero on a cosine. A :func:`invattn.lesson.progress` bar shows the mean batch
-    log-likelihood of the last 25 steps. (The defaults are lesson 06's: about 8 s per model on one CPU thread.)
+    log-likelihood of the last 25 steps (the defaults are lesson 06's).
 
     ActNorm layers not yet initialised are set from the first ``batch_size`` points. Deterministic on the CPU for a
     given seed. Leaves ``flow`` in eval mode and returns the batch mean log-likelihood at every step, an array

@@ -86,7 +86,7 @@ class InvertibleSequential(InvertibleBlock, nn.Sequential):
     >>> g = torch.nn.Sequential(ia.spectral_norm(torch.nn.Linear(3, 3), 0.5), torch.nn.Tanh())
     >>> chain = ia.InvertibleSequential(ia.ActNorm(3), ia.InvertibleResidual(g)).double().eval()
     >>> x = torch.randn(4, 3, dtype=torch.float64)
-    >>> error = float((chain.inverse(chain(x)) - x).abs().max())
+    >>> error = float((chain.inverse(chain(x)) - x).detach().abs().max())
     >>> print(error < 1e-9)
     True
     """
