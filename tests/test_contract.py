@@ -165,6 +165,13 @@ def test_the_density_model_inverts_and_its_logdet_is_the_jacobians():
     assert torch.equal(model.inverse(zs, tol=1e-12), x_hat)
     assert torch.equal(model.reconstruct(x, SOLVER)[0], x_hat)
     assert all(isinstance(step, ia.InvertibleBlock) for scale in model.scales for step in scale["steps"])
+    # the config's estimator as one value, and the same options by value or by keyword at every entry point
+    assert model.logdet_options() == ia.LogdetOptions(estimator="series", n_terms=3, neumann_gradient=True)
+    exact = ia.LogdetOptions(estimator="exact")
+    assert torch.equal(model.log_prob(x, exact), model.log_prob(x, estimator="exact"))
+    assert torch.equal(model.bits_per_dim(x, exact), model.bits_per_dim(x, estimator="exact"))
+    drawn = model.sample(2, generator=torch.Generator().manual_seed(0), options=SOLVER)
+    assert torch.equal(drawn, model.sample(2, generator=torch.Generator().manual_seed(0), tol=1e-12))
 
 
 def test_the_density_model_inverts_an_uncertified_attention_by_trying():
