@@ -1,12 +1,12 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
 Floors (an import only points down): ``_validation``, ``_files`` → ``norms`` → ``lipschitz``, ``solvers``, ``logdet`` →
-``blocks``, ``coupling`` → ``attention`` → ``models``, ``classifiers``, ``data``, ``memory``, ``lesson``, ``plots``
-→ ``train``, ``widgets``, ``bench``.
+``branches``, ``blocks`` (the block contract :class:`InvertibleBlock`), ``coupling`` → ``attention`` → ``models``,
+``classifiers``, ``data``, ``memory``, ``lesson``, ``plots`` → ``train``, ``widgets``, ``bench``.
 """
 
 from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
-from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze, logdet
+from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequential, Squeeze, logdet
 from .coupling import AdditiveCoupling, AffineCoupling, InjectivePad
 from .lipschitz import (
     LipSwish,
@@ -17,8 +17,8 @@ from .lipschitz import (
     power_iteration_norm,
     spectral_norm,
 )
-from .logdet import RouletteVarianceWarning, roulette_variance_is_finite, series_truncation_bound
-from .solvers import InverseInfo, InversionError, InversionWarning
+from .logdet import LogdetOptions, RouletteVarianceWarning, roulette_variance_is_finite, series_truncation_bound
+from .solvers import InverseInfo, InversionError, InversionWarning, SolverOptions
 
 __version__ = "0.1.0"
 
@@ -31,12 +31,15 @@ __all__ = [
     "AffineCoupling",
     "AttentionCoupling",
     "InjectivePad",
+    "InvertibleBlock",
     "InverseInfo",
     "InversionError",
     "InversionWarning",
     "InvertibleResidual",
     "InvertibleSequential",
     "LipSwish",
+    "LogdetOptions",
+    "SolverOptions",
     "SpectralNorm",
     "Squeeze",
     "estimate_lipschitz",

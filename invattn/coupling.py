@@ -17,8 +17,8 @@ an unconstrained convolution stack, a batch-normalised bottleneck, or attention 
   whose F is attention of any kind, including the paper's unbounded formulation.
 * i-RevNet's invertible downsampling is space-to-depth, :class:`invattn.Squeeze`.
 
-All blocks take [B, C, ...] tensors with the halves along dimension 1 and raise ``ValueError`` on a wrong
-channel count or non-finite values.
+All blocks keep the contract of :class:`invattn.blocks.InvertibleBlock`, take [B, C, ...] tensors with the halves
+along dimension 1 and raise ``ValueError`` on a wrong channel count or non-finite values.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ import torch
 from torch import nn
 
 from ._validation import NonFiniteError, check_finite, check_positive_float, check_positive_int, unchanged_by_inverse
+from .blocks import InvertibleBlock
+from .logdet import LogdetOptions
+from .solvers import SolverOptions
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "InjectivePad", "bottleneck_branch"]
 
@@ -45,7 +48,7 @@ def check_even_channels(channels: int, who: str) -> int:
     return channels
 
 
-class AdditiveCoupling(nn.Module):
+class AdditiveCoupling(InvertibleBlock):
     """i-RevNet's block on [B, C, ...]: (x₁, x₂) ↦ (x₂ + F(x₁), x₁), halves of C/2 channels; log|det| = 0.
 
     ``f``: any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint). ``inverse`` is exact up to
@@ -71,7 +74,7 @@ class AdditiveCoupling(nn.Module):
         x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
         return torch.cat([x2 + self._f(x1), x1], dim=1)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
         """x from y = forward(x): x₁ = y₂, x₂ = y₁ − F(y₂); [B, C, ...] → [B, C, ...]. Raises ``RuntimeError`` while F
         holds batch normalisation or dropout in training mode, or in training mode changes a buffer or draws random
         numbers while inverting (call ``model.eval()``: F then depends on the batch or on chance, and the inverse would
@@ -80,7 +83,7 @@ class AdditiveCoupling(nn.Module):
         with unchanged_by_inverse(self.f, f"{type(self).__name__}.inverse"):
             return torch.cat([y2, y1 - self._f(y2)], dim=1)
 
-    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
         """0 for every sample: the Jacobian [[J_F, I], [I, 0]] has determinant ±1."""
         _halves(x, self.channels, "x", type(self).__name__)
         return x.new_zeros(x.shape[0])
@@ -95,7 +98,7 @@ def _finite(out: torch.Tensor, where: str) -> torch.Tensor:
         ) from None
 
 
-class AffineCoupling(nn.Module):
+class AffineCoupling(InvertibleBlock):
     """(x₁, x₂) ↦ (x₂·exp(s) + t, x₁) with (ŝ, t) = F(x₁) and s = a·tanh(ŝ/a), a = ``max_log_scale``.
 
     ``f`` maps [B, C/2, ...] to [B, C, ...]: the first C/2 output channels are ŝ, the last C/2 are t.
@@ -127,7 +130,7 @@ class AffineCoupling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_and_logdet(x)[0]
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
         """x from y = forward(x): x₁ = y₂, x₂ = (y₁ − t(y₂))·exp(−s(y₂)); [B, C, ...] → [B, C, ...]. Raises
         ``RuntimeError`` while F holds batch normalisation or dropout in training mode (as
         :meth:`AdditiveCoupling.inverse`) and ``ValueError`` when the result overflows."""
@@ -136,18 +139,22 @@ class AffineCoupling(nn.Module):
             log_scale, shift = self._scale_shift(y2)
         return _finite(torch.cat([y2, (y1 - shift) * torch.exp(-log_scale)], dim=1), "inverse")
 
-    def forward_and_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log|det ∂y/∂x|)`` per sample, from one evaluation of F."""
+    def forward_and_logdet(
+        self, x: torch.Tensor, options: LogdetOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, log|det ∂y/∂x|)`` per sample, Σ s over the transformed half, from one evaluation of F (exact:
+        ``options`` unused)."""
         x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
         log_scale, shift = self._scale_shift(x1)
         y = _finite(torch.cat([x2 * torch.exp(log_scale) + shift, x1], dim=1), "forward")
         return y, log_scale.flatten(1).sum(1)
 
-    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
+        """Σ s(x₁) per sample, [B] (exact)."""
         return self.forward_and_logdet(x)[1]
 
 
-class InjectivePad(nn.Module):
+class InjectivePad(InvertibleBlock):
     """Append ``out_channels − in_channels`` zero channels: [B, in, ...] → [B, out, ...] (i-RevNet (a)).
 
     Injective, not bijective: ``inverse`` drops the appended channels, so inverse(forward(x)) = x exactly, while
@@ -170,7 +177,7 @@ class InjectivePad(nn.Module):
         padding = x.new_zeros(x.shape[0], self.out_channels - self.in_channels, *x.shape[2:])
         return torch.cat([x, padding], dim=1)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
         check_finite(y, "y")
         if y.dim() < 2 or y.shape[1] != self.out_channels:
             raise ValueError(f"InjectivePad.inverse takes [B, {self.out_channels}, ...], got {tuple(y.shape)}")
@@ -181,7 +188,8 @@ class InjectivePad(nn.Module):
         self.inverse(y)  # the same checks
         return y[:, self.in_channels :].flatten(1).norm(dim=1)
 
-    def logdet(self, x: torch.Tensor) -> torch.Tensor:
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
+        """Refused with ``ValueError``: a map into a larger space has no log-determinant."""
         raise ValueError("InjectivePad maps into a larger space: it has no log-determinant (it is not bijective)")
 
     def extra_repr(self) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from ._validation import check_choice, check_finite, check_positive_float, check
 from .lipschitz import lipschitz_bound
 
 __all__ = [
+    "LogdetOptions",
     "residual_logdet",
     "series_truncation_bound",
     "roulette_variance_is_finite",
@@ -42,6 +44,72 @@ __all__ = [
 
 ESTIMATORS = ("exact", "series", "roulette")
 DISTRIBUTIONS = ("geometric", "poisson")
+
+
+@dataclass(frozen=True)
+class LogdetOptions:
+    """How to estimate ln|det(I + J_g(x))| (module docstring): one value, checked once.
+
+    Arguments:
+        estimator: "exact" (jacrev + slogdet), "series" (the first ``n_terms`` terms of Σ_k (−1)^{k+1} tr(J^k)/k) or
+            "roulette" (``n_exact_terms`` terms plus a random number N of reweighted terms, unbiased).
+        n_terms: series length (``"series"``).
+        n_probes: Hutchinson probes averaged.
+        n_exact_terms: terms the roulette always takes.
+        distribution: N's law for the roulette: "geometric" (success probability ``p``) or "poisson" (mean ``lam``).
+        p: the geometric p in (0, 1), or None to choose p = min(0.5, 1 − L) from g's certified bound L.
+        lam: the Poisson mean.
+        probe: "gaussian", "rademacher", or "basis" (all d basis vectors: exact traces, d times the cost).
+        neumann_gradient: back-propagate through one vector–Jacobian product (flat memory in the number of terms).
+        generator: the source of the probes and of N (None: torch's global generator).
+    Raises:
+        ValueError: an unknown estimator, distribution or probe, a non-positive n_terms, n_probes or lam, a negative
+            n_exact_terms, or p outside (0, 1).
+    """
+
+    estimator: str = "series"
+    n_terms: int = 5
+    n_probes: int = 1
+    n_exact_terms: int = 2
+    distribution: str = "geometric"
+    p: float | None = None
+    lam: float = 2.0
+    probe: str = "gaussian"
+    neumann_gradient: bool = False
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.estimator, "estimator", ESTIMATORS)
+        check_choice(self.distribution, "distribution", DISTRIBUTIONS)
+        check_choice(self.probe, "probe", ("gaussian", "rademacher", "basis"))
+        check_positive_int(self.n_terms, "n_terms")
+        check_positive_int(self.n_probes, "n_probes")
+        check_positive_int(self.n_exact_terms, "n_exact_terms", minimum=0)
+        if self.p is not None and not 0 < self.p < 1:
+            raise ValueError(f"p (geometric success probability) must be in (0, 1), got {self.p}")
+        check_positive_float(self.lam, "lam")
+
+    @classmethod
+    def of(cls, options: LogdetOptions | str | None = None, **keywords) -> LogdetOptions:
+        """``options`` (default: all defaults; a string is the estimator) with the named fields replaced: the one
+        place where keyword arguments of a user entry point (``ia.logdet(block, x, "series", n_terms=10)``) become
+        options.
+
+        Raises:
+            TypeError: a keyword that is not a field of LogdetOptions, or ``options`` of another type.
+        """
+        if isinstance(options, str):
+            keywords = {"estimator": options, **keywords}
+            options = None
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(f"options must be a LogdetOptions or an estimator name, got {type(options).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(keywords) - set(names))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (log-det options: {', '.join(names)})")
+        return replace(options, **keywords) if keywords else options
 
 
 def series_truncation_bound(lipschitz: float, n_terms: int, dim: int) -> float:
@@ -81,7 +149,7 @@ def _roulette_probability(g: Callable, distribution: str, p: float | None) -> fl
                 "a Poisson number of roulette terms has a tail that shrinks faster than any L^(2k): no Lipschitz "
                 "bound L > 0 guarantees a finite variance; use distribution='geometric'",
                 RouletteVarianceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return 0.5 if p is None else p
     if p is None:
@@ -92,7 +160,7 @@ def _roulette_probability(g: Callable, distribution: str, p: float | None) -> fl
             f"g has no certified Lipschitz bound below 1, so p = {p} cannot be checked: the roulette's variance "
             "is finite only if Lip(g)^2 < 1 - p; pass p explicitly",
             RouletteVarianceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return p
     if bound is not None and not roulette_variance_is_finite(bound, "geometric", p):
@@ -100,7 +168,7 @@ def _roulette_probability(g: Callable, distribution: str, p: float | None) -> fl
             f"p = {p} with Lip(g) <= {bound:.4g}: the roulette's variance is finite only if Lip(g)^2 < 1 - p "
             f"(here {bound**2:.3g} >= {1 - p:.3g}); use p < {1 - bound**2:.3g}, or leave p=None to choose it",
             RouletteVarianceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return p
 
@@ -130,61 +198,60 @@ def _probe(x: torch.Tensor, kind: str, generator: torch.Generator | None) -> tor
 def residual_logdet(
     g: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    estimator: str = "series",
-    n_terms: int = 5,
-    n_probes: int = 1,
-    n_exact_terms: int = 2,
-    distribution: str = "geometric",
-    p: float | None = None,
-    lam: float = 2.0,
-    probe: str = "gaussian",
-    neumann_gradient: bool = False,
-    generator: torch.Generator | None = None,
+    options: LogdetOptions | str | None = None,
+    **keywords,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(g(x), logdet)`` with logdet[b] an estimate of ln|det(I + J_g(x_b))|.
+    """Return ``(g(x), logdet)`` with logdet[b] an estimate of ln|det(I + J_g(x_b))| = Σ_k (−1)^{k+1} tr(J^k)/k.
 
-    ``n_terms``: series length (``"series"``). ``n_exact_terms``, ``distribution`` (geometric with ``p`` or
-    Poisson with ``lam``): the roulette estimator; ``p=None`` chooses p = min(0.5, 1 − L) from g's certified
-    bound L, which keeps the variance finite (module doc). ``n_probes`` Hutchinson probes (``probe`` = "gaussian"
-    or "rademacher") are averaged; ``probe="basis"`` sums over all d basis vectors instead, giving exact
-    traces (d times the cost; for small inputs, tests and lessons). Gradients flow to ``x`` and to g's
-    parameters when grad is enabled.
+    Arguments:
+        g: the residual branch, acting on each sample of [B, ...] independently.
+        x: input [B, ...], any float dtype, finite.
+        options: a :class:`LogdetOptions`, or the estimator's name; keyword arguments (its field names: ``n_terms``,
+            ``n_probes``, ``n_exact_terms``, ``distribution``, ``p``, ``lam``, ``probe``, ``neumann_gradient``,
+            ``generator``) build or amend it. ``p=None`` chooses p = min(0.5, 1 − L) from g's certified bound L,
+            which keeps the roulette's variance finite (module doc); ``probe="basis"`` sums over all d basis vectors,
+            giving exact traces (d times the cost; for small inputs, tests and lessons).
+    Returns:
+        ``(g(x), logdet)``: g(x) of x's shape and logdet [B] in x's dtype, in nats. Gradients flow to ``x`` and to g's
+        parameters when grad is enabled.
+    Raises:
+        ValueError: invalid options (:class:`LogdetOptions`), non-finite x, or an exact log-det of more than 4096
+            dimensions per sample.
+        TypeError: an unknown keyword.
     """
-    check_choice(estimator, "estimator", ESTIMATORS)
-    check_choice(distribution, "distribution", DISTRIBUTIONS)
-    check_choice(probe, "probe", ("gaussian", "rademacher", "basis"))
-    check_positive_int(n_terms, "n_terms")
-    check_positive_int(n_probes, "n_probes")
-    check_positive_int(n_exact_terms, "n_exact_terms", minimum=0)
-    if p is not None and not 0 < p < 1:
-        raise ValueError(f"p (geometric success probability) must be in (0, 1), got {p}")
-    check_positive_float(lam, "lam")
+    options = LogdetOptions.of(options, **keywords)
     check_finite(x, "x")
-    if estimator == "exact":
+    if options.estimator == "exact":
         return _exact(g, x)
+    return _estimate(g, x, options)
 
+
+def _estimate(g: Callable, x: torch.Tensor, options: LogdetOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """The series or roulette estimate of :func:`residual_logdet`."""
+    o, generator = options, options.generator
     # How many terms and with which weights: series = n terms of weight 1; roulette = reweighted tail.
-    if estimator == "series":
-        weights = [1.0] * n_terms
+    if o.estimator == "series":
+        weights = [1.0] * o.n_terms
     else:
-        p = _roulette_probability(g, distribution, p)
-        extra = _sample_terms(distribution, p, lam, generator)
+        p = _roulette_probability(g, o.distribution, o.p)
+        extra = _sample_terms(o.distribution, p, o.lam, generator)
         weights = [
-            1.0 / _tail_probability(k - n_exact_terms, distribution, p, lam)
-            for k in range(1, n_exact_terms + extra + 1)
+            1.0 / _tail_probability(k - o.n_exact_terms, o.distribution, p, o.lam)
+            for k in range(1, o.n_exact_terms + extra + 1)
         ]
 
     track = torch.is_grad_enabled()  # differentiate the estimate (training) or only evaluate it
     x_in = x if x.requires_grad else x.detach().requires_grad_(True)
     with torch.enable_grad():  # the vector–Jacobian products need g's graph even when evaluating
         gx = g(x_in)
-    series = _neumann if neumann_gradient else _power_series
-    if probe == "basis":  # Σ_i e_iᵀ A e_i = tr(A) exactly
+    series = _neumann if o.neumann_gradient else _power_series
+    if o.probe == "basis":  # Σ_i e_iᵀ A e_i = tr(A) exactly
         dim = x[0].numel()
         basis = torch.eye(dim, dtype=x.dtype, device=x.device)
         logdet = sum(series(gx, x_in, basis[i].view(1, *x.shape[1:]).expand_as(x), weights, track) for i in range(dim))
     else:
-        logdet = sum(series(gx, x_in, _probe(x, probe, generator), weights, track) for _ in range(n_probes)) / n_probes
+        probes = range(o.n_probes)
+        logdet = sum(series(gx, x_in, _probe(x, o.probe, generator), weights, track) for _ in probes) / o.n_probes
     if not track:
         gx, logdet = gx.detach(), logdet.detach()
     return gx, logdet

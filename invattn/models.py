@@ -22,8 +22,10 @@ from torch import nn
 
 from ._validation import check_choice, check_coeff, check_finite, check_images, check_positive_int
 from .attention import GENERATION_KINDS, KINDS, PAPER_KINDS, VARIANTS, make_attention
-from .blocks import ActNorm, InvertibleResidual, Squeeze
-from .lipschitz import LipSwish, lipschitz_bound, spectral_norm
+from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequential, Squeeze
+from .branches import conv_branch
+from .logdet import LogdetOptions
+from .solvers import SolverOptions
 
 __all__ = ["FlowConfig", "PRESETS", "ResidualFlow", "FlowStep", "conv_branch", "with_attention"]
 
@@ -49,8 +51,8 @@ class FlowConfig:
     logdet: str = "series"  # "series" (i-ResNet, biased) or "roulette" (Residual Flows, unbiased)
     n_terms: int = 5  # series terms, or the roulette's exact terms
     n_probes: int = 1
-    # The Neumann-series gradient: the same estimate, an unbiased gradient of it at flat memory. On the digits preset it
-    # trained 1.5× faster to the same held-out bits/dim (6.7605 vs 6.7612, 6.8014 vs 6.8024 for two seeds): the default.
+    # The Neumann-series gradient: the same estimate, an unbiased gradient of it at flat memory (the default; its cost
+    # against the plain series: python -m invattn.bench)
     neumann_gradient: bool = True
 
     def __post_init__(self) -> None:
@@ -85,7 +87,8 @@ class FlowConfig:
     @classmethod
     def from_dict(cls, values: dict) -> FlowConfig:
         tuples = {k: tuple(v) for k, v in values.items() if k in ("blocks", "strides", "attention")}
-        known = {k: v for k, v in {**values, **tuples}.items() if k != "n_power_iterations"}  # older checkpoints
+        # "n_power_iterations" set a power-iteration spectral norm, which this model does not have: ignored
+        known = {k: v for k, v in {**values, **tuples}.items() if k != "n_power_iterations"}
         return cls(**known)
 
 
@@ -103,25 +106,15 @@ PRESETS: dict[str, FlowConfig] = {
 }
 
 
-def conv_branch(
-    channels: int, width: int, size: int, coeff: float, activation: str = "elu", input_nonlinearity: bool = True
-) -> nn.Sequential:
-    """g = [act] SN-conv3×3 (C→width) → act → SN-conv1×1 → act → SN-conv3×3 (width→C), each norm ≤ coeff."""
-    act = (lambda: nn.ELU()) if activation == "elu" else (lambda: LipSwish())  # noqa: E731
-    sn = lambda conv, input_size=None: spectral_norm(conv, coeff, input_size=input_size)  # noqa: E731
-    layers = [act()] if input_nonlinearity else []
-    layers += [
-        sn(nn.Conv2d(channels, width, 3, padding=1), (size, size)),
-        act(),
-        sn(nn.Conv2d(width, width, 1)),
-        act(),
-        sn(nn.Conv2d(width, channels, 3, padding=1), (size, size)),
-    ]
-    return nn.Sequential(*layers)
+class FlowStep(InvertibleBlock):
+    """ActNorm (exactly invertible, log-det in closed form) followed by a residual block x + g(x):
+    F(x) = R(A(x)), ln|det J_F(x)| = ln|det J_A| + ln|det(I + J_g(A(x)))|.
 
-
-class FlowStep(nn.Module):
-    """ActNorm (exactly invertible, log-det in closed form) followed by a residual block x + g(x)."""
+    Arguments:
+        residual: the residual block R.
+        channels: C of the inputs [B, C, H, W] (ActNorm's channels).
+        actnorm: with the ActNorm A (else A is the identity).
+    """
 
     def __init__(self, residual: InvertibleResidual, channels: int, actnorm: bool) -> None:
         super().__init__()
@@ -129,18 +122,27 @@ class FlowStep(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """R(A(x))."""
         return self.residual(self.actnorm(x) if self.actnorm is not None else x)
 
-    def forward_and_logdet(self, x: torch.Tensor, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_and_logdet(
+        self, x: torch.Tensor, options: LogdetOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F(x), logdet [B])``, the residual block's log-det estimated as ``options`` say."""
         logdet = x.new_zeros(x.shape[0])
         if self.actnorm is not None:
             logdet = logdet + self.actnorm.logdet(x)
             x = self.actnorm(x)
-        y, value = self.residual.forward_and_logdet(x, **options)
+        y, value = self.residual.forward_and_logdet(x, options)
         return y, logdet + value
 
-    def inverse(self, y: torch.Tensor, **solver) -> torch.Tensor:
-        x = self.residual.inverse(y, **solver)
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
+        """ln|det J_F(x)| per sample, [B] (see :meth:`forward_and_logdet`)."""
+        return self.forward_and_logdet(x, options)[1]
+
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+        """A⁻¹(R⁻¹(y)), R⁻¹ solved as ``options`` say (:meth:`invattn.InvertibleResidual.inverse`)."""
+        x = self.residual.inverse(y, options)
         return self.actnorm.inverse(x) if self.actnorm is not None else x
 
 
@@ -162,7 +164,7 @@ class ResidualFlow(nn.Module):
         for index, (n_blocks, stride, kind) in enumerate(zip(config.blocks, config.strides, config.attention)):
             if stride == 2:
                 channels, size = channels * 4, size // 2
-            steps = nn.ModuleList()
+            steps = []
             for i in range(n_blocks):
                 g = conv_branch(
                     channels,
@@ -179,7 +181,8 @@ class ResidualFlow(nn.Module):
                     make_attention(kind, channels, coeff=config.attention_coeff, variant=config.attention_variant)
                 )
             last = index == len(config.blocks) - 1
-            self.scales.append(nn.ModuleDict({"steps": steps, **({"attention": attention} if attention else {})}))
+            blocks = {"steps": InvertibleSequential(*steps), **({"attention": attention} if attention else {})}
+            self.scales.append(nn.ModuleDict(blocks))
             out_channels = channels if last else channels // 2
             self.z_shapes.append((out_channels, size, size))
             if not last:
@@ -188,24 +191,28 @@ class ResidualFlow(nn.Module):
         self.prior_log_std = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in self.z_shapes])
 
     # -- options of the log-det estimator -------------------------------------------------------
-    def _logdet_options(self) -> dict:
+    def logdet_options(self) -> LogdetOptions:
+        """The log-det estimator the config asks for: ``config.logdet`` with ``n_probes`` and ``neumann_gradient``,
+        ``config.n_terms`` as the series' terms or the roulette's exact terms."""
         c = self.config
-        options = dict(estimator=c.logdet, n_probes=c.n_probes, neumann_gradient=c.neumann_gradient)
-        if c.logdet == "series":
-            options["n_terms"] = c.n_terms
-        else:
-            options["n_exact_terms"] = c.n_terms
-        return options
+        terms = {"n_terms": c.n_terms} if c.logdet == "series" else {"n_exact_terms": c.n_terms}
+        return LogdetOptions(estimator=c.logdet, n_probes=c.n_probes, neumann_gradient=c.neumann_gradient, **terms)
 
-    def forward(self, x: torch.Tensor, **logdet_options) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``(zs, logdet)``: the latent pieces and Σ log|det ∂f/∂x| per sample."""
-        return self._walk(x, {**self._logdet_options(), **logdet_options})
+    def _options(self, options: LogdetOptions | None, keywords: dict) -> LogdetOptions:
+        return LogdetOptions.of(self.logdet_options() if options is None else options, **keywords)
+
+    def forward(
+        self, x: torch.Tensor, options: LogdetOptions | None = None, **keywords
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(zs, logdet)``: the latent pieces and Σ log|det ∂f/∂x| per sample [B], estimated with ``options``
+        (default :meth:`logdet_options`; keyword arguments amend it, e.g. ``n_terms=10``)."""
+        return self._walk(x, self._options(options, keywords))
 
     def latents(self, x: torch.Tensor) -> list[torch.Tensor]:
         """f(x) as its latent pieces, without the log-determinant (what an inverse or a reconstruction needs)."""
         return self._walk(x, None)[0]
 
-    def _walk(self, x: torch.Tensor, options: dict | None, attention_inputs: list | None = None):
+    def _walk(self, x: torch.Tensor, options: LogdetOptions | None, attention_inputs: list | None = None):
         """The one pass through the network: ``(zs, logdet)``, log-dets estimated with ``options`` (``None``:
         none, logdet = 0). The features entering each attention block are appended to ``attention_inputs``."""
         reference = self.prior_mean[0]
@@ -224,7 +231,7 @@ class ResidualFlow(nn.Module):
             nonlocal logdet
             if options is None:
                 return block(h)
-            h, value = block.forward_and_logdet(h, **options)
+            h, value = block.forward_and_logdet(h, options)
             logdet = logdet + value
             return h
 
@@ -251,37 +258,48 @@ class ResidualFlow(nn.Module):
             total = total + (-0.5 * standard.square() - log_std - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
         return total
 
-    def log_prob(self, x: torch.Tensor, **logdet_options) -> torch.Tensor:
-        """log p(x) per sample (density of the dequantised input in [−0.5, 0.5)^D)."""
-        zs, logdet = self(x, **logdet_options)
+    def log_prob(self, x: torch.Tensor, options: LogdetOptions | None = None, **keywords) -> torch.Tensor:
+        """log p(x) = log p(z) + Σ log|det| per sample [B] (density of the dequantised input in [−0.5, 0.5)^D), the
+        log-dets estimated as in :meth:`forward`."""
+        zs, logdet = self(x, self._options(options, keywords))
         return self.prior_log_prob(zs) + logdet
 
-    def bits_per_dim(self, x: torch.Tensor, **logdet_options) -> torch.Tensor:
-        """−log₂ p(x)/D + 8: the discrete 8-bit image's bits per dimension (x = (pixel + u)/256 − 0.5)."""
-        return -self.log_prob(x, **logdet_options) / (self.config.dims * math.log(2)) + 8.0
+    def bits_per_dim(self, x: torch.Tensor, options: LogdetOptions | None = None, **keywords) -> torch.Tensor:
+        """−log₂ p(x)/D + 8 per sample [B]: the discrete 8-bit image's bits per dimension (x = (pixel + u)/256 − 0.5),
+        the log-dets estimated as in :meth:`forward`."""
+        return -self.log_prob(x, self._options(options, keywords)) / (self.config.dims * math.log(2)) + 8.0
 
     # -- inversion -------------------------------------------------------------------------------
-    def inverse(self, zs: list[torch.Tensor], **solver) -> torch.Tensor:
-        """The x with f(x) = zs; every residual block is solved to its tolerance (``solver`` options go to
-        :meth:`InvertibleResidual.inverse`, e.g. ``tol``, ``method``), raising if one does not converge.
-        The default ``tol`` follows the model's dtype (1e-5 relative residual in float32, 1e-10 in float64, 16 unit
-        roundoffs in float16 and bfloat16); a ``tol`` below 4 unit roundoffs of it raises ``ValueError`` before any
-        block is solved, and a residual stalled at the rounding floor above ``tol`` raises
-        :class:`invattn.InversionError` once 50 evaluations show it falling too slowly to reach ``tol``, not after
-        ``max_iter``."""
+    def inverse(self, zs: list[torch.Tensor], options: SolverOptions | None = None, **keywords) -> torch.Tensor:
+        """The x with f(x) = zs; every residual block is solved to its tolerance, raising if one does not converge.
+
+        Arguments:
+            zs: the latent pieces, one per scale ([B, *z_shape]).
+            options: a :class:`invattn.solvers.SolverOptions` for every block; keyword arguments (``tol``, ``method``,
+                …, see :meth:`InvertibleResidual.inverse`) build or amend it. An uncertified attention formulation
+                (comparison only) is inverted with ``allow_uncertified=True`` unless the options say otherwise.
+        Returns:
+            x [B, C, H, W] in the model's dtype.
+        Raises:
+            ValueError: a wrong number of pieces; a ``tol`` below 4 unit roundoffs of the dtype (before any block is
+                solved). The default ``tol`` follows the model's dtype (1e-5 relative residual in float32, 1e-10 in
+                float64, 16 unit roundoffs in float16 and bfloat16).
+            InversionError: a block did not converge, or its residual stalled at the rounding floor above ``tol``
+                (once 50 evaluations show it falling too slowly to reach ``tol``, not after ``max_iter``).
+        """
+        options = SolverOptions.of(options, **keywords)
         if len(zs) != len(self.scales):
             raise ValueError(f"need {len(self.scales)} latent pieces, got {len(zs)}")
+        uncertified = self.config.attention_variant != "certified" and options.allow_uncertified is None
+        attention_options = replace(options, allow_uncertified=True) if uncertified else options
         h = zs[-1]
         for index in reversed(range(len(self.scales))):
             scale = self.scales[index]
             if index < len(self.scales) - 1:
                 h = torch.cat([zs[index], h], dim=1)
             if "attention" in scale:
-                # an uncertified formulation (comparison only) is inverted by trying, unless the caller says otherwise
-                uncertified = self.config.attention_variant != "certified"
-                h = scale["attention"].inverse(h, **({"allow_uncertified": True, **solver} if uncertified else solver))
-            for step in reversed(scale["steps"]):
-                h = step.inverse(h, **solver)
+                h = scale["attention"].inverse(h, attention_options)
+            h = scale["steps"].inverse(h, options)
             if self.config.strides[index] == 2:
                 h = self.squeeze.inverse(h)
         return self.squeeze.inverse(h)
@@ -301,26 +319,36 @@ class ResidualFlow(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, **solver
+        self,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        options: SolverOptions | None = None,
+        **keywords,
     ) -> torch.Tensor:
         """n exact samples [n, C, H, W] in the model's dtype: z from :meth:`prior_sample`, then :meth:`inverse` to a
-        tolerance (``solver`` options such as ``tol``; the default suits the dtype, see :meth:`inverse`)."""
-        return self.inverse(self.prior_sample(n, temperature, generator), **solver)
+        tolerance (``options``, or keyword solver options such as ``tol``; the default suits the dtype)."""
+        options = SolverOptions.of(options, **keywords)
+        return self.inverse(self.prior_sample(n, temperature, generator), options)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, **solver) -> tuple[torch.Tensor, float]:
-        """(inverse(forward(x)), largest relative error over the batch): the whole model's inversion error."""
-        x_hat = self.inverse(self.latents(x), **solver)
+    def reconstruct(
+        self, x: torch.Tensor, options: SolverOptions | None = None, **keywords
+    ) -> tuple[torch.Tensor, float]:
+        """(inverse(forward(x)), max_b ‖x̂_b − x_b‖/‖x_b‖): the whole model's inversion error, solved with ``options``
+        (or keyword solver options, as :meth:`inverse`)."""
+        options = SolverOptions.of(options, **keywords)
+        x_hat = self.inverse(self.latents(x), options)
         error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
         return x_hat, error
 
     def lipschitz_bounds(self) -> list[float]:
-        """The certified Lip(g) of every residual block, in order (all < 1)."""
+        """The certified Lip(g) of every residual block's branch, in order (all < 1 for a certified model)."""
         bounds = []
         for scale in self.scales:
-            bounds += [lipschitz_bound(step.residual.g) for step in scale["steps"]]
+            bounds += [step.residual.branch_lipschitz_bound() for step in scale["steps"]]
             if "attention" in scale:
-                bounds.append(scale["attention"].lipschitz_bound())
+                bounds.append(scale["attention"].branch_lipschitz_bound())
         return bounds
 
     def attention_blocks(self) -> list[InvertibleResidual]:

@@ -12,11 +12,12 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
+from .norms import unit_roundoff
 
 __all__ = [
     "ANDERSON_MEMORY",
@@ -24,6 +25,7 @@ __all__ = [
     "InverseInfo",
     "InversionError",
     "InversionWarning",
+    "SolverOptions",
     "solve_fixed_point",
     "default_tol",
     "check_tol",
@@ -33,17 +35,15 @@ __all__ = [
 
 METHODS = ("anderson", "fixed_point")
 # Past iterates Anderson mixes by default. Each step costs O(B·d·m) beyond G (one row of the residual Gram matrix and
-# one combination of stored images); python -m invattn.bench inverse measured m = 10 as the balance between fewer
-# evaluations (0.25 of plain iteration's at Lip(g) = 0.99 on the dense map) and that cost on cheap maps.
+# one combination of stored images): m balances fewer evaluations of G against that cost on cheap maps
+# (python -m invattn.bench inverse measures both).
 ANDERSON_MEMORY = 10
 # Anderson mixes only once plain iteration is seen to be slow: while every observed contraction rate
 # ‖f_k‖/‖f_{k−1}‖ (the worst sample's relative residual, step over step) stays at or below this gate, it takes plain
 # steps and keeps no history. Where plain iteration halves the error each step or better, it needs few evaluations and
-# the O(B·d·m) mixing cost can exceed what it saves on a cheap map (bench inverse, one thread: mixing from the start
-# took
-# 1.1–1.3× plain iteration's wall time on the self-adjoint convolution at Lip = 0.5 for gates 0–0.4, 18 evaluations
-# against 30); where it is slower, the saved evaluations pay for the mixing. The price: on expensive maps that contract
-# at ≤ 0.5 per step it gives up some evaluations (the trained digits model: 203 against 174 with rate_gate=0).
+# the O(B·d·m) mixing cost can exceed what it saves on a cheap map; where it is slower, the saved evaluations pay for
+# the mixing. The price: on expensive maps that contract at ≤ 0.5 per step it gives up some evaluations
+# (python -m invattn.bench inverse compares the gates).
 ANDERSON_RATE_GATE = 0.5
 """The observed rate r_k/r_{k−1} above which Anderson starts mixing (:func:`solve_fixed_point`). The gate trades
 evaluations for mixing work: on a map whose evaluation costs far more than the mixing (a trained model's blocks)
@@ -55,22 +55,19 @@ SOLVER_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # A requested tol below TOL_FLOOR_ROUNDOFFS·u (u the unit roundoff of the working dtype) is refused. Even at the
 # representable point nearest the solution, the computed residual fl(y − g(x)) − x carries x's own rounding through
 # I + J_g (up to (1 + L)·u·‖x‖ < 2u‖x‖) and the rounding of the subtraction (up to u·‖G(x)‖): about 3u·‖y‖ when
-# ‖x‖ ≈ ‖G(x)‖ ≈ ‖y‖, before g's own rounding. A tol below 4u is met only by lucky cancellation. Measured: the trained
-# digits model (float32, 64 samples) stalls at 1.0u–4.8u per block, fresh dense, linear and convolutional blocks
-# (Lip 0.25–0.99, float32/float16/bfloat16) at 0.2u–2.2u with plain iteration.
+# ‖x‖ ≈ ‖G(x)‖ ≈ ‖y‖, before g's own rounding. A tol below 4u is met only by lucky cancellation; solves stall at a few
+# u (tests/test_tolerances.py).
 TOL_FLOOR_ROUNDOFFS = 4
 # Default tolerance in dtypes coarser than float32 (float16, bfloat16): 16u (7.8e-3 in float16, 6.25e-2 in bfloat16).
-# Measured: every block of the trained digits model reached 16u in 2–7 evaluations (64 samples, 3 seeds, temperature
-# 0.8 and 1), and its worst stall was 2.7u; fresh blocks stall at ≤ 2.2u (plain iteration) whatever Lip(g).
-# Lip(g) is not a factor: the worst case ‖x‖ ≤ ‖y‖/(1 − L) that would scale the floor by 1/(1 − L) did not show in
-# any measurement (the floors at L = 0.99 were those at L = 0.5); when it does happen the stall check reports it.
+# A few times the stall floor of a few u, reached in a few evaluations, whatever Lip(g): the worst case
+# ‖x‖ ≤ ‖y‖/(1 − L) that would scale the floor by 1/(1 − L) is rare, and when it happens the stall check reports it.
 LOW_PRECISION_TOL_ROUNDOFFS = 16
 # Stall backstop: a solve whose best worst-sample residual fell, over the last STALL_EVALUATIONS evaluations, too slowly
 # to reach tol within max_iter at that rate (or not at all), while it is within STALL_LEVEL·u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖)
 # (the rounding of one evaluation, per sample, largest over the batch), sits on the rounding floor: it stops there
 # instead of running to max_iter. A rate test, not "no new minimum": at the floor Anderson keeps setting tiny new minima
-# (a float32 block with ‖x‖ ≈ 16‖y‖ crept from 25u to 20.6u over 500 evaluations). A solve that stops this way would
-# not have reached tol within max_iter at its recent rate anyway.
+# for hundreds of evaluations. A solve that stops this way would not have reached tol within max_iter at its recent
+# rate anyway.
 STALL_EVALUATIONS = 50
 STALL_LEVEL = 32
 
@@ -114,6 +111,73 @@ class InversionWarning(RuntimeWarning):
     """Issued instead of :class:`InversionError` when the caller chose ``on_failure="warn"``."""
 
 
+@dataclass(frozen=True)
+class SolverOptions:
+    """How to solve x = G(x) (the inverse of a residual block y = x + g(x)): one value, checked once.
+
+    Stop rule: ‖G(x_k) − x_k‖/‖y‖ ≤ ``tol`` for every sample (see :func:`solve_fixed_point`).
+
+    Arguments:
+        method: "anderson" (mixes the last ``memory`` iterates once ``rate_gate`` is passed) or "fixed_point".
+        tol: relative-residual tolerance, or None for :func:`default_tol` of the input's dtype (checked against the
+            dtype by :func:`check_tol` when the solve starts).
+        max_iter: most evaluations of G.
+        memory: past iterates Anderson mixes (1 is plain iteration).
+        on_failure: "raise" (:class:`InversionError`), "warn" (:class:`InversionWarning`) or "return" (silently; any
+            tol is then taken and the solve runs to ``max_iter``).
+        callback: ``callback(k, x_k)`` sees every iterate.
+        rate_gate: the observed contraction rate in [0, 1) above which Anderson starts mixing.
+        allow_uncertified: invert a residual block whose branch has no certified bound below 1 (the solver just
+            tries); None means "not said" (False for a block; a model may choose for its uncertified blocks).
+    Raises:
+        ValueError: an unknown method or on_failure, a non-positive max_iter, memory or tol, a rate_gate outside
+            [0, 1).
+        TypeError: a rate_gate that is not a real number.
+    """
+
+    method: str = "anderson"
+    tol: float | None = None
+    max_iter: int = 1000
+    memory: int = ANDERSON_MEMORY
+    on_failure: str = "raise"
+    callback: Callable[[int, torch.Tensor], None] | None = None
+    rate_gate: float = ANDERSON_RATE_GATE
+    allow_uncertified: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, "method", METHODS)
+        check_choice(self.on_failure, "on_failure", ON_FAILURE)
+        check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.memory, "memory")
+        if self.tol is not None:
+            check_positive_float(self.tol, "tol")
+        if isinstance(self.rate_gate, bool) or not isinstance(self.rate_gate, numbers.Real):
+            raise TypeError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
+        if not 0.0 <= float(self.rate_gate) < 1.0:
+            raise ValueError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
+
+    @classmethod
+    def of(cls, options: SolverOptions | None = None, **keywords) -> SolverOptions:
+        """``options`` (default: all defaults) with the named fields replaced: the one place where keyword arguments
+        of a user entry point (``block.inverse(y, tol=1e-8)``) become options.
+
+        Raises:
+            TypeError: a keyword that is not a field of SolverOptions, or ``options`` of another type.
+        """
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(f"options must be a SolverOptions, got {type(options).__name__}")
+        unknown = sorted(set(keywords) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (solver options: {_names(cls)})")
+        return replace(options, **keywords) if keywords else options
+
+
+def _names(cls: type) -> str:
+    return ", ".join(f.name for f in fields(cls))
+
+
 def _check_solver_dtype(dtype: torch.dtype) -> float:
     """The unit roundoff u of ``dtype``; ``ValueError`` for a dtype a solve does not run in."""
     if dtype not in SOLVER_DTYPES:
@@ -121,7 +185,7 @@ def _check_solver_dtype(dtype: torch.dtype) -> float:
             f"the inverse runs in float64, float32, float16 or bfloat16, got {dtype}: convert the model and "
             "its input (e.g. .double() or .float())"
         )
-    return torch.finfo(dtype).eps / 2
+    return unit_roundoff(dtype)
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -187,15 +251,11 @@ def solve_fixed_point(
     G: Callable[[torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
     scale: torch.Tensor,
-    method: str = "anderson",
-    tol: float | None = None,
-    max_iter: int = 1000,
-    memory: int = ANDERSON_MEMORY,
-    on_failure: str = "raise",
+    options: SolverOptions | None = None,
+    *,
     lipschitz: float | None = None,
-    callback: Callable[[int, torch.Tensor], None] | None = None,
     rounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    rate_gate: float = ANDERSON_RATE_GATE,
+    **keywords,
 ) -> tuple[torch.Tensor, InverseInfo]:
     """Solve x = G(x) from ``x0``; stop when ‖G(x) − x‖/scale ≤ tol for every sample.
 
@@ -227,15 +287,20 @@ def solve_fixed_point(
     costs no more than plain iteration. ``rate_gate=0`` mixes from the second step, the textbook algorithm; once the
     gate
     opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}.
+    ``options`` (a :class:`SolverOptions`; keyword arguments build or amend one: ``method``, ``tol``, ``max_iter``,
+    ``memory``, ``on_failure``, ``callback``, ``rate_gate``) say how to solve; ``lipschitz`` and ``rounding``
+    describe G.
     Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
     :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
     negative lipschitz, or a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
     """
-    tol, rate_gate = _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate)
+    options = SolverOptions.of(options, **keywords)
+    method, on_failure, max_iter, callback = options.method, options.on_failure, options.max_iter, options.callback
+    tol, rate_gate = _checked_options(options, x0, lipschitz)
     scale = scale.double()
     info = InverseInfo(method=method, tol=tol)
     x = x0
-    step = _NextIterate(x0, scale, memory if method == "anderson" else 1, rate_gate)
+    step = _NextIterate(x0, scale, options.memory if method == "anderson" else 1, rate_gate)
     bests: list[float] = []  # bests[k]: the smallest worst-sample residual of iterates 0..k (the stall check)
     for iteration in range(max_iter):
         if callback is not None:
@@ -280,21 +345,13 @@ def _hand_back(
     return (point, info) if failure is None else _fail(info, point, failure, on_failure)
 
 
-def _checked_options(method, on_failure, max_iter, memory, tol, x0, lipschitz, rate_gate) -> tuple[float, float]:
-    """:func:`solve_fixed_point`'s argument checks, all before any evaluation of G (an unreachable tol is refused at
-    once); returns (tol, resolved against x0's dtype; rate_gate as a float)."""
-    check_choice(method, "method", METHODS)
-    check_choice(on_failure, "on_failure", ON_FAILURE)
-    check_positive_int(max_iter, "max_iter")
-    check_positive_int(memory, "memory")
-    tol = check_tol(tol, x0.dtype, on_failure)
+def _checked_options(options: SolverOptions, x0: torch.Tensor, lipschitz: float | None) -> tuple[float, float]:
+    """:func:`solve_fixed_point`'s checks of what depends on the solve, before any evaluation of G (an unreachable tol
+    is refused at once); returns (tol, resolved against x0's dtype; rate_gate as a float)."""
+    tol = check_tol(options.tol, x0.dtype, options.on_failure)
     if lipschitz is not None and not (0.0 <= float(lipschitz) < math.inf):
         raise ValueError(f"lipschitz must be a bound L >= 0 on Lip(G) (or None), got {lipschitz!r}")
-    if isinstance(rate_gate, bool) or not isinstance(rate_gate, numbers.Real):
-        raise TypeError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    if not 0.0 <= float(rate_gate) < 1.0:
-        raise ValueError(f"rate_gate must be a number in [0, 1), got {rate_gate!r}")
-    return tol, float(rate_gate)
+    return tol, float(options.rate_gate)
 
 
 class _NextIterate:
@@ -338,14 +395,14 @@ class _AndersonHistory:
     smallest. The normal equations need only inner products of residuals: with R_ij = f_iᵀf_j,
     (f_k − f_i)ᵀ(f_k − f_j) = R_kk − R_ki − R_kj + R_ij and (f_k − f_i)ᵀf_k = R_kk − R_ik. R is kept per sample and
     gains one row per step (m inner products), instead of forming all m differences and their m×m Gram anew
-    (O(B·d·m²)), which made the mixing cost more than G itself on cheap maps. Residuals and R are float64; the
-    small system is solved with a relative ridge, as before.
+    (O(B·d·m²), more than G itself costs on cheap maps). Residuals and R are float64; the small system is solved
+    with a relative ridge.
     """
 
     def __init__(self, batch: int, dim: int, memory: int, dtype: torch.dtype, device: torch.device) -> None:
-        # Layouts chosen by timing the two products per step (one thread, B = 16, d = 3072, m = 10): the new Gram row
-        # f_kᵀ[f_1 … f_m] as a [1, d]·[d, m] product over residuals stored as columns takes a quarter of the time of
-        # [m, d]·[d, 1] over rows; the combination γᵀ[G(x_1); …; G(x_m)] is fastest over images stored as rows.
+        # Layouts for the two products per step: the new Gram row f_kᵀ[f_1 … f_m] as a [1, d]·[d, m] product over
+        # residuals stored as columns, the combination γᵀ[G(x_1); …; G(x_m)] over images stored as rows (the faster
+        # layout of each; python -m invattn.bench inverse times them).
         # Residuals are zero-filled, so the row product can always run over all m columns (contiguous; unwritten
         # columns give 0 and are never read); images are only read in written slots (``[:stored]``).
         self.residuals = torch.zeros(batch, dim, memory, dtype=torch.float64, device=device)
@@ -389,7 +446,7 @@ def _error_bounds(
 ) -> torch.Tensor:
     """Per-sample bound (float64 [B]) on ‖fl(G(x)) − x*‖/scale: (L·r + e/scale)/(1 − L), e the rounding allowance
     8u(scale + ‖x‖ + ‖G(x)‖) plus ``rounding(x)`` when the caller measures more (see :func:`solve_fixed_point`)."""
-    u = torch.finfo(x.dtype).eps / 2
+    u = unit_roundoff(x.dtype)
     allowance = 8 * u * (scale + per_sample_norm(x) + per_sample_norm(gx))
     if rounding is not None:
         allowance = allowance + rounding(x)
@@ -419,7 +476,7 @@ def _stall_message(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, best:
     """Why the solve stops, if its best residual ``best`` (falling too slowly to reach tol, see :func:`_too_slow`) lies
     within STALL_LEVEL times the rounding of one evaluation, u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖) (largest over the batch);
     else None."""
-    u = torch.finfo(x.dtype).eps / 2
+    u = unit_roundoff(x.dtype)
     rounding = u * float((1 + (per_sample_norm(x) + per_sample_norm(gx)) / scale).max())
     if best > STALL_LEVEL * rounding:
         return None

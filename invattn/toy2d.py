@@ -29,7 +29,7 @@ from ._validation import check_coeff, check_finite, check_positive_float, check_
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential
 from .lesson import progress
 from .lipschitz import LipSwish, spectral_norm
-from .solvers import check_scale, check_tol
+from .solvers import SolverOptions, check_tol
 
 __all__ = [
     "DATASETS",
@@ -126,7 +126,7 @@ def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> Inverti
     """The 2-D i-ResNet of the module docstring: ``n_blocks`` × (ActNorm(2) → x + g(x)), g = SN-Linear(2→width)
     → LipSwish → SN-Linear(width→2), each linear layer's operator norm certified ≤ ``coeff``.
 
-    So Lip(g) ≤ coeff² per block (``invattn.lipschitz_bound(block.g)`` reports the certified value). Input and
+    So Lip(g) ≤ coeff² per block (``block.branch_lipschitz_bound()`` reports the certified value). Input and
     output: points (n, 2). Returned in eval mode, its ActNorms the identity: an untrained flow is already a
     density (a standard normal, bent by the random branches). :func:`train_flow` sets each ActNorm's scale and
     shift from the first batch. Raises ``ValueError`` if ``coeff`` is not in (0, 1).
@@ -223,7 +223,7 @@ def train_flow(
     """Fit ``flow`` to the points ``data`` (n, 2) by maximum likelihood: Adam on −mean :func:`log_density` of
     ``batch_size`` points drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
     rate ``lr`` decayed to zero on a cosine. A :func:`invattn.lesson.progress` bar shows the mean batch
-    log-likelihood of the last 25 steps. (The defaults are lesson 06's: about 8 s per model on one CPU thread.)
+    log-likelihood of the last 25 steps (the defaults are lesson 06's).
 
     ActNorm layers not yet initialised are set from the first ``batch_size`` points. Deterministic on the CPU for a
     given seed. Leaves ``flow`` in eval mode and returns the batch mean log-likelihood at every step, an array
@@ -264,35 +264,24 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     """``(x, bound)``: x = F⁻¹(z) (n, 2) computed block by block, and per point a certified bound (n,) on
     ‖x − F⁻¹(z)‖ (in the units of x), F⁻¹(z) the exact preimage.
 
-    Each residual block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default
+    The chain's :meth:`~invattn.blocks.InvertibleBlock.inverse_and_error_bound` walks it backwards. Each residual
+    block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default
     :func:`invattn.solvers.default_tol` of z's dtype: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16
     and bfloat16; a tol below 4 unit roundoffs raises ``ValueError``); its :class:`invattn.InverseInfo`
     ``sample_error_bounds`` certify that solve, point by point. Errors already present
     in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
     most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
     the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
-    does not converge, ``ValueError`` for z that is not finite (n, 2) points.
+    does not converge, ``ValueError`` for z that is not finite (n, 2) points, ``TypeError`` for a block other than
+    ActNorm and InvertibleResidual (no certified inverse error).
     """
     _check_points(z, "z")
     if not isinstance(flow, InvertibleSequential):
         raise TypeError(f"invert walks an InvertibleSequential block by block, got {type(flow).__name__}")
     tol = check_tol(tol, z.dtype)  # the dtype's default, or ValueError for a tol below its rounding floor
-    unit_roundoff = torch.finfo(z.dtype).eps / 2
-    x = z
     bound = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     with torch.no_grad():
-        for block in reversed(flow):
-            if isinstance(block, InvertibleResidual):
-                scale = check_scale(x).double()  # the ‖y‖ that the solver's relative error_bound refers to
-                x, info = block.inverse(x, tol=tol, return_info=True)
-                bound = bound / (1 - block.lipschitz_bound()) + info.sample_error_bounds.to(bound.device) * scale
-            elif isinstance(block, ActNorm):
-                x = block.inverse(x)
-                stretch = float(torch.exp(-block.log_scale.double()).max())
-                bound = bound * stretch + 8 * unit_roundoff * x.double().norm(dim=1)
-            else:
-                raise TypeError(f"invert knows ActNorm and InvertibleResidual blocks, got {type(block).__name__}")
-    return x, bound
+        return flow.inverse_and_error_bound(z, bound, SolverOptions(tol=tol))
 
 
 def sample_flow(

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import invattn as ia
+from invattn.solvers import solve_fixed_point
 
 
 def dense_block(dim, coeff, depth=1):
@@ -236,7 +237,6 @@ def test_inputs_of_extreme_size_are_inverted_honestly(dtype, size):
 
 
 def test_solver_refuses_a_negative_lipschitz_bound():
-    from invattn.solvers import solve_fixed_point
 
     x0 = torch.ones(1, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="lipschitz"):
@@ -307,3 +307,88 @@ def test_a_numpy_rate_gate_is_a_number():
     block = dense_block(4, 0.5)
     x = torch.randn(2, 4, dtype=torch.float64)
     assert torch.allclose(block.inverse(block(x), rate_gate=np.float32(0.25)), x, atol=1e-8)
+
+
+def test_solver_options_are_checked_once_when_built():
+    with pytest.raises(ValueError, match="method must be one of"):
+        ia.SolverOptions(method="newton")
+    with pytest.raises(ValueError, match="on_failure"):
+        ia.SolverOptions(on_failure="ignore")
+    with pytest.raises(ValueError, match="memory"):
+        ia.SolverOptions(memory=0)
+    with pytest.raises(ValueError, match="tol"):
+        ia.SolverOptions(tol=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tolerance'"):
+        ia.SolverOptions.of(tolerance=1e-8)
+    with pytest.raises(TypeError, match="SolverOptions"):
+        ia.SolverOptions.of({"tol": 1e-8})
+    base = ia.SolverOptions(method="fixed_point", tol=1e-9)
+    assert ia.SolverOptions.of(base) is base  # passed through, not rebuilt
+    assert ia.SolverOptions.of(base, max_iter=7) == ia.SolverOptions(method="fixed_point", tol=1e-9, max_iter=7)
+
+
+def test_an_options_value_and_keywords_give_the_same_inverse():
+    block = dense_block(5, 0.8)
+    y = block(torch.randn(3, 5, dtype=torch.float64))
+    options = ia.SolverOptions(method="fixed_point", tol=1e-11, memory=3)
+    by_value, info = block.inverse(y, options, return_info=True)
+    by_keywords = block.inverse(y, method="fixed_point", tol=1e-11, memory=3)
+    assert torch.equal(by_value, by_keywords) and info.method == "fixed_point" and info.tol == 1e-11
+    amended, info = block.inverse(y, options, method="anderson", return_info=True)  # keywords amend a value
+    assert info.method == "anderson"
+    chain = ia.InvertibleSequential(ia.ActNorm(5).double().eval(), block)
+    assert torch.equal(chain.inverse(chain(by_value), options), chain.inverse(chain(by_value), **vars(options)))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tolerance'"):
+        chain.inverse(y, tolerance=1e-8)
+
+
+def test_solve_fixed_point_takes_an_options_value():
+    x0 = torch.ones(2, 3, dtype=torch.float64)
+    scale = torch.ones(2, dtype=torch.float64)
+    options = ia.SolverOptions(method="fixed_point", tol=1e-12)
+    x, info = solve_fixed_point(lambda x: 0.5 * x + 1, x0, scale, options, lipschitz=0.5)
+    same, _ = solve_fixed_point(lambda x: 0.5 * x + 1, x0, scale, method="fixed_point", tol=1e-12, lipschitz=0.5)
+    assert torch.equal(x, same) and info.converged and torch.allclose(x, torch.full_like(x, 2.0))
+
+
+def test_lipschitz_bound_of_a_residual_block_is_of_its_own_map():
+    block = dense_block(4, 0.6)
+    branch = block.branch_lipschitz_bound()
+    assert branch == ia.lipschitz_bound(block.g) <= 0.6
+    assert block.lipschitz_bound() == 1.0 + branch == ia.lipschitz_bound(block)  # Lip(x + g(x)) ≤ 1 + Lip(g)
+    assert ia.lipschitz_bound(ia.InvertibleSequential(block, block)) == (1.0 + branch) ** 2
+    assert ia.Squeeze().lipschitz_bound() == 1.0
+    x = torch.randn(6, 4, dtype=torch.float64)
+    x2 = x + 1e-3 * torch.randn(6, 4, dtype=torch.float64)
+    quotient = (block(x) - block(x2)).norm(dim=1) / (x - x2).norm(dim=1)
+    assert bool((quotient <= block.lipschitz_bound()).all())
+    assert bool((quotient >= 1 - branch - 1e-12).all())  # and F⁻¹'s: Lip(F⁻¹) ≤ 1/(1 − Lip(g))
+
+
+def test_the_chain_takes_only_blocks_and_logdet_only_blocks():
+    with pytest.raises(TypeError, match="InvertibleBlocks"):
+        ia.InvertibleSequential(ia.ActNorm(2), nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="no log-determinant for Linear"):
+        ia.logdet(nn.Linear(2, 2), torch.ones(1, 2))
+    with pytest.raises(TypeError, match="no certified inverse error bound for AdditiveCoupling"):
+        ia.AdditiveCoupling(nn.Linear(1, 1), 2).inverse_and_error_bound(torch.ones(1, 2), torch.zeros(1))
+
+
+def test_inverse_and_error_bound_covers_the_true_error():
+    torch.manual_seed(1)
+    block = dense_block(3, 0.9)
+    actnorm = ia.ActNorm(3).double()
+    with torch.no_grad():
+        actnorm.log_scale.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    chain = ia.InvertibleSequential(actnorm, block).eval()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    x_hat, bound = chain.inverse_and_error_bound(chain(x), torch.zeros(4, dtype=torch.float64), ia.SolverOptions())
+    assert bound.shape == (4,) and bool(((x_hat - x).norm(dim=1) <= bound).all())
+    # an incoming error grows by at most 1/(1 − L) through the residual block
+    _, grown = block.inverse_and_error_bound(block(x), torch.ones(4, dtype=torch.float64))
+    assert bool((grown >= 1 / (1 - block.branch_lipschitz_bound())).all())
+    small = nn.Linear(3, 3).double()  # contracting, but without a certificate
+    with torch.no_grad():
+        small.weight.mul_(0.1)
+    with pytest.raises(ValueError, match="no certified error"):
+        ia.InvertibleResidual(small).inverse_and_error_bound(x, torch.zeros(4, dtype=torch.float64))

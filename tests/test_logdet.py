@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import invattn as ia
+from invattn.logdet import residual_logdet
 
 
 def small_block(dim=6, coeff=0.8, seed=0):
@@ -41,7 +42,7 @@ def test_series_converges_within_truncation_bound():
     block = small_block()
     x = torch.randn(4, 6, dtype=torch.float64) * 2
     exact = ia.logdet(block, x, "exact").detach()
-    lipschitz = block.lipschitz_bound()
+    lipschitz = block.branch_lipschitz_bound()
     previous = math.inf
     for n in [1, 2, 4, 8, 16, 32]:
         series = ia.logdet(block, x, "series", n_terms=n, probe="basis").detach()  # exact traces: bias only
@@ -154,3 +155,28 @@ def test_bad_estimator_options_are_refused():
         ia.logdet(block, x, "roulette", distribution="uniform")
     with pytest.raises(ValueError, match="non-finite"):
         ia.logdet(block, torch.full((1, 6), float("inf"), dtype=torch.float64))
+
+
+def test_logdet_options_are_one_checked_value():
+    for bad, match in [
+        (dict(probe="sobol"), "probe"),
+        (dict(n_probes=0), "n_probes"),
+        (dict(n_exact_terms=-1), "n_exact_terms"),
+        (dict(p=1.0), "geometric success probability"),
+        (dict(lam=0.0), "lam"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ia.LogdetOptions(**bad)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'terms'"):
+        ia.LogdetOptions.of("series", terms=3)
+    with pytest.raises(TypeError, match="LogdetOptions or an estimator name"):
+        ia.LogdetOptions.of(3)
+    assert ia.LogdetOptions.of("roulette", p=0.3) == ia.LogdetOptions(estimator="roulette", p=0.3)
+    block = small_block()
+    x = torch.randn(2, 6, dtype=torch.float64)
+    options = ia.LogdetOptions(n_terms=7, generator=torch.Generator().manual_seed(5))
+    by_value = ia.logdet(block, x, options).detach()
+    by_keywords = ia.logdet(block, x, "series", n_terms=7, generator=torch.Generator().manual_seed(5)).detach()
+    assert torch.equal(by_value, by_keywords)
+    gx, value = residual_logdet(block.g, x, ia.LogdetOptions(estimator="exact"))
+    assert torch.equal(gx, block.g(x)) and torch.equal(value, ia.logdet(block, x, "exact"))

@@ -111,7 +111,16 @@ class AttentionCoupling(AdditiveCoupling):
 
     Invertible and exact whatever F's Lipschitz constant: the coupling's inverse never iterates. The price: each
     block transforms only half of the channels; a residual attention block x + a(x) transforms all of them but
-    needs Lip(a) < 1. ``options`` go to :func:`invattn.make_attention`.
+    needs Lip(a) < 1. It keeps the contract of :class:`invattn.blocks.InvertibleBlock` (log|det| = 0).
+
+    Arguments:
+        kind: one of :data:`KINDS` (the paper variant: :data:`PAPER_KINDS`).
+        channels: C of the inputs [B, C, H, W], even (F acts on C/2 channels).
+        variant: "certified", "paper" or "generative" (:func:`make_attention`).
+        coeff: F's certified bound for the certified variant (not needed for invertibility here).
+        **options: go to :func:`invattn.make_attention`.
+    Raises:
+        ValueError: an odd channel count, an unknown kind or variant.
     """
 
     def __init__(self, kind: str, channels: int, variant: str = "certified", coeff: float = 0.9, **options) -> None:

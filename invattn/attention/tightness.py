@@ -1,5 +1,8 @@
 """How tight is a certified bound? A search for the steepest pair of inputs, beside the bound it must stay under.
 
+The search itself is :func:`invattn.lipschitz.search_lipschitz` (re-exported here), which shares its Adam ascent
+with :func:`invattn.estimate_lipschitz`'s pair search (:func:`invattn.lipschitz.ascend_quotient`).
+
 A certified bound L says ‖g(x) − g(x')‖ ≤ L‖x − x'‖ for every pair. Any pair found by any search gives a quotient
 that is a lower bound on Lip(g); the ratio quotient / L is then at most 1 if the certificate is right, and says how
 much of the bound a determined search can realise (Kim et al., 2021, ask the same of their L2-attention bound).
@@ -9,91 +12,20 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_finite, check_positive_float, check_positive_int
-from ..lipschitz import estimate_lipschitz
+from .._validation import check_positive_float, check_positive_int
+from ..lipschitz import LipschitzSearch, estimate_lipschitz, search_lipschitz
 from .core import CertifiedAttention
 from .paper import PaperAttention
 
 __all__ = ["LipschitzSearch", "Tightness", "search_lipschitz", "attention_tightness", "scale_with_positions"]
 
 
-@dataclass(frozen=True)
-class LipschitzSearch:
-    """What :func:`search_lipschitz` found: ``quotient`` (the largest difference quotient over all starts and
-    steps, a lower bound on Lip(fn)), ``per_start`` ([B], the best quotient of each start) and ``inputs``
-    ([B, ...], the midpoint x of each start's best pair x ± h)."""
-
-    quotient: float
-    per_start: torch.Tensor
-    inputs: torch.Tensor
-
-
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1)
-
-
-def search_lipschitz(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    starts: torch.Tensor,
-    steps: int = 100,
-    lr: float = 0.05,
-    offset: float = 1e-4,
-    seed: int = 0,
-) -> LipschitzSearch:
-    """Adam ascent of the difference quotient ‖fn(x + h) − fn(x − h)‖ / ‖2h‖ over both the point x and the
-    direction of h (‖h‖ = ``offset``), from every start at once.
-
-    ``fn`` maps a batch [B, ...] to a batch [B, ...] sample by sample (no mixing across the batch);
-    ``starts`` [B, ...] are the B initial points. ``lr`` is Adam's step in input units, ``offset`` the
-    half-distance of each pair in input units. Every recorded quotient is that of an actual pair
-    (x − h, x + h), with the denominator measured from the two tensors passed to ``fn``: a lower bound on
-    Lip(fn) whatever ``offset`` is, up to the rounding of the two evaluations, a relative error of about
-    u·‖fn(x)‖/‖fn(x + h) − fn(x − h)‖ (u the unit roundoff: ~1e-11 in float64 with the default offset for
-    outputs of norm ~10, far too coarse in float32, so search in float64). Gradients are taken with respect
-    to x and h only, so ``fn``'s parameters are left without ``.grad``.
-
-    Raises ``TypeError`` if ``starts`` is not a floating-point tensor with a batch dimension and at least one
-    more, ``ValueError`` for non-finite starts, ``steps`` < 1, or a non-positive ``lr`` or ``offset``.
-    """
-    if not isinstance(starts, torch.Tensor) or not starts.is_floating_point() or starts.dim() < 2:
-        raise TypeError("starts must be a floating-point tensor [B, ...] with a batch dimension and at least one more")
-    check_finite(starts, "starts")
-    check_positive_int(steps, "steps")
-    lr = check_positive_float(lr, "lr")
-    offset = check_positive_float(offset, "offset")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    point = starts.detach().clone().requires_grad_(True)
-    direction = torch.randn(starts.shape, generator=generator, dtype=starts.dtype).to(starts.device)
-    direction.requires_grad_(True)
-    optimizer = torch.optim.Adam([point, direction], lr=lr)
-    batch = starts.shape[0]
-    best = torch.zeros(batch, dtype=starts.dtype, device=starts.device)
-    best_inputs = starts.detach().clone()
-    shape = (batch, *[1] * (starts.dim() - 1))
-    for _ in range(steps):
-        step = offset * direction / _per_sample_norm(direction).clamp_min(1e-300).view(shape)
-        upper, lower = point + step, point - step
-        outputs = fn(torch.cat([upper, lower]))
-        distance = _per_sample_norm(upper - lower)
-        if not torch.isfinite(outputs).all() or not bool((distance > 0).all()):
-            raise ValueError(
-                "the search left the range where fn is finite or the pair offset underflowed "
-                f"(offset {offset:g}): no quotient can be measured there; use other starts or offset"
-            )
-        quotient = _per_sample_norm(outputs[:batch] - outputs[batch:]) / distance
-        with torch.no_grad():
-            better = quotient > best
-            best = torch.where(better, quotient, best)
-            best_inputs[better] = point[better]
-        gradients = torch.autograd.grad(-quotient.sum(), [point, direction])
-        point.grad, direction.grad = gradients
-        optimizer.step()
-    return LipschitzSearch(quotient=float(best.max()), per_start=best.detach(), inputs=best_inputs)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""The contract every invertible block keeps, and the chain of blocks.
+
+:class:`InvertibleBlock` states, once, what ``forward``, ``inverse``, ``forward_and_logdet`` and ``logdet`` take and
+return (as FrEIA's ``InvertibleModule`` does for its implementers); :class:`InvertibleSequential` composes blocks
+through that contract alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..logdet import LogdetOptions
+from ..solvers import SolverOptions
+
+__all__ = ["InvertibleBlock", "InvertibleSequential", "logdet"]
+
+
+class InvertibleBlock(nn.Module):
+    """An invertible map F of [B, ...] tensors, sample by sample, with its inverse and its log-determinant.
+
+    The contract (each method acts on every sample of the batch independently; B ≥ 1):
+
+    * ``forward(x)`` → y = F(x): x [B, ...] of any float dtype the block's parameters have; y of the same dtype, on the
+      same device, its shape fixed by x's (the same for a bijection; :class:`invattn.Squeeze` and
+      :class:`invattn.InjectivePad` change it).
+    * ``inverse(y, options=None)`` → x with F(x) = y: exactly up to rounding for an analytic inverse (ActNorm, Squeeze,
+      the couplings), to ``options.tol`` for a fixed-point solve (a :class:`invattn.solvers.SolverOptions`; blocks
+      with an analytic inverse ignore it). x has y's dtype; raises :class:`invattn.InversionError` when a solve does
+      not converge, ``ValueError`` for a y of the wrong shape or with non-finite values, and ``RuntimeError`` while a
+      branch holds batch normalisation or dropout in training mode (the inverse would silently be of another map).
+    * ``forward_and_logdet(x, options=None)`` → ``(y, logdet)``: y = forward(x) and logdet [B] = ln|det ∂F(x_b)/∂x_b|
+      in nats, in x's dtype, differentiable w.r.t. x and the parameters. Exact for the analytic blocks; estimated as
+      ``options`` say for a residual block (a :class:`invattn.logdet.LogdetOptions`). The default evaluates
+      ``logdet(x)`` first, then ``forward(x)``.
+    * ``logdet(x, options=None)`` → logdet [B], as above. A block that is not a bijection of one space (InjectivePad)
+      refuses with ``ValueError``.
+
+    * ``inverse_and_error_bound(y, error, options=None)`` → ``(x, bound)``: x = inverse(y) and per sample a certified
+      bound [B] (float64) on ‖x − F⁻¹(ŷ)‖ for every exact ŷ with ‖y − ŷ‖ ≤ ``error`` [B]: the bound a chain carries
+      backwards. Only blocks with a certified inverse error have it (InvertibleResidual, ActNorm, a chain of them);
+      the others raise ``TypeError``.
+
+    Subclasses implement ``forward``, ``inverse`` and ``logdet`` (or ``forward_and_logdet``, when one evaluation
+    serves both). ``lipschitz_bound()``, where a block has it, bounds Lip(F) of the block's own map.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError(f"{type(self).__name__} implements no forward")
+
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+        """x with forward(x) = y (class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no inverse")
+
+    def forward_and_logdet(
+        self, x: torch.Tensor, options: LogdetOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(x), logdet(x))``, the log-determinant evaluated first (class docstring)."""
+        value = self.logdet(x, options)
+        return self(x), value
+
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
+        """ln|det ∂F(x_b)/∂x_b| per sample, [B] (class docstring)."""
+        raise TypeError(f"no log-determinant for {type(self).__name__}")
+
+    def inverse_and_error_bound(
+        self, y: torch.Tensor, error: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inverse(y), bound)``, bound [B] ≥ ‖x − F⁻¹(ŷ)‖ for ‖y − ŷ‖ ≤ ``error`` (class docstring)."""
+        raise TypeError(f"no certified inverse error bound for {type(self).__name__}")
+
+
+class InvertibleSequential(InvertibleBlock, nn.Sequential):
+    """A chain of invertible blocks F = F_n ∘ … ∘ F_1; ``inverse`` runs the parts backwards, and
+    ln|det J_F(x)| = Σ_k ln|det J_{F_k}(x_{k−1})| along the forward pass.
+
+    Arguments:
+        *blocks: :class:`InvertibleBlock` instances (``TypeError`` for anything else), applied in order.
+
+    ``inverse(y, options=None, **keywords)``: the keywords (``tol``, ``method``, …) build one
+    :class:`invattn.solvers.SolverOptions` given to every part; ``forward_and_logdet(x, options=None, **keywords)``
+    likewise builds one :class:`invattn.logdet.LogdetOptions` (a string ``options`` is the estimator).
+
+    >>> import torch, invattn as ia
+    >>> torch.manual_seed(0) and None
+    >>> g = torch.nn.Sequential(ia.spectral_norm(torch.nn.Linear(3, 3), 0.5), torch.nn.Tanh())
+    >>> chain = ia.InvertibleSequential(ia.ActNorm(3), ia.InvertibleResidual(g)).double().eval()
+    >>> x = torch.randn(4, 3, dtype=torch.float64)
+    >>> error = float((chain.inverse(chain(x)) - x).detach().abs().max())
+    >>> print(error < 1e-9)
+    True
+    """
+
+    def __init__(self, *blocks: nn.Module) -> None:
+        for block in blocks:
+            if not isinstance(block, InvertibleBlock):
+                raise TypeError(f"InvertibleSequential chains InvertibleBlocks, got {type(block).__name__}")
+        nn.Sequential.__init__(self, *blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return nn.Sequential.forward(self, x)
+
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
+        """x with forward(x) = y: each part's inverse, last part first, with the same solver options."""
+        options = SolverOptions.of(options, **keywords)
+        for block in reversed(self):
+            y = block.inverse(y, options)
+        return y
+
+    def inverse_and_error_bound(
+        self, y: torch.Tensor, error: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, bound)``: each part's certified inverse, last part first, its bound carried through the chain."""
+        for block in reversed(self):
+            y, error = block.inverse_and_error_bound(y, error, options)
+        return y, error
+
+    def forward_and_logdet(
+        self, x: torch.Tensor, options: LogdetOptions | str | None = None, **keywords
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F(x), Σ_k logdet_k)`` per sample, each part's output and log-det from one evaluation of it."""
+        options = LogdetOptions.of(options, **keywords)
+        total = x.new_zeros(x.shape[0])
+        for part in self:
+            x, value = part.forward_and_logdet(x, options)
+            total = total + value
+        return x, total
+
+    def logdet(self, x: torch.Tensor, options: LogdetOptions | str | None = None, **keywords) -> torch.Tensor:
+        """Σ_k ln|det J_{F_k}| per sample, [B] (see :meth:`forward_and_logdet`)."""
+        return self.forward_and_logdet(x, options, **keywords)[1]
+
+
+def logdet(block: nn.Module, x: torch.Tensor, options: LogdetOptions | str | None = None, **keywords) -> torch.Tensor:
+    """ln|det ∂block(x)/∂x| per sample: ``block.logdet(x, options)`` of an :class:`InvertibleBlock`.
+
+    Arguments:
+        block: an :class:`InvertibleBlock` (a chain sums its parts' log-dets along the forward pass).
+        x: input [B, ...] of the block's dtype.
+        options: a :class:`invattn.logdet.LogdetOptions` or an estimator name for the residual blocks: ``"exact"``
+            (jacrev + slogdet), ``"series"`` (truncated power series with Hutchinson probes; ``n_terms``,
+            ``n_probes``) or ``"roulette"`` (unbiased; ``n_exact_terms``, ``distribution``); keyword arguments amend
+            it, e.g. ``neumann_gradient=True`` for flat memory (see :mod:`invattn.logdet`). ActNorm, Squeeze and the
+            couplings are exact whatever the options.
+    Returns:
+        logdet [B] in x's dtype, in nats.
+    Raises:
+        TypeError: ``block`` is not an InvertibleBlock, or an unknown keyword.
+        ValueError: invalid options, or a block without a log-determinant (InjectivePad).
+    """
+    if not isinstance(block, InvertibleBlock):
+        raise TypeError(f"no log-determinant for {type(block).__name__}")
+    return block.logdet(x, LogdetOptions.of(options, **keywords))
