@@ -110,7 +110,7 @@ def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
         return math.nan, math.nan
     features = model.attention_inputs(held_out_images()[:8].to(next(model.parameters()).device))[0]
     g = blocks[0].g
-    return float(blocks[0].lipschitz_bound()), float(estimate_lipschitz(g, features.detach(), n_iterations=30))
+    return float(blocks[0].branch_lipschitz_bound()), float(estimate_lipschitz(g, features.detach(), n_iterations=30))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResidualFlow:

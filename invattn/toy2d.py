@@ -27,8 +27,8 @@ from torch.nn.utils import parametrize
 
 from ._validation import check_coeff, check_finite, check_positive_float, check_positive_int
 from .blocks import ActNorm, InvertibleResidual, InvertibleSequential
-from .lesson import progress
 from .lipschitz import LipSwish, spectral_norm
+from .progress import progress
 from .solvers import SolverOptions, check_tol
 
 __all__ = [
@@ -222,7 +222,7 @@ def train_flow(
 ) -> np.ndarray:
     """Fit ``flow`` to the points ``data`` (n, 2) by maximum likelihood: Adam on −mean :func:`log_density` of
     ``batch_size`` points drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
-    rate ``lr`` decayed to zero on a cosine. A :func:`invattn.lesson.progress` bar shows the mean batch
+    rate ``lr`` decayed to zero on a cosine. A :func:`invattn.progress.progress` bar shows the mean batch
     log-likelihood of the last 25 steps (the defaults are lesson 06's).
 
     ActNorm layers not yet initialised are set from the first ``batch_size`` points. Deterministic on the CPU for a

@@ -65,7 +65,7 @@ def test_logdet_series_of_an_eval_block_after_a_weight_change_is_within_its_trun
         _original(block.g[0]).copy_(10 * torch.randn(4, 4, dtype=torch.float64))
     exact = ia.logdet(block, x, "exact")
     series = ia.logdet(block, x, "series", n_terms=10, probe="basis")
-    bound = ia.series_truncation_bound(block.lipschitz_bound(), 10, 4)
+    bound = ia.series_truncation_bound(block.branch_lipschitz_bound(), 10, 4)
     assert torch.all((series - exact).abs() <= bound)
 
 
@@ -247,13 +247,14 @@ def test_roulette_default_distribution_has_finite_variance_for_the_certified_bou
     with warnings.catch_warnings():
         warnings.simplefilter("error", RouletteVarianceWarning)
         block.forward_and_logdet(x, "roulette", generator=torch.Generator().manual_seed(0))
-    assert roulette_variance_is_finite(block.lipschitz_bound(), "geometric", min(0.5, 1 - block.lipschitz_bound()))
+    lip = block.branch_lipschitz_bound()
+    assert roulette_variance_is_finite(lip, "geometric", min(0.5, 1 - lip))
 
 
 def test_roulette_warns_when_p_breaks_the_variance_condition():
     block = _linear_block(0.95)
     x = torch.randn(2, 5, dtype=torch.float64)
-    assert not roulette_variance_is_finite(block.lipschitz_bound(), "geometric", 0.5)
+    assert not roulette_variance_is_finite(block.branch_lipschitz_bound(), "geometric", 0.5)
     with pytest.warns(RouletteVarianceWarning, match=r"Lip\(g\)\^2 < 1 - p"):
         block.forward_and_logdet(x, "roulette", p=0.5, generator=torch.Generator().manual_seed(0))
     with pytest.warns(RouletteVarianceWarning, match="Poisson"):
@@ -362,13 +363,13 @@ def _check_model(model: ResidualFlow, x: torch.Tensor) -> None:
                 if isinstance(layer, nn.Conv2d):
                     assert ia.operator_norm(layer) <= ia.lipschitz_bound(layer) <= model.config.coeff
         if "attention" in scale:
-            assert scale["attention"].lipschitz_bound() <= model.config.attention_coeff
+            assert scale["attention"].branch_lipschitz_bound() <= model.config.attention_coeff
     step = model.scales[0]["steps"][0]
     with torch.no_grad():
         h = step.actnorm(model.squeeze(x))
         y = step.residual(h)
     measured = ia.estimate_lipschitz(step.residual.g, h, n_iterations=20, pair_steps=10)
-    assert measured <= step.residual.lipschitz_bound()
+    assert measured <= step.residual.branch_lipschitz_bound()
     h_hat, info = step.residual.inverse(y, return_info=True)
     assert float(_relative_errors(h_hat, h, y).max()) <= info.error_bound
     _, error = model.reconstruct(x)
@@ -552,8 +553,9 @@ def test_lipschitz_bound_of_a_residual_block_is_one_plus_its_branch():
     with torch.no_grad():
         g[0].parametrizations.weight.original.zero_()
     block = ia.InvertibleResidual(g)
-    assert block.lipschitz_bound() < 1e-40  # the block's own method: Lip(g) (0, plus subnormal rounding)
-    assert ia.lipschitz_bound(nn.Sequential(block)) == 1.0 + block.lipschitz_bound()  # the generic one: Lip(x + g(x))
+    assert block.branch_lipschitz_bound() < 1e-40  # the branch: Lip(g) (0, plus subnormal rounding)
+    # the block's own map, by its method and by the generic function alike: Lip(x + g(x)) ≤ 1 + Lip(g)
+    assert block.lipschitz_bound() == ia.lipschitz_bound(nn.Sequential(block)) == 1.0 + block.branch_lipschitz_bound()
 
 
 def test_a_parametrization_after_the_spectral_norm_is_refused():

@@ -321,7 +321,7 @@ def test_classifier_options_work(tmp_path):
     )
     model = result["model"].eval()
     assert model.config.coeff == 0.5
-    assert all(block.lipschitz_bound() <= 0.5 for stage in model.stages for block in stage)
+    assert all(block.branch_lipschitz_bound() <= 0.5 for stage in model.stages for block in stage)
     assert isinstance(result["model"], IResNetClassifier)
     with pytest.raises(ValueError, match="needs a model"):
         training.train("smoke", tmp_path, task="classify")

@@ -150,10 +150,10 @@ def test_a_checkpoint_with_numpy_random_state_from_before_still_resumes(smoke_ru
 def test_the_random_state_round_trips_through_a_checkpoint(tmp_path):
     torch.manual_seed(3)
     np.random.seed(3)
-    saved = training._rng_state()
+    saved = training.rng_state()
     expected = (torch.rand(2), np.random.rand(2), __import__("random").random())
     training.save_checkpoint(tmp_path / "rng.pt", dict(rng=saved))
-    training._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    training.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     again = (torch.rand(2), np.random.rand(2), __import__("random").random())
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
@@ -370,15 +370,15 @@ def test_divergence_from_the_start_raises_training_diverged(tmp_path):
 
 
 def test_non_finite_training_data_is_named_as_bad_data(tmp_path, monkeypatch):
-    real = training._data
+    real = training.DensityTask.data
 
-    def damaged(*args):
-        images, labels, test = real(*args)
+    def damaged(self, *args):
+        images, labels, test = real(self, *args)
         images = images.clone()
         images[3, 0, 2, 2] = float("nan")
         return images, labels, test
 
-    monkeypatch.setattr(training, "_data", damaged)
+    monkeypatch.setattr(training.DensityTask, "data", damaged)
     with pytest.raises(ValueError, match=r"1 training image\(s\).*NaN"):
         training.train("smoke", tmp_path, progress_bar=False)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..attention import make_attention
 from ..blocks import InvertibleResidual
-from ..models import conv_branch
+from ..branches import conv_branch
 from ..norms import certify_operator_norm, layer_geometry
 from ..solvers import InverseInfo
 from .base import Classifier, ClassifierInverseInfo
@@ -36,10 +36,7 @@ class IResNetClassifier(Classifier):
             width = config.hidden or channels
             blocks = []
             for i in range(n_blocks):
-                if config.coeff is None:
-                    g = _unconstrained_branch(channels, width, input_nonlinearity=(index > 0 or i > 0))
-                else:
-                    g = conv_branch(channels, width, size, config.coeff, input_nonlinearity=(index > 0 or i > 0))
+                g = conv_branch(channels, width, size, config.coeff, input_nonlinearity=(index > 0 or i > 0))
                 blocks.append(InvertibleResidual(g))
             if index == 0 and config.attention is not None:
                 blocks.append(InvertibleResidual(make_attention(config.attention, channels, coeff=config.coeff)))
@@ -53,7 +50,7 @@ class IResNetClassifier(Classifier):
         total = 1.0
         for stage in self.stages:
             for block in stage:
-                total *= 1.0 + block.lipschitz_bound()
+                total *= block.lipschitz_bound()
         return total
 
     def logit_lipschitz_bound(self) -> float:
@@ -108,16 +105,3 @@ class IResNetClassifier(Classifier):
             return_info,
             lambda again: self._invert(again, lambda block, h: block.inverse(h, **quiet))[1],
         )
-
-
-def _unconstrained_branch(channels: int, width: int, input_nonlinearity: bool) -> nn.Sequential:
-    """The i-ResNet branch without spectral normalisation: what an ordinary ResNet block computes."""
-    layers = [nn.ELU()] if input_nonlinearity else []
-    layers += [
-        nn.Conv2d(channels, width, 3, padding=1),
-        nn.ELU(),
-        nn.Conv2d(width, width, 1),
-        nn.ELU(),
-        nn.Conv2d(width, channels, 3, padding=1),
-    ]
-    return nn.Sequential(*layers)

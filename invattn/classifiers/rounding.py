@@ -226,7 +226,7 @@ class RoundingBound:
         # y = a + g: |fl(s) − s| ≤ u|fl(s)| per entry
         self.h = a + self.h
         self.err64 = err64_a + self.err64 + self.u64 * self.computed_norm(self.h)
-        self.lip = lip_a * (1 + block64.lipschitz_bound())  # Lip(a + g(a)) ≤ 1 + Lip(g)
+        self.lip = lip_a * (1 + block64.branch_lipschitz_bound())  # Lip(a + g(a)) ≤ 1 + Lip(g)
         self.guard(self.ball_norm(err_a + self.err), self.computed_norm(self.h) + self.err64)
         self.err = err_a + self.err
         self.err = self.err + self.u * self.ball_norm()
