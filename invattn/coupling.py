@@ -29,6 +29,7 @@ from torch import nn
 from ._validation import NonFiniteError, check_finite, check_positive_float, check_positive_int, unchanged_by_inverse
 from .blocks import InvertibleBlock
 from .logdet import LogdetOptions
+from .norms import per_sample_norm
 from .solvers import SolverOptions
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "InjectivePad", "bottleneck_branch"]
@@ -186,7 +187,7 @@ class InjectivePad(InvertibleBlock):
     def distance_from_range(self, y: torch.Tensor) -> torch.Tensor:
         """‖appended channels of y‖₂ per sample: 0 exactly when y = forward(x) for some x."""
         self.inverse(y)  # the same checks
-        return y[:, self.in_channels :].flatten(1).norm(dim=1)
+        return per_sample_norm(y[:, self.in_channels :])
 
     def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
         """Refused with ``ValueError``: a map into a larger space has no log-determinant."""

@@ -24,7 +24,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._validation import check_coeff, check_finite, check_positive_float, check_positive_int, unwrap_functorch
-from .norms import ConvGeometry, NormCertificate, certify_operator_norm, layer_geometry, unit_roundoff
+from .norms import (
+    ConvGeometry,
+    NormCertificate,
+    certify_operator_norm,
+    layer_geometry,
+    per_sample_norm,
+    unit_roundoff,
+)
 
 __all__ = [
     "SpectralNorm",
@@ -108,7 +115,7 @@ class SpectralNorm(nn.Module):
         u = unit_roundoff(weight.dtype)
         if weight.dtype != torch.float64:
             u *= 1 + 2.0**-50  # the float64 product s·W, rounded to float64 before the dtype
-        eta = torch.finfo(weight.dtype).smallest_normal * torch.finfo(weight.dtype).eps / 2
+        eta = torch.finfo(weight.dtype).smallest_normal * unit_roundoff(weight.dtype)
         shape = weight.shape
         taps = math.prod(shape[2:]) if weight.dim() > 2 else 1
         absolute = eta * taps * math.sqrt(shape[0] * shape[1])
@@ -391,9 +398,6 @@ def estimate_lipschitz(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     batch = x.shape[0]
 
-    def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(batch, -1).norm(dim=1)
-
     # 1. Jacobian spectral norm: the Jacobian of a batch-independent fn is block diagonal, so power
     #    iteration normalised per sample finds each block's top singular value.
     v = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -475,10 +479,6 @@ class LipschitzSearch:
     inputs: torch.Tensor
 
 
-def _flat_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1)
-
-
 def search_lipschitz(
     fn: Callable[[torch.Tensor], torch.Tensor],
     starts: torch.Tensor,
@@ -523,16 +523,16 @@ def search_lipschitz(
     shape = (batch, *[1] * (starts.dim() - 1))
 
     def quotient() -> torch.Tensor:
-        step = offset * direction / _flat_norm(direction).clamp_min(1e-300).view(shape)
+        step = offset * direction / per_sample_norm(direction).clamp_min(1e-300).view(shape)
         upper, lower = point + step, point - step
         outputs = fn(torch.cat([upper, lower]))
-        distance = _flat_norm(upper - lower)
+        distance = per_sample_norm(upper - lower)
         if not torch.isfinite(outputs).all() or not bool((distance > 0).all()):
             raise ValueError(
                 "the search left the range where fn is finite or the pair offset underflowed "
                 f"(offset {offset:g}): no quotient can be measured there; use other starts or offset"
             )
-        return _flat_norm(outputs[:batch] - outputs[batch:]) / distance
+        return per_sample_norm(outputs[:batch] - outputs[batch:]) / distance
 
     def record(value: torch.Tensor) -> None:
         nonlocal best

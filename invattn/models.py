@@ -25,9 +25,10 @@ from .attention import GENERATION_KINDS, KINDS, PAPER_KINDS, VARIANTS, make_atte
 from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequential, Squeeze
 from .branches import conv_branch
 from .logdet import LogdetOptions
+from .norms import relative_error
 from .solvers import SolverOptions
 
-__all__ = ["FlowConfig", "PRESETS", "ResidualFlow", "FlowStep", "conv_branch", "with_attention"]
+__all__ = ["FlowConfig", "PRESETS", "PRESET_TRAINING", "ResidualFlow", "FlowStep", "with_attention"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,17 @@ PRESETS: dict[str, FlowConfig] = {
     ),
     # the paper's CIFAR-10 model (GPU)
     "cifar10-paper": FlowConfig(),
+}
+
+# How each preset is trained: the fields of invattn.train.TrainConfig that differ from its defaults, as plain values
+# (this table sits below the training loop, which builds invattn.train.TRAINING from it)
+PRESET_TRAINING: dict[str, dict] = {
+    "smoke": dict(
+        dataset="digits", n_train=256, batch_size=16, epochs=1, steps=20, checkpoint_every=10, samples_per_epoch=4
+    ),
+    "digits": dict(dataset="digits", batch_size=64, epochs=10, checkpoint_every=200, samples_per_epoch=16),
+    # the paper: Adamax, lr 3e-3, batch 64, 200 epochs, with a 1-epoch linear warm-up
+    "cifar10-paper": dict(dataset="cifar10", batch_size=64, epochs=200, warmup_steps=782, checkpoint_every=1000),
 }
 
 
@@ -339,7 +351,7 @@ class ResidualFlow(nn.Module):
         (or keyword solver options, as :meth:`inverse`)."""
         options = SolverOptions.of(options, **keywords)
         x_hat = self.inverse(self.latents(x), options)
-        error = float(((x_hat - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max())
+        error = float(relative_error(x_hat, x).max())
         return x_hat, error
 
     def lipschitz_bounds(self) -> list[float]:

@@ -56,6 +56,7 @@ __all__ = [
     "certify_operator_norm",
     "layer_geometry",
     "per_sample_norm",
+    "per_sample_norm_float64",
     "relative_error",
     "unit_roundoff",
 ]
@@ -501,12 +502,33 @@ def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     Arguments:
         t: a batch [B, ...] (any shape with the batch first), any float dtype.
     Returns:
-        [B], in ``t``'s dtype: ``t.flatten(1).norm(dim=1)``.
+        [B], in ``t``'s dtype: ``t.reshape(B, -1).norm(dim=1)`` (a [B] tensor is B samples of one entry each),
+        differentiable. See :func:`per_sample_norm_float64` for norms that must not overflow.
 
     >>> per_sample_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]])).tolist()
     [5.0, 1.0]
     """
-    return t.flatten(1).norm(dim=1)
+    return t.reshape(t.shape[0], -1).norm(dim=1)
+
+
+def per_sample_norm_float64(t: torch.Tensor) -> torch.Tensor:
+    """‖t_b‖₂ per sample in float64, scaled by the sample's largest entry first so that it never overflows.
+
+    ‖t_b‖ = m_b · ‖t_b / m_b‖ with m_b = max_i |t_b,i| (1 where the sample is zero): the sum of squares of a float32
+    norm overflows at ‖t‖ ≈ 1.8e19 and a float64 one at about 1e154, and a relative residual would overflow with it.
+
+    Arguments:
+        t: a batch [B, ...], any float dtype (an empty sample has norm 0).
+    Returns:
+        [B], float64, detached (no gradient flows through it).
+
+    >>> per_sample_norm_float64(torch.tensor([[3e30, 4e30]], dtype=torch.float32)).tolist()
+    [5.000000...e+30]
+    """
+    flat = t.detach().reshape(t.shape[0], -1).double()
+    largest = flat.abs().amax(dim=1, keepdim=True) if flat.shape[1] else flat.new_zeros(flat.shape[0], 1)
+    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
+    return (flat / unit).norm(dim=1) * unit.squeeze(1)
 
 
 def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

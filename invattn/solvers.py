@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
-from .norms import unit_roundoff
+from .norms import per_sample_norm_float64, unit_roundoff
 
 __all__ = [
     "ANDERSON_MEMORY",
@@ -30,7 +30,6 @@ __all__ = [
     "default_tol",
     "check_tol",
     "smallest_tol",
-    "per_sample_norm",
 ]
 
 METHODS = ("anderson", "fixed_point")
@@ -237,16 +236,6 @@ def check_tol(tol: float | None, dtype: torch.dtype, on_failure: str = "raise") 
     return tol
 
 
-def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    """‖t_b‖₂ per sample of t [B, ...], float64 [B], scaled by the largest entry first: a float32 norm overflows at
-    ‖t‖ ≈ 1.8e19 and a float64 one at about 1e154 (the sum of squares), and a relative residual would overflow with
-    it. No gradient flows through it."""
-    flat = t.detach().reshape(t.shape[0], -1).double()
-    largest = flat.abs().amax(dim=1, keepdim=True) if flat.shape[1] else flat.new_zeros(flat.shape[0], 1)
-    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
-    return (flat / unit).norm(dim=1) * unit.squeeze(1)
-
-
 def solve_fixed_point(
     G: Callable[[torch.Tensor], torch.Tensor],
     x0: torch.Tensor,
@@ -310,7 +299,7 @@ def solve_fixed_point(
         if not torch.isfinite(gx).all():
             info.iterations = iteration
             return _fail(info, x, "an iterate became non-finite (is Lip(g) really < 1?)", on_failure)
-        residual = per_sample_norm(gx - x) / scale
+        residual = per_sample_norm_float64(gx - x) / scale
         worst = float(residual.max())
         info.residuals.append(worst)
         if worst <= tol:
@@ -447,7 +436,7 @@ def _error_bounds(
     """Per-sample bound (float64 [B]) on ‖fl(G(x)) − x*‖/scale: (L·r + e/scale)/(1 − L), e the rounding allowance
     8u(scale + ‖x‖ + ‖G(x)‖) plus ``rounding(x)`` when the caller measures more (see :func:`solve_fixed_point`)."""
     u = unit_roundoff(x.dtype)
-    allowance = 8 * u * (scale + per_sample_norm(x) + per_sample_norm(gx))
+    allowance = 8 * u * (scale + per_sample_norm_float64(x) + per_sample_norm_float64(gx))
     if rounding is not None:
         allowance = allowance + rounding(x)
     return (lipschitz * residual + allowance.double() / scale) / (1 - lipschitz)
@@ -477,7 +466,7 @@ def _stall_message(x: torch.Tensor, gx: torch.Tensor, scale: torch.Tensor, best:
     within STALL_LEVEL times the rounding of one evaluation, u·(1 + (‖x‖ + ‖G(x)‖)/‖y‖) (largest over the batch);
     else None."""
     u = unit_roundoff(x.dtype)
-    rounding = u * float((1 + (per_sample_norm(x) + per_sample_norm(gx)) / scale).max())
+    rounding = u * float((1 + (per_sample_norm_float64(x) + per_sample_norm_float64(gx)) / scale).max())
     if best > STALL_LEVEL * rounding:
         return None
     return (
@@ -505,7 +494,7 @@ def check_scale(y: torch.Tensor) -> torch.Tensor:
     scale, gets 1e-12 of the batch's largest norm (1 if every y is 0); every other sample keeps its own norm, so a
     small y beside a huge one is still solved to its own relative tolerance."""
     check_finite(y, "y")
-    norms = per_sample_norm(y.detach())  # float64: no overflow for float32 inputs up to their largest value
+    norms = per_sample_norm_float64(y.detach())  # float64: no overflow for float32 inputs up to their largest value
     largest = float(norms.max())
     fallback = largest * 1e-12 if largest > 0 else 1.0
     return torch.where(norms > 0, norms, torch.full_like(norms, fallback))

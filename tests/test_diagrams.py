@@ -34,9 +34,18 @@ def test_a_diagram_is_the_same_bytes_every_time(name, tmp_path):
 
 
 def test_the_command_line_draws_every_diagram(tmp_path, capsys):
+    before = dict(matplotlib.rcParams)
     diagrams.main([str(tmp_path)])
     assert sorted(p.stem for p in tmp_path.glob("*.svg")) == sorted(diagrams.DIAGRAMS)
     assert len(capsys.readouterr().out.splitlines()) == len(diagrams.DIAGRAMS)
+    assert dict(matplotlib.rcParams) == before  # the lessons' style was for those files only
+    # drawn in the lessons' style: the very files the lessons save
+    for path in tmp_path.glob("*.svg"):
+        stored = ROOT / "figures" / path.name
+        if stored.is_file():
+            assert path.read_bytes() == stored.read_bytes(), f"{path.name} differs from figures/"
+    with pytest.raises(SystemExit):
+        diagrams.main(["--nonsense"])  # an option is not taken for a folder
 
 
 def test_names_are_checked():

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from invattn import train as training
+from invattn.classifiers import CLASSIFIER_PRESETS, classifier_preset
 from invattn.data import DatasetNotFoundError, digits
-from invattn.models import PRESETS, ResidualFlow
+from invattn.models import PRESET_TRAINING, PRESETS, ResidualFlow
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -304,9 +305,11 @@ def test_each_task_supplies_its_pieces_and_the_loop_tests_no_task():
             assert getattr(type(task), method) is not getattr(training.Task, method), (name, method)
     source = Path(training.loop.__file__).read_text()
     assert not any(test in source for test in ('== "density"', '== "classify"', "task ==", "isinstance(run.task"))
-    # the density task's presets hold its training; the classifiers' one table holds model and training
-    assert set(training.TRAINING) == set(PRESETS)
-    from invattn.classifiers import CLASSIFIER_PRESETS, classifier_preset
+    # each task's presets sit next to its models: the density model's training beside its PRESETS, the classifiers'
+    # one table holding model and training
+    assert set(training.TRAINING) == set(PRESETS) == set(PRESET_TRAINING)
+    for name, settings in PRESET_TRAINING.items():
+        assert training.TRAINING[name] == training.TrainConfig(**settings)
 
     for name, preset in CLASSIFIER_PRESETS.items():
         assert training.CLASSIFY_TRAINING[name] == training.TrainConfig(**preset.training)

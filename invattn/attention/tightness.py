@@ -18,14 +18,11 @@ import torch
 
 from .._validation import check_positive_float, check_positive_int
 from ..lipschitz import LipschitzSearch, estimate_lipschitz, search_lipschitz
+from ..norms import per_sample_norm
 from .core import CertifiedAttention
 from .paper import PaperAttention
 
 __all__ = ["LipschitzSearch", "Tightness", "search_lipschitz", "attention_tightness", "scale_with_positions"]
-
-
-def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1)
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def scale_with_positions(
         x = (torch.rand(batch, channels, size, size, generator=generator, dtype=torch.float64) - 0.5).to(parameter)
         with torch.no_grad():
             moved = g(x) - g(torch.zeros_like(x))
-        ratio = float((_per_sample_norm(moved) / _per_sample_norm(x)).max())
+        ratio = float((per_sample_norm(moved) / per_sample_norm(x)).max())
         measured = estimate_lipschitz(g, x, n_iterations=20, pair_steps=0, seed=seed)
         rows.append(dict(positions=size * size, output_ratio=ratio, measured=measured))
     return rows

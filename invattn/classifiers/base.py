@@ -15,7 +15,8 @@ from torch import nn
 from .._validation import check_finite, check_images
 from ..blocks import Squeeze
 from ..coupling import InjectivePad
-from ..solvers import InverseInfo, per_sample_norm
+from ..norms import per_sample_norm_float64
+from ..solvers import InverseInfo
 from .config import ClassifierConfig
 
 __all__ = ["Classifier", "ClassifierInverseInfo", "OutsideRangeWarning", "relative_to"]
@@ -74,7 +75,7 @@ class ClassifierInverseInfo:
 
 def relative_to(difference: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """‖difference_b‖/‖reference_b‖ per sample, float64; 0/0 = 0 and x/0 = inf for x > 0."""
-    top, bottom = per_sample_norm(difference), per_sample_norm(reference)
+    top, bottom = per_sample_norm_float64(difference), per_sample_norm_float64(reference)
     ratio = top / torch.where(bottom > 0, bottom, torch.ones_like(bottom))
     return torch.where(bottom > 0, ratio, torch.where(top > 0, torch.full_like(top, math.inf), torch.zeros_like(top)))
 

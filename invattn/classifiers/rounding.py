@@ -12,8 +12,7 @@ from torch import nn
 
 from ..blocks import InvertibleResidual
 from ..lipschitz import lipschitz_bound
-from ..norms import certify_operator_norm, layer_geometry, unit_roundoff
-from ..solvers import per_sample_norm
+from ..norms import certify_operator_norm, layer_geometry, per_sample_norm, per_sample_norm_float64, unit_roundoff
 from .iresnet import IResNetClassifier
 
 __all__ = ["EXP_ULPS", "check_rounding_model", "evaluation_error_bound", "gamma"]
@@ -186,7 +185,7 @@ class RoundingBound:
         self.guard(self.computed_norm(x) + self.r0 + self.err, self.computed_norm(x))
 
     def computed_norm(self, h: torch.Tensor) -> torch.Tensor:  # ≥ ‖h_b‖ of the float64 tensor h, past its rounding
-        return per_sample_norm(h) * (1 + 2 * (h[0].numel() + 2) * self.u64)
+        return per_sample_norm_float64(h) * (1 + 2 * (h[0].numel() + 2) * self.u64)
 
     def guard(self, reach: torch.Tensor, reach64: torch.Tensor) -> None:
         self.unsafe = self.unsafe | ~(reach <= self.limit) | ~(reach64 <= self.limit64)  # NaN counts as unsafe
@@ -198,9 +197,9 @@ class RoundingBound:
     def linear(self, layer32: nn.Module, layer64: nn.Module, lip_layer: float) -> None:
         w32, w64 = layer32.weight.detach().double(), layer64.weight.detach()
         taps = lambda w: w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)  # noqa: E731  [taps, out, in]
-        abs32 = float(taps(w32).flatten(1).norm(dim=1).sum())  # Σ_t ‖W_t‖_F ≥ ‖|W| as a layer‖₂
-        abs64 = float(taps(w64).flatten(1).norm(dim=1).sum())
-        delta = float(taps(w32 - w64).flatten(1).norm(dim=1).sum())  # ≥ ‖(Ŵ − W) as a layer‖₂
+        abs32 = float(per_sample_norm(taps(w32)).sum())  # Σ_t ‖W_t‖_F ≥ ‖|W| as a layer‖₂
+        abs64 = float(per_sample_norm(taps(w64)).sum())
+        delta = float(per_sample_norm(taps(w32 - w64)).sum())  # ≥ ‖(Ŵ − W) as a layer‖₂
         fan_in = w64[0].numel()
         out = layer64(self.h)
         positions = out[0, 0].numel() if out.dim() > 2 else 1

@@ -12,12 +12,14 @@ one is a symbol or a label, never a measurement (measurements are plotted by the
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 
-from ..plots import figures_dir
+from ..plots import figures_dir, use_lesson_style
 from . import attention, attention_block, density, residual, robustness  # noqa: F401  (each registers its diagrams)
 from ._draw import DIAGRAMS, diagram
 
@@ -73,15 +75,21 @@ def draw_diagram(name: str, folder: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.diagrams [FOLDER]``: redraw every diagram into FOLDER (default ``figures/``).
+    """``python -m invattn.diagrams [FOLDER]``: redraw every diagram into FOLDER (default ``figures/``), in the
+    lessons' style, so the files are those the lessons save.
 
     Arguments:
         argv: the command line's arguments (default ``sys.argv[1:]``): at most one, the folder.
+    Raises:
+        SystemExit: for an unknown option or more than one folder (argparse's message and usage).
     """
-    argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0]) if argv else None
-    for name in sorted(DIAGRAMS):
-        print(save_diagram(name, folder))
+    parser = argparse.ArgumentParser(prog="python -m invattn.diagrams", description="Redraw the course's diagrams.")
+    parser.add_argument("folder", nargs="?", type=Path, help="where to write them (default: figures/)")
+    folder = parser.parse_args(sys.argv[1:] if argv is None else argv).folder
+    with matplotlib.rc_context():  # the lessons' style for these files only, not for the caller's later figures
+        use_lesson_style()
+        for name in sorted(DIAGRAMS):
+            print(save_diagram(name, folder))
 
 
 if __name__ == "__main__":

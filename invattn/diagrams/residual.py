@@ -81,7 +81,7 @@ def fixed_point():
 @diagram("01_diagram_spectral_branch")
 def spectral_branch():
     """Lesson 01, section 4: the library's Lipschitz-constrained branch g = W₃ ∘ ELU ∘ W₂ ∘ ELU ∘ W₁ ∘ [ELU] (the
-    convolutions of :func:`invattn.models.conv_branch`, whose input ELU every block but a model's first has), each
+    convolutions of :func:`invattn.branches.conv_branch`, whose input ELU every block but a model's first has), each
     weight rescaled by ``spectral_norm`` to a certified norm ≤ c, the activations 1-Lipschitz, so
     Lip(g) ≤ c·1·c·1·c·1 = c³."""
     fig, ax = canvas(8.8, 3.3, "A Lipschitz-constrained branch $g$")

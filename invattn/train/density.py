@@ -14,21 +14,15 @@ from torch import nn
 
 from .._validation import NonFiniteError, check_choice
 from ..data import DATASETS, dequantize, digits, load_images
-from ..models import PRESETS, FlowConfig, ResidualFlow
+from ..models import PRESET_TRAINING, PRESETS, FlowConfig, ResidualFlow
 from .checkpoints import rng_state, set_rng_state
 from .config import TrainConfig
 from .task import Task, epoch_order
 
 __all__ = ["TRAINING", "DensityObjective", "DensityTask", "save_samples", "training_images"]
 
-TRAINING: dict[str, TrainConfig] = {
-    "smoke": TrainConfig(
-        dataset="digits", n_train=256, batch_size=16, epochs=1, steps=20, checkpoint_every=10, samples_per_epoch=4
-    ),
-    "digits": TrainConfig(dataset="digits", batch_size=64, epochs=10, checkpoint_every=200, samples_per_epoch=16),
-    # the paper: Adamax, lr 3e-3, batch 64, 200 epochs, with a 1-epoch linear warm-up
-    "cifar10-paper": TrainConfig(dataset="cifar10", batch_size=64, epochs=200, warmup_steps=782, checkpoint_every=1000),
-}
+# the training settings of the density presets (invattn.models.PRESET_TRAINING, next to the models'), as TrainConfig
+TRAINING: dict[str, TrainConfig] = {name: TrainConfig(**settings) for name, settings in PRESET_TRAINING.items()}
 
 
 def training_images(config: TrainConfig, model: FlowConfig) -> torch.Tensor:
