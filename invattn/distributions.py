@@ -5,14 +5,15 @@ density p_Z,
 
     log p_X(x) = log p_Z(f(x)) + log|det J_f(x)|.
 
-:class:`BlockTransform` makes an invertible block (:class:`invattn.ActNorm`, :class:`invattn.Squeeze`,
-:class:`invattn.InvertibleResidual`, :class:`invattn.AdditiveCoupling`, :class:`invattn.AffineCoupling`,
-:class:`invattn.AttentionCoupling`, :class:`invattn.models.FlowStep`, an :class:`invattn.InvertibleSequential` of
-them such as :func:`invattn.toy2d.make_flow`'s flow) a :class:`torch.distributions.Transform`: ``t(x)`` runs the
-block, ``t.inv(y)`` its inverse (the certified fixed-point solver of :meth:`invattn.InvertibleResidual.inverse` for a
-residual block), ``t.log_abs_det_jacobian(x, y)`` its log|det J|. So it composes with torch's transforms
-(``ComposeTransform``, ``TransformedDistribution``) and with other flow libraries built on them (zuko's
-``NormalizingFlow`` takes it as its transform f, data → latent, as it is).
+:class:`BlockTransform` makes any :class:`invattn.blocks.InvertibleBlock` (:class:`invattn.ActNorm`,
+:class:`invattn.Squeeze`, :class:`invattn.InvertibleResidual`, :class:`invattn.AdditiveCoupling`,
+:class:`invattn.AffineCoupling`, :class:`invattn.AttentionCoupling`, :class:`invattn.models.FlowStep`, an
+:class:`invattn.InvertibleSequential` of them such as :func:`invattn.toy2d.make_flow`'s flow) a
+:class:`torch.distributions.Transform`: ``t(x)`` runs the block, ``t.inv(y)`` its inverse (the certified fixed-point
+solver of :meth:`invattn.InvertibleResidual.inverse` for a residual block), ``t.log_abs_det_jacobian(x, y)`` its
+log|det J|, all through the block contract alone. So it composes with torch's transforms (``ComposeTransform``,
+``TransformedDistribution``) and with other flow libraries built on them (zuko's ``NormalizingFlow`` takes it as its
+transform f, data → latent, as it is).
 
 Direction: the blocks map data to latent (f above); ``TransformedDistribution(base, transforms)`` maps base samples to
 data. Give it ``t.inv``: its ``log_prob`` then runs the block forward (differentiable, no solve) and its ``sample`` the
@@ -24,26 +25,21 @@ Every call into the rest of invattn is in the section "The calls into invattn" b
 
 from __future__ import annotations
 
-import inspect
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Transform, constraints
 
 # -- The calls into invattn (the only place this module touches the blocks' and the model's own API) -----------------
-from .blocks import ActNorm, InvertibleResidual, InvertibleSequential, Squeeze
-from .blocks import logdet as block_logdet
+from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequential, Squeeze
 from .coupling import AdditiveCoupling, AffineCoupling, InjectivePad
-from .lipschitz import lipschitz_bound
-from .logdet import ESTIMATORS, residual_logdet
+from .logdet import ESTIMATORS, LogdetOptions
 from .models import FlowStep, ResidualFlow
+from .solvers import SolverOptions
 
 __all__ = ["BlockTransform", "ResidualFlowDistribution"]
-
-_LOGDET_KEYWORDS = tuple(inspect.signature(residual_logdet).parameters)[3:]  # after g, x, estimator
-_SOLVER_KEYWORDS = tuple(inspect.signature(InvertibleResidual.inverse).parameters)[2:]  # after self, y
-_SOLVED = (InvertibleResidual, InvertibleSequential, FlowStep)  # inverses that take the solver's options
 
 
 def _has_residual(block: nn.Module) -> bool:
@@ -51,7 +47,14 @@ def _has_residual(block: nn.Module) -> bool:
     return any(isinstance(module, InvertibleResidual) for module in block.modules())
 
 
-def _refuse_non_bijective(block: nn.Module) -> None:
+def _check_block(block: nn.Module) -> None:
+    """Refuse what is not a bijective :class:`InvertibleBlock` (``TypeError``; ``ValueError`` for InjectivePad)."""
+    if not isinstance(block, InvertibleBlock):
+        raise TypeError(
+            f"block must be an invattn.blocks.InvertibleBlock (the contract forward, inverse(y, options), "
+            f"logdet(x, options) that BlockTransform calls), got {type(block).__name__}"
+            + (": derive it from InvertibleBlock" if isinstance(block, nn.Module) else "")
+        )
     for module in block.modules():
         if isinstance(module, InjectivePad):
             raise ValueError(
@@ -61,38 +64,37 @@ def _refuse_non_bijective(block: nn.Module) -> None:
             )
 
 
-def _logdet_refusal(block: nn.Module) -> str | None:
-    """Why ``block`` has no log-determinant, or None when :func:`invattn.blocks.logdet` gives one."""
-    if isinstance(block, (InvertibleResidual, FlowStep)) or (
-        not isinstance(block, InvertibleSequential) and callable(getattr(block, "logdet", None))
-    ):
-        return None
-    if isinstance(block, InvertibleSequential):
-        for part in block:
-            if isinstance(part, FlowStep):
-                return "invattn.blocks.logdet walks no FlowStep inside an InvertibleSequential: wrap the step itself"
-            reason = _logdet_refusal(part)
-            if reason is not None:
-                return reason
-        return None
-    return (
-        f"{type(block).__name__} has no log-determinant: it has no logdet(x) method, and invattn.blocks.logdet "
-        "knows only the residual blocks, their sequences and modules with one"
-    )
+def _solver_options(options: SolverOptions | dict | None) -> SolverOptions:
+    """``options`` as one :class:`SolverOptions` (a dict: its fields; None: the defaults), validated by building it."""
+    if isinstance(options, SolverOptions):
+        return options
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"solver_options must be a SolverOptions or a dict of its fields, got {type(options).__name__}")
+    if options and "return_info" in options:
+        raise ValueError("solver_options cannot hold return_info: the transform's inverse returns x alone")
+    return SolverOptions.of(None, **(options or {}))
 
 
-def _invert(block: nn.Module, y: torch.Tensor, solver_options: dict) -> torch.Tensor:
-    if isinstance(block, _SOLVED):
-        return block.inverse(y, **solver_options)
-    return block.inverse(y)
+def _logdet_options(options: LogdetOptions | dict | None, default: LogdetOptions) -> LogdetOptions:
+    """``options`` as one :class:`LogdetOptions`: a value as it is, a dict amending ``default``, None: ``default``."""
+    if isinstance(options, LogdetOptions):
+        return options
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"logdet_options must be a LogdetOptions or a dict of its fields, got {type(options).__name__}")
+    return LogdetOptions.of(default, **(options or {}))
 
 
-def _logdet(block: nn.Module, x: torch.Tensor, estimator: str | None, options: dict) -> torch.Tensor:
-    """ln|det ∂block(x)/∂x| per sample [B]; ``estimator`` None: the block's own default."""
-    keywords = dict(options) if estimator is None else {**options, "estimator": estimator}
-    if isinstance(block, FlowStep):
-        return block.forward_and_logdet(x, **keywords)[1]
-    return block_logdet(block, x, **keywords)
+def _with_estimator(options: LogdetOptions | dict | None, logdet: str | None) -> LogdetOptions:
+    """The transform's :class:`LogdetOptions`: ``options`` with the estimator ``logdet`` (None: the options' own)."""
+    if logdet is not None and logdet not in ESTIMATORS:
+        raise ValueError(f"logdet must be None or one of {', '.join(ESTIMATORS)}, got {logdet!r}")
+    value = _logdet_options(options, LogdetOptions())
+    stated = options.estimator if isinstance(options, LogdetOptions) else (options or {}).get("estimator")
+    if logdet is None or logdet == value.estimator:
+        return value
+    if stated is not None:
+        raise ValueError(f"logdet={logdet!r} contradicts the estimator {stated!r} of logdet_options: give one of them")
+    return replace(value, estimator=logdet)
 
 
 def _event_shape_through(block: nn.Module, shape: tuple[int, ...], inverse: bool) -> tuple[int, ...]:
@@ -117,7 +119,7 @@ def _sign(block: nn.Module) -> int:
         return 1  # diag(exp(s)) > 0
     if isinstance(block, InvertibleResidual):
         try:
-            bound = lipschitz_bound(block.g)
+            bound = block.branch_lipschitz_bound()
         except ValueError:
             bound = math.inf
         if bound < 1:
@@ -125,7 +127,7 @@ def _sign(block: nn.Module) -> int:
         raise NotImplementedError(
             f"Lip(g) ≤ {bound:.4g} is not certified below 1: the sign of det(I + J_g) is not known"
         )
-    if isinstance(block, FlowStep):
+    if isinstance(block, FlowStep):  # R ∘ A: the product of its parts' signs
         return _sign(block.residual) * (_sign(block.actnorm) if block.actnorm is not None else 1)
     if isinstance(block, InvertibleSequential):
         return math.prod(_sign(part) for part in block)
@@ -143,26 +145,6 @@ def _model_event_shape(model: ResidualFlow) -> torch.Size:
 
 
 # -- shared checks ----------------------------------------------------------------------------------------------------
-
-
-def _check_options(logdet_options: dict | None, solver_options: dict | None, extra_logdet: tuple = ()) -> tuple:
-    """The two option dicts copied, after refusing unknown keywords (``TypeError``) and ``return_info``."""
-    checked = []
-    for options, known, name in (
-        (logdet_options, _LOGDET_KEYWORDS + extra_logdet, "logdet_options"),
-        (solver_options, _SOLVER_KEYWORDS, "solver_options"),
-    ):
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise TypeError(f"{name} must be a dict of keyword arguments, got {type(options).__name__}")
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise TypeError(f"{name} has unknown keyword(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        checked.append(dict(options))
-    if "return_info" in checked[1]:
-        raise ValueError("solver_options cannot hold return_info: the transform's inverse returns x alone")
-    return tuple(checked)
 
 
 def _flatten(x: torch.Tensor, event_dim: int, name: str) -> tuple[torch.Tensor, torch.Size]:
@@ -192,8 +174,9 @@ class BlockTransform(Transform):
     ``log_abs_det_jacobian(x, y)`` is ln|det ∂block(x)/∂x| per event, computed from x (y is not used):
 
     * ActNorm (positions·Σ s), Squeeze (0), the couplings (0 additive, Σ s affine): exact whatever ``logdet``;
-    * a residual block x + g(x) (also inside a sequence or FlowStep) by ``logdet``: ``None``, the block's own default
-      estimator (:func:`invattn.blocks.logdet`'s: the truncated series); ``"series"``: the first ``n_terms`` terms of
+    * a residual block x + g(x) (also inside a sequence or FlowStep) by the estimator of the
+      :class:`invattn.logdet.LogdetOptions` (``logdet``, else ``logdet_options``' own, by default ``"series"``,
+      :func:`invattn.blocks.logdet`'s default); ``"series"``: the first ``n_terms`` terms of
       Σ_k (−1)^{k+1} tr(J_g^k)/k with Hutchinson traces, random through its probes and **biased**: its mean over the
       probes is the truncated sum, which differs from the exact value by at most
       :func:`invattn.series_truncation_bound` (L, n_terms, d) for L the certified Lip(g) (``probe="basis"``: exact
@@ -202,7 +185,10 @@ class BlockTransform(Transform):
       ``slogdet``, deterministic, for events of at most 4096 entries.
 
     An estimated log-det makes log p_X an estimate too (roulette: unbiased for log p_X, not for p_X).
-    Seed the estimators with ``logdet_options={"generator": ...}``.
+    Seed the estimators with ``logdet_options={"generator": ...}``. The options are checked once, when the transform
+    is built, and the one value goes to every call: ``block.inverse(y, solver_options)``,
+    ``block.logdet(x, logdet_options)`` and, in ``call_and_ladj``, ``block.forward_and_logdet(x, logdet_options)``
+    (one evaluation for both; the :class:`invattn.blocks.InvertibleBlock` contract).
 
     The inverse of a residual block is the certified fixed-point solve (``InversionError`` if it does not converge to
     its tolerance); it runs without an autograd graph, so ``t.inv`` is not differentiable where it solves: train
@@ -210,26 +196,33 @@ class BlockTransform(Transform):
 
     ``sign`` is +1 for ActNorm and for residual blocks whose Lip(g) is certified below 1 (and their sequences);
     for Squeeze and the couplings it depends on the event's size, and ``sign`` raises ``NotImplementedError``.
-    Two BlockTransforms are equal when they wrap the same block object with the same options.
+    Two BlockTransforms are equal when they wrap the same block object with equal options.
 
     Arguments:
-        block: the invertible ``nn.Module`` (module docstring), mapping [B, *event] to [B, *event'] (Squeeze changes
-            the event shape [C, H, W] → [4C, H/2, W/2]; ``forward_shape``/``inverse_shape`` follow it).
+        block: an :class:`invattn.blocks.InvertibleBlock` (module docstring), mapping [B, *event] to [B, *event']
+            (Squeeze changes the event shape [C, H, W] → [4C, H/2, W/2]; ``forward_shape``/``inverse_shape`` follow
+            it).
         event_dim: the number of trailing dimensions forming one event, at least 1 (keyword only).
-        logdet: ``None``, ``"series"``, ``"roulette"`` or ``"exact"``: the residual blocks' estimator (above).
-        logdet_options: keyword arguments of the estimator (:func:`invattn.logdet.residual_logdet`: ``n_terms``,
+        logdet: ``None`` (the estimator of ``logdet_options``), ``"series"``, ``"roulette"`` or ``"exact"``: the
+            residual blocks' estimator (above); it must agree with an estimator ``logdet_options`` names.
+        logdet_options: a :class:`invattn.logdet.LogdetOptions`, or a dict of its fields (``estimator``, ``n_terms``,
             ``n_probes``, ``n_exact_terms``, ``distribution``, ``p``, ``lam``, ``probe``, ``neumann_gradient``,
-            ``generator``); only for a block holding a residual block.
-        solver_options: keyword arguments of :meth:`invattn.InvertibleResidual.inverse` (``tol``, ``method``,
+            ``generator``) amending the defaults; only for a block holding a residual block. Stored, as one value,
+            in ``t.logdet_options``.
+        solver_options: a :class:`invattn.solvers.SolverOptions`, or a dict of its fields (``tol``, ``method``,
             ``max_iter``, ``allow_uncertified``, ...; not ``return_info``); only for a block holding a residual block.
+            Stored, as one value, in ``t.solver_options``.
         cache_size: 0 or 1, torch's cache of the last (x, y) pair (``t.inv(t(x))`` is then x itself, no solve).
     Returns:
         the transform; ``t(x)`` and ``t.inv(y)`` keep the batch shape, ``t.log_abs_det_jacobian(x, y)`` has it.
     Raises:
-        TypeError: ``block`` is not an ``nn.Module`` or has no ``inverse``; an option dict holds an unknown keyword.
-        ValueError: ``block`` holds an InjectivePad (not bijective); ``event_dim`` < 1; an unknown ``logdet``; options
-            for a block without a residual part (its inverse and log-det are closed-form); ``cache_size`` not 0 or 1;
-            an input with fewer than ``event_dim`` dimensions (when called).
+        TypeError: ``block`` is not an InvertibleBlock; an option dict holds an unknown field (the options' own
+            error); an option that is neither its dataclass nor a dict.
+        ValueError: ``block`` holds an InjectivePad (not bijective); ``event_dim`` < 1; an unknown ``logdet``, or one
+            contradicting ``logdet_options``' estimator; an invalid option value (the options' own error);
+            ``return_info`` in ``solver_options``; options for a block without a residual part (its inverse and
+            log-det are closed-form); ``cache_size`` not 0 or 1; an input with fewer than ``event_dim`` dimensions
+            (when called).
 
     >>> import torch
     >>> from torch.distributions import Independent, Normal, TransformedDistribution
@@ -247,6 +240,9 @@ class BlockTransform(Transform):
     (True, 1)
     >>> density.sample((3,)).shape                              # flow⁻¹(z) by the certified solver
     torch.Size([3, 2])
+    >>> from invattn.logdet import LogdetOptions
+    >>> t == BlockTransform(flow, event_dim=1, logdet_options=LogdetOptions(n_terms=20, probe="basis"))
+    True
     """
 
     bijective = True
@@ -257,34 +253,32 @@ class BlockTransform(Transform):
         *,
         event_dim: int,
         logdet: str | None = None,
-        logdet_options: dict | None = None,
-        solver_options: dict | None = None,
+        logdet_options: LogdetOptions | dict | None = None,
+        solver_options: SolverOptions | dict | None = None,
         cache_size: int = 0,
     ) -> None:
-        if not isinstance(block, nn.Module):
-            raise TypeError(f"block must be an invertible nn.Module, got {type(block).__name__}")
-        _refuse_non_bijective(block)
-        if not callable(getattr(block, "inverse", None)):
-            raise TypeError(f"{type(block).__name__} has no inverse(y) method: it is not an invertible block")
+        _check_block(block)
         if isinstance(event_dim, bool) or not isinstance(event_dim, int) or event_dim < 1:
             raise ValueError(
                 f"event_dim must be an int ≥ 1 (the blocks act on whole events [B, C, ...]), got {event_dim!r}"
             )
-        if logdet is not None and logdet not in ESTIMATORS:
-            raise ValueError(f"logdet must be None or one of {', '.join(ESTIMATORS)}, got {logdet!r}")
-        logdet_options, solver_options = _check_options(logdet_options, solver_options)
-        if (logdet_options or solver_options) and not _has_residual(block):
+        given = any(options not in (None, {}) for options in (logdet_options, solver_options))
+        self._residual = _has_residual(block)
+        if given and not self._residual:
             raise ValueError(
                 f"{type(block).__name__} holds no residual block: its inverse and log-determinant are closed-form, "
                 "so logdet_options and solver_options would do nothing"
             )
+        self.logdet_options = _with_estimator(logdet_options, logdet)
+        self.solver_options = _solver_options(solver_options)
         super().__init__(cache_size=cache_size)
         self.block = block
         self._event_dim = event_dim
-        self.logdet = logdet
-        self.logdet_options = logdet_options
-        self.solver_options = solver_options
-        self._logdet_refusal = _logdet_refusal(block)
+
+    @property
+    def logdet(self) -> str:
+        """The residual blocks' estimator, ``"series"``, ``"roulette"`` or ``"exact"``: ``logdet_options.estimator``."""
+        return self.logdet_options.estimator
 
     @property
     def domain(self) -> constraints.Constraint:
@@ -308,24 +302,40 @@ class BlockTransform(Transform):
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         flat, batch = _flatten(y, self._event_dim, "y")
-        x = _invert(self.block, flat, self.solver_options)
+        x = self.block.inverse(flat, self.solver_options)
         return x.reshape(*batch, *x.shape[1:])
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """ln|det ∂y/∂x| of each event of x (shape: x's batch shape), exact or estimated (class docstring).
 
+        Arguments:
+            x: events [*batch, *event] in the block's dtype.
+            y: ignored (torch's signature).
+        Returns:
+            ln|det ∂y/∂x| [*batch] in nats, in x's dtype: ``block.logdet(x, logdet_options)``.
         Raises:
-            TypeError: the block has no log-determinant (a module with ``inverse`` but no ``logdet``).
+            TypeError: the block has no log-determinant (an InvertibleBlock that does not implement ``logdet``).
         """
-        if self._logdet_refusal is not None:
-            raise TypeError(f"BlockTransform.log_abs_det_jacobian: {self._logdet_refusal}")
         flat, batch = _flatten(x, self._event_dim, "x")
-        return _logdet(self.block, flat, self.logdet, self.logdet_options).reshape(batch)
+        return self.block.logdet(flat, self.logdet_options).reshape(batch)
 
     def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log|det ∂y/∂x|)``: the pair zuko's transforms and normflows' layers return."""
-        y = self(x)
-        return y, self.log_abs_det_jacobian(x, y)
+        """``(y, log|det ∂y/∂x|)``, the pair zuko's transforms and normflows' layers return, from one
+        ``block.forward_and_logdet(x, logdet_options)``; with ``cache_size=1`` the pair (x, y) is cached.
+
+        Arguments:
+            x: events [*batch, *event] in the block's dtype.
+        Returns:
+            ``(y, ladj)``: y [*batch, *event'] and ladj [*batch] in nats.
+        Raises:
+            TypeError: the block has no log-determinant.
+        """
+        flat, batch = _flatten(x, self._event_dim, "x")
+        y, ladj = self.block.forward_and_logdet(flat, self.logdet_options)
+        y = y.reshape(*batch, *y.shape[1:])
+        if self._cache_size == 1:
+            self._cached_x_y = x, y
+        return y, ladj.reshape(batch)
 
     def forward_shape(self, shape: torch.Size | tuple[int, ...]) -> torch.Size:
         batch, event = self._split_shape(shape)
@@ -344,12 +354,13 @@ class BlockTransform(Transform):
     def with_cache(self, cache_size: int = 1) -> BlockTransform:
         if self._cache_size == cache_size:
             return self
+        options = (self.logdet_options, self.solver_options) if self._residual else (None, None)
         return BlockTransform(
             self.block,
             event_dim=self._event_dim,
             logdet=self.logdet,
-            logdet_options=self.logdet_options,
-            solver_options=self.solver_options,
+            logdet_options=options[0],
+            solver_options=options[1],
             cache_size=cache_size,
         )
 
@@ -358,12 +369,11 @@ class BlockTransform(Transform):
             isinstance(other, BlockTransform)
             and other.block is self.block
             and other._event_dim == self._event_dim
-            and other.logdet == self.logdet
             and other.logdet_options == self.logdet_options
             and other.solver_options == self.solver_options
         )
 
-    __hash__ = None  # equal transforms need not be the same object, and the options are mutable dicts
+    __hash__ = None  # equality is by value (equal options), and an option may hold an unhashable callback
 
     def __repr__(self) -> str:
         return f"BlockTransform({type(self.block).__name__}, event_dim={self._event_dim}, logdet={self.logdet!r})"
@@ -377,26 +387,33 @@ class ResidualFlowDistribution(Distribution):
 
     log p(x) = log p_Z(f(x)) + log|det J_f(x)| with the model's learned diagonal Gaussian prior p_Z and its multi-scale
     map f (:meth:`ResidualFlow.log_prob`); the residual blocks' log-determinants come from the model's estimator
-    (``config.logdet``: the truncated series, biased, or the roulette, unbiased; both random through their probes), or
-    from ``logdet_options`` (``{"estimator": "exact"}`` for small images). The density is one on ℝ^D (``support``: real
-    events [C, H, W]); for the paper's bits per dimension the images are dequantised into [−0.5, 0.5)^D
-    (:meth:`bits_per_dim`). ``sample`` draws z from the prior and inverts f block by block with the certified solver
-    (``InversionError`` if a block does not converge). ``has_rsample`` is False: that solve runs without an autograd
-    graph, so samples carry no gradient to the model's parameters (``log_prob`` does: train on ``-log_prob``).
+    (:meth:`ResidualFlow.logdet_options` of ``config.logdet``: the truncated series, biased, or the roulette,
+    unbiased; both random through their probes), or from ``logdet_options`` (``{"estimator": "exact"}`` for small
+    images). The options are checked once, when the distribution is built, and passed as one value to every call.
+    The density is one on ℝ^D (``support``: real events [C, H, W]); for the paper's bits per dimension the images are
+    dequantised into [−0.5, 0.5)^D (:meth:`bits_per_dim`). ``sample`` draws z from the prior and inverts f block by
+    block with the certified solver (``InversionError`` if a block does not converge). ``has_rsample`` is False: that
+    solve runs without an autograd graph, so samples carry no gradient to the model's parameters (``log_prob`` does:
+    train on ``-log_prob``).
     No batch dimensions: ``batch_shape`` is ``()``, ``event_shape`` is ``(C, H, W)`` of ``model.config``.
 
     Arguments:
         model: the :class:`ResidualFlow` (call ``model.eval()`` first for the trained ActNorms to stay as they are).
-        logdet_options: keyword arguments of :meth:`ResidualFlow.log_prob` (``estimator`` and those of
-            :func:`invattn.logdet.residual_logdet`), keyword only.
-        solver_options: keyword arguments of :meth:`ResidualFlow.inverse` for ``sample`` (``tol``, ``method``, ...).
+        logdet_options: a :class:`invattn.logdet.LogdetOptions` for :meth:`ResidualFlow.log_prob`, or a dict of its
+            fields (``estimator``, ``n_terms``, ...) amending the model's own :meth:`ResidualFlow.logdet_options`;
+            None: the model's own (keyword only). Stored, as one value, in ``density.logdet_options``.
+        solver_options: a :class:`invattn.solvers.SolverOptions` for :meth:`ResidualFlow.sample`, or a dict of its
+            fields (``tol``, ``method``, ...; not ``return_info``); None: the defaults. Stored in
+            ``density.solver_options``.
         validate_args: torch's argument validation (``None``: torch's default); checks each ``log_prob`` value's shape
             and that it is finite-real (not NaN).
     Returns:
         the distribution; ``log_prob(x)`` [*sample] for x [*sample, C, H, W], ``sample(shape)`` [*shape, C, H, W].
     Raises:
-        TypeError: ``model`` is not a ResidualFlow; an option dict holds an unknown keyword.
-        ValueError: (``log_prob``, validating) a value whose last dimensions are not (C, H, W), or NaN.
+        TypeError: ``model`` is not a ResidualFlow; an option dict holds an unknown field (the options' own error); an
+            option that is neither its dataclass nor a dict.
+        ValueError: an invalid option value (the options' own error); ``return_info`` in ``solver_options``;
+            (``log_prob``, validating) a value whose last dimensions are not (C, H, W), or NaN.
 
     >>> import torch
     >>> from invattn.distributions import ResidualFlowDistribution
@@ -425,13 +442,14 @@ class ResidualFlowDistribution(Distribution):
         self,
         model: ResidualFlow,
         *,
-        logdet_options: dict | None = None,
-        solver_options: dict | None = None,
+        logdet_options: LogdetOptions | dict | None = None,
+        solver_options: SolverOptions | dict | None = None,
         validate_args: bool | None = None,
     ) -> None:
         if not isinstance(model, ResidualFlow):
             raise TypeError(f"model must be an invattn.models.ResidualFlow, got {type(model).__name__}")
-        self.logdet_options, self.solver_options = _check_options(logdet_options, solver_options, ("estimator",))
+        self.logdet_options = _logdet_options(logdet_options, model.logdet_options())
+        self.solver_options = _solver_options(solver_options)
         self.model = model
         super().__init__(torch.Size(), _model_event_shape(model), validate_args=validate_args)
 
@@ -440,7 +458,7 @@ class ResidualFlowDistribution(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         flat, batch = _flatten(value, 3, "value")
-        return self.model.log_prob(flat, **self.logdet_options).reshape(batch)
+        return self.model.log_prob(flat, self.logdet_options).reshape(batch)
 
     def bits_per_dim(self, value: torch.Tensor) -> torch.Tensor:
         """−log₂ p(value)/D + 8 per event [*sample]: the 8-bit image's bits per dimension (value = (pixel + u)/256 −
@@ -454,7 +472,7 @@ class ResidualFlowDistribution(Distribution):
         if n == 0:
             parameter = next(self.model.parameters())
             return torch.empty(shape, dtype=parameter.dtype, device=parameter.device)
-        return self.model.sample(n, **self.solver_options).reshape(shape)
+        return self.model.sample(n, options=self.solver_options).reshape(shape)
 
     def __repr__(self) -> str:
         return f"ResidualFlowDistribution(event_shape={tuple(self.event_shape)})"

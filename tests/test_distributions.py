@@ -34,9 +34,11 @@ from invattn import (
     series_truncation_bound,
     spectral_norm,
 )
+from invattn.blocks import InvertibleBlock
 from invattn.distributions import BlockTransform, ResidualFlowDistribution
-from invattn.lipschitz import lipschitz_bound
+from invattn.logdet import LogdetOptions
 from invattn.models import PRESETS, FlowStep, ResidualFlow
+from invattn.solvers import SolverOptions
 from invattn.toy2d import log_density, make_flow
 
 F64 = torch.float64
@@ -149,9 +151,15 @@ def test_solver_options_reach_the_certified_solver():
     x = torch.randn(5, 2, dtype=F64)
     tight = BlockTransform(flow, event_dim=1, solver_options={"tol": 1e-14, "method": "fixed_point"})
     assert tight.inv(tight(x)).sub(x).abs().max() < 1e-12
+    assert tight.solver_options == SolverOptions(tol=1e-14, method="fixed_point")  # one value, built once
     starved = BlockTransform(flow, event_dim=1, solver_options={"max_iter": 1})
     with pytest.raises(InversionError):
         starved.inv(starved(x))
+    value = SolverOptions(tol=1e-14, method="fixed_point")
+    by_value = BlockTransform(flow, event_dim=1, solver_options=value)
+    assert by_value.solver_options is value and by_value == tight
+    torch.testing.assert_close(by_value.inv(by_value(x)), tight.inv(tight(x)), rtol=0, atol=0)
+    assert BlockTransform(flow, event_dim=1).solver_options == SolverOptions()  # None: the defaults
 
 
 def test_cache_skips_the_solve():
@@ -225,7 +233,8 @@ def test_series_is_biased_within_its_truncation_bound():
     block, x = _small_residual()
     exact = BlockTransform(block, event_dim=1, logdet="exact").log_abs_det_jacobian(x, None)
     torch.testing.assert_close(exact, _jacobian_logdet(block, x))
-    bound = lipschitz_bound(block.g)
+    bound = block.branch_lipschitz_bound()  # Lip(g), not Lip(x + g(x)) = 1 + Lip(g)
+    assert block.lipschitz_bound() == 1 + bound
     for n_terms in (1, 2, 20):
         series = BlockTransform(
             block, event_dim=1, logdet="series", logdet_options={"n_terms": n_terms, "probe": "basis"}
@@ -268,6 +277,14 @@ def test_roulette_is_unbiased_and_the_default_is_the_blocks_estimator():
         block, event_dim=1, logdet="series", logdet_options={"generator": torch.Generator().manual_seed(5)}
     )
     assert torch.equal(default.log_abs_det_jacobian(batch, None), series.log_abs_det_jacobian(batch, None))
+    assert default.logdet == "series" and default.logdet_options.estimator == "series"
+    value = LogdetOptions(estimator="roulette", generator=torch.Generator().manual_seed(6))
+    by_value = BlockTransform(block, event_dim=1, logdet_options=value)
+    by_dict = BlockTransform(
+        block, event_dim=1, logdet_options={"estimator": "roulette", "generator": torch.Generator().manual_seed(6)}
+    )
+    assert by_value.logdet_options is value and by_value.logdet == "roulette"
+    assert torch.equal(by_value.log_abs_det_jacobian(batch, None), by_dict.log_abs_det_jacobian(batch, None))
     first, second = default.log_abs_det_jacobian(batch, None), default.log_abs_det_jacobian(batch, None)
     assert not torch.equal(first, second)  # the Hutchinson probes are random
 
@@ -283,9 +300,12 @@ def test_constraints_event_dim_sign_and_call_and_ladj():
     assert t.event_dim == 3 and t.inv.event_dim == 3
     assert t.forward_shape((5, 1, 4, 4)) == (5, 4, 2, 2) and t.inv.forward_shape((4, 2, 2)) == (1, 4, 4)
     x = torch.randn(2, *event, dtype=F64)
-    y, ladj = t.call_and_ladj(x)
-    torch.testing.assert_close(y, block(x))
-    torch.testing.assert_close(ladj, logdet(block, x, "exact"))
+    y, ladj = t.call_and_ladj(x)  # one forward_and_logdet: the same values as the two separate calls
+    assert torch.equal(y, block(x)) and torch.equal(ladj, logdet(block, x, "exact"))
+    assert torch.equal(ladj, t.log_abs_det_jacobian(x, y))
+    cached = t.with_cache(1)
+    y, _ = cached.call_and_ladj(x)
+    assert cached.inv(y) is x  # call_and_ladj fills torch's cache as t(x) does
     flow, _, _ = _block("flow2d")
     assert BlockTransform(flow, event_dim=1).sign == 1 and BlockTransform(_actnorm(2), event_dim=1).sign == 1
     assert BlockTransform(_block("flow_step")[0], event_dim=3).sign == 1
@@ -301,8 +321,8 @@ def test_sign_refusals():
     with pytest.raises(NotImplementedError, match="not certified below 1"):
         BlockTransform(InvertibleResidual(nn.Linear(2, 2)), event_dim=1).sign
 
-    class Custom(nn.Module):
-        def inverse(self, y):
+    class Custom(InvertibleBlock):
+        def inverse(self, y, options=None):
             return y
 
     with pytest.raises(NotImplementedError, match="sign of det J of Custom is not known"):
@@ -315,6 +335,10 @@ def test_equality_with_cache_and_repr():
     t = BlockTransform(flow, event_dim=1, logdet="series", logdet_options=options)
     same = BlockTransform(flow, event_dim=1, logdet="series", logdet_options=dict(options))
     assert t == same and t.inv == same.inv and not t != same
+    assert t == BlockTransform(flow, event_dim=1, logdet_options=LogdetOptions(n_terms=3))  # a value, the same options
+    assert t == BlockTransform(flow, event_dim=1, logdet="series", logdet_options=LogdetOptions(n_terms=3))
+    solver = BlockTransform(flow, event_dim=1, logdet="series", logdet_options=options, solver_options={"tol": 1e-8})
+    assert solver == BlockTransform(flow, event_dim=1, logdet_options=options, solver_options=SolverOptions(tol=1e-8))
     assert t != BlockTransform(flow, event_dim=1, logdet="exact")
     assert t != BlockTransform(flow, event_dim=1, logdet="series", logdet_options={"n_terms": 4})
     assert t != BlockTransform(flow, event_dim=1, logdet="series", logdet_options=options, solver_options={"tol": 1e-8})
@@ -323,6 +347,8 @@ def test_equality_with_cache_and_repr():
     cached = t.with_cache(1)
     assert cached == t and cached._cache_size == 1 and cached.with_cache(1) is cached and t.with_cache(0) is t
     assert t.inv.with_cache(1).inv == t
+    closed = BlockTransform(_actnorm(2), event_dim=1, logdet="exact")
+    assert closed.with_cache(1) == closed and closed.with_cache(1).logdet == "exact"  # no options refused
     assert repr(t) == "BlockTransform(InvertibleSequential, event_dim=1, logdet='series')"
     with pytest.raises(TypeError, match="unhashable"):
         hash(t)
@@ -331,7 +357,15 @@ def test_equality_with_cache_and_repr():
 # -- refusals ---------------------------------------------------------------------------------------------------------
 
 
-class _NoLogdet(nn.Module):
+class _NoLogdet(InvertibleBlock):
+    def forward(self, x):
+        return 2 * x
+
+    def inverse(self, y, options=None):
+        return y / 2
+
+
+class _NotABlock(nn.Module):
     def forward(self, x):
         return 2 * x
 
@@ -344,25 +378,42 @@ def test_refusals_at_construction():
         BlockTransform(InjectivePad(2, 4), event_dim=3)
     with pytest.raises(ValueError, match="InvertibleSequential holds InjectivePad"):
         BlockTransform(InvertibleSequential(_actnorm(2), InjectivePad(2, 4)), event_dim=3)
-    with pytest.raises(TypeError, match="block must be an invertible nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"block must be an invattn.blocks.InvertibleBlock .*, got function$"):
         BlockTransform(lambda x: x, event_dim=1)
-    with pytest.raises(TypeError, match="Linear has no inverse"):
+    with pytest.raises(TypeError, match="InvertibleBlock .*got Linear: derive it from InvertibleBlock"):
         BlockTransform(nn.Linear(2, 2), event_dim=1)
+    with pytest.raises(TypeError, match="got _NotABlock: derive it from InvertibleBlock"):
+        BlockTransform(_NotABlock(), event_dim=1)  # an inverse method alone is not the contract
     for event_dim in (0, True, "3"):
         with pytest.raises(ValueError, match="event_dim must be an int ≥ 1"):
             BlockTransform(_actnorm(2), event_dim=event_dim)
     with pytest.raises(ValueError, match="logdet must be None or one of exact, series, roulette, got 'hutchinson'"):
         BlockTransform(_actnorm(2), event_dim=1, logdet="hutchinson")
     flow, _, _ = _block("flow2d")
-    with pytest.raises(TypeError, match="logdet_options has unknown keyword.s. n_term; known: n_terms"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'n_term' \(log-det options: estimator, n_terms"):
         BlockTransform(flow, event_dim=1, logdet_options={"n_term": 3})
-    with pytest.raises(TypeError, match="solver_options has unknown keyword.s. tolerance"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'tolerance' \(solver options: method, tol"):
         BlockTransform(flow, event_dim=1, solver_options={"tolerance": 1e-8})
-    with pytest.raises(TypeError, match="logdet_options must be a dict"):
+    with pytest.raises(ValueError, match="n_terms"):
+        BlockTransform(flow, event_dim=1, logdet_options={"n_terms": 0})  # the dataclass validates the values
+    with pytest.raises(ValueError, match="method"):
+        BlockTransform(flow, event_dim=1, solver_options={"method": "newton"})
+    with pytest.raises(TypeError, match="logdet_options must be a LogdetOptions or a dict of its fields, got str"):
         BlockTransform(flow, event_dim=1, logdet_options="series")
+    with pytest.raises(TypeError, match="solver_options must be a SolverOptions or a dict of its fields, got Log"):
+        BlockTransform(flow, event_dim=1, solver_options=LogdetOptions())
     with pytest.raises(ValueError, match="cannot hold return_info"):
         BlockTransform(flow, event_dim=1, solver_options={"return_info": True})
-    for keyword in ({"logdet_options": {"n_terms": 3}}, {"solver_options": {"tol": 1e-8}}):
+    with pytest.raises(ValueError, match="logdet='exact' contradicts the estimator 'roulette' of logdet_options"):
+        BlockTransform(flow, event_dim=1, logdet="exact", logdet_options={"estimator": "roulette"})
+    with pytest.raises(ValueError, match="logdet='exact' contradicts the estimator 'series' of logdet_options"):
+        BlockTransform(flow, event_dim=1, logdet="exact", logdet_options=LogdetOptions(n_terms=3))
+    for keyword in (
+        {"logdet_options": {"n_terms": 3}},
+        {"solver_options": {"tol": 1e-8}},
+        {"logdet_options": LogdetOptions()},
+        {"solver_options": SolverOptions()},
+    ):
         with pytest.raises(ValueError, match="ActNorm holds no residual block: .* closed-form"):
             BlockTransform(_actnorm(2), event_dim=1, **keyword)
 
@@ -384,14 +435,22 @@ def test_refusals_when_called():
     custom = BlockTransform(_NoLogdet(), event_dim=1)
     x = torch.randn(3, 2)
     torch.testing.assert_close(custom.inv(custom(x)), x)  # forward and inverse work; the log-det does not exist
-    with pytest.raises(TypeError, match="_NoLogdet has no log-determinant: it has no logdet.x. method"):
+    with pytest.raises(TypeError, match="no log-determinant for _NoLogdet"):
         custom.log_abs_det_jacobian(x, custom(x))
-    with pytest.raises(TypeError, match="_NoLogdet has no log-determinant"):
+    with pytest.raises(TypeError, match="no log-determinant for _NoLogdet"):
+        custom.call_and_ladj(x)
+    with pytest.raises(TypeError, match="no log-determinant for _NoLogdet"):
         BlockTransform(InvertibleSequential(_actnorm(2), _NoLogdet()), event_dim=1).log_abs_det_jacobian(x, None)
+
+
+def test_a_flow_step_inside_a_sequence_goes_through_the_contract():
     step = _block("flow_step")[0]
-    inside = BlockTransform(InvertibleSequential(step), event_dim=3)
-    with pytest.raises(TypeError, match="walks no FlowStep inside an InvertibleSequential"):
-        inside.log_abs_det_jacobian(torch.randn(1, 2, 3, 3, dtype=F64), None)
+    chain = InvertibleSequential(step, _actnorm(2)).double().eval()
+    inside = BlockTransform(chain, event_dim=3, logdet="exact")
+    x = torch.randn(2, 2, 3, 3, dtype=F64)
+    torch.testing.assert_close(inside.log_abs_det_jacobian(x, None), _jacobian_logdet(chain, x))
+    torch.testing.assert_close(inside.inv(inside(x)), x, rtol=1e-8, atol=1e-8)
+    assert inside.sign == 1
 
 
 # -- zuko -------------------------------------------------------------------------------------------------------------
@@ -437,8 +496,14 @@ def test_distribution_log_prob_is_the_models(model):
     value = density.log_prob(x)
     torch.manual_seed(8)
     assert value.shape == (2, 3) and torch.equal(value.reshape(6), model.log_prob(x.reshape(6, 1, 8, 8)))
+    assert density.logdet_options == model.logdet_options()  # None: the model's own estimator, as one value
     exact = ResidualFlowDistribution(model, logdet_options={"estimator": "exact"})
+    assert exact.logdet_options == LogdetOptions.of(model.logdet_options(), estimator="exact")  # a dict amends it
     torch.testing.assert_close(exact.log_prob(x[0]), model.log_prob(x[0], estimator="exact"))
+    value = LogdetOptions("series", n_terms=2, probe="basis")
+    by_value = ResidualFlowDistribution(model, logdet_options=value)
+    assert by_value.logdet_options is value
+    assert torch.equal(by_value.log_prob(x[0]), model.log_prob(x[0], value))
     torch.testing.assert_close(exact.bits_per_dim(x[0]), model.bits_per_dim(x[0], estimator="exact"))
     assert exact.log_prob(x[0, 0]).shape == ()  # one image without batch dimensions
     assert repr(density) == "ResidualFlowDistribution(event_shape=(1, 8, 8))"
@@ -454,6 +519,10 @@ def test_distribution_sample(model):
     assert density.sample().shape == (1, 8, 8) and density.sample((0,)).shape == (0, 1, 8, 8)
     with pytest.raises(InversionError):
         ResidualFlowDistribution(model, solver_options={"max_iter": 1}).sample((1,))
+    by_value = ResidualFlowDistribution(model, solver_options=SolverOptions(tol=1e-12))
+    assert by_value.solver_options == density.solver_options == SolverOptions(tol=1e-12)
+    torch.manual_seed(9)
+    assert torch.equal(by_value.sample((2, 2)), x)
     with pytest.raises(NotImplementedError):
         density.rsample()
 
@@ -469,7 +538,11 @@ def test_distribution_validation_and_refusals(model):
         unchecked.log_prob(torch.zeros(2, 1, 4, 4, dtype=F64))
     with pytest.raises(TypeError, match="model must be an invattn.models.ResidualFlow, got InvertibleSequential"):
         ResidualFlowDistribution(make_flow())
-    with pytest.raises(TypeError, match="logdet_options has unknown keyword.s. estimatr"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'estimatr'"):
         ResidualFlowDistribution(model, logdet_options={"estimatr": "exact"})
+    with pytest.raises(ValueError, match="estimator"):
+        ResidualFlowDistribution(model, logdet_options={"estimator": "hutchinson"})
+    with pytest.raises(TypeError, match="solver_options must be a SolverOptions or a dict of its fields, got float"):
+        ResidualFlowDistribution(model, solver_options=1e-8)
     with pytest.raises(ValueError, match="cannot hold return_info"):
         ResidualFlowDistribution(model, solver_options={"return_info": True})
