@@ -522,8 +522,9 @@ def per_sample_norm_float64(t: torch.Tensor) -> torch.Tensor:
     Returns:
         [B], float64, detached (no gradient flows through it).
 
-    >>> per_sample_norm_float64(torch.tensor([[3e30, 4e30]], dtype=torch.float32)).tolist()
-    [5.000000...e+30]
+    >>> t = torch.tensor([[3e20, 4e20]])  # float32: the sum of squares overflows
+    >>> per_sample_norm(t).tolist(), f"{float(per_sample_norm_float64(t)):.3e}"
+    ([inf], '5.000e+20')
     """
     flat = t.detach().reshape(t.shape[0], -1).double()
     largest = flat.abs().amax(dim=1, keepdim=True) if flat.shape[1] else flat.new_zeros(flat.shape[0], 1)
