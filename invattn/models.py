@@ -26,7 +26,7 @@ from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequ
 from .branches import conv_branch
 from .logdet import LogdetOptions
 from .norms import relative_error
-from .solvers import SolverOptions
+from .solvers import InverseInfo, SolverOptions
 
 __all__ = ["FlowConfig", "PRESETS", "PRESET_TRAINING", "ResidualFlow", "FlowStep", "with_attention"]
 
@@ -156,6 +156,13 @@ class FlowStep(InvertibleBlock):
         """A⁻¹(R⁻¹(y)), R⁻¹ solved as ``options`` say (:meth:`invattn.InvertibleResidual.inverse`)."""
         x = self.residual.inverse(y, options)
         return self.actnorm.inverse(x) if self.actnorm is not None else x
+
+    def inverse_with_info(
+        self, y: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, list[InverseInfo]]:
+        """``(A⁻¹(R⁻¹(y)), [R's solve report])``."""
+        x, infos = self.residual.inverse_with_info(y, options)
+        return (self.actnorm.inverse(x) if self.actnorm is not None else x), infos
 
 
 class ResidualFlow(nn.Module):

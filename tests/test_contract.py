@@ -95,6 +95,11 @@ def test_every_block_keeps_the_contract(case):
     x_hat = block.inverse(y, SOLVER)
     assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
     assert float((x_hat - x).detach().norm() / x.norm()) <= ROUND_TRIP
+    # the same inverse with the reports of the fixed-point solves it ran: one per residual block, none for the rest
+    x_info, infos = block.inverse_with_info(y, SOLVER)
+    solves = sum(isinstance(m, ia.InvertibleResidual) for m in block.modules())
+    assert torch.equal(x_info, x_hat) and len(infos) == solves
+    assert all(isinstance(info, ia.InverseInfo) and info.converged for info in infos)
     if not has_logdet:  # InjectivePad maps into a larger space: it refuses, and so does forward_and_logdet
         for call in (block.logdet, block.forward_and_logdet, lambda x: ia.logdet(block, x)):
             with pytest.raises(ValueError, match="no log-determinant"):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..logdet import LogdetOptions
-from ..solvers import SolverOptions
+from ..solvers import InverseInfo, SolverOptions
 
 __all__ = ["InvertibleBlock", "InvertibleSequential", "logdet"]
 
@@ -36,6 +36,9 @@ class InvertibleBlock(nn.Module):
     * ``logdet(x, options=None)`` → logdet [B], as above. A block that is not a bijection of one space (InjectivePad)
       refuses with ``ValueError``.
 
+    * ``inverse_with_info(y, options=None)`` → ``(x, infos)``: x = inverse(y) and the
+      :class:`invattn.InverseInfo` of every fixed-point solve it ran, in the order run (last block first in a chain;
+      empty for an analytic inverse).
     * ``inverse_and_error_bound(y, error, options=None)`` → ``(x, bound)``: x = inverse(y) and per sample a certified
       bound [B] (float64) on ‖x − F⁻¹(ŷ)‖ for every exact ŷ with ‖y − ŷ‖ ≤ ``error`` [B]: the bound a chain carries
       backwards. Only blocks with a certified inverse error have it (InvertibleResidual, ActNorm, a chain of them);
@@ -62,6 +65,12 @@ class InvertibleBlock(nn.Module):
     def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
         """ln|det ∂F(x_b)/∂x_b| per sample, [B] (class docstring)."""
         raise TypeError(f"no log-determinant for {type(self).__name__}")
+
+    def inverse_with_info(
+        self, y: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, list[InverseInfo]]:
+        """``(inverse(y), infos)``: the reports of the fixed-point solves run (none for an analytic inverse)."""
+        return self.inverse(y, options), []
 
     def inverse_and_error_bound(
         self, y: torch.Tensor, error: torch.Tensor, options: SolverOptions | None = None
@@ -106,6 +115,16 @@ class InvertibleSequential(InvertibleBlock, nn.Sequential):
         for block in reversed(self):
             y = block.inverse(y, options)
         return y
+
+    def inverse_with_info(
+        self, y: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, list[InverseInfo]]:
+        """``(x, infos)``: each part's inverse, last part first, and the reports of their solves in that order."""
+        infos: list[InverseInfo] = []
+        for block in reversed(self):
+            y, found = block.inverse_with_info(y, options)
+            infos += found
+        return y, infos
 
     def inverse_and_error_bound(
         self, y: torch.Tensor, error: torch.Tensor, options: SolverOptions | None = None

@@ -168,6 +168,13 @@ class InvertibleResidual(InvertibleBlock):
 
         return rounding
 
+    def inverse_with_info(
+        self, y: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, list[InverseInfo]]:
+        """``(x, [info])``: :meth:`inverse` with ``return_info=True``, its one report in a list."""
+        x, info = self.inverse(y, options, return_info=True)
+        return x, [info]
+
     def inverse_and_error_bound(
         self, y: torch.Tensor, error: torch.Tensor, options: SolverOptions | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from .._validation import check_finite, check_images
 from ..blocks import Squeeze
 from ..coupling import InjectivePad
 from ..norms import per_sample_norm_float64
-from ..solvers import InverseInfo
+from ..solvers import InverseInfo, SolverOptions
 from .config import ClassifierConfig
 
 __all__ = ["Classifier", "ClassifierInverseInfo", "OutsideRangeWarning", "relative_to"]
@@ -163,19 +163,23 @@ class Classifier(nn.Module):
             h = self.squeeze.inverse(h)
         return h
 
-    def _invert(self, phi: torch.Tensor, solve) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x̂, dropped share float64 [B]): the stages backwards, ``solve(block, h)`` inverting each block, every
-        injective padding's channels dropped and their share of the tensor there recorded (the largest)."""
+    def _invert(
+        self, phi: torch.Tensor, options: SolverOptions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[InverseInfo]]:
+        """(x̂, dropped share float64 [B], the solves' reports, last block first): each stage (an
+        :class:`invattn.InvertibleSequential`) inverted as ``options`` say, last stage first, every injective
+        padding's channels dropped and their share of the tensor there recorded (the largest)."""
         share = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
+        infos: list[InverseInfo] = []
         h = phi
         for index in reversed(range(len(self.stages))):
-            for block in reversed(self.stages[index]):
-                h = solve(block, h)
+            h, found = self.stages[index].inverse_with_info(h, options)
+            infos += found
             pad = self.pads[index]
             if isinstance(pad, InjectivePad):
                 share = torch.maximum(share, relative_to(h[:, pad.in_channels :], h))
             h = self._unstem(h, index)
-        return self._finish_inverse(h), share
+        return self._finish_inverse(h), share, infos
 
     def _answer(
         self,

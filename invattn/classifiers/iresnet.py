@@ -4,15 +4,15 @@ with the library's fixed-point solvers; ``coeff=None`` builds the unconstrained 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
-from torch import nn
 
 from ..attention import make_attention
-from ..blocks import InvertibleResidual
+from ..blocks import InvertibleResidual, InvertibleSequential
 from ..branches import conv_branch
 from ..norms import certify_operator_norm, layer_geometry
-from ..solvers import InverseInfo
+from ..solvers import SolverOptions
 from .base import Classifier, ClassifierInverseInfo
 from .config import ClassifierConfig
 
@@ -40,7 +40,7 @@ class IResNetClassifier(Classifier):
                 blocks.append(InvertibleResidual(g))
             if index == 0 and config.attention is not None:
                 blocks.append(InvertibleResidual(make_attention(config.attention, channels, coeff=config.coeff)))
-            self.stages.append(nn.Sequential(*blocks))
+            self.stages.append(InvertibleSequential(*blocks))
 
     def lipschitz_bound(self) -> float:
         """Certified Lip(Φ) ≤ Π (1 + Lip(g_i)) (squeezes and padding are isometries); ``ValueError`` for the
@@ -88,20 +88,7 @@ class IResNetClassifier(Classifier):
         self._check_features(phi)
         if self.config.coeff is None:
             solver = {"allow_uncertified": True, **solver}
-        infos: list[InverseInfo] = []
-
-        def solve(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            h, info = block.inverse(h, return_info=True, **solver)
-            infos.append(info)
-            return h
-
-        x, share = self._invert(phi, solve)
-        quiet = {**solver, "on_failure": "return"}
-        return self._answer(
-            phi,
-            x,
-            infos,
-            share,
-            return_info,
-            lambda again: self._invert(again, lambda block, h: block.inverse(h, **quiet))[1],
-        )
+        options = SolverOptions.of(**solver)
+        x, share, infos = self._invert(phi, options)
+        quiet = replace(options, on_failure="return")
+        return self._answer(phi, x, infos, share, return_info, lambda again: self._invert(again, quiet)[1])

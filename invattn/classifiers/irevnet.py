@@ -4,9 +4,9 @@ analytically."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..attention import AttentionCoupling
+from ..blocks import InvertibleSequential
 from ..coupling import AdditiveCoupling, bottleneck_branch
 from .base import Classifier, ClassifierInverseInfo
 from .config import ClassifierConfig
@@ -36,7 +36,7 @@ class IRevNet(Classifier):
             ]
             if index == 0 and config.attention is not None:
                 blocks.append(AttentionCoupling(config.attention, channels, variant=config.attention_variant))
-            self.stages.append(nn.Sequential(*blocks))
+            self.stages.append(InvertibleSequential(*blocks))
 
     def inverse(
         self, phi: torch.Tensor, return_info: bool = False
@@ -57,7 +57,5 @@ class IRevNet(Classifier):
         clearly above what rounding leaves for phi in the range (more than 10⁻³ and ten times the share dropped
         inverting Φ(x̂)). Raises ``ValueError`` for features of the wrong shape or non-finite."""
         self._check_features(phi)
-        x, share = self._invert(phi, lambda block, h: block.inverse(h))
-        return self._answer(
-            phi, x, [], share, return_info, lambda again: self._invert(again, lambda block, h: block.inverse(h))[1]
-        )
+        x, share, _ = self._invert(phi)
+        return self._answer(phi, x, [], share, return_info, lambda again: self._invert(again)[1])
