@@ -1,13 +1,20 @@
 """invattn: invertible attention and invertible residual networks, certified and taught.
 
-Floors (an import only points down): ``_validation``, ``_files`` → ``norms`` → ``lipschitz``, ``solvers``, ``logdet`` →
-``branches``, ``blocks`` (the block contract :class:`InvertibleBlock`), ``coupling`` → ``attention`` → ``models``,
-``classifiers``, ``data``, ``memory``, ``lesson``, ``plots`` → ``train``, ``widgets``, ``bench``.
+Floors, lowest first (an import only points down; ``tests/test_layering.py`` holds them as data and checks every
+import against them; ``invattn`` is this package's face): ``_validation``, ``_notebooks`` → ``_files`` → ``norms`` →
+``lipschitz``, ``solvers`` → ``logdet`` → ``blocks``, ``branches`` → ``coupling`` → ``attention`` → ``models``,
+``data``, ``memory``, ``plots``, ``progress`` → ``classifiers``, ``distributions`` → ``train``, ``toy2d``,
+``lesson``, ``diagrams`` → ``ablation`` → ``pretrained`` → ``demos`` → ``invattn``, ``bench``, ``kernel``,
+``run_notebooks``, ``compat``, ``colab`` → ``book``, ``course``.
+
+The block contract is :class:`InvertibleBlock` (``invattn.blocks``); :mod:`invattn.distributions` puts any block into
+``torch.distributions``.
 """
 
 from .attention import KINDS, PAPER_KINDS, AttentionCoupling, make_attention
 from .blocks import ActNorm, InvertibleBlock, InvertibleResidual, InvertibleSequential, Squeeze, logdet
 from .coupling import AdditiveCoupling, AffineCoupling, InjectivePad
+from .distributions import BlockTransform, ResidualFlowDistribution
 from .lipschitz import (
     LipSwish,
     SpectralNorm,
@@ -30,6 +37,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "AttentionCoupling",
+    "BlockTransform",
     "InjectivePad",
     "InvertibleBlock",
     "InverseInfo",
@@ -47,6 +55,7 @@ __all__ = [
     "logdet",
     "operator_norm",
     "power_iteration_norm",
+    "ResidualFlowDistribution",
     "roulette_variance_is_finite",
     "RouletteVarianceWarning",
     "series_truncation_bound",

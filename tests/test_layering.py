@@ -40,6 +40,14 @@ FLOORS = (
     ("book", "course"),
 )
 
+
+def test_the_package_docstring_states_these_floors():
+    import invattn
+
+    chain = " → ".join(", ".join(f"``{module}``" for module in floor) for floor in FLOORS)
+    assert chain in " ".join(invattn.__doc__.split()), "invattn/__init__.py's docstring must list FLOORS as they are"
+
+
 # (importer, imported) module pairs that do not point down today, to be emptied by the modules' owners.
 KNOWN_FLOOR_VIOLATIONS: set[tuple[str, str]] = set()
 
