@@ -39,12 +39,18 @@ class OutsideRangeWarning(UserWarning):
 class ClassifierInverseInfo:
     """What :meth:`IResNetClassifier.inverse` and :meth:`IRevNet.inverse` report with ``return_info=True``.
 
-    ``blocks``: every residual block's :class:`invattn.InverseInfo`, last block first (empty for i-RevNet, whose
-    inverse is analytic). ``dropped_share``: float64 [B], per sample ‖dropped channels‖₂/‖tensor at that padding‖₂,
-    the largest over the injective paddings (0 without one; exactly 0 only for phi whose backward reconstruction has
-    zero padded channels). ``range_distance``: float64 [B], ‖Φ(x̂) − phi‖₂/‖phi‖₂ measured by one forward pass in the
-    model's dtype (inf for a non-finite x̂, or for phi = 0 when Φ(x̂) ≠ 0): rounding-level (about the solver's
-    tolerance) for phi in Φ's range, larger for phi outside it. Iterating, ``len`` and indexing go over ``blocks``.
+    Iterating, ``len`` and indexing go over ``blocks``; :attr:`converged` says whether every block's solve reached its
+    tolerance.
+
+    Arguments:
+        blocks: every residual block's :class:`invattn.InverseInfo`, last block first (empty for i-RevNet, whose
+            inverse is analytic).
+        dropped_share: float64 [B], per sample ‖dropped channels‖₂/‖tensor at that padding‖₂, the largest over the
+            injective paddings (0 without one; exactly 0 only for phi whose backward reconstruction has zero padded
+            channels).
+        range_distance: float64 [B], ‖Φ(x̂) − phi‖₂/‖phi‖₂ measured by one forward pass in the model's dtype (inf for
+            a non-finite x̂, or for phi = 0 when Φ(x̂) ≠ 0): rounding-level (about the solver's tolerance) for phi in
+            Φ's range, larger for phi outside it.
     """
 
     blocks: list[InverseInfo]
@@ -74,14 +80,37 @@ class ClassifierInverseInfo:
 
 
 def relative_to(difference: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """‖difference_b‖/‖reference_b‖ per sample, float64; 0/0 = 0 and x/0 = inf for x > 0."""
+    """The relative size per sample, ‖difference_b‖₂/‖reference_b‖₂, in float64 (0/0 = 0 and x/0 = inf for x > 0).
+
+    The norms are :func:`invattn.norms.per_sample_norm_float64`'s (taken in float64, so they do not overflow).
+
+    Arguments:
+        difference: [B, ...], any floating dtype.
+        reference: [B, ...], the same batch size.
+    Returns:
+        float64 [B], ≥ 0 (inf where only the reference is 0).
+    """
     top, bottom = per_sample_norm_float64(difference), per_sample_norm_float64(reference)
     ratio = top / torch.where(bottom > 0, bottom, torch.ones_like(bottom))
     return torch.where(bottom > 0, ratio, torch.where(top > 0, torch.full_like(top, math.inf), torch.zeros_like(top)))
 
 
 class Classifier(nn.Module):
-    """What both roads share: the input check, the stem (squeezes, injective padding), the stages, the head."""
+    """What both roads share: the input check, the stem (squeezes, injective padding), the stages, the head.
+
+    Builds the stem for each stage (a squeeze where its stride is 2, then an :class:`~invattn.coupling.InjectivePad`
+    where it needs more channels than it receives) and the head (ReLU, global average pool or flatten, linear);
+    a subclass appends one :class:`invattn.InvertibleSequential` per stage to ``stages``. ``shapes`` holds the
+    (channels, height, width) entering each stage's blocks; ``feature_shape`` = [C', H', W'] of Φ(x).
+
+    Arguments:
+        config: the :class:`ClassifierConfig` (input shape, strides, ``init_downsampling``, ``injective``, ``pool``,
+            ``classes``).
+        total_channels: the channels each stage's blocks work on, one entry per stage (i-RevNet: both halves).
+    Raises:
+        ValueError: when a stage needs more channels than it receives and ``config.injective`` is False, or asks
+            for fewer (channels only grow).
+    """
 
     def __init__(self, config: ClassifierConfig, total_channels: tuple[int, ...]) -> None:
         super().__init__()

@@ -15,22 +15,37 @@ ARCHITECTURES = ("irevnet", "iresnet")
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Everything that defines a classifier (saved in checkpoints).
-
-    ``architecture``: "irevnet" or "iresnet". ``blocks``/``strides``/``channels``: one entry per stage (strides 1
-    or 2; 2 = a squeeze at the stage's start). ``init_downsampling``: squeezes applied to the input first.
-    ``injective``: allow zero channels to be appended where a stage needs more than it receives.
-    ``hidden``: the branch's hidden channels (None: a quarter of the half for i-RevNet, as in the paper; the
-    stream's channels for the i-ResNet classifier). ``batch_norm``: batch normalisation in i-RevNet's F.
-    ``coeff``: i-ResNet only: every convolution of a block's branch has operator norm ≤ ``coeff``, so
-    Lip(g) ≤ coeff³ < 1; None builds the unconstrained ResNet (i-RevNet has no Lipschitz constraint and ignores it).
-    ``attention``: a kind of :data:`invattn.KINDS` for one extra block at the end of the first stage: for i-RevNet a
-    coupling whose F is attention of variant ``attention_variant`` ("certified", or "paper" for the original,
-    unbounded formulation of the four paper kinds); for the i-ResNet classifier a certified residual attention
-    block (so ``attention_variant`` must be "certified", and the unconstrained ResNet takes none).
-    ``pool``: global average pooling before the linear head (the papers); False flattens Φ.
+    """Everything that defines a classifier (saved in checkpoints), checked when built.
 
     Inputs are images centred to [−0.5, 0.5) (pixels in [0, 1] minus 0.5, as the training loop feeds them).
+
+    Arguments:
+        architecture: "irevnet" or "iresnet".
+        in_channels, image_size, classes: the input images [B, in_channels, image_size, image_size] and the number
+            of classes (≥ 2).
+        blocks, strides, channels: one entry per stage: blocks per stage (≥ 0), strides 1 or 2 (2 = a squeeze at the
+            stage's start), channels (i-RevNet: of each half; the i-ResNet classifier: of the residual stream).
+        init_downsampling: squeezes applied to the input first.
+        injective: allow zero channels to be appended where a stage needs more than it receives.
+        hidden: the branch's hidden channels (None: a quarter of the half for i-RevNet, as in the paper; the stream's
+            channels for the i-ResNet classifier).
+        coeff: i-ResNet only: every convolution of a block's branch has operator norm ≤ ``coeff``, so
+            Lip(g) ≤ coeff³ < 1; None builds the unconstrained ResNet (i-RevNet has no Lipschitz constraint and
+            ignores it).
+        batch_norm: batch normalisation in i-RevNet's F.
+        attention: a kind of :data:`invattn.KINDS` for one extra block at the end of the first stage (None: none):
+            for i-RevNet a coupling whose F is attention of variant ``attention_variant``; for the i-ResNet
+            classifier a certified residual attention block (so ``attention_variant`` must be "certified", and the
+            unconstrained ResNet takes none).
+        attention_variant: "certified", or "paper" for the original, unbounded formulation of the four paper kinds.
+        pool: global average pooling before the linear head (the papers); False flattens Φ.
+    Raises:
+        ValueError: for an unknown architecture, attention kind or variant, stage tuples of different or zero
+            lengths, a stride other than 1 or 2, in_channels, image_size or hidden below 1, a block count or
+            init_downsampling below 0, a coeff outside (0, 1), fewer than 2 classes, an attention the architecture
+            cannot take (above), or an image_size that cannot be squeezed as often as the strides and
+            ``init_downsampling`` ask.
+        TypeError: for a count that is not an integer, or injective, batch_norm or pool not True or False.
     """
 
     architecture: str = "irevnet"
@@ -100,9 +115,11 @@ class ClassifierConfig:
 class ClassifierPreset:
     """One classifier run's preset: the model of each architecture and how to train it.
 
-    ``models``: architecture ("irevnet", "iresnet") → :class:`ClassifierConfig`. ``training``: the fields of
-    :class:`invattn.train.TrainConfig` that differ from its defaults (plain values, so this table sits below the
-    training loop)."""
+    Arguments:
+        models: architecture ("irevnet", "iresnet") → :class:`ClassifierConfig`.
+        training: the fields of :class:`invattn.train.TrainConfig` that differ from its defaults (plain values, so
+            this table sits below the training loop).
+    """
 
     models: dict[str, ClassifierConfig]
     training: dict = field(default_factory=dict)

@@ -26,6 +26,11 @@ class IResNetClassifier(Classifier):
     convolution's operator norm certified ≤ ``coeff`` (so Lip(g) ≤ coeff³ < 1), squeezes between stages,
     then ReLU → pool → linear. ``coeff=None``: the same network without the constraint (an ordinary ResNet whose
     blocks need not be invertible). ``inverse(phi, tol=…)`` solves the blocks backwards with the library's solvers.
+
+    Arguments:
+        config: a :class:`ClassifierConfig` with ``architecture="iresnet"`` (``channels``: the residual stream's).
+    Raises:
+        ValueError: for another architecture, or stage channels the stem cannot provide (see :class:`Classifier`).
     """
 
     def __init__(self, config: ClassifierConfig) -> None:

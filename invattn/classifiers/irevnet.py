@@ -22,6 +22,12 @@ class IRevNet(Classifier):
     :func:`~invattn.coupling.bottleneck_branch` with ``hidden`` channels (default: a quarter of the half, as in the
     paper). Differences from the paper, for a clean inverse: a stride-2 block is a squeeze followed by a stride-1
     coupling (the paper squeezes one half and strides F); the padding is applied where a stage needs it.
+
+    Arguments:
+        config: a :class:`ClassifierConfig` with ``architecture="irevnet"`` (``channels``: each half's, so a stage
+            works on twice as many).
+    Raises:
+        ValueError: for another architecture, or stage channels the stem cannot provide (see :class:`Classifier`).
     """
 
     def __init__(self, config: ClassifierConfig) -> None:

@@ -56,6 +56,14 @@ def certified_radius(model: IResNetClassifier, x: torch.Tensor) -> tuple[torch.T
             x.double())`` or moving to the CPU), weights whose norms overflow float64, or x of the wrong shape,
             device or with non-finite values.
         TypeError: for a model wrapped in ``DataParallel`` (pass ``.module``) or x not a floating-point tensor.
+
+    >>> from invattn.classifiers import build_classifier, classifier_preset
+    >>> torch.manual_seed(0) and None
+    >>> model = build_classifier(classifier_preset("iresnet", "smoke")).eval()
+    >>> x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5
+    >>> radius, predicted = certified_radius(model, x)
+    >>> radius.shape, bool((radius >= 0).all()), bool((predicted == model(x).argmax(1)).all())
+    (torch.Size([3]), True, True)
     """
     check_model(model, "model")
     check_images(x, "x")

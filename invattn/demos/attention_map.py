@@ -24,8 +24,14 @@ __all__ = ["MapState", "attention_map_demo", "attention_map_state", "plot_attent
 
 @dataclass
 class MapState:
-    """The weights that query position (row, col) of the squeezed image puts on every position: ``weights``
-    [H/2, W/2] (they sum to 1), and ``image`` [3, H, W] for the overlay."""
+    """The weights that query position (row, col) of the squeezed image puts on every position (lesson 03).
+
+    Arguments:
+        kind: the attention kind, one of :data:`invattn.KINDS`.
+        row, col: the query position on the squeezed H/2 × W/2 grid.
+        weights: [H/2, W/2], float32, the query's row A[q, :] of the attention matrix (they sum to 1).
+        image: [3, H, W] in [0, 1], the photograph, for the overlay.
+    """
 
     kind: str
     row: int
@@ -74,6 +80,11 @@ def attention_map_state(
     Raises:
         ValueError: for an unknown kind, an image of the wrong shape, a position outside the squeezed grid, or a value
             the kind refuses.
+
+    >>> image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> state = attention_map_state(image, "dot", row=1, col=2)
+    >>> state.weights.shape, round(float(state.weights.sum()), 4)
+    (torch.Size([4, 4]), 1.0)
     """
     check_choice(kind, "kind", KINDS)
     if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] % 2 or image.shape[2] % 2:

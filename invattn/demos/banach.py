@@ -71,10 +71,16 @@ def _preimages(y: np.ndarray, c: float) -> np.ndarray:
 
 @dataclass
 class BanachState:
-    """The iteration x_{k+1} = y − g(x_k) for one setting of the controls.
+    """The iteration x_{k+1} = y − g(x_k) for one setting of the controls (lesson 01).
 
-    ``iterates`` [steps + 1, d]; ``preimages`` [k, d] (every solution of x + g(x) = y); ``errors[k]`` the distance
-    from x_k to the nearest preimage; ``bound[k]`` = c^k/(1 − c)·‖x₁ − x₀‖ when c < 1 (empty otherwise).
+    Arguments:
+        map: "1d" or "2d" (:data:`BANACH_MAPS`), the dimension d.
+        c: the gain, Lip(g) = c.
+        y: [d], the target.
+        iterates: [steps + 1, d], x_0 … x_steps.
+        preimages: [k, d], every solution of x + g(x) = y.
+        errors: ``errors[k]`` the distance from x_k to the nearest preimage (nan when none was found).
+        bound: ``bound[k]`` = c^k/(1 − c)·‖x₁ − x₀‖ when c < 1 (empty otherwise).
     """
 
     map: str

@@ -43,8 +43,17 @@ OPTIONS = {  # which controls each kind has (the others do not exist for it)
 
 @dataclass
 class BoundState:
-    """One attention kind at N positions: ``raw`` = ‖W_o‖·L_attn before the gain, ``certified`` after it (≤ coeff),
-    ``measured`` a lower bound on Lip(g) from :func:`invattn.estimate_lipschitz` on random inputs."""
+    """One attention kind's Lipschitz bounds at N positions (lesson 02): measured ≤ certified ≤ coeff.
+
+    Arguments:
+        kind: the attention kind, one of :data:`invattn.KINDS`.
+        n_positions: N.
+        options: {option: value} of the kind's options that were set (:data:`OPTIONS`).
+        raw: ‖W_o‖·L_attn, the bound before the output gain.
+        certified: the certified bound after the gain (≤ coeff).
+        measured: a lower bound on Lip(g) from :func:`invattn.estimate_lipschitz` on random inputs.
+        coeff: the certified bound's ceiling c.
+    """
 
     kind: str
     n_positions: int

@@ -41,7 +41,18 @@ VARIANTS = ("certified", "paper")
 
 @dataclass
 class DemoState:
-    """One state of the inversion demo: the pictures ([3, H, W] / [H, W], in [0, 1]) and the error curve."""
+    """One state of the inversion demo (lesson 04): the pictures and the error curve beside its bound.
+
+    Arguments:
+        kind, variant, coeff, method, iterations, noise: the settings (see :func:`inversion_demo_state`).
+        original: [3, H, W] in [0, 1], float32, the image.
+        reconstruction: [3, H, W] in [0, 1], float32, the last iterate (NaN shown as 0.5, clamped to [0, 1]).
+        error_map: [H, W], float32, the largest |x_k − x| over the channels per pixel (NaN shown as 1).
+        errors: the relative error ‖x_k − x‖/‖x‖ after k = 0..iterations steps.
+        bound: the a-priori bound L^k/(1 − L)·‖x₁ − x₀‖/‖x‖ per step (certified only; empty otherwise).
+        noise_floor: ‖δ‖/((1 − L)‖x‖), where the error must level off for noise δ on y (0 without noise or bound).
+        lipschitz: L = Lip(g), the certified contraction rate (inf for the paper variant).
+    """
 
     kind: str
     variant: str
@@ -52,9 +63,9 @@ class DemoState:
     original: torch.Tensor
     reconstruction: torch.Tensor
     error_map: torch.Tensor
-    errors: list[float] = field(default_factory=list)  # relative error ‖x_k − x‖/‖x‖ after k = 0..iterations steps
-    bound: list[float] = field(default_factory=list)  # a-priori bound L^k/(1 − L)·‖x_1 − x_0‖/‖x‖ (certified only)
-    noise_floor: float = 0.0  # ‖δ‖/((1 − L)‖x‖): where the error must level off for noise δ on y
+    errors: list[float] = field(default_factory=list)
+    bound: list[float] = field(default_factory=list)
+    noise_floor: float = 0.0
     lipschitz: float = math.inf
 
     @property
@@ -84,6 +95,15 @@ def error_per_iteration(
         **options: passed to :meth:`invattn.InvertibleResidual.inverse` (``rate_gate``, ``allow_uncertified``, …).
     Returns:
         ([‖x_k − x‖/‖x‖ for k = 0..iterations], the largest over the batch; the last iterate [B, ...]).
+
+    >>> import invattn as ia
+    >>> torch.manual_seed(0) and None
+    >>> g = torch.nn.Sequential(ia.spectral_norm(torch.nn.Linear(4, 4), 0.5), torch.nn.Tanh())
+    >>> block = ia.InvertibleResidual(g).double()
+    >>> x = torch.randn(3, 4, dtype=torch.float64)
+    >>> errors, x_last = error_per_iteration(block, x, block(x).detach(), "fixed_point", 5)
+    >>> len(errors), all(later < earlier for earlier, later in zip(errors, errors[1:])), x_last.shape
+    (6, True, torch.Size([3, 4]))
     """
     errors: list[float] = []
     record = lambda k, iterate: errors.append(float(relative_error(iterate, x).max()))  # noqa: E731
@@ -241,7 +261,7 @@ def plot_inversion_demo(state: DemoState, figure: Figure | None = None) -> Figur
     """
     fig = figure or plt.figure(figsize=(11, 3.0))
     fig.clear()
-    fig.set_layout_engine("constrained", wspace=0.08)  # tight_layout left wide gaps around the square images
+    fig.set_layout_engine("constrained", wspace=0.08)  # constrained: tight_layout leaves wide gaps around the images
     axes = fig.subplots(1, 4, gridspec_kw=dict(width_ratios=[1, 1, 1.25, 1.5]))
     axes[0].imshow(state.original.permute(1, 2, 0).numpy())
     axes[0].set_title("original")

@@ -31,12 +31,22 @@ def _relative(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class LatentState:
-    """Samples and a latent walk of a trained :class:`invattn.models.ResidualFlow`.
+    """Samples and a latent walk of a trained :class:`invattn.models.ResidualFlow` (lesson 08); tensors on the CPU.
 
-    ``samples`` [count, C, H, W] and ``walk`` [steps, C, H, W] are decoded images on the model's scale (centred pixels:
-    data lie in [−0.5, 0.5), samples at a high temperature may leave it); ``endpoints`` [2, C, H, W] the two encoded
-    images x_a, x_b on the same scale. ``sample_errors`` [count] and ``walk_errors`` [steps] are the re-encoding errors
-    ‖f(f⁻¹(z)) − z‖/‖z‖ of every decoded image; ``endpoint_error`` the largest ‖f⁻¹(f(x)) − x‖/‖x‖ of x_a and x_b."""
+    Images are on the model's scale (centred pixels: data lie in [−0.5, 0.5), samples at a high temperature may
+    leave it).
+
+    Arguments:
+        temperature: T, the prior's standard deviation is multiplied by it.
+        seed: the samples' seed.
+        first, second: the indices of x_a and x_b in the images.
+        samples: [count, C, H, W], decoded samples f⁻¹(T·z).
+        walk: [steps, C, H, W], the images decoded along the line from f(x_a) to f(x_b).
+        endpoints: [2, C, H, W], the two encoded images x_a, x_b.
+        sample_errors: [count], the re-encoding errors ‖f(f⁻¹(z)) − z‖/‖z‖ of the samples.
+        walk_errors: [steps], the same for the walk.
+        endpoint_error: the largest ‖f⁻¹(f(x)) − x‖/‖x‖ of x_a and x_b.
+    """
 
     temperature: float
     seed: int

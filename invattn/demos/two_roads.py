@@ -27,10 +27,20 @@ NOISE_LEVELS = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3)  # relative to ‖Φ(x)�
 
 @dataclass
 class TwoRoadsState:
-    """One test image ``image`` [C, H, W] (centred: pixels − ½) and, per road (:data:`ROADS`), the inverse of its
-    (perturbed) features (``reconstructions`` [C, H, W]), the relative error ‖x̂ − x‖/‖x‖, the class the model
-    predicts for the clean image, whether the solve converged (None: i-RevNet's analytic inverse) and the evaluations
-    of g it took (0 for i-RevNet). Tensors are on the CPU."""
+    """One test image and, per road (:data:`ROADS`), the inverse of its (perturbed) features (lesson 09).
+
+    Every dict maps each road of :data:`ROADS` to its value; tensors are on the CPU.
+
+    Arguments:
+        index, noise, method, iterations: the settings (see :func:`two_roads_state`).
+        image: [C, H, W], the test image, centred (pixels − ½).
+        reconstructions: road → x̂ [C, H, W], the inverse of the (perturbed) features.
+        errors: road → the relative error ‖x̂ − x‖/‖x‖ (inf for a non-finite x̂).
+        predictions: road → the class the model predicts for the clean image.
+        converged: road → whether every block's solve converged (False for a non-finite x̂; None: i-RevNet's
+            analytic inverse).
+        evaluations: road → the evaluations of g the inverse took (0 for i-RevNet).
+    """
 
     index: int
     noise: float

@@ -44,7 +44,12 @@ _KINDS = dict(
 
 def rng_state() -> dict:
     """Every random state the loop draws from (torch, NumPy, Python, CUDA), as tensors and plain numbers, which
-    ``weights_only`` loading reads."""
+    ``weights_only`` loading reads.
+
+    Returns:
+        ``{"torch": uint8 tensor, "numpy": {name, keys (int64 tensor), position, has_gauss, cached_gaussian},
+        "python": {version, words, gauss_next}}`` and, when CUDA is available, ``"cuda"``: every device's state.
+    """
     name, keys, position, has_gauss, cached = np.random.get_state()
     version, words, gauss_next = random.getstate()
     state = dict(
@@ -64,7 +69,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Put back the random states of :func:`rng_state` (or NumPy's and Python's own tuples)."""
+    """Put back the random states of :func:`rng_state` (or NumPy's and Python's own tuples).
+
+    Arguments:
+        state: the dict of :func:`rng_state`, or one whose ``"numpy"`` and ``"python"`` entries are the tuples of
+            ``np.random.get_state()`` and ``random.getstate()``; a ``"cuda"`` entry is restored when CUDA is
+            available.
+    """
     torch.set_rng_state(state["torch"])
     numpy_state, python_state = state["numpy"], state["python"]
     if isinstance(numpy_state, dict):
@@ -87,12 +98,23 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed to disk, then
-    renamed over the old one, so an interruption leaves either the old or the new checkpoint, never half."""
+    renamed over the old one, so an interruption leaves either the old or the new checkpoint, never half.
+
+    Arguments:
+        path: the checkpoint file.
+        payload: what :func:`torch.save` writes (tensors and plain values, so ``weights_only`` loading reads it).
+    """
     write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """``path`` itself, or ``path/checkpoint.pt`` when ``path`` is a run folder."""
+    """The checkpoint file of a path: ``path`` itself, or ``path/checkpoint.pt`` when ``path`` is a run folder.
+
+    Arguments:
+        path: a checkpoint file or a run folder (need not exist).
+    Returns:
+        the file's ``Path``.
+    """
     path = Path(path)
     return path / CHECKPOINT if path.is_dir() else path
 
@@ -134,7 +156,13 @@ def read_checkpoint(path: Path, tasks: tuple[str, ...], map_location: str | torc
 
 
 def finite_weights(model: nn.Module) -> bool:
-    """Whether every floating-point parameter and buffer of ``model`` is finite."""
+    """Whether every floating-point parameter and buffer of ``model`` is finite (no NaN, no ±inf).
+
+    Arguments:
+        model: any module.
+    Returns:
+        True when all are finite (integer buffers are not looked at).
+    """
     return all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
 
@@ -209,8 +237,19 @@ def _check_in_step(model: nn.Module) -> None:
 class Checkpoints:
     """A run's checkpoints: :meth:`write` saves the run's state atomically (rank 0; under ``torchrun`` the ranks'
     buffers are handed over and checked to be in step first), :meth:`diverged` builds the error that says what was
-    kept. ``step`` is the step of the last checkpoint (0 before the first); ``stateful`` maps names to what has a
-    ``state_dict`` (model, optimizer, scheduler), ``settings`` what else every checkpoint holds."""
+    kept.
+
+    Arguments:
+        out: the run's folder; checkpoints go to ``out/checkpoint.pt``.
+        step: the step of the last checkpoint (0 before the first); kept up to date in ``step``.
+        batches_per_epoch: the run's steps per epoch (to name the epoch of a divergence).
+        rank_world: (this process's rank, the number of processes).
+        stateful: names → what has a ``state_dict`` (model, optimizer, scheduler).
+        settings: what else every checkpoint holds (``model_config``, ``train_config`` with its ``lr``, ``preset``,
+            ``task``).
+    Raises:
+        KeyError: when ``settings`` has no ``train_config`` with an ``lr``.
+    """
 
     def __init__(
         self, out: Path, step: int, batches_per_epoch: int, rank_world: tuple[int, int], stateful: dict, settings: dict

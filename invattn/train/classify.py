@@ -24,7 +24,12 @@ CLASSIFY_TRAINING: dict[str, TrainConfig] = {
 
 
 class ClassifierObjective(nn.Module):
-    """Mean cross-entropy of the logits of [0, 1] images centred to [−0.5, 0.5), and the batch accuracy."""
+    """Mean cross-entropy of the logits of [0, 1] images centred to [−0.5, 0.5), and the batch accuracy: what
+    DistributedDataParallel wraps.
+
+    Arguments:
+        model: a classifier, x ↦ logits [B, classes] for x centred to [−0.5, 0.5).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

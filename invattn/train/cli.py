@@ -80,7 +80,12 @@ def _overrides(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
 
 
 def parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m invattn.train``."""
+    """The parser of ``python -m invattn.train``.
+
+    Returns:
+        an ``argparse.ArgumentParser`` with every option (``--help`` lists them); the checks of which options go
+        together run after parsing, in :func:`main`.
+    """
     parser = argparse.ArgumentParser(prog="python -m invattn.train", description=DESCRIPTION)
     add = parser.add_argument
     add(

@@ -28,11 +28,33 @@ SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     """How to train (the model is described by its task's config: a ``FlowConfig`` or a ``ClassifierConfig``).
 
-    ``n_train``: training images used (None: all). ``steps``: stop after this many steps in total (overrides
-    ``epochs``). ``optimizer``: "adamax", "adam" or "sgd" (momentum 0.9). ``lr_schedule``: "constant", or "cosine":
-    lr·½(1 + cos(π·step/steps)), 0 at the end; both times a linear warm-up over ``warmup_steps``. ``grad_clip``: the
-    gradients' largest ℓ₂ norm (None: no clipping). ``checkpoint_every``: steps between checkpoints.
-    ``samples_per_epoch``: samples drawn at each epoch's end (density only).
+    Building one checks nothing: :func:`check_run_settings` checks a fresh run's settings, :func:`check_saved_settings`
+    those read from a checkpoint.
+
+    Arguments:
+        dataset: the data set's name (the task says which it reads).
+        data_root: the folder holding the data sets.
+        n_train: training images used (None: all).
+        batch_size: images per step (under ``torchrun``, divided among the processes).
+        epochs: passes over the training images.
+        steps: stop after this many steps in total (overrides ``epochs``; None: ``epochs`` decide).
+        lr: the learning rate.
+        optimizer: "adamax", "adam" or "sgd" (momentum 0.9).
+        weight_decay: the optimiser's weight decay, ≥ 0.
+        warmup_steps: steps of the linear warm-up (0: none).
+        lr_schedule: "constant", or "cosine": lr·½(1 + cos(π·step/steps)), 0 at the end; both times after the
+            warm-up (:func:`lr_factor`).
+        grad_clip: the gradients' largest ℓ₂ norm (None: no clipping).
+        checkpoint_every: steps between checkpoints.
+        samples_per_epoch: samples drawn at each epoch's end (density only).
+        seed: seeds torch, NumPy and Python at a run's start (so the weights) and every epoch's data order.
+
+    >>> config = TrainConfig(dataset="digits", batch_size=32, steps=8)
+    >>> config.optimizer, config.lr_schedule, config.seed
+    ('adamax', 'constant', 1234)
+    >>> check_saved_settings(TrainConfig(lr=-1.0))
+    Traceback (most recent call last):
+    ValueError: lr must be a positive finite number, got -1.0
     """
 
     dataset: str = "cifar10"
@@ -53,8 +75,18 @@ class TrainConfig:
 
 
 def check_saved_settings(config: TrainConfig) -> TrainConfig:
-    """``config`` if its numbers can drive a run (positive lr, batch size, epochs, checkpoint interval and steps,
-    seed ≥ 0); ``ValueError`` otherwise."""
+    """``config`` if its numbers can drive a run (what a checkpoint's saved settings must pass).
+
+    Arguments:
+        config: the settings read back.
+    Returns:
+        ``config`` itself.
+    Raises:
+        ValueError: for a learning rate, batch size, number of epochs, checkpoint interval or steps that is not
+            positive, or a seed below 0.
+        TypeError: for a count (batch size, epochs, checkpoint interval, steps, seed) that is not an integer, or a
+            learning rate that is not a number.
+    """
     check_positive_float(config.lr, "lr")
     for name in ("batch_size", "epochs", "checkpoint_every"):
         check_positive_int(getattr(config, name), name)

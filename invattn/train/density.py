@@ -53,7 +53,11 @@ def training_images(config: TrainConfig, model: FlowConfig) -> torch.Tensor:
 
 
 class DensityObjective(nn.Module):
-    """Mean bits/dim of a batch of [0, 1] images (dequantised here): what DistributedDataParallel wraps."""
+    """Mean bits/dim of a batch of [0, 1] images (dequantised here): what DistributedDataParallel wraps.
+
+    Arguments:
+        model: the density model, whose ``bits_per_dim`` is averaged over the batch.
+    """
 
     def __init__(self, model: ResidualFlow) -> None:
         super().__init__()

@@ -28,13 +28,31 @@ __all__ = ["Run", "fit", "train"]
 
 @dataclass
 class Run:
-    """A run in progress: its task and settings, data, model and optimiser, and where it stands."""
+    """A run in progress: its task and settings, data, model and optimiser, and where it stands (what :func:`fit`
+    advances).
+
+    Arguments:
+        task: the :class:`~invattn.train.task.Task` trained.
+        preset: the preset's name (saved in checkpoints, shown on the progress bar).
+        model_config: the model's config (a ``FlowConfig`` or ``ClassifierConfig``; its ``to_dict`` is saved).
+        config: the :class:`TrainConfig`.
+        data: (training images [N, C, H, W] in [0, 1], their labels [N] or None, the held-out set or None).
+        model: the model, on ``device``.
+        optimizer, scheduler: built by :func:`~invattn.train.config.make_optimiser`.
+        batches_per_epoch: steps per epoch, N // batch_size (≥ 1).
+        total_steps: the step the run stops at.
+        step: the steps done so far (0 for a fresh run).
+        history: one record (dict) per step done: ``step``, ``epoch``, the task's metrics, ``lr``, ``seconds``.
+        device: where the model trains.
+        out: the run's folder.
+        rank, world: this process's rank and the number of processes (``torchrun``; 0 and 1 otherwise).
+    """
 
     task: Task
     preset: str
     model_config: object
     config: TrainConfig
-    data: tuple  # (training images, their labels or None, the held-out set or None)
+    data: tuple
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -116,7 +134,17 @@ def train(
 
 def fit(run: Run, amp: bool = False, progress_bar: bool = True) -> None:
     """Train ``run`` to its last step: one optimisation step per batch, a record per step, checkpoints, the task's
-    epoch ends; an interrupted run (``KeyboardInterrupt``) is checkpointed first. See :func:`train`."""
+    epoch ends; an interrupted run (``KeyboardInterrupt``) is checkpointed first. See :func:`train`.
+
+    Arguments:
+        run: the run, advanced in place (``step``, ``history``, the weights) to ``run.total_steps``.
+        amp: bfloat16 autocast for the forward pass (CUDA only; :func:`train` checks it).
+        progress_bar: show a progress bar (rank 0).
+    Raises:
+        TrainingDiverged: when the loss, the activations or the gradients become non-finite, or a checkpoint's
+            weights give a non-finite loss on their batch.
+        KeyboardInterrupt: re-raised after the interrupted run is checkpointed.
+    """
     objective = run.task.objective(run.model)
     if run.world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, forward_sync_buffers=True)

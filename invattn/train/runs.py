@@ -24,6 +24,12 @@ TASKS: dict[str, Task] = {task.name: task for task in (DensityTask(), ClassifyTa
 def run_configs(state: dict, path: Path) -> tuple[object, TrainConfig]:
     """(model config, :class:`TrainConfig`) of a checkpoint's dict.
 
+    Arguments:
+        state: the checkpoint's dict (``task``, default "density"; ``model_config``; ``train_config``).
+        path: the file, named in errors.
+    Returns:
+        (the task's model config, the :class:`TrainConfig` checked by
+        :func:`~invattn.train.config.check_saved_settings`).
     Raises:
         ValueError: naming the file, when they do not build a run.
     """

@@ -38,6 +38,14 @@ class Task:
     end :meth:`evaluate` adds held-out numbers to the step's record (rank 0); before each checkpoint :meth:`loss`
     must be finite on the last batch; after an epoch's last step (and the run's) :meth:`epoch_end` (rank 0); at the
     run's end :meth:`plot_curves` and :meth:`finish`. :meth:`shown` and :meth:`label` feed the progress bar.
+
+    >>> from invattn.train import TASKS
+    >>> task = TASKS["classify"]
+    >>> task.name, task.presets, task.flags
+    ('classify', ('smoke', 'digits', 'cifar10-paper'), ('model', 'coeff'))
+    >>> model_config, config = task.settings("smoke", "iresnet", {}, {"lr": 1e-2})
+    >>> model_config.architecture, config.lr, config.steps
+    ('iresnet', 0.01, 8)
     """
 
     name: str = ""
