@@ -83,11 +83,19 @@ def held_out_images() -> torch.Tensor:
 
 @torch.no_grad()
 def held_out_bits_per_dim(model: ResidualFlow) -> float:
-    """Mean bits/dim of the 297 held-out digits under ``model`` (series, 20 terms, 4 probes, probe seed 0), in eval
-    mode (the model's mode and the caller's random state are restored). A finite number is only meaningful when every
-    block is a contraction: for an uncertified attention block whose Lipschitz constant exceeds 1 the series need
-    not converge and the number can be anything (see :func:`run_is_reliable`). ``TypeError`` for anything but a
-    ResidualFlow (a model wrapped in DataParallel included: pass ``.module``)."""
+    """Mean bits/dim of the 297 held-out digits under ``model``: the series log-det, 20 terms, 4 probes, probe seed 0.
+
+    Computed in eval mode; the model's mode and the caller's random state are restored. A finite number is only
+    meaningful when every block is a contraction: for an uncertified attention block whose Lipschitz constant exceeds
+    1 the series need not converge and the number can be anything (see :func:`run_is_reliable`).
+
+    Arguments:
+        model: a digits density model (:class:`invattn.models.ResidualFlow` on [B, 1, 8, 8]), on any device.
+    Returns:
+        the mean held-out bits/dim (lower is better), a float.
+    Raises:
+        TypeError: for anything but a ResidualFlow (a model wrapped in DataParallel included: pass ``.module``).
+    """
     check_model(model, "model", ResidualFlow)
     device = next(model.parameters()).device
     x = held_out_images().to(device)
@@ -116,9 +124,17 @@ def attention_lipschitz(model: ResidualFlow) -> tuple[float, float]:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ResidualFlow:
     """The trained model saved by the ablation at ``path``, in eval mode (certificates recomputed from its weights).
 
-    Loaded with ``weights_only=True`` (tensors and plain values only: no code runs). Raises ``FileNotFoundError``
-    (with the command that writes it) when ``path`` does not exist and ``ValueError`` when it is not a model saved by
-    the ablation."""
+    Loaded with ``weights_only=True`` (tensors and plain values only: no code runs).
+
+    Arguments:
+        path: a ``<label>-seed<s>.pt`` file written by :func:`run`.
+        device: where to load it (``"cpu"``, ``"cuda"``, ...).
+    Returns:
+        the :class:`invattn.models.ResidualFlow`, in eval mode, on ``device``.
+    Raises:
+        FileNotFoundError: when ``path`` does not exist (the message gives the command that writes it).
+        ValueError: when it is not a model saved by the ablation (pickled objects, missing keys, a classifier).
+    """
     path = Path(path)
     return load_saved_model(
         path,
@@ -131,8 +147,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Residual
 
 
 def saved_record(path: str | Path) -> dict:
-    """The run record saved beside a model by :func:`run` (label, seed, held-out bits/dim, training curve, …);
-    errors as :func:`load_model`."""
+    """The run record saved beside a model by :func:`run` (label, seed, held-out bits/dim, training curve, …).
+
+    Arguments:
+        path: a ``<label>-seed<s>.pt`` file written by :func:`run`.
+    Returns:
+        a copy of its record: a dict with ``label``, ``seed``, ``test_bits_per_dim``, ``train_curve``,
+        ``attention_bound``, ``attention_measured`` and ``seconds``.
+    Raises:
+        FileNotFoundError: when ``path`` does not exist (the message gives the command that writes it).
+        ValueError: when it is not a model saved by the ablation or holds no run record.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -148,10 +173,20 @@ def saved_record(path: str | Path) -> dict:
 
 
 def run_is_reliable(record: dict) -> tuple[bool, str]:
-    """Whether a run's held-out bits/dim can be trusted, and why not: it cannot when the number is not finite, when
-    the training loss left the possible range (bits/dim of 8-bit data is ≥ 0; a negative or non-finite value means
-    the log-det series diverged during training), or when the trained attention's measured Lipschitz constant is
-    ≥ 1 (then x + a(x) need not be invertible and its log-det series need not converge)."""
+    """Whether a run's held-out bits/dim can be trusted, and why not.
+
+    It cannot when the number is not finite, when the training loss left the possible range (bits/dim of 8-bit data
+    is ≥ 0; a negative or non-finite value means the log-det series diverged during training), or when the trained
+    attention's measured Lipschitz constant is ≥ 1 (then x + a(x) need not be invertible and its log-det series need
+    not converge).
+
+    Arguments:
+        record: a run record (:func:`saved_record`, or an entry of ``results["runs"]``).
+    Returns:
+        (reliable, the reason it is not: "" when reliable).
+    Raises:
+        KeyError: when the record lacks ``train_curve``, ``test_bits_per_dim`` or ``attention_measured``.
+    """
     curve = record["train_curve"]
     if not math.isfinite(record["test_bits_per_dim"]):
         return False, "held-out bits/dim not finite"
@@ -254,13 +289,28 @@ def run(
     progress_bar: bool = True,
     plot: bool = True,
 ) -> dict:
-    """Train every configuration in ``labels`` (default: all) for every seed in ``seeds`` (default 1, 2, 3) into
-    ``out``; return the results (also in ``out/results.json``). ``keep``: which trained models to save
-    ("first": the first seed's, "all", "none"; a run already in ``results.json`` is not trained again, so its model
-    is saved only if it was then). Raises ``ValueError`` for an unknown or repeated label, a seed list that is empty,
-    repeats or holds something other than integers in [0, 2³²), ``n_train`` outside 64..1500 (the first 1500 digits
-    are for training, the other 297 held out: :func:`invattn.data.digits_density_split`), or a ``results.json`` in
-    ``out`` with other settings or damaged."""
+    """Train every configuration in ``labels`` for every seed in ``seeds`` into ``out`` (the module's ablation).
+
+    A run already in ``out/results.json`` is not trained again (so its model is saved only if it was then).
+
+    Arguments:
+        out: the folder for ``results.json``, the kept models and ``ablation.png`` (created if missing).
+        labels: configurations, keys of :data:`CONFIGURATIONS` (None: all).
+        seeds: training seeds, distinct integers in [0, 2³²) (None: 1, 2, 3).
+        epochs: epochs per run.
+        n_train: training digits, the first N, 64..1500 (the other 297 are held out:
+            :func:`invattn.data.digits_density_split`).
+        keep: which trained models to save: ``"first"`` (the first seed's), ``"all"`` or ``"none"``.
+        progress_bar: show training progress bars.
+        plot: write ``ablation.png`` (:func:`plot_ablation`).
+    Returns:
+        the results, as in ``out/results.json``: ``{"settings": {...}, "runs": [run record, ...]}``.
+    Raises:
+        ValueError: for an unknown or repeated label, a seed list that is empty, repeats or holds something other
+            than integers in [0, 2³²), ``epochs`` < 1, ``n_train`` outside 64..1500, an unknown ``keep``, or a
+            ``results.json`` in ``out`` with other settings or damaged.
+        TypeError: for a non-integer ``epochs`` or ``n_train``.
+    """
     labels, seeds = _check_run(labels, seeds, epochs, n_train, keep)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -289,8 +339,30 @@ def run(
 
 
 def summary(results: dict) -> list[dict]:
-    """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, difference of the
-    mean from ``none`` (negative: better), the seeds' range, and the attention bound and measured constant."""
+    """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, and mean − mean(none).
+
+    Every seed counts: a configuration with a non-finite held-out number has no mean (nan), and unreliable runs
+    (:func:`run_is_reliable`) are counted, not left out.
+
+    Arguments:
+        results: what :func:`run` returns (or ``results.json``): its ``runs`` are read.
+    Returns:
+        one dict per configuration present, in :data:`CONFIGURATIONS` order, with ``label``, ``n`` (seeds),
+        ``unreliable`` (how many runs) and ``reasons``, ``mean`` and ``std`` of held-out bits/dim, ``low`` and
+        ``high`` (the seeds' range), ``vs_none`` (mean − the ``none`` mean; negative: better; nan without ``none``),
+        ``bound`` and ``measured`` (the largest attention bound and measured Lipschitz constant over seeds).
+    Raises:
+        KeyError: when a run record lacks one of its fields.
+
+    >>> nan = float("nan")
+    >>> def record(label, seed, bpd, bound, measured):
+    ...     return dict(label=label, seed=seed, test_bits_per_dim=bpd, train_curve=[3.0, 2.5],
+    ...                 attention_bound=bound, attention_measured=measured)
+    >>> results = {"runs": [record("none", 1, 2.0, nan, nan), record("none", 2, 2.2, nan, nan),
+    ...                     record("concat", 1, 1.9, 0.9, 0.4), record("concat", 2, 2.0, 0.9, 0.5)]}
+    >>> [(r["label"], r["n"], round(r["mean"], 2), round(r["vs_none"], 2), r["bound"]) for r in summary(results)]
+    [('none', 2, 2.1, 0.0, nan), ('concat', 2, 1.95, -0.15, 0.9)]
+    """
     by_label: dict[str, list[dict]] = {}
     for record in results["runs"]:
         by_label.setdefault(record["label"], []).append(record)
@@ -324,7 +396,17 @@ def summary(results: dict) -> list[dict]:
 
 
 def format_summary(results: dict) -> str:
-    """The summary as a text table."""
+    """The :func:`summary` as a text table, one line per configuration, unreliable seeds flagged.
+
+    Arguments:
+        results: what :func:`run` returns (or ``results.json``).
+    Returns:
+        the table: configuration, seeds, held-out bits/dim mean ± std (min–max), vs none, the attention's
+        certified Lipschitz bound (``inf`` for an uncertified variant, ``—`` without attention) and its measured
+        constant.
+    Raises:
+        KeyError: when a run record lacks one of its fields.
+    """
     lines = [
         f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | Lip bound | measured Lip"
     ]
@@ -433,10 +515,19 @@ def _plot_training_curves(ax, results: dict, rows: list[dict], colours: dict[str
 
 
 def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
-    """Two panels: held-out bits/dim per configuration (each seed a dot, the mean a diamond with the seeds'
-    standard deviation as error bars; lower is better) and the training curves (mean over seeds, smoothed over an
-    epoch). Draws into ``figure`` (a matplotlib Figure, e.g. from ``plt.figure`` in a notebook) or a new bare
-    Figure; returns it, saved to ``path`` if given."""
+    """Two panels: held-out bits/dim per configuration and the training curves.
+
+    Left: each seed a dot, the mean a diamond with the seeds' standard deviation as error bars (lower is better).
+    Right: the training curves (mean over seeds, smoothed over an epoch); uncertified ones dashed, and one that
+    leaves the certified configurations' range is marked in its legend entry rather than drawn to scale.
+
+    Arguments:
+        results: what :func:`run` returns (or ``results.json``), with its ``settings``.
+        path: where to save the figure (None: not saved).
+        figure: a matplotlib Figure to draw into (e.g. from ``plt.figure`` in a notebook; None: a new bare Figure).
+    Returns:
+        the matplotlib Figure.
+    """
     from matplotlib.figure import Figure
 
     rows = summary(results)
@@ -452,6 +543,14 @@ def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m invattn.ablation --out FOLDER``: run the ablation (:func:`run`) and print :func:`format_summary`.
+
+    Arguments:
+        argv: the command-line arguments (None: ``sys.argv[1:]``): ``--out`` (required), ``--configs``, ``--seeds``,
+            ``--epochs``, ``--n-train``, ``--keep`` and ``--no-progress``, as :func:`run`'s arguments.
+    Raises:
+        SystemExit: (argparse) for a bad argument, with :func:`run`'s message.
+    """
     parser = argparse.ArgumentParser(prog="python -m invattn.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for results.json, the trained models and ablation.png")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGURATIONS), help="configurations (default: all)")

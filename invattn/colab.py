@@ -39,8 +39,14 @@ BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.MULTI
 def repository_url(pyproject: str | Path = ROOT / "pyproject.toml") -> str:
     """The repository's address, ``https://github.com/OWNER/NAME``, from ``[project.urls] Repository``.
 
-    Raises ``FileNotFoundError`` outside a checkout and ``ValueError`` when the entry is missing or not a GitHub
-    repository address (Colab opens notebooks from GitHub)."""
+    Arguments:
+        pyproject: the ``pyproject.toml`` to read (default: the checkout's).
+    Returns:
+        the address, without a trailing slash.
+    Raises:
+        FileNotFoundError: outside a checkout (no ``pyproject``).
+        ValueError: when the entry is missing or not a GitHub repository address (Colab opens notebooks from GitHub).
+    """
     path = Path(pyproject)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the badges are generated inside a checkout of the repository")
@@ -54,7 +60,18 @@ def repository_url(pyproject: str | Path = ROOT / "pyproject.toml") -> str:
 
 
 def badge(notebook: str, url: str) -> str:
-    """The markdown line of the "Open in Colab" badge of ``notebook`` (a file name in ``notebooks/``)."""
+    """The markdown line of the "Open in Colab" badge of ``notebook``, opening it from ``url``'s main branch.
+
+    Arguments:
+        notebook: the lesson's file name in ``notebooks/`` (e.g. ``"01_invertible_residual_networks.ipynb"``).
+        url: the repository's address, ``https://github.com/OWNER/NAME`` (:func:`repository_url`).
+    Returns:
+        one markdown line: the badge image linking to the notebook on Colab.
+
+    >>> print(badge("01_invertible_residual_networks.ipynb", "https://github.com/invattn/invattn"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/invattn/invattn/blob/main/notebooks/01_invertible_residual_networks.ipynb)
+    """
     colab = "https://colab.research.google.com/github/" + url.removeprefix("https://github.com/")
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab}/blob/main/notebooks/{notebook})"
 
@@ -65,10 +82,17 @@ INSTALL_FIRST_LINE = (
 
 
 def install_cell_source(url: str) -> str:
-    """The source of each lesson's first code cell. Where ``invattn`` is not installed it pip-installs it: from the
-    checkout the kernel's working folder lies in (a clone: editable), else from ``url`` (Colab), keeping the installed
-    torch. In a checkout its own library then comes first on ``sys.path``, whatever else is installed, so a clone
-    always runs the library beside it."""
+    """The source of each lesson's first code cell, the one that installs the package where it is missing.
+
+    Where ``invattn`` is not installed it pip-installs it: from the checkout the kernel's working folder lies in (a
+    clone: editable), else from ``url`` (Colab), keeping the installed torch. In a checkout its own library then
+    comes first on ``sys.path``, whatever else is installed, so a clone always runs the library beside it.
+
+    Arguments:
+        url: the repository's address, ``https://github.com/OWNER/NAME`` (:func:`repository_url`).
+    Returns:
+        the cell's Python source (no trailing newline).
+    """
     return f"""\
 {INSTALL_FIRST_LINE}
 import importlib, subprocess, sys
@@ -140,14 +164,34 @@ def _drifted(folder: str | Path, url: str):
 
 
 def out_of_date(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
-    """The lessons in ``folder`` whose badge or install cell differs from what :func:`update` would write."""
+    """The lessons in ``folder`` whose badge or install cell differs from what :func:`update` would write.
+
+    Arguments:
+        folder: the lessons' folder (default: the checkout's ``notebooks/``).
+        url: the repository's address (None: :func:`repository_url`).
+    Returns:
+        the file names of the lessons whose badge or install cell is missing, misplaced, doubled or out of date.
+    Raises:
+        FileNotFoundError: when ``url`` is None outside a checkout.
+        ValueError: when ``url`` is None and pyproject's Repository entry is missing or not a GitHub address.
+    """
     return [path.name for path, _ in _drifted(folder, url or repository_url())]
 
 
 def update(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
-    """Write the badge and install cell of every lesson in ``folder`` from ``url`` (default: :func:`repository_url`);
-    returns the names of the lessons it changed. A new install cell has no output: the next run of the lesson stores
-    its (empty) output."""
+    """Write the badge and install cell of every lesson in ``folder`` from ``url``; only out-of-date lessons change.
+
+    A new install cell has no output: the next run of the lesson stores its (empty) output.
+
+    Arguments:
+        folder: the lessons' folder (default: the checkout's ``notebooks/``).
+        url: the repository's address (None: :func:`repository_url`).
+    Returns:
+        the file names of the lessons it rewrote.
+    Raises:
+        FileNotFoundError: when ``url`` is None outside a checkout.
+        ValueError: when ``url`` is None and pyproject's Repository entry is missing or not a GitHub address.
+    """
     changed = []
     for path, expected in _drifted(folder, url or repository_url()):
         nbformat.write(expected, path)
@@ -156,7 +200,14 @@ def update(folder: str | Path = NOTEBOOKS, url: str | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.colab [FOLDER]``: rewrite the lessons' badges and install cells from pyproject.toml."""
+    """``python -m invattn.colab [FOLDER]``: rewrite the lessons' badges and install cells from pyproject.toml.
+
+    Arguments:
+        argv: the command-line arguments (None: ``sys.argv[1:]``): an optional lessons' folder (default
+            ``notebooks/``).
+    Raises:
+        SystemExit: (argparse) when the folder holds no lessons (``NN_name.ipynb``).
+    """
     parser = argparse.ArgumentParser(prog="python -m invattn.colab", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=NOTEBOOKS, help="the lessons' folder (notebooks/)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

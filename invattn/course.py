@@ -73,6 +73,15 @@ MAX_WORDS_PER_PICTURE = 425
 
 @dataclass(frozen=True)
 class Finding:
+    """One broken reference or budget overrun found in a lesson; ``str()`` gives one readable line.
+
+    Arguments:
+        lesson: the notebook's file name (``NN_name.ipynb``).
+        cell: the index of the cell the problem is in (0 for the whole lesson).
+        text: the text found (the reference, the number, the timing).
+        problem: what is wrong with it.
+    """
+
     lesson: str
     cell: int
     text: str
@@ -107,10 +116,16 @@ def _run(cells, index: int, step: int) -> list:
 
 @dataclass(frozen=True)
 class ReadingStats:
-    """What a student reads in one lesson: ``words`` of prose on the main path (outside collapsed ``<details>``),
-    ``collapsed`` words inside them, non-empty ``code_lines``, ``pictures`` (figures in the outputs and images in the
-    text) of which ``diagrams`` are drawn by :mod:`invattn.diagrams`; ``minutes`` = words/130 + 5 s per code line +
-    1 min per picture (the issue's reading model)."""
+    """What a student reads in one lesson, and how long it takes: minutes = words/130 + 5 s per code line + 1 min per
+    picture (the issue's reading model; the ``minutes`` property).
+
+    Arguments:
+        words: words of prose on the main path (outside collapsed ``<details>``; badges not counted).
+        collapsed: words inside collapsed ``<details>``.
+        code_lines: non-empty code lines (the install cell not counted).
+        pictures: figures in the outputs and images in the text.
+        diagrams: how many of the pictures are drawn by :mod:`invattn.diagrams` (``draw_diagram`` calls).
+    """
 
     words: int
     collapsed: int
@@ -124,7 +139,20 @@ class ReadingStats:
 
 
 def reading_stats(nb) -> ReadingStats:
-    """The :class:`ReadingStats` of a notebook (an ``nbformat`` node)."""
+    """The :class:`ReadingStats` of a notebook: its words, collapsed words, code lines, pictures and diagrams.
+
+    Arguments:
+        nb: the notebook, an ``nbformat`` node (version 4), with its stored outputs.
+    Returns:
+        its :class:`ReadingStats`.
+
+    >>> from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    >>> nb = new_notebook(cells=[new_markdown_cell("# A lesson\\n\\nProse on the main path."),
+    ...                          new_code_cell("x = 1\\n\\nprint(x)")])
+    >>> stats = reading_stats(nb)
+    >>> stats.words, stats.code_lines, stats.pictures, round(stats.minutes, 2)
+    (8, 2, 0, 0.23)
+    """
     words = collapsed = code_lines = pictures = diagrams = 0
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -265,8 +293,14 @@ def _asserts(cell) -> bool:
 
 
 def check_lessons(folder: str | Path = NOTEBOOKS, badges: bool = True) -> list[Finding]:
-    """Every broken cross-reference in the lessons ``NN_*.ipynb`` of ``folder`` (empty when all resolve); with
-    ``badges`` also each lesson whose Colab badge or install cell is missing, misplaced or out of date."""
+    """Every broken cross-reference, unprinted number and budget overrun in the lessons of ``folder`` (module doc).
+
+    Arguments:
+        folder: the folder of the lessons ``NN_*.ipynb`` and appendices (default: the checkout's ``notebooks/``).
+        badges: also report each lesson whose Colab badge or install cell is missing, misplaced or out of date.
+    Returns:
+        the :class:`Finding` list, empty when everything resolves.
+    """
     folder = Path(folder)
     lessons = {path.name.split("_")[0]: nbformat.read(path, as_version=4) for path in lesson_notebooks(folder)}
     numbered = {
@@ -336,8 +370,14 @@ def _diagram_names() -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.course [FOLDER] [--reading]``: report broken references (exit 1 if any); with
-    ``--reading`` first print each lesson's :class:`ReadingStats`."""
+    """``python -m invattn.course [FOLDER] [--reading]``: print the :func:`check_lessons` findings and their count.
+
+    Arguments:
+        argv: the command-line arguments (None: ``sys.argv[1:]``): an optional lessons' folder (default
+            ``notebooks/``) and ``--reading``, which first prints each lesson's :class:`ReadingStats`.
+    Raises:
+        SystemExit: with status 1 when there is any finding.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     reading = "--reading" in argv
     argv = [a for a in argv if a != "--reading"]

@@ -70,13 +70,30 @@ def _photograph_uint8() -> np.ndarray:
 
 
 def photograph() -> torch.Tensor:
-    """The photograph as a float tensor [3, 600, 512] with values in [0, 1]."""
+    """The offline photograph (Grace Hopper, shipped with matplotlib) as a float tensor in [0, 1].
+
+    Returns:
+        the photograph [3, 600, 512], float32, values in [0, 1] (8-bit levels / 255).
+    Raises:
+        FileNotFoundError: when this matplotlib installation lacks its sample photograph grace_hopper.jpg.
+    """
     return torch.from_numpy(_photograph_uint8()).permute(2, 0, 1).float().div_(255.0)
 
 
 def photograph_thumbnail(size: int = 64) -> torch.Tensor:
-    """The photograph's central 400×400 square (rows 40–439, columns 56–455: the face), resized with antialiasing to
-    [3, size, size] in [0, 1]; what the inversion demo (lesson 04 and the app) inverts."""
+    """The photograph's central 400×400 square (rows 40–439, columns 56–455: the face), resized with antialiasing.
+
+    What the inversion demo (lesson 04 and the app) inverts.
+
+    Arguments:
+        size: the side of the result in pixels (default 64).
+    Returns:
+        the thumbnail [3, size, size], float32, in [0, 1].
+    Raises:
+        TypeError: when ``size`` is not an integer.
+        ValueError: when ``size`` < 1.
+        FileNotFoundError: when matplotlib's sample photograph is missing.
+    """
     check_positive_int(size, "size")
     square = photograph()[None, :, 40:440, 56:456]
     return torch.nn.functional.interpolate(square, size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
@@ -90,7 +107,14 @@ def _sklearn_photographs_uint8() -> tuple[np.ndarray, ...]:
 
 
 def sample_photographs() -> list[torch.Tensor]:
-    """The offline photographs: Grace Hopper (matplotlib), then scikit-learn's china and flower; [3, H, W] in [0, 1]."""
+    """The offline photographs: Grace Hopper (matplotlib), then scikit-learn's china and flower.
+
+    Returns:
+        a list of three float32 tensors [3, H, W] in [0, 1]: [3, 600, 512], then two [3, 427, 640].
+    Raises:
+        FileNotFoundError: when matplotlib's sample photograph is missing.
+        ImportError: without scikit-learn.
+    """
     photos = [photograph()]
     for image in _sklearn_photographs_uint8():
         photos.append(torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0))
@@ -98,7 +122,13 @@ def sample_photographs() -> list[torch.Tensor]:
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's handwritten digits: images [1797, 1, 8, 8] in [0, 1] (16 grey levels) and labels [1797]."""
+    """scikit-learn's 1797 real handwritten 8×8 digits, with their labels.
+
+    Returns:
+        (images [1797, 1, 8, 8] float32 in [0, 1] (16 grey levels: value / 16), labels [1797] int64 in 0..9).
+    Raises:
+        ImportError: without scikit-learn.
+    """
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -134,9 +164,28 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def photograph_crops(
     count: int, size: int = 32, seed: int = 0, min_side: int = 48, max_side: int = 256
 ) -> torch.Tensor:
-    """``count`` square crops of the offline photographs (each from a random photograph, position and side of
-    ``min_side``..``max_side`` pixels), resized to ``size``×``size``: [count, 3, size, size] in [0, 1].
-    Deterministic for a given ``seed``."""
+    """``count`` square crops of the offline photographs, resized to ``size``×``size`` (experiments at CIFAR scale).
+
+    Each crop comes from a random photograph of :func:`sample_photographs`, at a random position, with a random side
+    of ``min_side``..``max_side`` pixels (capped by the photograph), resized with antialiasing. Deterministic for a
+    given ``seed`` (its own generator; the global random state is untouched).
+
+    Arguments:
+        count: how many crops.
+        size: their side after resizing, in pixels (default 32).
+        seed: the seed of the crops' generator.
+        min_side: the smallest crop side before resizing, in pixels.
+        max_side: the largest crop side before resizing, in pixels.
+    Returns:
+        the crops [count, 3, size, size], float32, in [0, 1].
+    Raises:
+        TypeError: when ``count`` or ``size`` is not an integer.
+        ValueError: when ``count`` or ``size`` < 1.
+
+    >>> crops = photograph_crops(2, size=16, seed=0)
+    >>> crops.shape, bool(crops.min() >= 0), bool(crops.max() <= 1)
+    (torch.Size([2, 3, 16, 16]), True, True)
+    """
     check_positive_int(count, "count")
     check_positive_int(size, "size")
     photos = sample_photographs()
@@ -153,7 +202,16 @@ def photograph_crops(
 
 
 def full_scale_photograph(height: int = 218, width: int = 178) -> torch.Tensor:
-    """The photograph centre-cropped to the aspect ratio height:width and resized: [1, 3, height, width]."""
+    """The photograph centre-cropped to the aspect ratio height:width and resized (default: CelebA's aligned 218×178).
+
+    Arguments:
+        height: the result's height in pixels (default 218, the paper's full scale).
+        width: the result's width in pixels (default 178).
+    Returns:
+        the photograph [1, 3, height, width], float32, in [0, 1].
+    Raises:
+        FileNotFoundError: when matplotlib's sample photograph is missing.
+    """
     image = photograph()
     full_h, full_w = image.shape[1:]
     crop_w = min(full_w, round(full_h * width / height))
@@ -163,7 +221,22 @@ def full_scale_photograph(height: int = 218, width: int = 178) -> torch.Tensor:
 
 
 def dequantize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The paper's pre-processing of [0, 1] images: (255·x + u)/256 − 0.5 with u ~ U(0, 1), in [−0.5, 0.5)."""
+    """The paper's pre-processing of [0, 1] images: (round(255·x) + u)/256 − 0.5 with u ~ U(0, 1), in [−0.5, 0.5).
+
+    The images are first rounded to their 8-bit levels, then uniform noise fills each level's bin, so that a
+    continuous density on the result gives the discrete images' likelihood (bits/dim).
+
+    Arguments:
+        images: images of any shape (e.g. [B, C, H, W]) with values in [0, 1], on any device.
+        generator: the CPU generator of the noise (None: torch's global one); the noise is drawn on the CPU in
+            ``images``' dtype, then moved to its device.
+    Returns:
+        the dequantized images, same shape, dtype and device as ``images``, in [−0.5, 0.5).
+
+    >>> x = dequantize(torch.rand(2, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    >>> x.shape, bool(x.min() >= -0.5), bool(x.max() < 0.5)
+    (torch.Size([2, 3, 4, 4]), True, True)
+    """
     noise = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
     return (torch.round(images * 255.0) + noise) / 256.0 - 0.5
 
@@ -244,11 +317,22 @@ LABELLED = ("digits", "cifar10", "svhn", "mnist")
 def load_labelled(
     name: str, root: str = "data", split: str = "train", count: int | None = None, size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images [N, C, H, W] in [0, 1], labels [N]) of a classification data set (one of :data:`LABELLED`).
+    """Images with their class labels from a classification data set (one of :data:`LABELLED`), for the classifiers.
 
     ``"digits"`` is offline (:func:`digits_split`: 80 % train, 20 % test, 8×8, resized to ``size`` if given);
-    the others are read from ``root`` with torchvision and never downloaded: a missing one raises
-    :class:`DatasetNotFoundError` saying how to get it. ``count`` takes the first N (None: all).
+    the others are read from ``root`` with torchvision and never downloaded.
+
+    Arguments:
+        name: ``"digits"``, ``"cifar10"``, ``"svhn"`` or ``"mnist"``.
+        root: the folder torchvision reads (not used by ``"digits"``).
+        split: ``"train"`` or ``"test"``.
+        count: take the first N images (None: all).
+        size: resize to size×size (None: keep the data set's size).
+    Returns:
+        (images [N, C, H, W] float32 in [0, 1], labels [N] int64); C = 1 for digits and mnist, 3 otherwise.
+    Raises:
+        ValueError: when ``name`` is not in :data:`LABELLED` or ``split`` is not ``"train"``/``"test"``.
+        DatasetNotFoundError: when the data set is not under ``root``; the message says how to get it.
     """
     if name not in LABELLED:
         raise ValueError(f"dataset must be one of {', '.join(map(repr, LABELLED))} for classification; got {name!r}")
@@ -276,12 +360,25 @@ def load_labelled(
 def load_images(
     name: str, root: str = "data", split: str = "train", count: int | None = 1000, size: int | None = 32, seed: int = 0
 ) -> torch.Tensor:
-    """Images [count, C, size, size] in [0, 1] from ``name`` (one of :data:`DATASETS`).
+    """Images from ``name`` (one of :data:`DATASETS`), for the density models.
 
     ``"photos"`` is offline (crops of :func:`sample_photographs`; the split only changes the seed). The others
-    read ``root`` with torchvision and never download: a missing data set raises :class:`DatasetNotFoundError`
-    saying how to get it. CelebA follows the paper: centre crop 178×178, then resize (``size=None`` keeps
-    the full 218×178 aligned image). ``count`` takes the first images (``None``: all).
+    read ``root`` with torchvision and never download. CelebA follows the paper: centre crop 178×178, then resize
+    (``size=None`` keeps the full 218×178 aligned image); its first sorted files train, its last ones test.
+
+    Arguments:
+        name: ``"photos"``, ``"cifar10"``, ``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"`` (an ImageFolder).
+        root: the folder the data set is read from (not used by ``"photos"``).
+        split: ``"train"`` or ``"test"``.
+        count: take the first images (None: all; ``"photos"`` then makes 1000 crops).
+        size: resize to size×size (None: keep the data set's size; ``"photos"`` then uses 32).
+        seed: the seed of the ``"photos"`` crops (the test split adds 10 000).
+    Returns:
+        images [count, C, size, size], float32, in [0, 1]; C = 1 for mnist, 3 otherwise.
+    Raises:
+        ValueError: when ``name`` is not in :data:`DATASETS` or ``split`` is not ``"train"``/``"test"``.
+        DatasetNotFoundError: when the data set is not under ``root``; the message says where it was looked for and
+            how to get it.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}; got {name!r}")

@@ -71,8 +71,15 @@ with no one watching (``python -m invattn.run_notebooks``, nbval in the tests, `
 
 @dataclass(frozen=True)
 class Setup:
-    """What :func:`setup` decided: the device to compute on, the folder figures are saved to, the seed, torch's CPU
-    threads and the vector instructions its CPU kernels use (``"AVX2"``, ``"AVX512"``, ...)."""
+    """What :func:`setup` decided (frozen).
+
+    Arguments:
+        device: the device to compute on.
+        figures: the folder figures are saved to (:func:`invattn.plots.figures_dir`).
+        seed: the seed of ``random``, numpy and torch.
+        threads: torch's intra-op CPU threads.
+        cpu_capability: the vector instructions torch's CPU kernels use (``"AVX2"``, ``"AVX512"``, ...).
+    """
 
     device: torch.device
     figures: Path
@@ -160,12 +167,27 @@ Rule = Callable[[Any, str], Any]  # (value, name) -> value; raises ValueError or
 
 
 def coeff() -> Rule:
-    """A Lipschitz coefficient in (0, 1)."""
+    """A rule for a Lipschitz coefficient in (0, 1), the range that keeps x + g(x) invertible.
+
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises ValueError outside (0, 1) and TypeError for a non-number.
+    """
     return lambda value, name: check_coeff(value, name)
 
 
 def integer(minimum: int = 1, maximum: int | None = None, even: bool = False, why: str = "") -> Rule:
-    """An integer ≥ ``minimum`` (and ≤ ``maximum``, even if ``even``); ``why`` is added to the message."""
+    """A rule for an integer ≥ ``minimum`` (and ≤ ``maximum``, even if ``even``).
+
+    Arguments:
+        minimum: the smallest allowed value (default 1).
+        maximum: the largest allowed value (None: no limit).
+        even: whether odd values are refused.
+        why: text added to the messages of the maximum and even checks (a reason, e.g. starting with a space).
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises TypeError for a non-integer, ValueError for a value out of range or odd when ``even``.
+    """
 
     def rule(value, name):
         value = check_positive_int(value, name, minimum=minimum)
@@ -179,18 +201,35 @@ def integer(minimum: int = 1, maximum: int | None = None, even: bool = False, wh
 
 
 def positive() -> Rule:
-    """A finite number > 0."""
+    """A rule for a finite number > 0.
+
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises ValueError for zero, a negative or a non-finite number, TypeError for a non-number.
+    """
     return lambda value, name: check_positive_float(value, name)
 
 
 def choice(allowed: Iterable[str]) -> Rule:
-    """One of ``allowed``."""
+    """A rule for one of ``allowed``.
+
+    Arguments:
+        allowed: the allowed values (strings).
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises ValueError, naming what is allowed, for any other value.
+    """
     allowed = tuple(allowed)
     return lambda value, name: check_choice(value, name, allowed)
 
 
 def flag() -> Rule:
-    """True or False."""
+    """A rule for True or False (no other value, not even 0 or 1).
+
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises TypeError for anything but a bool.
+    """
 
     def rule(value, name):
         if not isinstance(value, bool):
@@ -201,7 +240,12 @@ def flag() -> Rule:
 
 
 def text() -> Rule:
-    """A non-empty string (a path, a folder name)."""
+    """A rule for a non-empty string (a path, a folder name).
+
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises TypeError for a non-string or an empty string.
+    """
 
     def rule(value, name):
         if not isinstance(value, str) or not value:
@@ -212,7 +256,17 @@ def text() -> Rule:
 
 
 def each(rule: Rule, distinct: bool = False, nonempty: bool = True) -> Rule:
-    """A list (or tuple) whose every item obeys ``rule``; ``distinct`` forbids repeats; ``nonempty`` an empty list."""
+    """A rule for a list (or tuple) whose every item obeys ``rule``; items are named ``name[i]`` in messages.
+
+    Arguments:
+        rule: the rule each item must obey.
+        distinct: whether repeated items (by ``repr``) are refused.
+        nonempty: whether an empty list is refused.
+    Returns:
+        a rule ``(value, name) -> value`` for :func:`check_parameters`;
+        it raises TypeError for a non-list, ValueError for an empty list (when ``nonempty``) or a
+        repeat (when ``distinct``), and whatever ``rule`` raises for a bad item.
+    """
 
     def check_all(value, name):
         if not isinstance(value, (list, tuple)):

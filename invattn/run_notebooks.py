@@ -126,7 +126,7 @@ def stable_widget_ids(nb, name: str) -> None:
     """Rename every widget model id of ``nb`` (in place) to one derived from ``name`` and the model's position: the
     models shown by the outputs in cell order, then those they refer to, depth first (fields in sorted order), then
     any others in the order of their content. Jupyter makes fresh random ids each run; these are the same each run
-    of the same lesson, so the stored widget state (which GitHub's viewer draws) no longer changes on a re-run."""
+    of the same lesson, so the stored widget state (which GitHub's viewer draws) does not change on a re-run."""
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     views = [
         output["data"][WIDGET_VIEW]

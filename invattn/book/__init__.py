@@ -78,8 +78,13 @@ BUILDER_PACKAGES = {
 
 @dataclass(frozen=True)
 class BookBuild:
-    """What :func:`build` made: the index page, the number of pages (the index and one per lesson) and the seconds
-    the staging and the build took together."""
+    """What :func:`build` made (frozen).
+
+    Arguments:
+        index: the built site's index page, ``DIR/html/index.html``.
+        pages: the number of pages (the index and one per lesson).
+        seconds: the seconds the staging and the build took together.
+    """
 
     index: Path
     pages: int
@@ -91,7 +96,15 @@ MARKER = ".invattn-book"
 
 
 def lessons(folder: str | Path = NOTEBOOKS) -> list[Path]:
-    """The lessons of ``folder``, ``NN…_name.ipynb`` in order. Raises ``FileNotFoundError`` when there are none."""
+    """The lessons of ``folder``, ``NN…_name.ipynb`` in order.
+
+    Arguments:
+        folder: the lessons' folder (default: the checkout's ``notebooks/``).
+    Returns:
+        their paths, sorted.
+    Raises:
+        FileNotFoundError: when there are none.
+    """
     found = lesson_notebooks(folder)
     if not found:
         raise FileNotFoundError(f"no lessons (NN_name.ipynb) found in {Path(folder).resolve()}: nothing to build")
@@ -118,13 +131,24 @@ def _sync(source: Path, target: Path) -> set[Path]:
 
 
 def stage(output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS, readme: str | Path = README) -> Path:
-    """Write the book's sources into ``output/source`` (see the module's text) and return that folder. Files left
-    there from an earlier build that this one does not write are removed.
+    """Write the book's sources into ``output/source`` (see the module's text); nothing is executed.
 
-    Raises ``FileNotFoundError`` when there are no lessons or no README, and ``ValueError`` (from
-    :func:`index_page` and :func:`stage_notebook`) when README's lesson map or a lesson's link is wrong, and
-    ``FileExistsError`` when ``output`` holds files that no build wrote (a build removes its own leftovers, so it
-    refuses to work in a folder it did not make: :data:`MARKER` marks the ones it did)."""
+    Files left there from an earlier build that this one does not write are removed; a file is rewritten only when
+    its text changes.
+
+    Arguments:
+        output: the build folder (default ``book/_build``); created if missing, marked with :data:`MARKER`.
+        notebooks: the lessons' folder.
+        readme: the README whose title, opening and lesson map make the index page.
+    Returns:
+        the staged sources' folder, ``output/source``.
+    Raises:
+        FileNotFoundError: when there are no lessons or no README, or outside a checkout (no ``pyproject.toml``).
+        ValueError: (from :func:`index_page` and :func:`stage_notebook`) when README's lesson map or a lesson's
+            link is wrong, or pyproject's repository address is.
+        FileExistsError: when ``output`` holds files that no build wrote (a build removes its own leftovers, so it
+            refuses to work in a folder it did not make: :data:`MARKER` marks the ones it did).
+    """
     output = Path(output)
     if output.is_dir() and any(output.iterdir()) and not (output / MARKER).is_file():
         raise FileExistsError(
@@ -172,11 +196,19 @@ def _require_builder() -> None:
 def build(
     output: str | Path = DEFAULT_OUTPUT, notebooks: str | Path = NOTEBOOKS, readme: str | Path = README
 ) -> BookBuild:
-    """Stage the book's sources (:func:`stage`, from ``notebooks`` and ``readme``) into ``output/source`` and build
-    the HTML into ``output/html``.
+    """Stage the book's sources (:func:`stage`) into ``output/source`` and build the HTML into ``output/html``.
 
-    Raises ``ModuleNotFoundError`` when a package of the ``book`` extra is missing, what :func:`stage` raises, and
-    ``RuntimeError`` listing Sphinx's warnings when there are any (a warning is a broken page: fix its cause)."""
+    Arguments:
+        output: the build folder (default ``book/_build``).
+        notebooks: the lessons' folder.
+        readme: the README whose lesson map makes the index page.
+    Returns:
+        a :class:`BookBuild`: the index page, the page count and the seconds taken.
+    Raises:
+        ModuleNotFoundError: when a package of the ``book`` extra is missing (the message names them).
+        RuntimeError: listing Sphinx's warnings when there are any (a warning is a broken page: fix its cause).
+        FileNotFoundError, ValueError, FileExistsError: what :func:`stage` raises.
+    """
     _require_builder()
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace, patch_docutils
@@ -209,7 +241,14 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m invattn.book [--output DIR]``: build the book, print its index page, page count and build time."""
+    """``python -m invattn.book [--output DIR]``: build the book, print its index page, page count and build time.
+
+    Arguments:
+        argv: the command-line arguments (None: ``sys.argv[1:]``): ``--output DIR``, the build folder (default
+            ``book/_build``).
+    Raises:
+        SystemExit: with status 1 and the cause when the build fails (what :func:`build` raises).
+    """
     parser = argparse.ArgumentParser(prog="python -m invattn.book", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--output",

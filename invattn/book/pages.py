@@ -55,8 +55,15 @@ _CODE = re.compile(r"(^```.*?^```[ \t]*$|`[^`\n]+`)", re.MULTILINE | re.DOTALL) 
 
 
 def lesson_table(readme: str) -> str:
-    """The ``## Lessons`` section of README's text ``readme``: the lesson map, up to the next heading.
-    Raises ``ValueError`` when README has no such section or it holds no table."""
+    """The ``## Lessons`` section of README's text: the lesson map, up to the next heading.
+
+    Arguments:
+        readme: README's markdown text.
+    Returns:
+        the section's body (the table and any text around it), stripped.
+    Raises:
+        ValueError: when README has no such section or it holds no table.
+    """
     match = re.search(r"^## Lessons[ \t]*\n(.*?)(?=^#{1,3} |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
     if not match or not re.search(r"^\|.*\|[ \t]*$", match.group(1), flags=re.MULTILINE):
         raise ValueError("README.md has no '## Lessons' section with a table: the book's index is made from it")
@@ -64,11 +71,19 @@ def lesson_table(readme: str) -> str:
 
 
 def index_page(readme: str, lesson_names: list[str]) -> str:
-    """The book's landing page (MyST markdown) from README's text ``readme``: its title and opening paragraphs, its
-    lesson map, and a hidden table of contents in the map's order. ``lesson_names`` are the lessons' file names.
+    """The book's landing page (MyST markdown) from README's text: title, opening, lesson map and a hidden toctree.
 
-    Raises ``ValueError`` when README has no lesson map, the map links to a lesson that is not in ``lesson_names``,
-    or a lesson is missing from the map (the book's contents would differ from README's)."""
+    The opening paragraphs lose their badges; the table of contents follows the map's order.
+
+    Arguments:
+        readme: README's markdown text.
+        lesson_names: the lessons' file names (``NN_name.ipynb``).
+    Returns:
+        the page's MyST markdown.
+    Raises:
+        ValueError: when README has no title or no lesson map, the map links to a lesson that is not in
+            ``lesson_names``, or a lesson is missing from the map (the book's contents would differ from README's).
+    """
     title = re.search(r"^# (.+)$", readme, flags=re.MULTILINE)
     if not title:
         raise ValueError("README.md has no title ('# …' line): the book's index needs one")
@@ -95,7 +110,15 @@ def index_page(readme: str, lesson_names: list[str]) -> str:
 
 
 def heading_slug(text: str) -> str:
-    """The anchor MyST gives a heading (GitHub's slug of its text, inline math left out), as it resolves links."""
+    """The anchor MyST gives a heading (GitHub's slug of its text, inline math left out), as it resolves links.
+
+    Arguments:
+        text: the heading's text, without the leading ``#``.
+    Returns:
+        the anchor (lower case, hyphens for spaces, markup and ``$…$`` removed).
+    Raises:
+        ModuleNotFoundError: without ``myst_parser`` (the ``book`` extra).
+    """
     from myst_parser.slugs import github_slugify  # the book extra's: imported only when a book is staged
 
     text = re.sub(r"\$[^$]*\$", "", text)
@@ -105,7 +128,15 @@ def heading_slug(text: str) -> str:
 
 
 def heading_anchors(nb: dict) -> dict[str, str]:
-    """Each way a reader may link to a heading of ``nb`` (Jupyter's anchor, GitHub's slug, MyST's) -> MyST's."""
+    """Each way a reader may link to a heading of ``nb`` (Jupyter's anchor, GitHub's slug, MyST's) → MyST's.
+
+    Arguments:
+        nb: a notebook as JSON (a dict with ``cells``).
+    Returns:
+        a dict from each accepted anchor to MyST's anchor for the same heading (the first heading wins a clash).
+    Raises:
+        ModuleNotFoundError: without ``myst_parser`` (the ``book`` extra).
+    """
     anchors = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "markdown":
@@ -119,6 +150,13 @@ def heading_anchors(nb: dict) -> dict[str, str]:
 
 
 def cell_source(cell: dict) -> str:
+    """A notebook cell's source as one string, whether stored as a string or as a list of lines.
+
+    Arguments:
+        cell: a cell as JSON (a dict with ``source``).
+    Returns:
+        its source text.
+    """
     source = cell["source"]
     return "".join(source) if isinstance(source, list) else source
 
@@ -126,9 +164,17 @@ def cell_source(cell: dict) -> str:
 class Links:
     """Rewrites the link targets of one staged page so that each resolves in the built site (see the module's text).
 
-    ``name`` is the page's file in the repository (a lesson's name, or ``README.md`` for the index), ``folder`` the
-    repository folder its relative links start from, ``anchors`` each lesson's headings (from :func:`heading_anchors`),
-    ``url`` the repository's address."""
+    Calling it on a link target returns the target to stage: another lesson (and its section) a link between pages,
+    a figure a file of the site, README (or its lesson map) the index page, any other file of the repository its
+    address there; an address outside the repository is kept. A call raises ``ValueError`` for a link outside the
+    repository, to a missing file or figure, or to a heading the lesson lacks.
+
+    Arguments:
+        name: the page's file in the repository (a lesson's name, or ``README.md`` for the index).
+        folder: the repository folder its relative links start from.
+        anchors: each lesson's headings, lesson file name → (:func:`heading_anchors`).
+        url: the repository's address, ``https://github.com/OWNER/NAME``.
+    """
 
     def __init__(self, name: str, folder: Path, anchors: dict[str, dict[str, str]], url: str):
         self.name, self.folder, self.anchors, self.url = name, folder, anchors, url
@@ -197,8 +243,17 @@ def _outside_code(text: str, pattern: re.Pattern, replace) -> str:
 
 
 def stage_markdown(text: str, links: Links) -> str:
-    """A markdown text with its links made to resolve in the site, the Colab badge image made local and math in a
-    ``<summary>`` made typesettable. Raises ``ValueError`` for a broken link or an image from outside the book."""
+    """A markdown text with its links made to resolve in the site, the Colab badge image local, ``<summary>`` math
+    typesettable; code (fenced blocks and inline spans) is left as typed.
+
+    Arguments:
+        text: the markdown text (a cell's source, or the index page).
+        links: the page's :class:`Links`.
+    Returns:
+        the staged markdown text.
+    Raises:
+        ValueError: for a broken link or an image from outside the book (the site requests nothing outside itself).
+    """
     text = _outside_code(text, _TARGET, lambda m: m.group(1) + links(m.group(2)))
     text = _outside_code(
         text,
@@ -217,12 +272,21 @@ def stage_markdown(text: str, links: Links) -> str:
 
 
 def stage_notebook(nb: dict, name: str, anchors: dict[str, dict[str, str]], url: str) -> dict:
-    """A static copy of the lesson ``nb`` (a notebook as JSON, named ``name``), as the book shows it: each widget
-    output replaced by :data:`DEMO_NOTE`, ``metadata.widgets`` dropped, the Colab badge image made local, links
-    made to resolve in the site (``anchors``: each lesson's headings, from :func:`heading_anchors`; ``url``: the
-    repository's address). ``nb`` itself is not changed.
+    """A static copy of a lesson as the book shows it: widgets replaced by :data:`DEMO_NOTE`, links resolved.
 
-    Raises ``ValueError`` for a link to a missing file or heading, or an image from outside the book."""
+    Each widget output is replaced by :data:`DEMO_NOTE`, ``metadata.widgets`` dropped, the Colab badge image made
+    local and every markdown cell staged by :func:`stage_markdown`. ``nb`` itself is not changed.
+
+    Arguments:
+        nb: the lesson, a notebook as JSON.
+        name: its file name (``NN_name.ipynb``).
+        anchors: each lesson's headings, lesson file name → (:func:`heading_anchors`).
+        url: the repository's address.
+    Returns:
+        the staged copy, a notebook as JSON.
+    Raises:
+        ValueError: for a link to a missing file or heading, or an image from outside the book.
+    """
     staged = copy.deepcopy(nb)
     staged["metadata"].pop("widgets", None)
     links = Links(name, NOTEBOOKS, anchors, url)

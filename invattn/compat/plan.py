@@ -34,7 +34,12 @@ VERSION = re.compile(r"\d+(\.\d+)*([a-z]+\d+)?(\+[\w.]+)?")
 
 
 class Pair(NamedTuple):
-    """A torch version and the torchvision version installed beside it."""
+    """A torch version and the torchvision version installed beside it; ``name`` names its environment.
+
+    Arguments:
+        torch: the torch version, e.g. ``"2.8.0"``.
+        torchvision: the torchvision version, e.g. ``"0.23.0"``.
+    """
 
     torch: str
     torchvision: str
@@ -59,7 +64,13 @@ class CheckFailed(RuntimeError):
 @dataclass
 class Check:
     """One environment to build and try: ``pair`` installed exactly, or (``colab_like``) Jupyter and the registry's
-    torch only. ``pair`` None means the newest, resolved when the check starts."""
+    torch only; ``name`` names its environment's folder.
+
+    Arguments:
+        label: the check's name in the table (``"oldest"``, ``"newest"``, ``"given"``, ``"colab-like"``).
+        pair: the torch/torchvision versions to install; None means the newest, resolved when the check starts.
+        colab_like: install Jupyter and the registry's torch only, and let the lesson's install cell add invattn.
+    """
 
     label: str
     pair: Pair | None = None
@@ -72,7 +83,22 @@ class Check:
 
 @dataclass
 class Result:
-    """What one check found: the versions installed, the install time, the tests, the lesson, and the error if any."""
+    """What one check found: the versions installed, the install time, the tests, the lesson, and the error if any.
+
+    ``ok`` is true when there is no error. A field that was not reached keeps its default (``"?"`` or None).
+
+    Arguments:
+        label: the check's label.
+        torch: the torch version installed.
+        torchvision: the torchvision version installed.
+        numpy: the numpy version installed.
+        install_s: the install's seconds.
+        passed: how many compatibility tests passed.
+        failed: how many failed or errored.
+        lesson_ok: whether the lesson ran.
+        seconds: the check's total seconds.
+        error: the failed step's message (None: every step passed).
+    """
 
     label: str
     torch: str = "?"
@@ -130,20 +156,45 @@ def parse_pair(text: list[str]) -> Pair:
 
 
 def find_lesson(prefix: str, root: Path = ROOT) -> Path:
-    """The first lesson ``notebooks/NN_name.ipynb`` whose file name starts with ``prefix``."""
+    """The first lesson ``notebooks/NN_name.ipynb`` whose file name starts with ``prefix``.
+
+    Arguments:
+        prefix: the start of the file name, e.g. ``"01"``.
+        root: the checkout whose ``notebooks/`` is searched.
+    Returns:
+        the lesson's path.
+    Raises:
+        ValueError: naming the lessons there when none matches.
+    """
     return lesson_notebooks(root / "notebooks", prefix)[0]
 
 
 def planned_checks(pairs: list[Pair], colab_like: bool) -> list[Check]:
     """The checks the options ask for: the ``pairs`` given and the Colab-like one, or with neither, all three
-    defaults (oldest, newest, Colab-like)."""
+    defaults (oldest, newest, Colab-like).
+
+    Arguments:
+        pairs: the ``--pair`` options given, each checked as ``"given"``.
+        colab_like: whether ``--colab-like`` was given.
+    Returns:
+        the :class:`Check` list, in the order they run.
+    """
     if not pairs and not colab_like:
         return [Check("oldest", OLDEST_PAIR), Check("newest"), Check("colab-like", colab_like=True)]
     return [Check("given", pair) for pair in pairs] + ([Check("colab-like", colab_like=True)] if colab_like else [])
 
 
 def describe(check: Check, folder: Path, lesson: Path, root: Path = ROOT) -> str:
-    """What ``check`` will do, step by step (``--plan``)."""
+    """What ``check`` will do, step by step (``--plan``); nothing is installed or run.
+
+    Arguments:
+        check: the check.
+        folder: the folder its environment and log go to.
+        lesson: the lesson it runs.
+        root: the checkout it installs and tests.
+    Returns:
+        the plan, one line per step.
+    """
     name = check.name if check.pair is not None or check.colab_like else "<newest pair>"
     lines = [f"{check.label}: a fresh environment in {folder / name}, its log in {folder / name}.log"]
     if check.colab_like:
@@ -172,7 +223,13 @@ def _cell(value, width: int) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """The results as a table, one row per check, then each failure's message."""
+    """The results as a table, one row per check, then each failure's message.
+
+    Arguments:
+        results: one :class:`Result` per check.
+    Returns:
+        the table's text (``—`` for what a check did not reach).
+    """
     header = [
         "check",
         "torch",

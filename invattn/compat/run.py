@@ -24,12 +24,25 @@ HEARTBEAT_S = 60.0
 
 
 def say(text: str) -> None:
+    """Print a line of progress at once (flushed, so a long check's log shows it while it runs).
+
+    Arguments:
+        text: the line.
+    """
     print(text, flush=True)
 
 
 def clean_env(venv: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a step: this one without anything that would leak another Python (``VIRTUAL_ENV``,
-    ``PYTHONPATH``), with ``venv``'s scripts first on ``PATH`` and its Jupyter kernels found first."""
+    ``PYTHONPATH``, ``PYTHONHOME``, ``JUPYTER_PATH``), with ``venv``'s scripts first on ``PATH`` and its Jupyter
+    kernels found first.
+
+    Arguments:
+        venv: the virtual environment the step runs in (None: only the leaks removed).
+        **extra: more variables, set last.
+    Returns:
+        the environment, a new dict (``os.environ`` is unchanged).
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "JUPYTER_PATH")}
     if venv is not None:
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -94,7 +107,15 @@ def _installed(python: Path, env: dict[str, str]) -> dict[str, str]:
 
 def newest_pair(python: str | Path = sys.executable) -> Pair:
     """The pair ``pip install torch torchvision`` installs today, as pip resolves it (the registry and this machine's
-    pip configuration decide), read from a dry run's report: nothing is installed."""
+    pip configuration decide), read from a dry run's report: nothing is installed.
+
+    Arguments:
+        python: the Python whose pip resolves (default: this one).
+    Returns:
+        the newest :class:`Pair`.
+    Raises:
+        CheckFailed: when pip's dry run fails (its last output lines in the message).
+    """
     command = [
         str(python),
         "-m",
@@ -290,7 +311,19 @@ def _check_colab_like(check: Check, result: Result, folder: Path, lesson: Path, 
 
 
 def run_check(check: Check, folder: Path, lesson: Path, root: Path = ROOT) -> Result:
-    """Build ``check``'s environment in ``folder`` and try it; never raises for a failed step (the result says)."""
+    """Build ``check``'s environment in ``folder`` and try it; never raises for a failed step (the result says).
+
+    A check without a pair first resolves the newest one (:func:`newest_pair`) and records it in ``check.pair``. A
+    passed check's environment is removed (several GB); a failed one is kept to look into.
+
+    Arguments:
+        check: the :class:`Check` to run.
+        folder: the folder of its environment and log.
+        lesson: the lesson it runs with papermill.
+        root: the checkout it installs and tests.
+    Returns:
+        its :class:`Result`, with ``error`` set when a step failed.
+    """
     result = Result(check.label)
     start = time.monotonic()
     try:
