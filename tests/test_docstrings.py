@@ -16,14 +16,17 @@ MODULES = sorted(
 
 
 def public_callables() -> list[tuple[str, object]]:
-    found = []
+    """Every callable some module of the package names in its ``__all__``, once, under the module that defines it
+    (a package re-exporting its modules' names does not hide them)."""
+    found = {}
     for name in MODULES:
         module = importlib.import_module(name)
         for attribute in getattr(module, "__all__", ()):
             obj = getattr(module, attribute, None)
-            if callable(obj) and getattr(obj, "__module__", None) == name:
-                found.append((f"{name}.{attribute}", obj))
-    return found
+            home = getattr(obj, "__module__", None) or ""
+            if callable(obj) and home.startswith("invattn") and hasattr(obj, "__qualname__"):
+                found.setdefault(f"{home}.{obj.__qualname__}", obj)
+    return sorted(found.items())
 
 
 def _takes_arguments(obj) -> bool:
