@@ -52,10 +52,18 @@ def check_even_channels(channels: int, who: str) -> int:
 class AdditiveCoupling(InvertibleBlock):
     """i-RevNet's block on [B, C, ...]: (x₁, x₂) ↦ (x₂ + F(x₁), x₁), halves of C/2 channels; log|det| = 0.
 
-    ``f``: any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint). ``inverse`` is exact up to
-    the rounding of one addition and one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (module docstring: the error is
-    relative to |x₂| + |F(x₁)|). F is evaluated on the same x₁ as in the forward pass, so it must be
-    deterministic: ``inverse`` refuses (``RuntimeError``) while F holds batch normalisation or dropout in training mode.
+    ``inverse`` is exact up to the rounding of one addition and one subtraction: x₁ = y₂, x₂ = y₁ − F(y₂) (module
+    docstring: the error is relative to |x₂| + |F(x₁)|). F is evaluated on the same x₁ as in the forward pass, so it
+    must be deterministic: ``inverse`` refuses (``RuntimeError``) while F holds batch normalisation or dropout in
+    training mode.
+
+    Arguments:
+        f: F, any module mapping [B, C/2, ...] to [B, C/2, ...] (no Lipschitz constraint).
+        channels: C, even and ≥ 2.
+    Raises:
+        TypeError: an ``f`` that is not an ``nn.Module``, a ``channels`` that is not an integer.
+        ValueError: an odd or too small ``channels``; when called, an input of another channel count, non-finite
+            values, or an F that changes the half's shape.
     """
 
     def __init__(self, f: nn.Module, channels: int) -> None:
@@ -102,10 +110,17 @@ def _finite(out: torch.Tensor, where: str) -> torch.Tensor:
 class AffineCoupling(InvertibleBlock):
     """(x₁, x₂) ↦ (x₂·exp(s) + t, x₁) with (ŝ, t) = F(x₁) and s = a·tanh(ŝ/a), a = ``max_log_scale``.
 
-    ``f`` maps [B, C/2, ...] to [B, C, ...]: the first C/2 output channels are ŝ, the last C/2 are t.
     log|det| = Σ s over the transformed half (exact, per sample). The bounded s keeps exp(±s) ≤ eᵃ, so the
-    rounding of y₁ (relative to |x₂·eˢ| + |t|) grows by at most eᵃ in x₂; ``max_log_scale`` is at most 10 so eᵃ
-    stays far inside every float range. A non-finite output (an F that overflows) raises ``ValueError``.
+    rounding of y₁ (relative to |x₂·eˢ| + |t|) grows by at most eᵃ in x₂. Real NVP's coupling (Dinh et al., 2017).
+
+    Arguments:
+        f: F, mapping [B, C/2, ...] to [B, C, ...]: the first C/2 output channels are ŝ, the last C/2 are t.
+        channels: C, even and ≥ 2.
+        max_log_scale: a, in (0, 10] (default 2.0): at most 10 so eᵃ stays far inside every float range.
+    Raises:
+        TypeError: an ``f`` that is not an ``nn.Module``; a ``channels`` or ``max_log_scale`` of the wrong type.
+        ValueError: an odd or too small ``channels``, a ``max_log_scale`` outside (0, 10]; when called, a non-finite
+            output (an F that overflows), a wrong input channel count or an F output of the wrong shape.
     """
 
     def __init__(self, f: nn.Module, channels: int, max_log_scale: float = 2.0) -> None:
@@ -161,6 +176,14 @@ class InjectivePad(InvertibleBlock):
     Injective, not bijective: ``inverse`` drops the appended channels, so inverse(forward(x)) = x exactly, while
     forward(inverse(y)) = y only for y whose appended channels are zero (:meth:`distance_from_range` measures
     how far a y is from that range). There is no log-determinant of a map between spaces of different dimension.
+
+    Arguments:
+        in_channels: the input's channel count, ≥ 1.
+        out_channels: the output's channel count, ≥ ``in_channels``.
+    Raises:
+        ValueError: a non-positive count or ``out_channels`` < ``in_channels``; when called, a wrong channel count or
+            non-finite values; :meth:`logdet` always.
+        TypeError: a count that is not an integer.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -199,8 +222,20 @@ class InjectivePad(InvertibleBlock):
 
 def bottleneck_branch(channels: int, hidden: int, batch_norm: bool = True) -> nn.Sequential:
     """i-RevNet's F: [BN →] ReLU → conv3×3 (C→hidden) → [BN →] ReLU → conv3×3 (hidden→hidden) → [BN →] ReLU →
-    conv3×3 (hidden→C), padding 1, no Lipschitz constraint. [B, C, H, W] → [B, C, H, W]. The paper's stride-2
-    blocks are a :class:`invattn.Squeeze` before a stride-1 block here (:class:`invattn.classifiers.IRevNet`)."""
+    conv3×3 (hidden→C), padding 1, no Lipschitz constraint.
+
+    The paper's stride-2 blocks are a :class:`invattn.Squeeze` before a stride-1 block here
+    (:class:`invattn.classifiers.IRevNet`). The convolutions draw their initial weights from the global torch generator.
+
+    Arguments:
+        channels: C, the branch's input and output channels.
+        hidden: the channels of the two inner convolutions.
+        batch_norm: put a BatchNorm2d before each ReLU (default True).
+    Returns:
+        an ``nn.Sequential`` mapping [B, C, H, W] to [B, C, H, W].
+    Raises:
+        ValueError: a non-positive ``channels`` or ``hidden`` (``TypeError``: not an integer).
+    """
     check_positive_int(channels, "channels")
     check_positive_int(hidden, "hidden")
 

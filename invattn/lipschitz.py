@@ -75,7 +75,14 @@ class SpectralNorm(nn.Module):
     in training and eval mode alike: there is no power-iteration state that can lag. Autograd differentiates
     s through ⟨D, W⟩, D = ∂σ_max/∂W at the maximising frequency. The guarantee is for the layer evaluated in
     its weights' dtype: under ``torch.autocast`` the convolution rounds s·W to bfloat16/float16, which it does not
-    cover.
+    cover. :func:`spectral_norm` registers it on a layer; its forward maps the raw weight W to fl(s·W), same shape.
+
+    Arguments:
+        coeff: c, the certified ceiling of the layer's operator norm, in (0, 1) (default 0.9).
+        geometry: the :class:`~invattn.norms.ConvGeometry` of the layer (:func:`invattn.norms.layer_geometry`);
+            None for a plain matrix (``ConvGeometry(torus=(1, 1))``).
+    Raises:
+        ValueError: a ``coeff`` outside (0, 1); when evaluated, a dtype too coarse for the margin (above).
     """
 
     def __init__(self, coeff: float = 0.9, geometry: ConvGeometry | None = None) -> None:
@@ -181,13 +188,35 @@ def spectral_norm(
     input_size: tuple[int, int] | None = None,
     name: str = "weight",
 ) -> nn.Module:
-    """Constrain ``module``'s operator norm to at most ``coeff`` (in (0, 1)), certified; return the module.
+    """Constrain ``module``'s operator norm to ‖A(W)‖₂ ≤ ``coeff``, certified (:class:`SpectralNorm`: W ← s·W).
 
     Works for ``nn.Linear`` and ``nn.Conv2d`` (any kernel, stride, dilation, groups, ``padding`` including
     ``"same"``/``"valid"``, ``padding_mode`` ``"zeros"`` or ``"circular"``). A k×k or circular convolution
     needs ``input_size=(H, W)``: its norm is that of the convolution on inputs of that size, and the module
-    refuses inputs of another size so the bound can't silently stop holding. Raises ``ValueError`` naming the
-    option for configurations without a certified bound (``padding_mode`` ``"reflect"``/``"replicate"``).
+    refuses inputs of another size (``ValueError`` at the call) so the bound can't silently stop holding.
+
+    Arguments:
+        module: the ``nn.Linear`` or ``nn.Conv2d`` to constrain (changed in place).
+        coeff: the ceiling c, in (0, 1) (default 0.9).
+        input_size: (H, W) of the convolution's inputs; needed for a k×k or circular convolution, ignored by a
+            Linear.
+        name: the weight attribute to parametrize (default ``"weight"``).
+    Returns:
+        ``module`` itself, its ``name`` now parametrized (``lipschitz_bound(module)`` ≤ coeff, certified) and its
+        inputs checked for finiteness and size on every call.
+    Raises:
+        ValueError: a ``coeff`` outside (0, 1); a weight already parametrized; a k×k convolution without
+            ``input_size``; a configuration without a certified bound (``padding_mode`` ``"reflect"``/
+            ``"replicate"``), naming the option.
+        TypeError: a module that is not ``nn.Linear``/``nn.Conv2d``, or has no tensor attribute ``name``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> layer = spectral_norm(nn.Linear(4, 3), coeff=0.5)
+    >>> exact, bound = operator_norm(layer), lipschitz_bound(layer)  # SVD of the weight in use vs the certificate
+    >>> print(exact <= bound <= 0.5, round(exact, 4), round(bound, 4))
+    True 0.5 0.5
     """
     coeff = check_coeff(coeff)
     weight = getattr(module, name, None)
@@ -256,9 +285,19 @@ def operator_norm(module: nn.Module, input_size: tuple[int, int] | None = None, 
     """The exact operator norm ‖A‖₂ of a Linear or Conv2d layer's linear part (bias excluded), in float64.
 
     For a convolution: the largest singular value of the dense matrix of the layer's own convolution (its
-    padding and padding mode included) on inputs of size ``input_size`` (H, W), by default the size a
-    spectral-normalised layer was built for. For a spectral-normalised layer this is the norm of the weight it
-    uses. Raises ``ValueError`` without a known input size or when C·H·W > ``max_dim``.
+    padding and padding mode included) on inputs of size ``input_size`` (H, W). For a spectral-normalised layer
+    this is the norm of the weight it uses.
+
+    Arguments:
+        module: an ``nn.Linear`` or ``nn.Conv2d`` (spectral-normalised or not).
+        input_size: (H, W) of a convolution's inputs; by default the size a spectral-normalised layer was built
+            for ((1, 1) for a zero-padded 1×1 convolution, whose norm is the same at every size).
+        max_dim: the largest dense operator allowed, in columns C·H·W (the SVD is O(dim³)).
+    Returns:
+        σ_max(A) as a Python float (computed in float64).
+    Raises:
+        ValueError: without a known input size, or when C·H·W > ``max_dim``.
+        TypeError: a module that is not ``nn.Linear``/``nn.Conv2d``.
     """
     shape = _input_shape(module, input_size)
     dim = math.prod(shape)
@@ -283,6 +322,17 @@ def power_iteration_norm(
     Since ‖Av‖ ≤ σ_max for every unit v, σ̂ is a **lower** bound on the operator norm and converges to it
     from below: the classic spectral normalisation (Miyato et al., 2018; i-ResNet) divides by it, which is why
     its layers can exceed c. Shown here for comparison, never used as a certificate.
+
+    Arguments:
+        module: an ``nn.Linear`` or ``nn.Conv2d`` (bias excluded), evaluated in its weights' dtype.
+        n_iterations: power-iteration steps, ≥ 0 (0 gives ‖A v₀‖).
+        input_size: (H, W) of a convolution's inputs, as for :func:`operator_norm`.
+        seed: seeds v₀ (a CPU generator).
+    Returns:
+        σ̂ ≤ ‖A‖₂, a Python float.
+    Raises:
+        ValueError: a negative ``n_iterations``; a convolution without a known input size.
+        TypeError: a non-integer ``n_iterations``; a module that is not ``nn.Linear``/``nn.Conv2d``.
     """
     check_positive_int(n_iterations, "n_iterations", minimum=0)
     shape = _input_shape(module, input_size)
@@ -303,14 +353,29 @@ _ONE_LIPSCHITZ = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity, nn.Softplus)
 
 
 def lipschitz_bound(module: nn.Module) -> float:
-    """A certified upper bound on Lip(module) w.r.t. the Euclidean norm, composed layer by layer.
+    """A certified upper bound on Lip(module) (Euclidean norm), composed layer by layer: Lip(f∘h) ≤ Lip(f)·Lip(h).
 
     Known pieces: modules with their own ``lipschitz_bound()``; spectral-normalised Linear/Conv2d
     (the certified norm of the weights they use now, at most ``coeff``, in any mode); ``nn.Sequential`` (product);
-    1-Lipschitz activations
-    (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish); dropout (1/(1 − p) in training
-    mode, 1 in eval mode); an invertible residual block x + g(x) (1 + Lip(g)). Anything else, including a weight
-    with parametrizations besides the spectral norm, raises ``ValueError`` instead of guessing.
+    1-Lipschitz activations (ReLU, LeakyReLU with slope ≤ 1, Tanh, ELU with alpha ≤ 1, Softplus, LipSwish; a larger
+    slope or alpha gives that value); dropout (1/(1 − p) in training mode, 1 in eval mode); an invertible residual
+    block x + g(x) (1 + Lip(g)).
+
+    Arguments:
+        module: the network to bound.
+    Returns:
+        L ≥ Lip(module), a Python float (dimensionless: output units per input unit).
+    Raises:
+        ValueError: anything else, including an unconstrained Linear/Conv2d or a weight with parametrizations
+            besides the spectral norm, instead of guessing.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(spectral_norm(nn.Linear(4, 4), 0.9), nn.ReLU(), spectral_norm(nn.Linear(4, 2), 0.5))
+    >>> exact = operator_norm(net[0]) * operator_norm(net[2])  # the product of the exact layer norms
+    >>> print(exact <= lipschitz_bound(net) <= 0.9 * 0.5, round(lipschitz_bound(net), 4), round(exact, 4))
+    True 0.3447 0.3447
     """
     own = getattr(module, "lipschitz_bound", None)
     if callable(own):  # the module's own map, e.g. 1 + Lip(g) for a residual block x + g(x)
@@ -346,7 +411,13 @@ def lipschitz_bound(module: nn.Module) -> float:
 
 
 class LipSwish(nn.Module):
-    """LipSwish(x) = x·sigmoid(βx)/1.1 with learnable β ≥ 0 (Residual Flows): 1-Lipschitz for every β."""
+    """LipSwish(x) = x·sigmoid(βx)/1.1, learnable β ≥ 0 (Residual Flows, Chen et al., 2019): 1-Lipschitz for every β.
+
+    Elementwise, any shape to the same shape; β = softplus(raw_beta) is stored through its inverse.
+
+    Arguments:
+        beta: the initial β > 0 (default 1.0).
+    """
 
     def __init__(self, beta: float = 1.0) -> None:
         super().__init__()
@@ -470,9 +541,13 @@ def ascend_quotient(
 
 @dataclass(frozen=True)
 class LipschitzSearch:
-    """What :func:`search_lipschitz` found: ``quotient`` (the largest difference quotient over all starts and
-    steps, a lower bound on Lip(fn)), ``per_start`` ([B], the best quotient of each start) and ``inputs``
-    ([B, ...], the midpoint x of each start's best pair x ± h)."""
+    """What :func:`search_lipschitz` found: the best difference quotient ‖fn(x + h) − fn(x − h)‖/‖2h‖, a lower bound.
+
+    Arguments:
+        quotient: the largest difference quotient over all starts and steps, a lower bound on Lip(fn).
+        per_start: [B], the best quotient of each start.
+        inputs: [B, ...], the midpoint x of each start's best pair x ± h.
+    """
 
     quotient: float
     per_start: torch.Tensor

@@ -72,8 +72,14 @@ _MAX_FREQUENCIES = 1 << 20
 class ConvGeometry:
     """How a convolution is applied: what its certified bound depends on besides the kernel.
 
-    ``torus`` (m, n) is the size of the circular convolution whose norm bounds the layer's; (1, 1) for a
-    pointwise (1×1, zero-padded) convolution, whose norm is the matrix norm of its kernel whatever the input.
+    Built by :func:`layer_geometry` from a layer.
+
+    Arguments:
+        torus: (m, n), the size of the circular convolution whose norm bounds the layer's; (1, 1) for a pointwise
+            (1×1, zero-padded) convolution or a Linear, whose norm is the matrix norm of its kernel whatever the input.
+        dilation: the kernel's (row, column) dilation.
+        groups: the convolution's groups.
+        input_size: (H, W), the input size the bound holds at; None when it holds at every size.
     """
 
     torus: tuple[int, int]
@@ -89,9 +95,21 @@ def _pair(value) -> tuple[int, int]:
 def layer_geometry(module: nn.Module, input_size: tuple[int, int] | None = None) -> ConvGeometry:
     """The :class:`ConvGeometry` of an ``nn.Linear`` or ``nn.Conv2d`` at ``input_size`` (H, W).
 
-    Raises ``ValueError`` naming the option when a configuration has no certified bound here: padding modes
-    ``"reflect"`` and ``"replicate"`` (their padding operators have norm above 1), a circular padding whose
-    outputs wrap around the torus more than once, or a k×k / circular convolution without ``input_size``.
+    A zero-padded convolution of output size n_out embeds in a circular one on a torus of
+    max(H + max(pad_left, pad_right), (n_out − 1)·stride + 1) per dimension; a circular one's torus is (H, W).
+
+    Arguments:
+        module: the ``nn.Linear`` or ``nn.Conv2d``.
+        input_size: (H, W) of the convolution's inputs; needed for a k×k or circular convolution, ignored otherwise.
+    Returns:
+        the :class:`ConvGeometry` (``torus=(1, 1)`` for a Linear or a zero-padded 1×1 convolution).
+    Raises:
+        ValueError: naming the option, when a configuration has no certified bound here: padding modes
+            ``"reflect"`` and ``"replicate"`` (their padding operators have norm above 1), a circular padding whose
+            outputs wrap around the torus more than once, or a k×k / circular convolution without ``input_size``;
+            also a non-positive ``input_size``, one smaller than the dilated kernel, or one needing more than 2²⁰ DFT
+            frequency matrices (frequencies × groups).
+        TypeError: a module that is not ``nn.Linear``/``nn.Conv2d``.
     """
     if isinstance(module, nn.Linear):
         return ConvGeometry(torus=(1, 1))
@@ -166,12 +184,14 @@ def _spectrum(weight: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tenso
 class NormCertificate:
     """A certified σ_up ≥ ‖A(W)‖₂ for the weights W it was computed from, with what the bound's users need.
 
-    ``sigma``: the certified upper bound (float, from float64 arithmetic). ``abs_norm``: N_abs ≥ ‖A(|W|)‖₂, the
-    norm of the layer with every weight replaced by its absolute value (bounds the effect of rounding each weight).
-    ``direction``: a tensor D shaped like W with ⟨D, W⟩ = the computed top singular value, i.e. the gradient of
-    σ_max with respect to W (used to differentiate the normalisation); ``None`` until asked for.
-    ``vector``: for a matrix certified through Lanczos and Cholesky, the top eigenvector estimate of its Gram
-    matrix, to warm-start the next certificate of nearby weights; otherwise ``None``.
+    Arguments:
+        sigma: the certified upper bound (float, from float64 arithmetic).
+        abs_norm: N_abs ≥ ‖A(|W|)‖₂, the norm of the layer with every weight replaced by its absolute value (bounds
+            the effect of rounding each weight).
+        direction: a tensor D shaped like W with ⟨D, W⟩ = the computed top singular value, i.e. the gradient of
+            σ_max with respect to W (used to differentiate the normalisation); ``None`` until asked for.
+        vector: for a matrix certified through Lanczos and Cholesky, the top eigenvector estimate of its Gram
+            matrix, to warm-start the next certificate of nearby weights; otherwise ``None``.
     """
 
     sigma: float

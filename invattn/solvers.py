@@ -73,10 +73,27 @@ STALL_LEVEL = 32
 
 @dataclass
 class InverseInfo:
-    """How a fixed-point solve went.
+    """How a fixed-point solve went: residuals r_k = max over the batch of ‖G(x_k) − x_k‖/‖y‖, and the error bound.
 
-    ``residuals[k]`` is the relative residual ‖G(x_k) − x_k‖/‖y‖ at iterate k (the largest over the
-    batch); for an inverse of x + g(x) it equals ‖F(x_k) − y‖/‖y‖, the reconstruction mismatch.
+    ``residuals[k]`` is the relative residual at iterate k; for an inverse of x + g(x) it equals ‖F(x_k) − y‖/‖y‖,
+    the reconstruction mismatch. With a bound L < 1 on Lip(G), :func:`solve_fixed_point` bounds ‖x̂ − x*‖/scale for
+    the returned x̂ = fl(G(x_k)) and the exact fixed point x* by (L·r + e)/(1 − L), r the computed relative residual
+    at x_k. The contraction argument is exact (‖G(x_k) − x*‖ ≤ L/(1−L)·‖G(x_k) − x_k‖); e/scale is a *rounding
+    allowance* for the difference between the computed and the exact G(x_k): 8u(1 + (‖x_k‖ + ‖fl(G(x_k))‖)/scale),
+    u the dtype's unit roundoff, plus ``rounding(x_k)`` (per sample, absolute) when the caller measures more
+    (:meth:`invattn.InvertibleResidual.inverse` below float64: twice the difference between g evaluated in the
+    working dtype and in float64 at x_k).
+
+    Arguments:
+        method: ``"anderson"`` or ``"fixed_point"``.
+        tol: the relative-residual tolerance the solve used.
+        iterations: iterates produced (the returned one included).
+        function_evals: evaluations of G.
+        converged: whether the residual reached ``tol``.
+        residuals: r_k per iterate (floats, dimensionless).
+        error_bound: the certified relative error of the returned x (largest over the batch), when Lip(G) is known;
+            else None.
+        sample_error_bounds: the same bound per sample (float64 [B], relative to that sample's scale), or None.
     """
 
     method: str
@@ -188,9 +205,16 @@ def _check_solver_dtype(dtype: torch.dtype) -> float:
 
 
 def default_tol(dtype: torch.dtype) -> float:
-    """The default relative-residual tolerance of a solve in ``dtype``, reachable in it: 1e-10 in float64 (about
-    9·10^5 unit roundoffs u), 1e-5 in float32 (168u), and 16u in float16 (2^-7 ≈ 7.8e-3) and bfloat16 (2^-4 = 0.0625).
-    Raises ``ValueError`` for any other dtype."""
+    """The default relative-residual tolerance ‖G(x) − x‖/‖y‖ of a solve in ``dtype``, reachable in it.
+
+    Arguments:
+        dtype: the dtype the solve runs in.
+    Returns:
+        1e-10 in float64 (about 9·10^5 unit roundoffs u), 1e-5 in float32 (168u), and 16u in float16
+        (2^-7 ≈ 7.8e-3) and bfloat16 (2^-4 = 0.0625).
+    Raises:
+        ValueError: any other dtype.
+    """
     u = _check_solver_dtype(dtype)
     if dtype == torch.float64:
         return 1e-10
@@ -200,18 +224,34 @@ def default_tol(dtype: torch.dtype) -> float:
 
 
 def smallest_tol(dtype: torch.dtype) -> float:
-    """The smallest relative-residual tolerance a solve in ``dtype`` accepts: 4u, u its unit roundoff (4.4e-16 in
-    float64, 2.4e-7 in float32, 2.0e-3 in float16, 1.6e-2 in bfloat16); below it the residual is within its own
-    rounding. Raises ``ValueError`` for a dtype a solve does not run in."""
+    """The smallest relative-residual tolerance a solve in ``dtype`` accepts: 4u, u its unit roundoff.
+
+    Below it the residual is within its own rounding.
+
+    Arguments:
+        dtype: the dtype the solve runs in.
+    Returns:
+        4u: 4.4e-16 in float64, 2.4e-7 in float32, 2.0e-3 in float16, 1.6e-2 in bfloat16.
+    Raises:
+        ValueError: a dtype a solve does not run in.
+    """
     return TOL_FLOOR_ROUNDOFFS * _check_solver_dtype(dtype)
 
 
 def check_tol(tol: float | None, dtype: torch.dtype, on_failure: str = "raise") -> float:
     """The tolerance a solve in ``dtype`` uses: :func:`default_tol` for None, else ``tol`` checked.
 
-    Raises ``ValueError`` for a tol that is not a positive number, for a dtype a solve does not run in, and for a tol
-    below :func:`smallest_tol` (4 unit roundoffs of ``dtype``) unless ``on_failure="return"``: that mode runs a set
-    number of iterations on purpose (``tol=1e-300`` to watch the error fall to the rounding floor), so any tol is taken.
+    Arguments:
+        tol: a relative-residual tolerance, or None.
+        dtype: the dtype the solve runs in.
+        on_failure: the solve's ``on_failure``; ``"return"`` runs a set number of iterations on purpose
+            (``tol=1e-300`` to watch the error fall to the rounding floor), so any positive tol is taken.
+    Returns:
+        the tolerance, a float.
+    Raises:
+        ValueError: a tol that is not a positive number, a dtype a solve does not run in, an unknown on_failure, or a
+            tol below :func:`smallest_tol` (4 unit roundoffs of ``dtype``) unless ``on_failure="return"``.
+        TypeError: a tol that is not a number.
     """
     check_choice(on_failure, "on_failure", ON_FAILURE)
     if tol is None:
@@ -246,42 +286,42 @@ def solve_fixed_point(
     rounding: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **keywords,
 ) -> tuple[torch.Tensor, InverseInfo]:
-    """Solve x = G(x) from ``x0``; stop when ‖G(x) − x‖/scale ≤ tol for every sample.
-
-    ``scale`` holds one positive number per sample (e.g. ‖y‖). Returns ``(x, info)``. If the tolerance
-    is not reached within ``max_iter`` evaluations, or an iterate becomes non-finite, raises
-    :class:`InversionError` (``on_failure="raise"``), warns and returns the last iterate
-    (``on_failure="warn"``), or just returns it (``on_failure="return"``: for demonstrations that stop
-    after a set number of iterations on purpose; ``info.converged`` says what happened).
-    ``tol`` defaults to :func:`default_tol` of x0's dtype (1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in
-    float16 and bfloat16). A tol below :func:`smallest_tol` (4 unit roundoffs u of x0's dtype) is refused with
-    ``ValueError`` before G is evaluated, and a solve whose residual stalls at the rounding floor above tol (its best
-    fell over the last :data:`STALL_EVALUATIONS` evaluations too slowly to reach tol within max_iter, and is within
-    :data:`STALL_LEVEL`·u·(1 + (‖x‖ + ‖G(x)‖)/scale)) stops there through the same ``on_failure`` path, its message
-    giving the residual in units of u; neither applies
-    with ``on_failure="return"``, which runs to ``max_iter`` (or to a residual ≤ tol) whatever tol is.
-
-    With ``lipschitz`` = a bound L < 1 on Lip(G), ``info.error_bound`` bounds ‖x̂ − x*‖/scale for the returned
-    x̂ = fl(G(x_k)) and the exact fixed point x*: (L·r + e)/(1 − L), r the computed relative residual at x_k. The
-    contraction argument is exact (‖G(x_k) − x*‖ ≤ L/(1−L)·‖G(x_k) − x_k‖); e/scale is a *rounding allowance*
-    for the difference between the computed and the exact G(x_k): 8u(1 + (‖x_k‖ + ‖fl(G(x_k))‖)/scale), u the
-    dtype's unit roundoff, plus ``rounding(x_k)`` (per sample, absolute) when the caller measures more
-    (:meth:`invattn.InvertibleResidual.inverse` below float64: twice the difference between g evaluated in the
-    working dtype and in float64 at x_k). ``info.sample_error_bounds`` holds the bound of each sample (float64 [B]),
-    ``info.error_bound`` their largest.
-    ``callback(k, x_k)``, if given, sees every iterate (x_0 = ``x0`` first, the returned point last).
+    """Solve x = G(x) from ``x0`` (plain or Anderson iteration) until ‖G(x_k) − x_k‖/scale ≤ tol for every sample.
 
     Anderson (``memory`` > 1) takes plain steps until the observed rate r_k/r_{k−1} first exceeds ``rate_gate``
     (default :data:`ANDERSON_RATE_GATE` = 0.5), then mixes for good: on maps that plain iteration contracts fast it
     costs no more than plain iteration. ``rate_gate=0`` mixes from the second step, the textbook algorithm; once the
-    gate
-    opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}.
-    ``options`` (a :class:`SolverOptions`; keyword arguments build or amend one: ``method``, ``tol``, ``max_iter``,
-    ``memory``, ``on_failure``, ``callback``, ``rate_gate``) say how to solve; ``lipschitz`` and ``rounding``
-    describe G.
-    Raises ``ValueError`` for an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
-    :func:`smallest_tol` (unless ``on_failure="return"``), an x0 that is not float64, float32, float16 or bfloat16, a
-    negative lipschitz, or a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
+    gate opens at step k, the iterates are those the textbook algorithm would produce from x_{k−1}. A residual that
+    stalls at the rounding floor above tol (its best fell over the last :data:`STALL_EVALUATIONS` evaluations too
+    slowly to reach tol within max_iter, and is within :data:`STALL_LEVEL`·u·(1 + (‖x‖ + ‖G(x)‖)/scale)) stops the
+    solve as a failure, its message giving the residual in units of u.
+
+    Arguments:
+        G: the map, [B, ...] → [B, ...] (for the inverse of y = x + g(x): x ↦ y − g(x)).
+        x0: the first iterate [B, ...], float64, float32, float16 or bfloat16 (the working dtype).
+        scale: one positive number per sample, [B] (e.g. ‖y‖).
+        options: a :class:`SolverOptions`: ``method``, ``tol`` (default :func:`default_tol` of x0's dtype; one below
+            :func:`smallest_tol` is refused before G is evaluated), ``max_iter``, ``memory``, ``on_failure``,
+            ``callback(k, x_k)`` (sees every iterate: x_0 = ``x0`` first, the returned point last), ``rate_gate``.
+        lipschitz: a bound L < 1 on Lip(G): ``info.error_bound`` then certifies the result (:class:`InverseInfo`).
+        rounding: ``rounding(x_k)``, a per-sample absolute allowance added to the error bound's (:class:`InverseInfo`).
+        **keywords: fields of :class:`SolverOptions` that build or amend ``options``.
+    Returns:
+        ``(x, info)``: x [B, ...] in x0's dtype (fl(G(x_k)) once converged, else the last point reached) and an
+        :class:`InverseInfo` (``info.converged`` says what happened).
+    Raises:
+        InversionError: with ``on_failure="raise"``, when tol is not reached within ``max_iter``, an iterate turns
+            non-finite or the solve stalls; ``"warn"`` warns (:class:`InversionWarning`) and returns, ``"return"``
+            just returns (for demonstrations that stop on purpose: it runs to ``max_iter`` or to a residual ≤ tol,
+            whatever tol is, without the stall check).
+        ValueError: an unknown method or on_failure, a non-positive max_iter, memory or tol, a tol below
+            :func:`smallest_tol` (unless ``on_failure="return"``), an x0 not float64, float32, float16 or bfloat16, a
+            negative lipschitz, a rate_gate outside [0, 1) (``TypeError`` for one that is not a real number).
+
+    >>> one = torch.ones(1, dtype=torch.float64)  # G(x) = cos(x)/2 contracts with L = 1/2
+    >>> x, info = solve_fixed_point(lambda x: 0.5 * torch.cos(x), 0 * one, one, lipschitz=0.5, tol=1e-12)
+    >>> print(round(x.item(), 6), info.converged, info.error_bound < 1e-11)
+    0.450184 True True
     """
     options = SolverOptions.of(options, **keywords)
     method, on_failure, max_iter, callback = options.method, options.on_failure, options.max_iter, options.callback

@@ -53,8 +53,19 @@ __all__ = [
 
 
 def two_moons(n: int, generator: torch.Generator, noise: float = 0.1) -> torch.Tensor:
-    """n points (n, 2) on two interleaved half circles of radius 2 with Gaussian noise of std 2·``noise``,
-    centred near the origin (x₁ in about [−3.5, 3.5], x₂ in about [−2, 2])."""
+    """n points on two interleaved half circles of radius 2 with Gaussian noise of std 2·``noise``.
+
+    Centred near the origin (x₁ in about [−3.5, 3.5], x₂ in about [−2, 2]).
+
+    Arguments:
+        n: the number of points, ≥ 1.
+        generator: the CPU ``torch.Generator`` every draw comes from.
+        noise: the noise's standard deviation before the ×2 scaling, > 0 (default 0.1).
+    Returns:
+        points (n, 2), float32.
+    Raises:
+        ValueError: a non-positive ``n`` or ``noise`` (``TypeError`` for ones of the wrong type).
+    """
     check_positive_int(n, "n")
     check_positive_float(noise, "noise")
     angle = math.pi * torch.rand(n, generator=generator)
@@ -67,8 +78,19 @@ def two_moons(n: int, generator: torch.Generator, noise: float = 0.1) -> torch.T
 
 
 def ring_of_gaussians(n: int, generator: torch.Generator, std: float = 0.3) -> torch.Tensor:
-    """n points (n, 2) from an equal mixture of 8 Gaussians of standard deviation ``std`` whose means are evenly
-    spaced on the circle of radius 3."""
+    """n points from an equal mixture of 8 Gaussians N(3·(cos 2πk/8, sin 2πk/8), std²·I), k = 0, …, 7.
+
+    The means are evenly spaced on the circle of radius 3.
+
+    Arguments:
+        n: the number of points, ≥ 1.
+        generator: the CPU ``torch.Generator`` every draw comes from.
+        std: the standard deviation of each Gaussian, > 0 (default 0.3).
+    Returns:
+        points (n, 2), float32.
+    Raises:
+        ValueError: a non-positive ``n`` or ``std`` (``TypeError`` for ones of the wrong type).
+    """
     check_positive_int(n, "n")
     check_positive_float(std, "std")
     mode = torch.randint(8, (n,), generator=generator)
@@ -78,8 +100,18 @@ def ring_of_gaussians(n: int, generator: torch.Generator, std: float = 0.3) -> t
 
 
 def checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
-    """n points (n, 2) uniform on the 8 black squares (side 2) of a 4×4 checkerboard covering [−4, 4]²: density
-    1/32 on them, so no model can reach a mean log-likelihood above −ln 32 ≈ −3.47 nats."""
+    """n points uniform on the 8 black squares (side 2) of a 4×4 checkerboard covering [−4, 4]²: density 1/32.
+
+    So no model can reach a mean log-likelihood above −ln 32 ≈ −3.47 nats.
+
+    Arguments:
+        n: the number of points, ≥ 1.
+        generator: the CPU ``torch.Generator`` every draw comes from.
+    Returns:
+        points (n, 2), float32.
+    Raises:
+        ValueError: a non-positive ``n`` (``TypeError`` for one that is not an integer).
+    """
     check_positive_int(n, "n")
     column = torch.randint(4, (n,), generator=generator)
     row = 2 * torch.randint(2, (n,), generator=generator) + column % 2  # column + row even: a black square
@@ -95,10 +127,19 @@ DATASETS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
 
 
 def sample_data(name: str, n: int, seed: int = 0) -> torch.Tensor:
-    """n points (n, 2), float32, of the toy density ``name`` (one of :data:`DATASETS`), drawn with a
-    ``torch.Generator`` seeded with ``seed``: the same call returns the same points on every machine.
+    """n points of the toy density ``name``, drawn with a ``torch.Generator`` seeded with ``seed``.
 
-    Raises ``ValueError`` naming the known data sets for an unknown ``name``.
+    The same call returns the same points on every machine.
+
+    Arguments:
+        name: one of :data:`DATASETS` (``"two_moons"``, ``"ring_of_gaussians"``, ``"checkerboard"``).
+        n: the number of points, ≥ 1.
+        seed: the generator's seed, ≥ 0 (default 0).
+    Returns:
+        points (n, 2), float32.
+    Raises:
+        ValueError: an unknown ``name`` (naming the known data sets), a non-positive ``n`` or a negative ``seed``.
+        TypeError: an ``n`` or ``seed`` that is not an integer.
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; the toy data sets are: {', '.join(DATASETS)}")
@@ -126,10 +167,34 @@ def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> Inverti
     """The 2-D i-ResNet of the module docstring: ``n_blocks`` × (ActNorm(2) → x + g(x)), g = SN-Linear(2→width)
     → LipSwish → SN-Linear(width→2), each linear layer's operator norm certified ≤ ``coeff``.
 
-    So Lip(g) ≤ coeff² per block (``block.branch_lipschitz_bound()`` reports the certified value). Input and
-    output: points (n, 2). Returned in eval mode, its ActNorms the identity: an untrained flow is already a
-    density (a standard normal, bent by the random branches). :func:`train_flow` sets each ActNorm's scale and
-    shift from the first batch. Raises ``ValueError`` if ``coeff`` is not in (0, 1).
+    So Lip(g) ≤ coeff² per block (``block.branch_lipschitz_bound()`` reports the certified value). Returned in eval
+    mode, its ActNorms the identity: an untrained flow is already a density (a standard normal, bent by the random
+    branches). :func:`train_flow` sets each ActNorm's scale and shift from the first batch. The weights are drawn
+    from the global torch generator.
+
+    Arguments:
+        n_blocks: the number of (ActNorm → residual) pairs, ≥ 1 (default 6).
+        width: the hidden width w of each branch, ≥ 1 (default 64).
+        coeff: the certified bound on each linear layer's operator norm, in (0, 1) (default 0.9).
+    Returns:
+        an :class:`invattn.InvertibleSequential` of 2·n_blocks blocks mapping points (n, 2) to (n, 2), float32.
+    Raises:
+        ValueError: a ``coeff`` outside (0, 1), a non-positive ``n_blocks`` or ``width``.
+        TypeError: an ``n_blocks`` or ``width`` that is not an integer.
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> flow = make_flow(n_blocks=2, width=8).double()  # ActNorm, x + g(x), ActNorm, x + g(x)
+    >>> print(all(flow[i].branch_lipschitz_bound() <= 0.9**2 for i in (1, 3)))
+    True
+    >>> x = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    >>> with torch.no_grad():
+    ...     back, bound = invert(flow, flow(x))  # F⁻¹(F(x)) and its certified error bound per point
+    >>> print(float((back - x).abs().max()) < 1e-9, bool(bound.max() < 1e-8))
+    True True
+    >>> samples, bound = sample_flow(flow, n=3, seed=0)  # F⁻¹(z), z ~ N(0, I)
+    >>> print(tuple(samples.shape), bool(bound.max() < 1e-8))
+    (3, 2) True
     """
     check_positive_int(n_blocks, "n_blocks")
     check_positive_int(width, "width")
@@ -146,12 +211,21 @@ def make_flow(n_blocks: int = 6, width: int = 64, coeff: float = 0.9) -> Inverti
 
 
 def latent_and_log_det(flow: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z, log_det)``: z = F(x) (n, 2) and log|det J_F(x)| (n,), in nats, from the exact 2×2 Jacobian of the
-    whole flow at each point (``torch.func.vmap`` over points of ``torch.func.jacrev``), differentiable w.r.t.
-    the flow's parameters.
+    """``(z, log_det)``: z = F(x) and log|det J_F(x)|, from the exact 2×2 Jacobian of the whole flow at each point.
 
-    Raises ``ValueError`` for points that are not (n, 2), finite and floating point, and ``RuntimeError`` if a
-    Jacobian determinant is not positive (impossible while every block is certified invertible: det > 0).
+    The Jacobians come from ``torch.func.vmap`` over points of ``torch.func.jacrev``; both outputs are
+    differentiable w.r.t. the flow's parameters.
+
+    Arguments:
+        flow: a flow on points (n, 2), e.g. :func:`make_flow`'s, in x's dtype.
+        x: points (n, 2), n ≥ 1, finite, floating point.
+    Returns:
+        ``(z, log_det)``: z (n, 2) and log_det (n,) in nats, x's dtype.
+    Raises:
+        ValueError: points that are not (n, 2) or not finite; an ActNorm in training mode not yet initialised.
+        TypeError: points that are not a floating-point tensor, or of another dtype than the flow's parameters.
+        RuntimeError: a Jacobian determinant that is not positive (impossible while every block is certified
+            invertible: det > 0).
     """
     _check_points(x)
     weight = next(flow.parameters(), None)
@@ -195,15 +269,34 @@ def _standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
 def log_density(flow: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """log p(x) = log N(F(x); 0, I) + log|det J_F(x)| for points x (n, 2): a tensor (n,) in nats (÷ ln 2 for bits).
 
-    Exact: the 2×2 Jacobian of :func:`latent_and_log_det`, no estimator. Same errors as that function.
+    Exact: the 2×2 Jacobian of :func:`latent_and_log_det`, no estimator.
+
+    Arguments:
+        flow: a flow on points (n, 2), in x's dtype.
+        x: points (n, 2), finite, floating point.
+    Returns:
+        log p(x), (n,), x's dtype, in nats; differentiable w.r.t. the flow's parameters.
+    Raises:
+        ValueError, TypeError, RuntimeError: as :func:`latent_and_log_det`.
     """
     z, log_det = latent_and_log_det(flow, x)
     return _standard_normal_log_density(z) + log_det
 
 
 def mean_log_likelihood(flow: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> float:
-    """The mean of :func:`log_density` over the points x (n, 2), in nats per point, evaluated in chunks of
-    ``batch_size`` without building a graph for the parameters (use it on held-out data)."""
+    """The mean of :func:`log_density` over the points x, (1/n)·Σ_i log p(x_i), in nats per point.
+
+    Evaluated in chunks of ``batch_size`` without building a graph for the parameters (use it on held-out data).
+
+    Arguments:
+        flow: a flow on points (n, 2), in x's dtype.
+        x: points (n, 2), finite, floating point.
+        batch_size: points per chunk, ≥ 1 (default 4096).
+    Returns:
+        the mean log-likelihood, a Python float in nats per point.
+    Raises:
+        ValueError, TypeError, RuntimeError: as :func:`latent_and_log_det`; also a non-positive ``batch_size``.
+    """
     _check_points(x)
     check_positive_int(batch_size, "batch_size")
     with torch.no_grad():
@@ -220,14 +313,26 @@ def train_flow(
     seed: int = 0,
     description: str = "training",
 ) -> np.ndarray:
-    """Fit ``flow`` to the points ``data`` (n, 2) by maximum likelihood: Adam on −mean :func:`log_density` of
-    ``batch_size`` points drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
-    rate ``lr`` decayed to zero on a cosine. A :func:`invattn.progress.progress` bar shows the mean batch
-    log-likelihood of the last 25 steps (the defaults are lesson 06's).
+    """Fit ``flow`` to the points ``data`` by maximum likelihood: Adam on −mean :func:`log_density` of a batch.
 
-    ActNorm layers not yet initialised are set from the first ``batch_size`` points. Deterministic on the CPU for a
-    given seed. Leaves ``flow`` in eval mode and returns the batch mean log-likelihood at every step, an array
-    (steps,) in nats per point. Raises ``ValueError`` for data that is not finite (n, 2) points.
+    ``batch_size`` points are drawn (with a generator seeded with ``seed``) at each of ``steps`` steps, the learning
+    rate ``lr`` decayed to zero on a cosine. A :func:`invattn.progress.progress` bar shows the mean batch
+    log-likelihood of the last 25 steps (the defaults are lesson 06's). ActNorm layers not yet initialised are set
+    from the first ``batch_size`` points. Deterministic on the CPU for a given seed. Leaves ``flow`` in eval mode.
+
+    Arguments:
+        flow: the flow to train in place (e.g. :func:`make_flow`'s), in data's dtype.
+        data: points (n, 2), finite, floating point.
+        steps: Adam steps, ≥ 1 (default 400).
+        batch_size: points per step, ≥ 1 (default 512).
+        lr: the initial learning rate, > 0 (default 3e-2).
+        seed: seeds the batches, ≥ 0 (default 0).
+        description: the progress bar's label.
+    Returns:
+        the batch mean log-likelihood at every step, an array (steps,) in nats per point.
+    Raises:
+        ValueError: data that is not finite (n, 2) points; a non-positive steps, batch_size or lr, a negative seed.
+        TypeError: data that is not a floating-point tensor; a count of the wrong type.
     """
     _check_points(data, "data")
     check_positive_int(steps, "steps")
@@ -261,19 +366,27 @@ def train_flow(
 
 
 def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, bound)``: x = F⁻¹(z) (n, 2) computed block by block, and per point a certified bound (n,) on
-    ‖x − F⁻¹(z)‖ (in the units of x), F⁻¹(z) the exact preimage.
+    """``(x, bound)``: x = F⁻¹(z) computed block by block, and per point a certified bound on ‖x − F⁻¹(z)‖.
 
     The chain's :meth:`~invattn.blocks.InvertibleBlock.inverse_and_error_bound` walks it backwards. Each residual
-    block is solved by :meth:`InvertibleResidual.inverse` to ``tol`` (default
-    :func:`invattn.solvers.default_tol` of z's dtype: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16
-    and bfloat16; a tol below 4 unit roundoffs raises ``ValueError``); its :class:`invattn.InverseInfo`
-    ``sample_error_bounds`` certify that solve, point by point. Errors already present
-    in the block's input grow by at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at
-    most max exp(−s) through an ActNorm (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through
-    the chain: bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Raises :class:`invattn.InversionError` if a block
-    does not converge, ``ValueError`` for z that is not finite (n, 2) points, ``TypeError`` for a block other than
-    ActNorm and InvertibleResidual (no certified inverse error).
+    block is solved by :meth:`InvertibleResidual.inverse` to ``tol``; its :class:`invattn.InverseInfo`
+    ``sample_error_bounds`` certify that solve, point by point. Errors already present in the block's input grow by
+    at most Lip(F_k⁻¹) ≤ 1/(1 − L_k), L_k the block's certified Lip(g), and by at most max exp(−s) through an ActNorm
+    (which adds its own rounding, ≤ 8u‖x‖), so the bound is carried through the chain:
+    bound ← bound/(1 − L_k) + error_bound_k·‖y_k‖. Example: :func:`make_flow`.
+
+    Arguments:
+        flow: an :class:`invattn.InvertibleSequential` of ActNorm and InvertibleResidual blocks on points (n, 2).
+        z: latent points (n, 2), finite, floating point, in the flow's dtype.
+        tol: the solver's relative-residual tolerance (default :func:`invattn.solvers.default_tol` of z's dtype:
+            1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16 and bfloat16).
+    Returns:
+        ``(x, bound)``: x (n, 2) in z's dtype, and bound (n,) float64 in the units of x, F⁻¹(z) the exact preimage.
+    Raises:
+        InversionError: a block does not converge (:class:`invattn.InversionError`).
+        ValueError: z that is not finite (n, 2) points; a tol below 4 unit roundoffs of z's dtype.
+        TypeError: a flow that is not an InvertibleSequential, or holds a block other than ActNorm and
+            InvertibleResidual (no certified inverse error).
     """
     _check_points(z, "z")
     if not isinstance(flow, InvertibleSequential):
@@ -287,11 +400,23 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
 def sample_flow(
     flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, bound)``: n samples (n, 2) of the flow's density, x = F⁻¹(z) for standard normal z drawn with a
-    generator seeded with ``seed``, and the certified per-sample bound of :func:`invert` on ‖x − F⁻¹(z)‖.
+    """``(x, bound)``: n samples of the flow's density, x = F⁻¹(z) for z ~ N(0, I) drawn with a seeded generator.
 
     The inverse runs in ``dtype`` (float64 by default, where the solver's tolerance is 1e-10); ``flow`` is
-    not changed (a copy is converted)."""
+    not changed (a copy is converted). Example: :func:`make_flow`.
+
+    Arguments:
+        flow: an :class:`invattn.InvertibleSequential` of ActNorm and InvertibleResidual blocks on points (n, 2).
+        n: the number of samples, ≥ 1.
+        seed: seeds z (a CPU generator, so the same z on every device), ≥ 0 (default 0).
+        dtype: the dtype of z and of the inversion (default float64).
+    Returns:
+        ``(x, bound)``: x (n, 2) in ``dtype`` and the certified per-sample bound (n,) of :func:`invert` on
+        ‖x − F⁻¹(z)‖, float64.
+    Raises:
+        ValueError: a non-positive ``n``, a negative ``seed``; as :func:`invert`.
+        TypeError, InversionError: as :func:`invert` (and for an ``n`` or ``seed`` that is not an integer).
+    """
     check_positive_int(n, "n")
     check_positive_int(seed, "seed", minimum=0)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -324,12 +449,23 @@ def _grid_points(extent: float, resolution: int, dtype: torch.dtype) -> tuple[to
 def log_density_on_grid(
     flow: nn.Module, extent: float = 4.5, resolution: int = 120, dtype: torch.dtype = torch.float32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(centres, log_p)``: the cell centres (resolution,) of a grid on [−extent, extent]² and the log-density
-    (resolution, resolution) in nats at them, ``log_p[i, j]`` at (x₁, x₂) = (centres[j], centres[i]) (image
-    layout for ``imshow(origin="lower")``).
+    """``(centres, log_p)``: the log-density log p(x) in nats at the cell centres of a grid on [−extent, extent]².
 
     The cells have area (2·extent/resolution)², so ``exp(log_p).sum()`` times that area is the midpoint-rule
-    integral of the density over the square (≈ 1 when the square holds nearly all the mass)."""
+    integral of the density over the square (≈ 1 when the square holds nearly all the mass). ``flow`` is not changed
+    (a copy is converted to ``dtype`` if needed).
+
+    Arguments:
+        flow: a flow on points (n, 2).
+        extent: the half-width of the square, > 0 (default 4.5).
+        resolution: cells per side, ≥ 2 (default 120).
+        dtype: the dtype the density is evaluated in (default float32).
+    Returns:
+        ``(centres, log_p)``: numpy arrays, centres (resolution,) and log_p (resolution, resolution) with
+        ``log_p[i, j]`` at (x₁, x₂) = (centres[j], centres[i]) (image layout for ``imshow(origin="lower")``).
+    Raises:
+        ValueError: a non-positive ``extent``, a ``resolution`` below 2; as :func:`latent_and_log_det`.
+    """
     check_positive_float(extent, "extent")
     check_positive_int(resolution, "resolution", minimum=2)
     centres, points = _grid_points(extent, resolution, dtype)
@@ -342,9 +478,19 @@ def log_density_on_grid(
 def deformed_grid(
     flow: nn.Module, extent: float = 4.0, n_lines: int = 17, n_points: int = 200
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines, images)``: ``n_lines`` vertical and ``n_lines`` horizontal lines of [−extent, extent]², each
-    sampled at ``n_points`` points, as an array (2·n_lines, n_points, 2) in data space, and their images F(lines)
-    in latent space, same shape: the grid as the flow deforms it."""
+    """``(lines, images)``: a grid of lines of [−extent, extent]² and their images F(lines): the grid as F deforms it.
+
+    Arguments:
+        flow: a flow on points (n, 2), evaluated in the dtype and on the device of its parameters.
+        extent: the half-width of the square, > 0 (default 4.0).
+        n_lines: vertical and as many horizontal lines, ≥ 2 (default 17).
+        n_points: points sampled along each line, ≥ 2 (default 200).
+    Returns:
+        ``(lines, images)``: numpy arrays (2·n_lines, n_points, 2), float32: the lines in data space (vertical ones
+        first) and their images in latent space.
+    Raises:
+        ValueError: a non-positive ``extent``, an ``n_lines`` or ``n_points`` below 2.
+    """
     check_positive_float(extent, "extent")
     check_positive_int(n_lines, "n_lines", minimum=2)
     check_positive_int(n_points, "n_points", minimum=2)

@@ -72,16 +72,36 @@ VARIANTS = ("certified", "paper", "generative")
 
 
 def make_attention(kind: str, channels: int, coeff: float = 0.9, variant: str = "certified", **options) -> nn.Module:
-    """The residual branch g of an invertible attention block over ``channels`` feature channels.
+    """The residual branch g(x)_j = gain · W_o Σ_i P_ji v_i + b_o of an invertible attention block (module doc).
 
-    ``kind``: one of :data:`KINDS`. ``variant="certified"`` (default) returns a module whose
-    ``lipschitz_bound()`` is a certified L ≤ ``coeff`` < 1 for every input; ``variant="paper"`` (the four
-    paper kinds) returns the original formulation of the validation repository and ``variant="generative"``
-    (concat, dot) that of the generative repository, whose bounds are ``inf`` (see :class:`PaperAttention`).
-    Raises ``ValueError`` for an unknown kind or variant, or a kind the variant does not have.
-    ``options`` go to the kind's class: :class:`KernelAttention` (``reduction``, ``radius``,
-    ``value_radius``, ``temperature``), :class:`L2Attention` (``reduction``, ``temperature``),
-    :class:`LipNormAttention` (``reduction``), :class:`PaperAttention` (``reduction``).
+    ``variant="certified"`` (default) returns a module whose ``lipschitz_bound()`` is a certified L ≤ ``coeff`` < 1
+    for every input; ``variant="paper"`` (the four paper kinds) returns the original formulation of the validation
+    repository and ``variant="generative"`` (concat, dot) that of the generative repository, whose bounds are ``inf``
+    (see :class:`PaperAttention`).
+
+    Arguments:
+        kind: one of :data:`KINDS` (:data:`PAPER_KINDS` for ``"paper"``, :data:`GENERATION_KINDS` for
+            ``"generative"``).
+        channels: C of the feature maps [B, C, H, W] the branch maps to [B, C, H, W].
+        coeff: the certified bound's ceiling, in (0, 1) (default 0.9).
+        variant: ``"certified"``, ``"paper"`` or ``"generative"`` (one of :data:`VARIANTS`).
+        **options: go to the kind's class: :class:`KernelAttention` (``reduction``, ``radius``, ``value_radius``,
+            ``temperature``), :class:`L2Attention` (``reduction``, ``temperature``), :class:`LipNormAttention`
+            (``reduction``), :class:`PaperAttention` (``reduction``).
+    Returns:
+        the branch, an ``nn.Module`` (a :class:`CertifiedAttention` for the certified variant, float32 weights).
+    Raises:
+        ValueError: an unknown kind or variant, or a kind the variant does not have (and the kind class's own
+            errors for a bad ``channels``, ``coeff`` or option value).
+        TypeError: an option the kind's class does not take, or a ``channels`` that is not an integer.
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> g = make_attention("dot", channels=8, coeff=0.9)
+    >>> g(torch.randn(2, 8, 4, 4)).shape
+    torch.Size([2, 8, 4, 4])
+    >>> print(g.lipschitz_bound(n_positions=16) <= 0.9, round(g.lipschitz_bound(n_positions=16), 4))
+    True 0.9
     """
     check_choice(kind, "kind", KINDS)
     check_choice(variant, "variant", VARIANTS)

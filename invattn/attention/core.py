@@ -61,13 +61,27 @@ def project_to_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
 
     A projection onto a convex set, hence 1-Lipschitz; applied position by position it is the projection
     onto a product of balls (again convex), so it is 1-Lipschitz on the whole [B, d, N] tensor too.
+
+    Arguments:
+        z: vectors [B, d, N], one d-vector per position (dimension 1 is the one normed).
+        radius: r > 0, the balls' radius (in z's units).
+    Returns:
+        the projected tensor, [B, d, N], z's dtype and device (each column of norm ≤ r, columns inside unchanged).
     """
     norm = z.norm(dim=1, keepdim=True)
     return z * (radius / norm.clamp_min(radius))
 
 
 def affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """A 1×1 convolution on flattened maps: [d, C] @ [B, C, N] (+ bias) → [B, d, N]."""
+    """A 1×1 convolution on flattened maps: W·x (+ b), [d, C] @ [B, C, N] (+ bias) → [B, d, N].
+
+    Arguments:
+        weight: W [d, C].
+        bias: b [d], added at every position, or None for none.
+        x: flattened feature maps [B, C, N].
+    Returns:
+        W·x + b, [B, d, N] (the dtype of ``torch.matmul(weight, x)``).
+    """
     out = torch.matmul(weight, x)
     return out if bias is None else out + bias[:, None]
 
@@ -127,9 +141,15 @@ class AttentionCore:
     """What every certified kind reduces to: O = V·Pᵀ with P = row_normalise(S, kernel).
 
     The scores are S_ji = ``left[:, j] + right[:, i]`` (``mode="sum"``, concat) or ``left[:, :, j]ᵀ right[:, :, i]``
-    (``mode="dot"``): O(N·d) inputs for an O(N²) map. Fields: ``mode`` (``"sum"`` or ``"dot"``), ``kernel``
-    (``"exp"`` or ``"elu1"``), ``values`` V [B, d_v, N], ``left`` and ``right`` [B, N] (sum) or [B, d, N] (dot).
-    :meth:`output` gives O [B, d_v, N], :meth:`weights` P [B, N, N], :meth:`scores` S [B, N, N].
+    (``mode="dot"``): O(N·d) inputs for an O(N²) map. :meth:`output` gives O [B, d_v, N], :meth:`weights`
+    P [B, N, N], :meth:`scores` S [B, N, N].
+
+    Arguments:
+        mode: ``"sum"`` (concat) or ``"dot"``.
+        kernel: ``"exp"`` (softmax) or ``"elu1"`` (ELU(s) + 1), see :func:`row_normalise`.
+        values: V [B, d_v, N].
+        left: [B, N] (sum) or [B, d, N] (dot), the query side j.
+        right: [B, N] (sum) or [B, d, N] (dot), the key side i.
     """
 
     mode: str
@@ -166,13 +186,16 @@ def _scores(mode: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 class AttentionCoreFunction(torch.autograd.Function):
     """O = V·Pᵀ that keeps only V, left and right for backward (O(N·d)) and recomputes the N×N map there.
 
-    ``AttentionCoreFunction.apply(mode, kernel, values, left, right)`` with the fields of :class:`AttentionCore`;
-    returns O [B, d_v, N].
-
     Forward holds one N×N buffer per sample, backward two (the map and ∂L/∂P, both updated in place),
     where plain autograd would keep the scores, the kernel values and the map. When backward itself must
     be differentiable (``create_graph=True``, e.g. inside the log-det's vector–Jacobian products) it
     differentiates an out-of-place recomputation instead, so higher derivatives are exact.
+
+    Arguments:
+        mode, kernel, values, left, right: passed to ``AttentionCoreFunction.apply(mode, kernel, values, left,
+            right)``, the fields of :class:`AttentionCore` (its shapes).
+    Returns:
+        (from ``apply``) O [B, d_v, N], the dtype of ``values``.
     """
 
     @staticmethod
@@ -249,6 +272,15 @@ class CertifiedAttention(nn.Module):
 
     Subclasses provide ``core(X) → AttentionCore`` on flattened maps ``X: [B, C, N]`` (and optionally
     ``_post(O)``), and ``_attention_bound(n_positions) → L_attn`` (a 0-d tensor, differentiable in the weights).
+    The module maps feature maps [B, C, H, W] to [B, C, H, W]; W_o [C, C] starts as PyTorch's default
+    initialisation (drawn from the global torch generator), b_o [C] at 0.
+
+    Arguments:
+        channels: C, a positive integer.
+        coeff: the ceiling of the certified bound, in (0, 1) (default 0.9).
+    Raises:
+        ValueError: a non-positive ``channels``, a ``coeff`` outside (0, 1).
+        TypeError: a ``channels`` that is not an integer, a ``coeff`` that is not a number.
     """
 
     kind: str = ""

@@ -27,9 +27,15 @@ __all__ = ["LipschitzSearch", "Tightness", "search_lipschitz", "attention_tightn
 
 @dataclass(frozen=True)
 class Tightness:
-    """``measured``: the largest Lipschitz quotient found for g (a lower bound on Lip(g)); ``bound``: g's
-    certified ``lipschitz_bound(N)``. Both are for the float64 copy of g's weights (same values, see
-    :func:`attention_tightness`)."""
+    """What :func:`attention_tightness` found: a lower bound on Lip(g) beside g's certified upper bound.
+
+    Both are for the float64 copy of g's weights (same values, see :func:`attention_tightness`); :attr:`ratio` is
+    measured / bound.
+
+    Arguments:
+        measured: the largest Lipschitz quotient ‖g(x) − g(x')‖/‖x − x'‖ found for g (a lower bound on Lip(g)).
+        bound: g's certified ``lipschitz_bound(N)``.
+    """
 
     measured: float
     bound: float
@@ -50,19 +56,29 @@ def attention_tightness(
     polish_iterations: int = 10,
     seed: int = 0,
 ) -> Tightness:
-    """The share of a certified attention branch's bound that an input search realises on H×W maps.
+    """The share of a certified attention branch's bound that an input search realises on H×W maps: measured / L.
 
-    ``module``: a certified attention branch (e.g. ``make_attention(kind, C)``) acting on [B, C, H, W];
-    ``size`` = (H, W), so N = H·W positions. A float64 copy of the module (its float32 weights convert exactly;
-    its gain is recomputed in float64) is searched with :func:`search_lipschitz` from ``starts`` Gaussian
-    inputs whose scales run log-evenly from ``scales[0]`` to ``scales[1]`` (input units: the standard
-    deviation of each entry), for ``steps`` Adam steps; the Jacobian norm at each start's best point is then
-    refined by ``polish_iterations`` power iterations (:func:`invattn.estimate_lipschitz`). The result holds the
-    larger of the two measurements and the copy's ``lipschitz_bound(N)``.
+    A float64 copy of the module (its float32 weights convert exactly; its gain is recomputed in float64) is
+    searched with :func:`search_lipschitz` from ``starts`` Gaussian inputs whose scales run log-evenly from
+    ``scales[0]`` to ``scales[1]``, for ``steps`` Adam steps; the Jacobian norm at each start's best point is then
+    refined by ``polish_iterations`` power iterations (:func:`invattn.estimate_lipschitz`). The module itself is
+    not changed.
 
-    Raises ``ValueError`` for the paper variant (its bound is ``inf``: nothing to compare with), for a ``size``
-    that is not two positive integers, or for invalid ``starts``/``steps``/``scales``; ``TypeError`` for a module
-    that is not a certified attention branch.
+    Arguments:
+        module: a certified attention branch (e.g. ``make_attention(kind, C)``) acting on [B, C, H, W].
+        size: (H, W), so N = H·W positions.
+        starts: the number of search starts (inputs [starts, C, H, W]).
+        steps: Adam steps of the pair search.
+        scales: (smallest, largest) input scale, in input units: the standard deviation of each entry.
+        lr: the Adam learning rate of the search.
+        polish_iterations: power iterations refining the Jacobian norm at each start's best point.
+        seed: seeds the starts, the search and the polish (deterministic for a given seed).
+    Returns:
+        a :class:`Tightness`: the larger of the two measurements, and the copy's ``lipschitz_bound(N)``.
+    Raises:
+        ValueError: the paper variant (its bound is ``inf``: nothing to compare with), a ``size`` that is not two
+            positive integers, or invalid ``starts``/``steps``/``scales``/``lr``.
+        TypeError: a module that is not a certified attention branch.
     """
     if isinstance(module, PaperAttention):
         raise ValueError(
@@ -98,16 +114,25 @@ def scale_with_positions(
     seed: int = 0,
     batch: int = 2,
 ) -> list[dict]:
-    """How an attention branch's output and Lipschitz constant change with the number of positions N.
+    """How an attention branch's output ratio ‖g(x) − g(0)‖/‖x‖ and Lipschitz constant change with N positions.
 
     For each side length s in ``sizes`` (N = s² positions), on inputs x ∈ [−½, ½)^{C×s×s} (seeded): the output ratio
     ‖g(x) − g(0)‖/‖x‖ (largest over ``batch`` samples; what the branch adds to x + g(x), without its constant
     part) and :func:`invattn.estimate_lipschitz` (a lower bound on Lip(g), measured at x). For the generative
     repository's normaliser, one sum over all N² energies, both fall like 1/N; for a row-normalised map (the
-    certified kinds) the measured constant stays of the same size as N grows. Returns
-    ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``. ``g`` is evaluated in the dtype and on the
-    device of its parameters (float64 on the CPU if it has none). Raises ``ValueError`` for a non-positive size or
-    batch.
+    certified kinds) the measured constant stays of the same size as N grows.
+
+    Arguments:
+        g: an attention branch on [B, C, H, W], evaluated in the dtype and on the device of its parameters (float64
+            on the CPU if it has none).
+        channels: C of its inputs.
+        sizes: the side lengths s to try (maps s×s).
+        seed: seeds the inputs and the estimate.
+        batch: samples per size.
+    Returns:
+        ``[{"positions": N, "output_ratio": ..., "measured": ...}, ...]``, one dict per size (floats).
+    Raises:
+        ValueError: a non-positive channels, size or batch.
     """
     check_positive_int(channels, "channels")
     check_positive_int(batch, "batch")

@@ -46,6 +46,9 @@ class InvertibleBlock(nn.Module):
 
     Subclasses implement ``forward``, ``inverse`` and ``logdet`` (or ``forward_and_logdet``, when one evaluation
     serves both). ``lipschitz_bound()``, where a block has it, bounds Lip(F) of the block's own map.
+
+    Arguments:
+        (none): the base class takes no constructor arguments (``nn.Module``'s); each subclass documents its own.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
