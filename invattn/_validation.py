@@ -20,7 +20,17 @@ def _as_number(value, name: str, what: str) -> float:
 
 
 def check_coeff(coeff: float, name: str = "coeff") -> float:
-    """Return ``coeff`` as a float if it lies in (0, 1), the range that keeps x + g(x) invertible."""
+    """Return ``coeff`` as a float if it lies in (0, 1), the range that keeps x + g(x) invertible.
+
+    Arguments:
+        coeff: a Lipschitz coefficient (any real number type; not a bool).
+        name: the argument's name, for the message.
+    Returns:
+        ``coeff`` as a float in (0, 1).
+    Raises:
+        TypeError: not a real number.
+        ValueError: outside (0, 1) or NaN (Lip(g) < 1 is what Banach's fixed-point theorem needs).
+    """
     value = _as_number(coeff, name, "a number in (0, 1)")
     if not (0.0 < value < 1.0) or math.isnan(value):
         raise ValueError(
@@ -73,7 +83,18 @@ def unwrap_functorch(tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``; raise a clear error otherwise."""
+    """Return ``value`` if it is an integer >= ``minimum``; raise a clear error otherwise.
+
+    Arguments:
+        value: an integer (Python or NumPy; a bool is refused).
+        name: the argument's name, for the message.
+        minimum: the smallest value allowed.
+    Returns:
+        ``value`` as an int.
+    Raises:
+        TypeError: not an integer.
+        ValueError: below ``minimum``.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy integers are integers too
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -82,7 +103,17 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
 
 
 def check_positive_float(value: float, name: str) -> float:
-    """Return ``value`` as a float if it is finite and > 0."""
+    """Return ``value`` as a float if it is finite and > 0.
+
+    Arguments:
+        value: any real number type (not a bool).
+        name: the argument's name, for the message.
+    Returns:
+        ``value`` as a float.
+    Raises:
+        TypeError: not a real number.
+        ValueError: zero, negative, infinite or NaN.
+    """
     number = _as_number(value, name, "a positive number")
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -90,7 +121,17 @@ def check_positive_float(value: float, name: str) -> float:
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``allowed``; otherwise say what is allowed."""
+    """Return ``value`` if it is one of ``allowed``; otherwise say what is allowed.
+
+    Arguments:
+        value: the choice given.
+        name: the argument's name, for the message.
+        allowed: the valid choices.
+    Returns:
+        ``value``, unchanged.
+    Raises:
+        ValueError: ``value`` is not in ``allowed`` (the message lists them).
+    """
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
     return value
@@ -107,9 +148,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
     ``"auto"`` picks CUDA when present, then MPS, then the CPU. Asking for CUDA or MPS on a machine without it is an
     error, not a silent fall-back to the CPU. MPS has no float64, in which every certified bound is computed: there
-    a certified layer raises torch's ``TypeError`` about float64 at its first bound (coupling blocks run). Raises
-    ``TypeError`` for anything but a string or a ``torch.device`` and
-    ``ValueError`` for an unknown or absent device.
+    a certified layer raises torch's ``TypeError`` about float64 at its first bound (coupling blocks run).
+
+    Arguments:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` or a ``torch.device``.
+    Returns:
+        the ``torch.device``.
+    Raises:
+        TypeError: anything but a string or a ``torch.device``.
+        ValueError: an unknown device, or one this machine does not have.
     """
     if isinstance(device, torch.device):
         device = str(device)

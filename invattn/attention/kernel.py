@@ -19,8 +19,16 @@ class KernelAttention(CertifiedAttention):
     sensitivity to the queries and keys (τ·r·‖W_q‖ and τ·r·‖W_k‖; ‖w_q‖·‖W_q‖ and ‖w_k‖·‖W_k‖ for concat,
     whose B = r·(‖w_q‖ + ‖w_k‖) follows the weights).
 
-    Options: ``reduction`` (query/key width C/reduction, 4 as in the paper), ``radius`` r of the query/key
-    balls, ``value_radius`` r_v of the value balls, ``temperature`` τ (not used by concat).
+    Arguments:
+        kind: ``"concat"``, ``"dot"``, ``"embedded_gaussian"`` or ``"gaussian"``.
+        channels: C of the inputs [B, C, H, W] (the N = H·W positions attend to one another).
+        coeff: the certified Lip(g) ≤ coeff, in (0, 1).
+        reduction: query/key width C/reduction (4 as in the paper).
+        radius: r of the query/key balls.
+        value_radius: r_v of the value balls.
+        temperature: τ of the scores (not used by concat).
+    Raises:
+        ValueError, TypeError: an unknown kind or an invalid number (named in the message).
     """
 
     def __init__(

@@ -12,7 +12,15 @@ from .core import AttentionCore, CertifiedAttention, uniform_init
 
 
 def lambert_w0(x: float) -> float:
-    """The principal branch W₀(x) for x ≥ 0: the w ≥ 0 with w·eʷ = x (Newton's method, to float precision)."""
+    """The principal branch W₀(x) for x ≥ 0: the w ≥ 0 with w·eʷ = x (Newton's method, to float precision).
+
+    Arguments:
+        x: a finite number ≥ 0.
+    Returns:
+        W₀(x) ≥ 0, a float.
+    Raises:
+        ValueError: x negative or not finite.
+    """
     if x < 0 or not math.isfinite(x):
         raise ValueError(f"lambert_w0 needs a finite x >= 0, got {x}")
     w = math.log1p(x)
@@ -26,7 +34,15 @@ def lambert_w0(x: float) -> float:
 
 def l2_attention_constant(n_positions: int) -> float:
     """L_u(N) = √((N+1)/2) + 2w + 2√(w·(N−1)·W₀(1/e)), w = W₀((N−1)/e): the Lipschitz constant of
-    U ↦ (Σ_i P_ji u_i)_j for L2 attention on N tokens, for every temperature (derived in appendix 02a, section 5)."""
+    U ↦ (Σ_i P_ji u_i)_j for L2 attention on N tokens, for every temperature (derived in appendix 02a, section 5).
+
+    Arguments:
+        n_positions: N ≥ 1, the number of tokens (positions).
+    Returns:
+        L_u(N), a float.
+    Raises:
+        TypeError, ValueError: N not a positive integer.
+    """
     n = check_positive_int(n_positions, "n_positions")
     w = lambert_w0((n - 1) / math.e)
     return math.sqrt((n + 1) / 2) + 2 * w + 2 * math.sqrt(w * (n - 1) * lambert_w0(1 / math.e))
@@ -38,6 +54,14 @@ class L2Attention(CertifiedAttention):
     Tied queries and keys q_i = W x_i, scores −τ‖q_j − q_i‖², values M q_i.
     Bound: Lip(g) ≤ min(c, ‖W_o‖·‖M‖·‖W‖·L_u(N)) with L_u(N) from :func:`l2_attention_constant` (≈ √(N/2)·(1 + 1.5√(ln
     N))).
+
+    Arguments:
+        channels: C of the inputs [B, C, H, W].
+        coeff: the certified Lip(g) ≤ coeff, in (0, 1).
+        reduction: query width C/reduction.
+        temperature: τ of the scores (default 1/√(C/reduction)).
+    Raises:
+        ValueError, TypeError: an invalid number (named in the message).
     """
 
     kind = "l2"

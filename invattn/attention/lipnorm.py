@@ -16,6 +16,13 @@ class LipNormAttention(CertifiedAttention):
 
     Scores q_jᵀk_i / max(u·v, u·w, v·w), u = ‖Q‖_F, v = max_i‖k_i‖, w = max_i‖v_i‖ (recomputed per input).
     Bound: Lip(g) ≤ min(c, ‖W_o‖·e·(‖W_v‖ + ‖W_q‖ + ‖W_k‖/√N + max(‖W_q‖+‖W_k‖, ‖W_q‖+‖W_v‖, ‖W_k‖+‖W_v‖))).
+
+    Arguments:
+        channels: C of the inputs [B, C, H, W].
+        coeff: the certified Lip(g) ≤ coeff, in (0, 1).
+        reduction: query/key width C/reduction.
+    Raises:
+        ValueError, TypeError: an invalid number (named in the message).
     """
 
     kind = "lipnorm"

@@ -33,6 +33,15 @@ class PaperAttention(nn.Module):
     (not spectral-normalised) query and key projections; a plain concat score vector; with a bias; and dot's value
     coefficient ``coeff`` (0.9) instead of 0.5.
 
+    Arguments:
+        kind: one of :data:`PAPER_KINDS` (``repository="generation"``: concat or dot).
+        channels: C of the inputs [B, C, H, W].
+        coeff: the spectral normalisation coefficient of the projections, in (0, 1).
+        reduction: query/key width C/reduction.
+        repository: ``"validation"`` or ``"generation"``.
+    Raises:
+        ValueError, TypeError: an unknown kind or repository, or an invalid number.
+
     :meth:`lipschitz_bound` is ``inf``, with the reason in :attr:`bound_reason`; for the exp kinds
     :meth:`local_lipschitz_bound` gives the bound that holds on inputs with ‖x_i‖ ≤ R.
     """
