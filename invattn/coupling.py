@@ -83,11 +83,12 @@ class AdditiveCoupling(InvertibleBlock):
         x1, x2 = _halves(x, self.channels, "x", type(self).__name__)
         return torch.cat([x2 + self._f(x1), x1], dim=1)
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """x from y = forward(x): x₁ = y₂, x₂ = y₁ − F(y₂); [B, C, ...] → [B, C, ...]. Raises ``RuntimeError`` while F
         holds batch normalisation or dropout in training mode, or in training mode changes a buffer or draws random
         numbers while inverting (call ``model.eval()``: F then depends on the batch or on chance, and the inverse would
         be silently wrong for a sub-batch and change the model; buffers and random state are restored)."""
+        SolverOptions.of(options, **keywords)  # checked; an exact inverse takes no solver options
         y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
         with unchanged_by_inverse(self.f, f"{type(self).__name__}.inverse"):
             return torch.cat([y2, y1 - self._f(y2)], dim=1)
@@ -146,10 +147,11 @@ class AffineCoupling(InvertibleBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_and_logdet(x)[0]
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """x from y = forward(x): x₁ = y₂, x₂ = (y₁ − t(y₂))·exp(−s(y₂)); [B, C, ...] → [B, C, ...]. Raises
         ``RuntimeError`` while F holds batch normalisation or dropout in training mode (as
         :meth:`AdditiveCoupling.inverse`) and ``ValueError`` when the result overflows."""
+        SolverOptions.of(options, **keywords)  # checked; an exact inverse takes no solver options
         y1, y2 = _halves(y, self.channels, "y", type(self).__name__)
         with unchanged_by_inverse(self.f, f"{type(self).__name__}.inverse"):
             log_scale, shift = self._scale_shift(y2)
@@ -201,7 +203,8 @@ class InjectivePad(InvertibleBlock):
         padding = x.new_zeros(x.shape[0], self.out_channels - self.in_channels, *x.shape[2:])
         return torch.cat([x, padding], dim=1)
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
+        SolverOptions.of(options, **keywords)  # checked; an exact inverse takes no solver options
         check_finite(y, "y")
         if y.dim() < 2 or y.shape[1] != self.out_channels:
             raise ValueError(f"InjectivePad.inverse takes [B, {self.out_channels}, ...], got {tuple(y.shape)}")

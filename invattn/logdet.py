@@ -85,9 +85,13 @@ class LogdetOptions:
         check_positive_int(self.n_terms, "n_terms")
         check_positive_int(self.n_probes, "n_probes")
         check_positive_int(self.n_exact_terms, "n_exact_terms", minimum=0)
-        if self.p is not None and not 0 < self.p < 1:
+        if self.p is not None and not 0 < check_positive_float(self.p, "p") < 1:
             raise ValueError(f"p (geometric success probability) must be in (0, 1), got {self.p}")
         check_positive_float(self.lam, "lam")
+        if not isinstance(self.neumann_gradient, bool):
+            raise TypeError(f"neumann_gradient must be True or False, got {self.neumann_gradient!r}")
+        if self.generator is not None and not isinstance(self.generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {self.generator!r}")
 
     @classmethod
     def of(cls, options: LogdetOptions | str | None = None, **keywords) -> LogdetOptions:
@@ -99,6 +103,8 @@ class LogdetOptions:
             TypeError: a keyword that is not a field of LogdetOptions, or ``options`` of another type.
         """
         if isinstance(options, str):
+            if keywords.get("estimator", options) != options:
+                raise ValueError(f"estimator named twice: {options!r} and estimator={keywords['estimator']!r}")
             keywords = {"estimator": options, **keywords}
             options = None
         if options is None:

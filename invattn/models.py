@@ -176,15 +176,17 @@ class FlowStep(InvertibleBlock):
         """ln|det J_F(x)| per sample, [B] (see :meth:`forward_and_logdet`)."""
         return self.forward_and_logdet(x, options)[1]
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """A⁻¹(R⁻¹(y)), R⁻¹ solved as ``options`` say (:meth:`invattn.InvertibleResidual.inverse`)."""
+        options = SolverOptions.of(options, **keywords)
         x = self.residual.inverse(y, options)
         return self.actnorm.inverse(x) if self.actnorm is not None else x
 
     def inverse_with_info(
-        self, y: torch.Tensor, options: SolverOptions | None = None
+        self, y: torch.Tensor, options: SolverOptions | None = None, **keywords
     ) -> tuple[torch.Tensor, list[InverseInfo]]:
         """``(A⁻¹(R⁻¹(y)), [R's solve report])``."""
+        options = SolverOptions.of(options, **keywords)
         x, infos = self.residual.inverse_with_info(y, options)
         return (self.actnorm.inverse(x) if self.actnorm is not None else x), infos
 

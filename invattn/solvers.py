@@ -171,6 +171,10 @@ class SolverOptions:
             raise TypeError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
         if not 0.0 <= float(self.rate_gate) < 1.0:
             raise ValueError(f"rate_gate must be a number in [0, 1), got {self.rate_gate!r}")
+        if self.allow_uncertified is not None and not isinstance(self.allow_uncertified, bool):
+            raise TypeError(f"allow_uncertified must be True, False or None, got {self.allow_uncertified!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable as callback(k, x_k) or None, got {self.callback!r}")
 
     @classmethod
     def of(cls, options: SolverOptions | None = None, **keywords) -> SolverOptions:

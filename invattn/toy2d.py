@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -365,7 +366,9 @@ def train_flow(
 # -- inversion and sampling -----------------------------------------------------------------------------------
 
 
-def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def invert(
+    flow: InvertibleSequential, z: torch.Tensor, options: SolverOptions | None = None, **keywords
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, bound)``: x = F⁻¹(z) computed block by block, and per point a certified bound on ‖x − F⁻¹(z)‖.
 
     The chain's :meth:`~invattn.blocks.InvertibleBlock.inverse_and_error_bound` walks it backwards. Each residual
@@ -378,27 +381,34 @@ def invert(flow: InvertibleSequential, z: torch.Tensor, tol: float | None = None
     Arguments:
         flow: an :class:`invattn.InvertibleSequential` of ActNorm and InvertibleResidual blocks on points (n, 2).
         z: latent points (n, 2), finite, floating point, in the flow's dtype.
-        tol: the solver's relative-residual tolerance (default :func:`invattn.solvers.default_tol` of z's dtype:
-            1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16 and bfloat16).
+        options: the solver's :class:`invattn.SolverOptions`; keyword arguments (``tol``, ``method``, ``max_iter``,
+            ``callback``, …) build or amend it. Its ``tol`` defaults to :func:`invattn.solvers.default_tol` of z's
+            dtype: 1e-10 in float64, 1e-5 in float32, 16 unit roundoffs in float16 and bfloat16.
     Returns:
         ``(x, bound)``: x (n, 2) in z's dtype, and bound (n,) float64 in the units of x, F⁻¹(z) the exact preimage.
     Raises:
         InversionError: a block does not converge (:class:`invattn.InversionError`).
         ValueError: z that is not finite (n, 2) points; a tol below 4 unit roundoffs of z's dtype.
         TypeError: a flow that is not an InvertibleSequential, or holds a block other than ActNorm and
-            InvertibleResidual (no certified inverse error).
+            InvertibleResidual (no certified inverse error); an unknown solver keyword.
     """
     _check_points(z, "z")
     if not isinstance(flow, InvertibleSequential):
         raise TypeError(f"invert walks an InvertibleSequential block by block, got {type(flow).__name__}")
-    tol = check_tol(tol, z.dtype)  # the dtype's default, or ValueError for a tol below its rounding floor
+    options = SolverOptions.of(options, **keywords)
+    tol = check_tol(options.tol, z.dtype)  # the dtype's default, or ValueError for a tol below its rounding floor
     bound = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     with torch.no_grad():
-        return flow.inverse_and_error_bound(z, bound, SolverOptions(tol=tol))
+        return flow.inverse_and_error_bound(z, bound, replace(options, tol=tol))
 
 
 def sample_flow(
-    flow: InvertibleSequential, n: int, seed: int = 0, dtype: torch.dtype = torch.float64
+    flow: InvertibleSequential,
+    n: int,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    options: SolverOptions | None = None,
+    **keywords,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, bound)``: n samples of the flow's density, x = F⁻¹(z) for z ~ N(0, I) drawn with a seeded generator.
 
@@ -410,6 +420,7 @@ def sample_flow(
         n: the number of samples, ≥ 1.
         seed: seeds z (a CPU generator, so the same z on every device), ≥ 0 (default 0).
         dtype: the dtype of z and of the inversion (default float64).
+        options: the solver's :class:`invattn.SolverOptions`, keywords amending it, as :func:`invert`.
     Returns:
         ``(x, bound)``: x (n, 2) in ``dtype`` and the certified per-sample bound (n,) of :func:`invert` on
         ‖x − F⁻¹(z)‖, float64.
@@ -421,7 +432,7 @@ def sample_flow(
     check_positive_int(seed, "seed", minimum=0)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn(n, 2, generator=generator, dtype=dtype).to(_device(flow))
-    return invert(_in_dtype(flow, dtype), z)
+    return invert(_in_dtype(flow, dtype), z, options, **keywords)
 
 
 def _device(flow: nn.Module) -> torch.device:

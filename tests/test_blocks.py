@@ -393,3 +393,62 @@ def test_inverse_and_error_bound_covers_the_true_error():
         small.weight.mul_(0.1)
     with pytest.raises(ValueError, match="no certified error"):
         ia.InvertibleResidual(small).inverse_and_error_bound(x, torch.zeros(4, dtype=torch.float64))
+
+
+def test_options_refuse_values_of_the_wrong_kind_at_construction():
+    """Validated once, where they are made: a string for a flag, a number for a callback or a generator would
+    otherwise pass silently (bool("no") is True) or fail deep inside a solve."""
+    for bad in (dict(allow_uncertified="no"), dict(callback=3)):
+        with pytest.raises(TypeError, match=next(iter(bad))):
+            ia.SolverOptions(**bad)
+    for bad in (dict(generator=3), dict(neumann_gradient="x"), dict(p="0.5")):
+        with pytest.raises(TypeError, match=next(iter(bad))):
+            ia.LogdetOptions(**bad)
+    with pytest.raises(ValueError, match="estimator named twice"):
+        ia.LogdetOptions.of("exact", estimator="series")
+    assert ia.LogdetOptions.of("exact", estimator="exact").estimator == "exact"
+
+
+def test_chains_stay_chains_of_blocks():
+    chain = ia.InvertibleSequential(ia.ActNorm(3), ia.Squeeze(), ia.ActNorm(12))
+    assert isinstance(chain[0:2], ia.InvertibleSequential) and len(chain[0:2]) == 2
+    assert isinstance(chain + chain, ia.InvertibleSequential) and len(chain + chain) == 6
+    for add in (
+        lambda: chain.append(nn.Linear(3, 3)),
+        lambda: chain.insert(0, nn.ReLU()),
+        lambda: chain.extend([nn.ReLU()]),
+        lambda: chain.__setitem__(0, nn.ReLU()),
+        lambda: chain + nn.Sequential(),
+    ):
+        with pytest.raises(TypeError, match="InvertibleSequential"):
+            add()
+    assert len(chain) == 3
+
+
+def test_a_residual_block_names_a_dtype_or_shape_it_cannot_take():
+    block = _tanh_block().float()
+    with pytest.raises(ValueError, match="torch.float64 but the branch's parameters are torch.float32"):
+        block(torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="torch.float64 but the branch's parameters are torch.float32"):
+        block.inverse(torch.zeros(2, 4, dtype=torch.float64))
+    widening = ia.InvertibleResidual(nn.Linear(4, 5))
+    with pytest.raises(ValueError, match=r"maps \(2, 4\) to \(2, 5\)"):
+        widening(torch.zeros(2, 4))
+
+
+def test_solver_keywords_reach_the_solver_through_every_entry_point():
+    from invattn import toy2d
+    from invattn.classifiers import build_classifier, classifier_preset
+
+    flow = toy2d.make_flow(n_blocks=2, width=8).double()
+    z = torch.randn(5, 2, dtype=torch.float64)
+    seen = []
+    toy2d.invert(flow, z, callback=lambda k, x: seen.append(k))
+    assert seen, "the callback never reached the solver"
+    with pytest.raises(ia.InversionError):
+        toy2d.sample_flow(flow, 4, max_iter=1)
+    irevnet = build_classifier(classifier_preset("irevnet", "smoke")).eval()
+    phi = irevnet.features(torch.rand(2, 1, 8, 8) - 0.5)
+    assert torch.equal(irevnet.inverse(phi, tol=1e-6), irevnet.inverse(phi))  # analytic: options checked, unused
+    with pytest.raises(TypeError, match="tolerance"):
+        irevnet.inverse(phi, tolerance=1e-6)

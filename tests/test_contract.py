@@ -149,6 +149,71 @@ def test_state_dict_round_trip(case):
     assert torch.equal(fresh(x), block(x))
 
 
+ROUND_TRIP_FLOAT32 = 1e-4  # float32: the solver's default tol 1e-5, amplified by at most 1/(1 − 0.9) = 10
+
+
+def test_float32_keeps_the_contract(case):
+    build, block64, x64, out_shape, has_logdet = case
+    block, x = block64.float(), x64.float()
+    try:
+        y = block(x)
+        assert y.dtype == torch.float32 and y.shape == out_shape
+        x_hat = block.inverse(y)
+        assert x_hat.dtype == torch.float32
+        assert float((x_hat - x).detach().norm() / x.norm()) <= ROUND_TRIP_FLOAT32
+        if has_logdet:
+            assert block.logdet(x, ia.LogdetOptions(estimator="exact")).dtype == torch.float32
+    finally:
+        block64.double()
+
+
+def test_bad_input_is_refused_with_its_cause(case):
+    _, block, x, out_shape, has_logdet = case
+    broken = x.clone()
+    broken.view(-1)[0] = float("nan")
+    calls = [block, lambda t: block.inverse(block(x).clone().fill_(float("nan")))]
+    calls += [block.logdet] if has_logdet else []
+    for call in calls:
+        with pytest.raises(ValueError, match="non-finite|NaN"):
+            call(broken)
+    with pytest.raises(TypeError, match="tolerance"):  # an unknown solver keyword, on every block
+        block.inverse(block(x), tolerance=1e-8)
+    assert torch.equal(block.inverse(block(x), tol=1e-12), block.inverse(block(x), ia.SolverOptions(tol=1e-12)))
+
+
+def test_a_fresh_actnorm_logdet_is_of_the_map_forward_applies():
+    """ActNorm sets its scale from the first training batch: the log-det of that first call, whether it comes from
+    forward_and_logdet, a chain or a flow step, is the log-det of the map the same call applies."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 2, 2, dtype=torch.float64) * 3 + 1
+    for fresh in (
+        lambda: ia.ActNorm(2),
+        lambda: ia.InvertibleSequential(ia.ActNorm(2), ia.InvertibleResidual(conv_branch(2, 4, 2, 0.8))),
+        lambda: FlowStep(ia.InvertibleResidual(conv_branch(2, 4, 2, 0.8)), 2, actnorm=True),
+    ):
+        block = fresh().double().train()
+        y, value = block.forward_and_logdet(x, ia.LogdetOptions(estimator="exact"))
+        block.eval()
+        assert torch.equal(y, block(x))
+        assert torch.allclose(value, _jacobian_logdet(block, x), atol=LOGDET, rtol=0)
+
+
+def test_certified_inverse_error_bounds_hold():
+    """inverse_and_error_bound: the bound carried backwards covers the error of a float32 inverse against the
+    float64 one, for the blocks that certify it; the others refuse."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    chain = _initialised(ia.InvertibleSequential(ia.ActNorm(2), ia.InvertibleResidual(conv_branch(2, 4, 3, 0.8))), x)
+    y = chain(x).detach()
+    exact = chain.inverse(y, ia.SolverOptions(tol=1e-13))
+    chain32 = chain.float()
+    x32, bound = chain32.inverse_and_error_bound(y.float(), torch.zeros(3, dtype=torch.float64))
+    measured = (x32.double() - exact).flatten(1).norm(dim=1)
+    assert bound.shape == (3,) and bool((measured <= bound).all()), (measured, bound)
+    with pytest.raises(TypeError, match="no certified inverse error bound"):
+        ia.Squeeze().inverse_and_error_bound(torch.zeros(1, 4, 1, 1), torch.zeros(1))
+
+
 def test_the_density_model_inverts_and_its_logdet_is_the_jacobians():
     """ResidualFlow maps x to latent pieces (zs, logdet), not one tensor, so it is not itself an InvertibleBlock;
     its parts are, and the whole keeps the same promises."""

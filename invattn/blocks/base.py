@@ -7,6 +7,8 @@ through that contract alone.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -27,7 +29,8 @@ class InvertibleBlock(nn.Module):
     * ``inverse(y, options=None)`` → x with F(x) = y: exactly up to rounding for an analytic inverse (ActNorm, Squeeze,
       the couplings), to ``options.tol`` for a fixed-point solve (a :class:`invattn.solvers.SolverOptions`; blocks
       with an analytic inverse ignore it). x has y's dtype; raises :class:`invattn.InversionError` when a solve does
-      not converge, ``ValueError`` for a y of the wrong shape or with non-finite values, and ``RuntimeError`` while a
+      not converge, ``ValueError`` for a y with non-finite values or of a shape or dtype the block refuses (a
+      residual block's branch raises its own error for a shape it cannot take), and ``RuntimeError`` while a
       branch holds batch normalisation or dropout in training mode (the inverse would silently be of another map).
     * ``forward_and_logdet(x, options=None)`` → ``(y, logdet)``: y = forward(x) and logdet [B] = ln|det ∂F(x_b)/∂x_b|
       in nats, in x's dtype, differentiable w.r.t. x and the parameters. Exact for the analytic blocks; estimated as
@@ -54,7 +57,7 @@ class InvertibleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError(f"{type(self).__name__} implements no forward")
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """x with forward(x) = y (class docstring)."""
         raise NotImplementedError(f"{type(self).__name__} implements no inverse")
 
@@ -70,9 +73,10 @@ class InvertibleBlock(nn.Module):
         raise TypeError(f"no log-determinant for {type(self).__name__}")
 
     def inverse_with_info(
-        self, y: torch.Tensor, options: SolverOptions | None = None
+        self, y: torch.Tensor, options: SolverOptions | None = None, **keywords
     ) -> tuple[torch.Tensor, list[InverseInfo]]:
         """``(inverse(y), infos)``: the reports of the fixed-point solves run (none for an analytic inverse)."""
+        options = SolverOptions.of(options, **keywords)
         return self.inverse(y, options), []
 
     def inverse_and_error_bound(
@@ -80,6 +84,12 @@ class InvertibleBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inverse(y), bound)``, bound [B] ≥ ‖x − F⁻¹(ŷ)‖ for ‖y − ŷ‖ ≤ ``error`` (class docstring)."""
         raise TypeError(f"no certified inverse error bound for {type(self).__name__}")
+
+
+def _check_block(module: nn.Module) -> nn.Module:
+    if not isinstance(module, InvertibleBlock):
+        raise TypeError(f"InvertibleSequential chains InvertibleBlocks, got {type(module).__name__}")
+    return module
 
 
 class InvertibleSequential(InvertibleBlock, nn.Sequential):
@@ -103,11 +113,29 @@ class InvertibleSequential(InvertibleBlock, nn.Sequential):
     True
     """
 
-    def __init__(self, *blocks: nn.Module) -> None:
-        for block in blocks:
-            if not isinstance(block, InvertibleBlock):
-                raise TypeError(f"InvertibleSequential chains InvertibleBlocks, got {type(block).__name__}")
+    def __init__(self, *blocks: nn.Module | OrderedDict[str, nn.Module]) -> None:
+        named = len(blocks) == 1 and isinstance(blocks[0], OrderedDict)  # as nn.Sequential takes (and slices build)
+        for block in blocks[0].values() if named else blocks:
+            _check_block(block)
         nn.Sequential.__init__(self, *blocks)
+
+    # every way nn.Sequential adds a part checks it too, and a slice or a sum stays a chain
+    def append(self, module: nn.Module) -> InvertibleSequential:  # noqa: D102
+        return nn.Sequential.append(self, _check_block(module))
+
+    def insert(self, index: int, module: nn.Module) -> InvertibleSequential:  # noqa: D102
+        return nn.Sequential.insert(self, index, _check_block(module))
+
+    def extend(self, sequential) -> InvertibleSequential:  # noqa: D102
+        return nn.Sequential.extend(self, [_check_block(module) for module in sequential])
+
+    def __setitem__(self, index: int, module: nn.Module) -> None:
+        nn.Sequential.__setitem__(self, index, _check_block(module))
+
+    def __add__(self, other: InvertibleSequential) -> InvertibleSequential:
+        if not isinstance(other, InvertibleSequential):
+            raise TypeError(f"an InvertibleSequential adds another InvertibleSequential, got {type(other).__name__}")
+        return InvertibleSequential(*self, *other)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return nn.Sequential.forward(self, x)
@@ -120,9 +148,10 @@ class InvertibleSequential(InvertibleBlock, nn.Sequential):
         return y
 
     def inverse_with_info(
-        self, y: torch.Tensor, options: SolverOptions | None = None
+        self, y: torch.Tensor, options: SolverOptions | None = None, **keywords
     ) -> tuple[torch.Tensor, list[InverseInfo]]:
         """``(x, infos)``: each part's inverse, last part first, and the reports of their solves in that order."""
+        options = SolverOptions.of(options, **keywords)
         infos: list[InverseInfo] = []
         for block in reversed(self):
             y, found = block.inverse_with_info(y, options)

@@ -64,10 +64,24 @@ class InvertibleResidual(InvertibleBlock):
         """
         return 1.0 + float(self.branch_lipschitz_bound())
 
+    def _check_input(self, t: torch.Tensor, name: str) -> None:
+        """``ValueError`` for non-finite values or a dtype other than the branch's parameters'."""
+        check_finite(t, name)
+        parameter = next((p for p in self.g.parameters() if p.is_floating_point()), None)
+        if parameter is not None and t.dtype != parameter.dtype:
+            raise ValueError(
+                f"{name} is {t.dtype} but the branch's parameters are {parameter.dtype}: convert one of them "
+                "(e.g. block.double() or x.float())"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x + g(x), [B, ...] → [B, ...]; ``ValueError`` for non-finite x."""
-        check_finite(x, "x")
-        return x + self.g(x)
+        """x + g(x), [B, ...] → [B, ...]; ``ValueError`` for non-finite x, a dtype other than the branch's, or a
+        branch that changes the shape."""
+        self._check_input(x, "x")
+        gx = self.g(x)
+        if gx.shape != x.shape:
+            raise ValueError(f"the branch maps {tuple(x.shape)} to {tuple(gx.shape)}: x + g(x) needs g to keep it")
+        return x + gx
 
     def forward_and_logdet(
         self, x: torch.Tensor, options: LogdetOptions | str | None = None, **keywords
@@ -81,9 +95,10 @@ class InvertibleResidual(InvertibleBlock):
         Returns:
             ``(y, logdet)``: y of x's shape and dtype, logdet [B] in nats.
         Raises:
-            ValueError: non-finite x or invalid options. TypeError: an unknown keyword.
+            ValueError: non-finite x, a dtype other than the branch's, or invalid options. TypeError: an unknown
+                keyword.
         """
-        check_finite(x, "x")
+        self._check_input(x, "x")
         gx, value = residual_logdet(self.g, x, LogdetOptions.of(options, **keywords))
         return x + gx, value
 
@@ -131,6 +146,7 @@ class InvertibleResidual(InvertibleBlock):
         """
         options = SolverOptions.of(options, **keywords)
         check_inverse_mode(self.g, "InvertibleResidual.inverse")
+        self._check_input(y, "y")
         scale = check_scale(y)
         tol = check_tol(options.tol, y.dtype, options.on_failure)  # an unreachable tol is refused before any work on g
         bound = self._contraction_bound(bool(options.allow_uncertified))
@@ -169,9 +185,10 @@ class InvertibleResidual(InvertibleBlock):
         return rounding
 
     def inverse_with_info(
-        self, y: torch.Tensor, options: SolverOptions | None = None
+        self, y: torch.Tensor, options: SolverOptions | None = None, **keywords
     ) -> tuple[torch.Tensor, list[InverseInfo]]:
         """``(x, [info])``: :meth:`inverse` with ``return_info=True``, its one report in a list."""
+        options = SolverOptions.of(options, **keywords)
         x, info = self.inverse(y, options, return_info=True)
         return x, [info]
 

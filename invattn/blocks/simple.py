@@ -8,7 +8,7 @@ from torch import nn
 
 from .._validation import check_finite
 from ..logdet import LogdetOptions
-from ..norms import unit_roundoff
+from ..norms import per_sample_norm, unit_roundoff
 from ..solvers import SolverOptions
 from .base import InvertibleBlock
 
@@ -57,13 +57,21 @@ class ActNorm(InvertibleBlock):
             self._initialize(x)
         return x * self._view(self.log_scale.exp(), x) + self._view(self.bias, x)
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """(y − b)·exp(−s), exact up to rounding (``options`` unused)."""
+        SolverOptions.of(options, **keywords)  # checked; an exact inverse takes no solver options
         self._check(y)
         return (y - self._view(self.bias, y)) * self._view(torch.exp(-self.log_scale), y)
 
     def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
-        """log|det ∂y/∂x| for each sample: positions·Σ s, [B] (``options`` unused)."""
+        """log|det ∂y/∂x| for each sample: positions·Σ s, [B] (``options`` unused).
+
+        In training mode a first batch sets s and b here, as :meth:`forward` would, so the log-det is that of the
+        map forward applies (whichever of the two runs first).
+        """
+        self._check(x)
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
         positions = x[0, 0].numel()
         return (positions * self.log_scale.sum()).expand(x.shape[0])
 
@@ -73,8 +81,8 @@ class ActNorm(InvertibleBlock):
         """``(x, bound)``: x = inverse(y), bound = error·max exp(−s) + 8u‖x‖ per sample (u the unit roundoff of y's
         dtype: the rounding of one subtraction and one product)."""
         x = self.inverse(y)
-        stretch = float(torch.exp(-self.log_scale.double()).max())
-        return x, error * stretch + 8 * unit_roundoff(y.dtype) * x.double().norm(dim=1)
+        stretch = float(torch.exp(-self.log_scale.detach().double()).max())
+        return x, error * stretch + 8 * unit_roundoff(y.dtype) * per_sample_norm(x.detach().double())
 
 
 class Squeeze(InvertibleBlock):
@@ -94,18 +102,22 @@ class Squeeze(InvertibleBlock):
         super().__init__()
         self.factor = factor
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``pixel_unshuffle(x, factor)``."""
+    def _check(self, x: torch.Tensor) -> None:
         check_finite(x, "x")
         if x.dim() != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise ValueError(
                 f"Squeeze({self.factor}) needs [B, C, H, W] with H and W divisible by {self.factor}, got "
                 f"{tuple(x.shape)}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``pixel_unshuffle(x, factor)``."""
+        self._check(x)
         return F.pixel_unshuffle(x, self.factor)
 
-    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
         """``pixel_shuffle(y, factor)``, exact (``options`` unused)."""
+        SolverOptions.of(options, **keywords)  # checked; an exact inverse takes no solver options
         check_finite(y, "y")
         if y.dim() != 4 or y.shape[1] % (self.factor**2):
             raise ValueError(
@@ -114,7 +126,8 @@ class Squeeze(InvertibleBlock):
         return F.pixel_shuffle(y, self.factor)
 
     def logdet(self, x: torch.Tensor, options: LogdetOptions | None = None) -> torch.Tensor:
-        """0 for every sample, [B]: a permutation."""
+        """0 for every sample, [B]: a permutation (``x`` checked as :meth:`forward` checks it)."""
+        self._check(x)
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def lipschitz_bound(self) -> float:

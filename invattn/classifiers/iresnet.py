@@ -67,11 +67,12 @@ class IResNetClassifier(Classifier):
         return head * pool * self.lipschitz_bound()
 
     def inverse(
-        self, phi: torch.Tensor, return_info: bool = False, **solver
+        self, phi: torch.Tensor, return_info: bool = False, options: SolverOptions | None = None, **solver
     ) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
         """Φ's left inverse, block by block backwards: [B, C', H', W'] → x̂ [B, C, H, W] (Behrmann et al., 2019, §2).
 
-        Each residual block y = h + g(h) is solved for h to the solver's tolerance; ``solver`` options go to
+        Each residual block y = h + g(h) is solved for h to the solver's tolerance; ``options`` (a
+        :class:`invattn.SolverOptions`) and ``solver`` keywords amending it go to
         :meth:`invattn.InvertibleResidual.inverse` (``tol``, ``method``, ``max_iter``, ``on_failure``...); for the
         unconstrained network ``allow_uncertified=True`` is implied (the solver tries and reports). The injective
         padding P (zero channels appended where a stage needs them) is inverted by its left inverse, which drops
@@ -91,9 +92,9 @@ class IResNetClassifier(Classifier):
         forward pass and one inverse of those samples). Raises ``ValueError`` for features of the wrong shape or
         non-finite, :class:`invattn.InversionError` for a solve that fails with ``on_failure="raise"``."""
         self._check_features(phi)
-        if self.config.coeff is None:
-            solver = {"allow_uncertified": True, **solver}
-        options = SolverOptions.of(**solver)
+        options = SolverOptions.of(options, **solver)
+        if self.config.coeff is None and options.allow_uncertified is None:
+            options = replace(options, allow_uncertified=True)
         x, share, infos = self._invert(phi, options)
         quiet = replace(options, on_failure="return")
         return self._answer(phi, x, infos, share, return_info, lambda again: self._invert(again, quiet)[1])

@@ -8,6 +8,7 @@ import torch
 from ..attention import AttentionCoupling
 from ..blocks import InvertibleSequential
 from ..coupling import AdditiveCoupling, bottleneck_branch
+from ..solvers import SolverOptions
 from .base import Classifier, ClassifierInverseInfo
 from .config import ClassifierConfig
 
@@ -45,7 +46,7 @@ class IRevNet(Classifier):
             self.stages.append(InvertibleSequential(*blocks))
 
     def inverse(
-        self, phi: torch.Tensor, return_info: bool = False
+        self, phi: torch.Tensor, return_info: bool = False, options: SolverOptions | None = None, **solver
     ) -> torch.Tensor | tuple[torch.Tensor, ClassifierInverseInfo]:
         """Φ's left inverse, analytically: [B, C', H', W'] → x̂ [B, C, H, W] (Jacobsen et al., 2018, §3).
 
@@ -61,7 +62,10 @@ class IRevNet(Classifier):
         ``(x̂, ClassifierInverseInfo)`` (no blocks: nothing iterates) with the share of the solution dropped at the
         padding and ‖Φ(x̂) − phi‖/‖phi‖; without it, warns :class:`OutsideRangeWarning` when the share dropped is
         clearly above what rounding leaves for phi in the range (more than 10⁻³ and ten times the share dropped
-        inverting Φ(x̂)). Raises ``ValueError`` for features of the wrong shape or non-finite."""
+        inverting Φ(x̂)). ``options`` and ``solver`` keywords (as :meth:`IResNetClassifier.inverse` takes them) are
+        checked and unused: nothing is solved. Raises ``ValueError`` for features of the wrong shape or non-finite,
+        ``TypeError`` for an unknown solver keyword."""
+        SolverOptions.of(options, **solver)  # checked, so code written for either road runs on both; none is needed
         self._check_features(phi)
         x, share, _ = self._invert(phi)
         return self._answer(phi, x, [], share, return_info, lambda again: self._invert(again)[1])
