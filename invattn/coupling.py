@@ -219,6 +219,10 @@ class InjectivePad(InvertibleBlock):
         """Refused with ``ValueError``: a map into a larger space has no log-determinant."""
         raise ValueError("InjectivePad maps into a larger space: it has no log-determinant (it is not bijective)")
 
+    def lipschitz_bound(self) -> float:
+        """1: appending zero channels keeps every distance, ‖P(x) − P(x')‖ = ‖x − x'‖ (an isometry onto its range)."""
+        return 1.0
+
     def extra_repr(self) -> str:
         return f"{self.in_channels} → {self.out_channels}"
 

@@ -256,3 +256,14 @@ def test_the_density_model_inverts_an_uncertified_attention_by_trying():
     )
     with pytest.raises(ValueError, match="not below 1"):
         model.inverse(zs, allow_uncertified=False)  # the caller's explicit word wins
+
+
+def test_isometries_report_a_lipschitz_bound_of_one():
+    """Squeeze permutes entries and InjectivePad appends zeros: both keep every distance, which the quotient of
+    random pairs confirms to rounding."""
+    torch.manual_seed(0)
+    x, x2 = torch.randn(2, 4, 2, 4, 4, dtype=torch.float64)
+    for block in (ia.Squeeze(), ia.InjectivePad(2, 6)):
+        assert block.lipschitz_bound() == ia.lipschitz_bound(nn.Sequential(block)) == 1.0
+        quotient = (block(x) - block(x2)).flatten(1).norm(dim=1) / (x - x2).flatten(1).norm(dim=1)
+        assert torch.allclose(quotient, torch.ones_like(quotient), rtol=1e-12, atol=0)
