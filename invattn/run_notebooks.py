@@ -173,8 +173,8 @@ allows between a lesson's "about T s to run" and its stored run)."""
 def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
     """Whether notebook ``new`` equals ``stored`` except for timings in its outputs' text: each number followed by a
     unit of time (``12 ms``, ``3.5 s``, ``1.2 min``: compared in seconds, so ``95 s`` matches ``1.6 min``) or a ratio
-    of two (``13× faster``) within ``factor`` of the stored one; everything else (sources, images, every other number)
-    byte for byte."""
+    of two (``13× faster``) within ``factor`` of the stored one, however many spaces pad it (a table's column widens
+    with its widest timing); everything else (sources, images, every other number) byte for byte."""
 
     def split(nb):
         nb, times = nbformat.from_dict(json.loads(json.dumps(nb))), []  # a deep copy
@@ -182,7 +182,8 @@ def same_but_timings(new, stored, factor: float = TIMING_FACTOR) -> bool:
         def mask(text):
             for value, unit in _TIME.findall(text):  # durations in seconds, so 95 s and 1.6 min compare
                 times.append(float(value) * _SECONDS.get(unit.strip(), 1.0))
-            return _TIME.sub(lambda m: "<ratio>" if "×" in m.group(2) else "<time>", text)
+            masked = _TIME.sub(lambda m: "<ratio>" if "×" in m.group(2) else "<time>", text)
+            return re.sub(r" +<(time|ratio)>", r" <\1>", masked)  # a table's column padded to a wider timing
 
         for cell in nb.cells:
             for output in cell.get("outputs", []):

@@ -181,6 +181,12 @@ def test_rerun_normalisation_ids_streams_and_timings():
     assert run_notebooks.same_but_timings(minutes, ended)
     minutes.cells[0].outputs[1]["text"] = "took 10 ms\naccuracy 98.9%\n"
     assert not run_notebooks.same_but_timings(minutes, nb)
+    table, wider = nbformat.reads(nbformat.writes(nb), 4), nbformat.reads(nbformat.writes(nb), 4)
+    table.cells[0].outputs[1]["text"] = "model |  step\n    a | 66 ms\n    b | 31 ms\n"
+    wider.cells[0].outputs[1]["text"] = "model |   step\n    a | 114 ms\n    b |  34 ms\n"
+    assert not run_notebooks.same_but_timings(wider, table)  # the header's padding is not a timing's
+    wider.cells[0].outputs[1]["text"] = "model |  step\n    a | 114 ms\n    b |  34 ms\n"
+    assert run_notebooks.same_but_timings(wider, table)  # a timing column padded to its widest value
     for before, after in [
         ("N=4 s=2", "N=7 s=2"),
         ("within 4 s.e.", "within 7 s.e."),
