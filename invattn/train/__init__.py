@@ -42,8 +42,8 @@ from .classify import CLASSIFY_TRAINING, ClassifierObjective, ClassifyTask, accu
 from .cli import main
 from .config import TrainConfig, lr_factor, make_optimiser
 from .density import TRAINING, DensityObjective, DensityTask, training_images
-from .loop import Run, fit, train
-from .runs import TASKS, load_checkpoint, load_trained
+from .loop import fit, train
+from .runs import TASKS, Run, load_checkpoint, load_trained
 from .task import Task, epoch_order
 
 __all__ = [

@@ -8,7 +8,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,50 +20,10 @@ from .._validation import NonFiniteError, check_choice, resolve_device
 from ..progress import progress
 from .checkpoints import CHECKPOINT, Checkpoints, finite_weights, restore
 from .config import TrainConfig, make_optimiser
-from .runs import TASKS, run_settings
+from .runs import TASKS, Run, run_settings
 from .task import Task, epoch_order
 
-__all__ = ["Run", "fit", "train"]
-
-
-@dataclass
-class Run:
-    """A run in progress: its task and settings, data, model and optimiser, and where it stands (what :func:`fit`
-    advances).
-
-    Arguments:
-        task: the :class:`~invattn.train.task.Task` trained.
-        preset: the preset's name (saved in checkpoints, shown on the progress bar).
-        model_config: the model's config (a ``FlowConfig`` or ``ClassifierConfig``; its ``to_dict`` is saved).
-        config: the :class:`TrainConfig`.
-        data: (training images [N, C, H, W] in [0, 1], their labels [N] or None, the held-out set or None).
-        model: the model, on ``device``.
-        optimizer, scheduler: built by :func:`~invattn.train.config.make_optimiser`.
-        batches_per_epoch: steps per epoch, N // batch_size (≥ 1).
-        total_steps: the step the run stops at.
-        step: the steps done so far (0 for a fresh run).
-        history: one record (dict) per step done: ``step``, ``epoch``, the task's metrics, ``lr``, ``seconds``.
-        device: where the model trains.
-        out: the run's folder.
-        rank, world: this process's rank and the number of processes (``torchrun``; 0 and 1 otherwise).
-    """
-
-    task: Task
-    preset: str
-    model_config: object
-    config: TrainConfig
-    data: tuple
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    batches_per_epoch: int
-    total_steps: int
-    step: int
-    history: list[dict]
-    device: torch.device
-    out: Path
-    rank: int = 0
-    world: int = 1
+__all__ = ["fit", "train"]
 
 
 def train(
