@@ -64,9 +64,8 @@ class InvertibleResidual(InvertibleBlock):
         """
         return 1.0 + float(self.branch_lipschitz_bound())
 
-    def _check_input(self, t: torch.Tensor, name: str) -> None:
-        """``ValueError`` for non-finite values or a dtype other than the branch's parameters'."""
-        check_finite(t, name)
+    def _check_dtype(self, t: torch.Tensor, name: str) -> None:
+        """``ValueError`` for a dtype other than the branch's parameters'."""
         parameter = next((p for p in self.g.parameters() if p.is_floating_point()), None)
         if parameter is not None and t.dtype != parameter.dtype:
             raise ValueError(
@@ -77,7 +76,8 @@ class InvertibleResidual(InvertibleBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x + g(x), [B, ...] → [B, ...]; ``ValueError`` for non-finite x, a dtype other than the branch's, or a
         branch that changes the shape."""
-        self._check_input(x, "x")
+        check_finite(x, "x")
+        self._check_dtype(x, "x")
         gx = self.g(x)
         if gx.shape != x.shape:
             raise ValueError(f"the branch maps {tuple(x.shape)} to {tuple(gx.shape)}: x + g(x) needs g to keep it")
@@ -98,7 +98,7 @@ class InvertibleResidual(InvertibleBlock):
             ValueError: non-finite x, a dtype other than the branch's, or invalid options. TypeError: an unknown
                 keyword.
         """
-        self._check_input(x, "x")
+        self._check_dtype(x, "x")  # residual_logdet checks that x is finite
         gx, value = residual_logdet(self.g, x, LogdetOptions.of(options, **keywords))
         return x + gx, value
 
@@ -146,8 +146,8 @@ class InvertibleResidual(InvertibleBlock):
         """
         options = SolverOptions.of(options, **keywords)
         check_inverse_mode(self.g, "InvertibleResidual.inverse")
-        self._check_input(y, "y")
-        scale = check_scale(y)
+        self._check_dtype(y, "y")
+        scale = check_scale(y)  # and that y is finite
         tol = check_tol(options.tol, y.dtype, options.on_failure)  # an unreachable tol is refused before any work on g
         bound = self._contraction_bound(bool(options.allow_uncertified))
         rounding = self._rounding_measure(y.dtype) if bound is not None else None

@@ -42,6 +42,12 @@ class ActNorm(InvertibleBlock):
                 f"{tuple(x.shape)}"
             )
 
+    def _prepare(self, x: torch.Tensor) -> None:
+        """Check x; in training mode a first batch sets s and b (forward and logdet alike: the same map either way)."""
+        self._check(x)
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
         per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
@@ -52,9 +58,7 @@ class ActNorm(InvertibleBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x·exp(s) + b; in training mode the first batch sets s and b first."""
-        self._check(x)
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        self._prepare(x)
         return x * self._view(self.log_scale.exp(), x) + self._view(self.bias, x)
 
     def inverse(self, y: torch.Tensor, options: SolverOptions | None = None, **keywords) -> torch.Tensor:
@@ -69,9 +73,7 @@ class ActNorm(InvertibleBlock):
         In training mode a first batch sets s and b here, as :meth:`forward` would, so the log-det is that of the
         map forward applies (whichever of the two runs first).
         """
-        self._check(x)
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        self._prepare(x)
         positions = x[0, 0].numel()
         return (positions * self.log_scale.sum()).expand(x.shape[0])
 

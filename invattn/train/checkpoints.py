@@ -29,8 +29,7 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "history", "rng", "model_config", "train_config")
-_KINDS = dict(
+_KINDS = dict(  # what a training checkpoint holds, and the type of each
     model=dict,
     optimizer=dict,
     scheduler=dict,
@@ -40,6 +39,7 @@ _KINDS = dict(
     model_config=dict,
     train_config=dict,
 )
+CHECKPOINT_KEYS = tuple(_KINDS)
 
 
 def rng_state() -> dict:
