@@ -316,20 +316,36 @@ def _power_series(gx, x, v, weights, track: bool) -> torch.Tensor:
 
 
 def _neumann(gx, x, v, weights, track: bool) -> torch.Tensor:
-    """Value of the power series without a graph; gradient through wᵀJv with w = Σ_k (−1)^k weight_{k+1} vᵀJ^k."""
+    """Value of the power series without a graph; gradient through wᵀJv with w = Σ_k (−1)^k weight_{k+1} vᵀJ^k.
+
+    One chain of vector–Jacobian products gives both. With c_k = (−1)^k weight_{k+1} and t_k = vᵀJ^k v, the products
+    w_k = vᵀJ^k for k < n give the value's first n − 1 terms and w = Σ_{k<n} c_k w_k; the one product taken with a
+    graph, wᵀJ, gives the surrogate S = wᵀJv = Σ_{k<n} c_k t_{k+1}, hence the last term t_n = (S − Σ_{k<n−1} c_k
+    t_{k+1})/c_{n−1} without an n-th product (n − 1 products without a graph and one with, instead of n and one).
+    Without ``track`` (no gradient wanted) the n products are taken without a graph and nothing is solved for.
+    """
     batch = x.shape[0]
-    value = x.new_zeros(batch)
-    neumann = weights[0] * v  # the k = 0 term of Σ_k (−1)^k vᵀJ^k, weighted like series term k + 1
+    n = len(weights)
+    coefficients = [((-1) ** k) * weights[k] for k in range(n)]  # c_k, k = 0 … n − 1
+    traces = []  # t_k = vᵀJ^k v, k = 1 … n (or n − 1 when the surrogate gives the last)
+    neumann = coefficients[0] * v
     w = v
     with torch.no_grad():
-        for k, weight in enumerate(weights, start=1):
+        for k in range(1, n + 1 if not track else n):
             w = _vjp(gx, x, w, create_graph=False)
-            value = value + ((-1) ** (k + 1) / k) * weight * (w * v).reshape(batch, -1).sum(1)
-            if k < len(weights):
-                neumann = neumann + ((-1) ** k) * weights[k] * w
-    if not track:
+            traces.append((w * v).reshape(batch, -1).sum(1))
+            if k < n:
+                neumann = neumann + coefficients[k] * w
+    surrogate = None
+    if track:
+        surrogate = (_vjp(gx, x, neumann.detach(), create_graph=True) * v).reshape(batch, -1).sum(1)
+        known = sum((c * t for c, t in zip(coefficients, traces)), torch.zeros_like(surrogate))
+        traces.append((surrogate.detach() - known) / coefficients[n - 1])
+    value = x.new_zeros(batch)
+    for k, (weight, trace) in enumerate(zip(weights, traces), start=1):
+        value = value + ((-1) ** (k + 1) / k) * weight * trace
+    if surrogate is None:
         return value
-    surrogate = (_vjp(gx, x, neumann.detach(), create_graph=True) * v).reshape(batch, -1).sum(1)
     return value + surrogate - surrogate.detach()
 
 

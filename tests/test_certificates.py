@@ -522,10 +522,10 @@ def test_a_lanczos_start_blind_to_the_top_falls_back_to_the_exact_eigenvalue():
 def test_warm_started_certificates_follow_training_steps():
     """SpectralNorm passes the last certificate's vector as the next start: still exact ≤ bound after each step."""
     torch.manual_seed(0)
-    layer = ia.spectral_norm(nn.Linear(128, 128), 0.9)
+    layer = ia.spectral_norm(nn.Linear(300, 300), 0.9)  # above 256 on its smaller side: the Lanczos route
     optimiser = torch.optim.Adam(layer.parameters(), lr=1e-2)
     for _ in range(5):
-        loss = layer(torch.randn(16, 128)).pow(2).sum()
+        loss = layer(torch.randn(16, 300)).pow(2).sum()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -701,3 +701,82 @@ def test_certificates_recomputed_inside_torch_func_leave_a_plain_cache():
             layer.parametrizations.weight.original.add_(0.01)  # new weights: a new certificate next time
     twin = copy.deepcopy(layer)
     assert torch.equal(twin.weight, layer.weight) and ia.lipschitz_bound(twin) <= 0.9
+
+
+# -- the Cholesky proof for a convolution's frequency Grams (complex Hermitian), and the guessed maximum ---------------
+
+
+def _hermitian_with_top(n: int, top: float, second: float, generator: torch.Generator) -> torch.Tensor:
+    """A random complex Hermitian n×n matrix with eigenvalues top > second ≥ … ≥ 0 (unitary Q from a QR)."""
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.complex128, generator=generator))
+    values = torch.cat(
+        [torch.tensor([top, second], dtype=torch.float64), torch.rand(n - 2, generator=generator) * second]
+    )
+    matrix = (q * values.to(torch.complex128)) @ q.mH
+    return 0.5 * (matrix + matrix.mH)
+
+
+def _real_embedding(g: torch.Tensor) -> torch.Tensor:
+    """[[Re G, −Im G], [Im G, Re G]]: real symmetric, with every eigenvalue of G twice."""
+    return torch.cat([torch.cat([g.real, -g.imag], -1), torch.cat([g.imag, g.real], -1)], -2)
+
+
+@pytest.mark.parametrize("n", [2, 12, 48])
+def test_complex_cholesky_bound_is_above_every_top_eigenvalue_it_certifies(n):
+    """Near-singular shifts (candidate within 1e-15 … 1e-6 of λ_max, a near-double top eigenvalue) against λ_max from
+    two independent eigensolvers (complex Hermitian and the real embedding): whenever the factorisation completes, the
+    bound is above both; below λ_max it never completes."""
+    from invattn.norms import _cholesky_bounds_all
+
+    generator = torch.Generator().manual_seed(n)
+    completed = 0
+    for trial in range(20):
+        top = float(torch.rand((), generator=generator)) * 10 + 0.1
+        gap = [1e-1, 1e-6, 1e-12][trial % 3]
+        grams = torch.stack([_hermitian_with_top(n, top * s, top * s * (1 - gap), generator) for s in (1.0, 0.7, 0.99)])
+        exact = max(
+            float(torch.linalg.eigvalsh(grams)[..., -1].max()),
+            float(torch.linalg.eigvalsh(_real_embedding(grams))[..., -1].max()),
+        )
+        for raise_ in (1e-15, 1e-13, 1e-11, 1e-9, 1e-6):
+            bound = _cholesky_bounds_all(grams, exact * (1 + raise_))
+            if bound is not None:
+                completed += 1
+                assert bound >= exact * (1 + raise_) >= exact
+                assert bound <= exact * (1 + raise_ + 1e-9)  # and close: the rounding term is tiny
+        assert _cholesky_bounds_all(grams, exact * (1 - 1e-8)) is None
+    assert completed >= 60  # the shifts of 1e-11 and above always complete
+
+
+def test_a_convolution_certificate_does_not_depend_on_the_guessed_frequency():
+    """Every guess (the right one, a wrong one, a mirror image, none) gives the same certified σ and the same index."""
+    torch.manual_seed(3)
+    layer = nn.Conv2d(6, 10, 3, padding=1, padding_mode="circular")  # exact: the torus is the input's
+    geometry = layer_geometry(layer, (6, 6))
+    cold = certify_operator_norm(layer.weight, geometry, with_direction=True)
+    frequencies = geometry.torus[0] * (geometry.torus[1] // 2 + 1)
+    for guess in range(frequencies):
+        warm = certify_operator_norm(layer.weight, geometry, with_direction=True, start_index=guess)
+        assert warm.sigma == cold.sigma and warm.index == cold.index
+        assert torch.equal(warm.direction, cold.direction)
+    exact = ia.operator_norm(layer, (6, 6))
+    assert exact <= cold.sigma <= exact * (1 + 1e-8)
+
+
+def test_a_guessed_frequency_that_is_no_longer_the_largest_is_not_trusted():
+    """After a weight change moves the largest frequency, the old index is refused and the new maximum certified."""
+    torch.manual_seed(4)
+    layer = nn.Conv2d(4, 4, 3, padding=1, bias=False, padding_mode="circular")
+    geometry = layer_geometry(layer, (8, 8))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[:, :, 1, 1] = torch.eye(4)  # the identity: every frequency's Gram is I
+        layer.weight[0, 0] += torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 0.0]])  # peaks at ω_w = 0
+    first = certify_operator_norm(layer.weight, geometry)
+    with torch.no_grad():
+        layer.weight[0, 0] -= 2 * torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 0.0]])  # peaks at ω_w = π
+    second = certify_operator_norm(layer.weight, geometry, start_index=first.index)
+    assert second.index != first.index
+    exact = ia.operator_norm(layer, (8, 8))
+    assert exact <= second.sigma <= exact * (1 + 1e-8)
+    assert second.sigma == certify_operator_norm(layer.weight, geometry).sigma
