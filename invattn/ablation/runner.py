@@ -9,14 +9,14 @@ from pathlib import Path
 
 from .._files import write_atomically
 from .._validation import check_choice, check_positive_int
-from ..data import DIGITS_HELD_OUT_FROM
-from ..models import ResidualFlow
+from ..models import PRESET_TRAINING, ResidualFlow
 from ..train import save_checkpoint, train
 from .experiment import (
     CONFIGURATIONS,
-    DEFAULT_EPOCHS,
-    DEFAULT_N_TRAIN,
+    DATA,
+    DEFAULTS,
     EVALUATION,
+    PATCHES_EVALUATION,
     RESULTS,
     attention_lipschitz,
     held_out_bits_per_dim,
@@ -46,7 +46,7 @@ def _write_json(path: Path, payload: dict) -> None:
     write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1)), binary=False)
 
 
-def _check_run(labels, seeds, epochs: int, n_train: int, keep: str) -> tuple[list[str], list[int]]:
+def _check_run(labels, seeds, epochs: int, n_train: int, keep: str, data: str) -> tuple[list[str], list[int]]:
     """The configurations and seeds :func:`run` trains (defaults filled in), after checking every argument."""
     labels = list(CONFIGURATIONS) if labels is None else list(labels)
     for label in labels:
@@ -62,11 +62,26 @@ def _check_run(labels, seeds, epochs: int, n_train: int, keep: str) -> tuple[lis
     check_positive_int(epochs, "epochs")
     check_positive_int(n_train, "n_train", minimum=64)
     check_choice(keep, "keep", ("first", "all", "none"))
-    if n_train > DIGITS_HELD_OUT_FROM:
-        raise ValueError(
-            f"n_train={n_train}: at most {DIGITS_HELD_OUT_FROM} (digits {DIGITS_HELD_OUT_FROM}– are held out)"
-        )
+    most = DEFAULTS[data]["n_train"]
+    if n_train > most:
+        held_out = "digits 1500– are held out" if data == "digits" else "the held-out patches are other photographs'"
+        raise ValueError(f"n_train={n_train}: at most {most} ({held_out})")
     return labels, seeds
+
+
+def _settings(data: str, epochs: int, n_train: int) -> dict:
+    """The settings an ablation's ``results.json`` records (and a resumed ablation must share)."""
+    if data == "digits":
+        return dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION)
+    batch_size = PRESET_TRAINING[data]["batch_size"]
+    return dict(
+        data=data,
+        preset=data,
+        epochs=epochs,
+        n_train=n_train,
+        batch_size=batch_size,
+        evaluation=dict(PATCHES_EVALUATION),
+    )
 
 
 def _open_results(path: Path, settings: dict) -> dict:
@@ -81,14 +96,14 @@ def _open_results(path: Path, settings: dict) -> dict:
 
 
 def _train_run(
-    label: str, seed: int, n_train: int, epochs: int, progress_bar: bool
+    label: str, seed: int, n_train: int, epochs: int, progress_bar: bool, data: str
 ) -> tuple[ResidualFlow, dict, float]:
     """Train one configuration with one seed: the model in eval mode, its run record and the wall seconds taken."""
-    config = model_config(label)
+    config = model_config(label, data)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         trained = train(
-            "digits",
+            data,
             folder,
             progress_bar=progress_bar,
             model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
@@ -96,11 +111,11 @@ def _train_run(
         )
         seconds = time.perf_counter() - start
     model = trained["model"].eval()
-    bound, measured = attention_lipschitz(model)
+    bound, measured = attention_lipschitz(model, data)
     record = dict(
         label=label,
         seed=seed,
-        test_bits_per_dim=held_out_bits_per_dim(model),
+        test_bits_per_dim=held_out_bits_per_dim(model, data),
         train_curve=[round(h["bits_per_dim"], 4) for h in trained["history"]],
         attention_bound=bound,
         attention_measured=measured,
@@ -113,49 +128,57 @@ def run(
     out: str | Path,
     labels: list[str] | None = None,
     seeds: list[int] | None = None,
-    epochs: int = DEFAULT_EPOCHS,
-    n_train: int = DEFAULT_N_TRAIN,
+    epochs: int | None = None,
+    n_train: int | None = None,
     keep: str = "first",
     progress_bar: bool = True,
     plot: bool = True,
+    data: str = "digits",
 ) -> dict:
     """Train every configuration in ``labels`` for every seed in ``seeds`` into ``out`` (the module's ablation).
 
-    A run already in ``out/results.json`` is not trained again (so its model is saved only if it was then).
+    Every configuration trains the ``data`` preset (:func:`model_config`) on the same images in the same order per
+    seed. A run already in ``out/results.json`` is not trained again (so its model is saved only if it was then).
 
     Arguments:
         out: the folder for ``results.json``, the kept models and ``ablation.png`` (created if missing).
         labels: configurations, keys of :data:`CONFIGURATIONS` (None: all).
         seeds: training seeds, distinct integers in [0, 2³²) (None: 1, 2, 3).
-        epochs: epochs per run.
-        n_train: training digits, the first N, 64..1500 (the other 297 are held out:
-            :func:`invattn.data.digits_density_split`).
+        epochs: epochs per run (None: :data:`DEFAULTS`, 20 for digits, 3 for patches).
+        n_train: training images, the first N: digits 64..1500 (the other 297 are held out:
+            :func:`invattn.data.digits_density_split`), patches 64..4160 (the held-out patches are other
+            photographs': :func:`invattn.data.photograph_patches`); None: all of them.
         keep: which trained models to save: ``"first"`` (the first seed's), ``"all"`` or ``"none"``.
         progress_bar: show training progress bars.
         plot: write ``ablation.png`` (:func:`plot_ablation`).
+        data: ``"digits"`` (8×8 digits, N = 16 attention positions) or ``"patches"`` (32×32 photograph patches,
+            N = 256, as on CIFAR-10).
     Returns:
         the results, as in ``out/results.json``: ``{"settings": {...}, "runs": [run record, ...]}``.
     Raises:
-        ValueError: for an unknown or repeated label, a seed list that is empty, repeats or holds something other
-            than integers in [0, 2³²), ``epochs`` < 1, ``n_train`` outside 64..1500, an unknown ``keep``, or a
-            ``results.json`` in ``out`` with other settings or damaged.
+        ValueError: for an unknown data set, an unknown or repeated label, a seed list that is empty, repeats or
+            holds something other than integers in [0, 2³²), ``epochs`` < 1, ``n_train`` outside its range, an
+            unknown ``keep``, or a ``results.json`` in ``out`` with other settings or damaged.
         TypeError: for a non-integer ``epochs`` or ``n_train``.
     """
-    labels, seeds = _check_run(labels, seeds, epochs, n_train, keep)
+    check_choice(data, "data", DATA)
+    epochs = DEFAULTS[data]["epochs"] if epochs is None else epochs
+    n_train = DEFAULTS[data]["n_train"] if n_train is None else n_train
+    labels, seeds = _check_run(labels, seeds, epochs, n_train, keep, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    results = _open_results(path, dict(preset="digits", epochs=epochs, n_train=n_train, evaluation=EVALUATION))
+    results = _open_results(path, _settings(data, epochs, n_train))
     done = {(r["label"], r["seed"]) for r in results["runs"]}
     for seed in seeds:
         for label in labels:
             if (label, seed) in done:
                 continue
-            model, record, seconds = _train_run(label, seed, n_train, epochs, progress_bar)
+            model, record, seconds = _train_run(label, seed, n_train, epochs, progress_bar, data)
             if keep == "all" or (keep == "first" and seed == seeds[0]):
                 save_checkpoint(
                     out / f"{label}-seed{seed}.pt",
-                    dict(model=model.state_dict(), model_config=model_config(label).to_dict(), record=record),
+                    dict(model=model.state_dict(), model_config=model_config(label, data).to_dict(), record=record),
                 )
             results["runs"].append(record)
             _write_json(path, results)
