@@ -365,3 +365,33 @@ def test_patches_defaults_and_refusals(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ablation.main(["--out", str(tmp_path), "--data", "cifar10"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_run_whose_training_diverges_is_recorded_and_the_ablation_goes_on(tmp_path, monkeypatch, capsys):
+    import invattn.ablation.runner as runner
+    from invattn.train import TrainingDiverged
+
+    real_train = runner.train
+
+    def train(preset, folder, **options):  # generative-dot overflows at its third step; the others train for real
+        if options["model_overrides"]["attention_variant"] != "generative":
+            return real_train(preset, folder, **options)
+        lines = [json.dumps(dict(step=s, bits_per_dim=v)) for s, v in ((1, 9.0), (2, 7.12345))]
+        Path(folder, "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        raise TrainingDiverged("training diverged at step 3", step=3, last_checkpoint_step=0)
+
+    monkeypatch.setattr(runner, "train", train)
+    results = ablation.run(tmp_path, ["generative-dot", "none"], [1], epochs=1, n_train=64, keep="all", plot=False)
+    assert "generative-dot seed 1: training diverged at step 3" in capsys.readouterr().out
+    diverged, none = results["runs"]
+    assert none["label"] == "none" and math.isfinite(none["test_bits_per_dim"])  # the next run trained
+    assert diverged["diverged_at_step"] == 3 and math.isnan(diverged["test_bits_per_dim"])
+    assert diverged["train_curve"][:2] == [9.0, 7.1235] and math.isnan(diverged["train_curve"][2])
+    assert diverged["attention_bound"] == math.inf and math.isnan(diverged["attention_measured"])
+    assert ablation.run_is_reliable(diverged) == (False, "held-out bits/dim not finite")
+    assert {p.name for p in tmp_path.glob("*.pt")} == {"none-seed1.pt"}  # no weights to keep
+    rows = {row["label"]: row for row in ablation.summary(results)}
+    assert rows["generative-dot"]["unreliable"] == 1 and math.isnan(rows["generative-dot"]["paired"])
+    # resuming does not train it again
+    again = ablation.run(tmp_path, ["generative-dot", "none"], [1], epochs=1, n_train=64, plot=False)
+    assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)

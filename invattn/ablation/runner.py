@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .._files import write_atomically
 from .._validation import check_choice, check_positive_int
 from ..models import PRESET_TRAINING, ResidualFlow
-from ..train import save_checkpoint, train
+from ..train import TrainingDiverged, save_checkpoint, train
 from .experiment import (
     CONFIGURATIONS,
     DATA,
@@ -95,20 +96,43 @@ def _open_results(path: Path, settings: dict) -> dict:
     return results
 
 
+def _diverged_record(label: str, seed: int, data: str, folder: Path, error: TrainingDiverged, seconds: float) -> dict:
+    """The record of a run whose training stopped with non-finite numbers: its curve up to there, then nan."""
+    config = model_config(label, data)
+    kind, variant = config.attention[0], config.attention_variant
+    lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").is_file() else []
+    return dict(
+        label=label,
+        seed=seed,
+        test_bits_per_dim=math.nan,  # no trained weights to score: run_is_reliable flags it
+        train_curve=[round(json.loads(line)["bits_per_dim"], 4) for line in lines] + [math.nan],
+        # the certified cap holds for any weights; an uncertified variant has none; nothing is measured
+        attention_bound=math.nan if kind is None else (config.attention_coeff if variant == "certified" else math.inf),
+        attention_measured=math.nan,
+        seconds=round(seconds, 1),
+        diverged_at_step=error.step,
+    )
+
+
 def _train_run(
     label: str, seed: int, n_train: int, epochs: int, progress_bar: bool, data: str
-) -> tuple[ResidualFlow, dict, float]:
-    """Train one configuration with one seed: the model in eval mode, its run record and the wall seconds taken."""
+) -> tuple[ResidualFlow | None, dict, float]:
+    """Train one configuration with one seed: the model in eval mode (None when training diverged), its run record
+    and the wall seconds taken."""
     config = model_config(label, data)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        trained = train(
-            data,
-            folder,
-            progress_bar=progress_bar,
-            model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
-            training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed),
-        )
+        try:
+            trained = train(
+                data,
+                folder,
+                progress_bar=progress_bar,
+                model_overrides=dict(attention=config.attention, attention_variant=config.attention_variant),
+                training_overrides=dict(n_train=n_train, epochs=epochs, samples_per_epoch=0, seed=seed),
+            )
+        except TrainingDiverged as error:  # an uncertified attention can overflow: the ablation goes on
+            seconds = time.perf_counter() - start
+            return None, _diverged_record(label, seed, data, Path(folder), error, seconds), seconds
         seconds = time.perf_counter() - start
     model = trained["model"].eval()
     bound, measured = attention_lipschitz(model, data)
@@ -138,7 +162,10 @@ def run(
     """Train every configuration in ``labels`` for every seed in ``seeds`` into ``out`` (the module's ablation).
 
     Every configuration trains the ``data`` preset (:func:`model_config`) on the same images in the same order per
-    seed. A run already in ``out/results.json`` is not trained again (so its model is saved only if it was then).
+    seed. A run already in ``out/results.json`` is not trained again (so its model is saved only if it was then). A
+    run whose training stops with non-finite numbers (:class:`invattn.train.TrainingDiverged`, which an uncertified
+    attention can cause) is recorded with its curve up to there, a nan held-out bits/dim and ``diverged_at_step``, no
+    model saved, and the ablation goes on.
 
     Arguments:
         out: the folder for ``results.json``, the kept models and ``ablation.png`` (created if missing).
@@ -175,17 +202,19 @@ def run(
             if (label, seed) in done:
                 continue
             model, record, seconds = _train_run(label, seed, n_train, epochs, progress_bar, data)
-            if keep == "all" or (keep == "first" and seed == seeds[0]):
+            if model is not None and (keep == "all" or (keep == "first" and seed == seeds[0])):
                 save_checkpoint(
                     out / f"{label}-seed{seed}.pt",
                     dict(model=model.state_dict(), model_config=model_config(label, data).to_dict(), record=record),
                 )
             results["runs"].append(record)
             _write_json(path, results)
-            print(
-                f"{label:>18} seed {seed}: held-out {record['test_bits_per_dim']:.4f} bits/dim, {seconds:.0f} s",
-                flush=True,
+            outcome = (
+                f"training diverged at step {record['diverged_at_step']}"
+                if model is None
+                else f"held-out {record['test_bits_per_dim']:.4f} bits/dim"
             )
+            print(f"{label:>18} seed {seed}: {outcome}, {seconds:.0f} s", flush=True)
     if plot:
         plot_ablation(results, out / "ablation.png")
     return results
