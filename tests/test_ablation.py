@@ -395,3 +395,16 @@ def test_a_run_whose_training_diverges_is_recorded_and_the_ablation_goes_on(tmp_
     # resuming does not train it again
     again = ablation.run(tmp_path, ["generative-dot", "none"], [1], epochs=1, n_train=64, plot=False)
     assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+
+
+def test_a_curve_that_stopped_early_is_drawn_to_its_end_not_cutting_the_others():
+    runs = [dict(_record("none", s, 5.0 + s), train_curve=[8.0, 7.0, 6.5, 6.0]) for s in (1, 2)]
+    runs += [
+        dict(_record("generative-dot", 1, 5.0), train_curve=[8.0, 7.0, 6.0, 5.0]),
+        dict(_record("generative-dot", 2, math.nan), train_curve=[8.0, 7.5, math.nan]),  # diverged at step 3
+    ]
+    figure = ablation.plot_ablation(dict(settings=dict(epochs=4), runs=runs))
+    lines = {line.get_label().split(" ")[0]: line for line in figure.axes[1].get_lines()}
+    assert len(lines["none"].get_xdata()) == 4 and len(lines["generative-dot"].get_xdata()) == 4
+    assert lines["generative-dot"].get_ydata()[:2].tolist() == [8.0, 7.25]
+    assert math.isnan(lines["generative-dot"].get_ydata()[3])

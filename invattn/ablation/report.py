@@ -163,9 +163,10 @@ def _smoothed_curves(results: dict, rows: list[dict]) -> dict[str, tuple[int, to
     smoothed = {}
     for row in rows:
         runs = [r["train_curve"] for r in results["runs"] if r["label"] == row["label"]]
-        length = min(len(curve) for curve in runs)  # equal for one ablation's settings; cut if a file says otherwise
+        # equal for one ablation's settings, but a run whose training diverged stops early: nan after its end
+        length = max(len(curve) for curve in runs)
         steps_per_epoch = max(1, length // results["settings"]["epochs"])
-        curves = torch.tensor([curve[:length] for curve in runs], dtype=torch.float64)
+        curves = torch.tensor([curve + [math.nan] * (length - len(curve)) for curve in runs], dtype=torch.float64)
         mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
         window = max(1, min(steps_per_epoch, len(mean)))
         smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])
