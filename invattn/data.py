@@ -5,6 +5,9 @@ Offline (shipped inside installed packages):
 * :func:`photograph`: a 600×512 RGB photograph (Grace Hopper) from matplotlib; :func:`sample_photographs`
   adds scikit-learn's two 427×640 photographs (a temple in China, a flower).
 * :func:`photograph_crops`: many 32×32 (or any size) crops of those photographs, for experiments at CIFAR scale.
+* :func:`photograph_patches`: a CIFAR-sized data set, 5488 32×32 patches of nine photographs (those three and six
+  that scikit-image ships), the training and held-out patches cut from different photographs
+  (:data:`PATCH_PHOTOGRAPHS`).
 * :func:`full_scale_photograph`: a photograph at CelebA's aligned size, 218×178 (the paper's full scale).
 * :func:`digits`: scikit-learn's 1797 real handwritten 8×8 digits, split two ways (always the same way each):
   :func:`digits_density_split` for the density models (the first :data:`DIGITS_HELD_OUT_FROM` = 1500 for training,
@@ -34,6 +37,9 @@ __all__ = [
     "photograph_thumbnail",
     "sample_photographs",
     "photograph_crops",
+    "PATCH_PHOTOGRAPHS",
+    "PATCH_SCALES",
+    "photograph_patches",
     "full_scale_photograph",
     "digits",
     "DIGITS_HELD_OUT_FROM",
@@ -47,7 +53,7 @@ __all__ = [
     "dequantize",
 ]
 
-DATASETS = ("photos", "cifar10", "svhn", "mnist", "celeba", "folder")
+DATASETS = ("photos", "patches", "cifar10", "svhn", "mnist", "celeba", "folder")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -199,6 +205,128 @@ def photograph_crops(
         left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
         crops.append(_resize(image[None, :, top : top + side, left : left + side], (size, size)))
     return torch.cat(crops)
+
+
+# photograph_patches' photographs per split, by file name: the training and the held-out patches come from different
+# photographs (the stereo pair motorcycle_left/motorcycle_right shows one scene: both train). Left out of the
+# scikit-image files: the grey ones, the synthetic ones (color, chessboard_RGB, phantom), the RGBA logos (horse,
+# logo) and the scientific images (hubble_deep_field, ihc, retina), which are not scenes like CIFAR-10's.
+PATCH_PHOTOGRAPHS: dict[str, tuple[str, ...]] = {
+    "train": (
+        "grace_hopper.jpg",
+        "china.jpg",
+        "flower.jpg",
+        "astronaut.png",
+        "coffee.png",
+        "motorcycle_left.png",
+        "motorcycle_right.png",
+    ),
+    "test": ("chelsea.png", "rocket.jpg"),
+}
+# the photographs' shorter side before cutting, in patch sides (32 pixels): from half the photograph per patch to
+# an eighth of it
+PATCH_SCALES = (2, 3, 4, 6, 8)
+_PATCH = 32  # the side the patches are cut at; photograph_patches resizes them to its size
+_PATCH_STRIDE = 16
+
+
+def _skimage_photograph_uint8(name: str) -> np.ndarray:
+    """A photograph scikit-image ships in ``skimage/data``, read from the installed files (never fetched)."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "scikit-image is not installed: photograph_patches reads the photographs it ships; install it "
+            "(`make setup` does, or pip install scikit-image)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"scikit-image's bundled photograph {name} is missing from {path.parent}; reinstall scikit-image "
+            "(`make setup` does) to get its offline sample images"
+        )
+    with Image.open(path) as image:
+        if image.mode != "RGB":
+            raise ValueError(f"{path} is a {image.mode} image, not an RGB photograph; reinstall scikit-image")
+        return np.asarray(image).copy()
+
+
+def _patch_photograph_uint8(name: str) -> np.ndarray:
+    """One photograph of :data:`PATCH_PHOTOGRAPHS` as [H, W, 3] uint8, from the package that ships it."""
+    if name == "grace_hopper.jpg":
+        return _photograph_uint8()
+    if name in ("china.jpg", "flower.jpg"):
+        return _sklearn_photographs_uint8()[("china.jpg", "flower.jpg").index(name)]
+    return _skimage_photograph_uint8(name)
+
+
+def _cut_patches(photo: np.ndarray) -> torch.Tensor:
+    """The 32×32 patches of one [H, W, 3] uint8 photograph: at each of :data:`PATCH_SCALES`, resized (antialiased) to
+    that shorter side and rounded to 8 bits, a grid of stride 16 centred on it, row by row; [n, 3, 32, 32] uint8."""
+    image = torch.from_numpy(photo).permute(2, 0, 1).float().div_(255.0)[None]
+    height, width = image.shape[-2:]
+    patches = []
+    for factor in PATCH_SCALES:
+        scale = factor * _PATCH / min(height, width)
+        resized = _resize(image, (round(height * scale), round(width * scale)))
+        levels = (resized * 255.0).round_().to(torch.uint8)[0]
+        top, left = (((side - _PATCH) % _PATCH_STRIDE) // 2 for side in levels.shape[-2:])
+        grid = levels[:, top:, left:].unfold(1, _PATCH, _PATCH_STRIDE).unfold(2, _PATCH, _PATCH_STRIDE)
+        patches.append(grid.permute(1, 2, 0, 3, 4).reshape(-1, 3, _PATCH, _PATCH))
+    return torch.cat(patches)
+
+
+@lru_cache(maxsize=2)
+def _patches_uint8(split: str) -> torch.Tensor:
+    """Every patch of a split's photographs, in a fixed shuffled order (a permutation seeded with 0)."""
+    patches = torch.cat([_cut_patches(_patch_photograph_uint8(name)) for name in PATCH_PHOTOGRAPHS[split]])
+    return patches[torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))]
+
+
+def photograph_patches(split: str = "train", size: int = 32) -> torch.Tensor:
+    """A CIFAR-sized offline data set: 32×32 RGB patches of nine photographs, training and held-out photographs apart.
+
+    The photographs ship inside installed packages (:data:`PATCH_PHOTOGRAPHS`): matplotlib's grace_hopper.jpg,
+    scikit-learn's china.jpg and flower.jpg, and scikit-image's astronaut.png, coffee.png, motorcycle_left.png,
+    motorcycle_right.png (one scene, a stereo pair) train; scikit-image's chelsea.png (a cat) and rocket.jpg are held
+    out. Each photograph is resized (antialiased) so that its shorter side is 64, 96, 128, 192 and 256 pixels
+    (:data:`PATCH_SCALES` × 32: a patch shows from half the photograph to an eighth of its side, objects and their
+    parts rather than flat texture) and cut on a grid of stride 16 (patches overlap by half) centred on it.
+
+    Patches per photograph: grace_hopper 493, china 664, flower 664, astronaut 429, coffee 664, motorcycle_left 623,
+    motorcycle_right 623 (train: 4160); chelsea 664, rocket 664 (test: 1328, 24 % of the 5488). They come in a fixed
+    shuffled order (a permutation seeded with 0 on its own generator: the global random state is untouched), so the
+    first ``n`` mix every photograph and scale. Values are 8-bit levels k/255, as CIFAR-10's, for :func:`dequantize`.
+    Cached: the photographs are read and cut once per split.
+
+    Arguments:
+        split: ``"train"`` (4160 patches) or ``"test"`` (1328, the held-out photographs).
+        size: the patches' side in pixels (default 32, CIFAR-10's): they are cut at 32×32, then resized (antialiased)
+            and rounded to 8 bits again; the same patches at every size.
+    Returns:
+        the patches [4160 or 1328, 3, size, size], float32, values k/255 in [0, 1].
+    Raises:
+        ValueError: when ``split`` is not ``"train"`` or ``"test"``.
+        TypeError: when ``size`` is not an integer; ValueError when ``size`` < 1.
+        ImportError: without scikit-image or scikit-learn.
+        FileNotFoundError: when a photograph is missing from its package (the message names the package to
+            reinstall).
+
+    >>> patches = photograph_patches("test")
+    >>> patches.shape, patches.dtype, bool(torch.equal((patches * 255).round() / 255, patches))
+    (torch.Size([1328, 3, 32, 32]), torch.float32, True)
+    """
+    if split not in PATCH_PHOTOGRAPHS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_positive_int(size, "size")
+    patches = _patches_uint8(split).float().div_(255.0)
+    if size != _PATCH:
+        patches = (_resize(patches, (size, size)) * 255.0).round_().div_(255.0)
+    return patches
 
 
 def full_scale_photograph(height: int = 218, width: int = 178) -> torch.Tensor:
@@ -362,16 +490,18 @@ def load_images(
 ) -> torch.Tensor:
     """Images from ``name`` (one of :data:`DATASETS`), for the density models.
 
-    ``"photos"`` is offline (crops of :func:`sample_photographs`; the split only changes the seed). The others
-    read ``root`` with torchvision and never download. CelebA follows the paper: centre crop 178×178, then resize
-    (``size=None`` keeps the full 218×178 aligned image); its first sorted files train, its last ones test.
+    ``"photos"`` is offline (crops of :func:`sample_photographs`; the split only changes the seed), and so is
+    ``"patches"`` (:func:`photograph_patches`: the split picks the photographs; its order is fixed, ``seed`` unused).
+    The others read ``root`` with torchvision and never download. CelebA follows the paper: centre crop 178×178,
+    then resize (``size=None`` keeps the full 218×178 aligned image); its first sorted files train, its last ones test.
 
     Arguments:
-        name: ``"photos"``, ``"cifar10"``, ``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"`` (an ImageFolder).
-        root: the folder the data set is read from (not used by ``"photos"``).
+        name: ``"photos"``, ``"patches"``, ``"cifar10"``, ``"svhn"``, ``"mnist"``, ``"celeba"`` or ``"folder"`` (an
+            ImageFolder).
+        root: the folder the data set is read from (not used by ``"photos"`` and ``"patches"``).
         split: ``"train"`` or ``"test"``.
         count: take the first images (None: all; ``"photos"`` then makes 1000 crops).
-        size: resize to size×size (None: keep the data set's size; ``"photos"`` then uses 32).
+        size: resize to size×size (None: keep the data set's size; ``"photos"`` and ``"patches"`` then use 32).
         seed: the seed of the ``"photos"`` crops (the test split adds 10 000).
     Returns:
         images [count, C, size, size], float32, in [0, 1]; C = 1 for mnist, 3 otherwise.
@@ -386,6 +516,8 @@ def load_images(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "photos":
         return photograph_crops(count or 1000, size or 32, seed=seed + (0 if split == "train" else 10_000))
+    if name == "patches":
+        return photograph_patches(split, size or 32)[:count]
     import os
 
     import torchvision.datasets as datasets

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ def test_command_line_trains_saves_and_resumes(tmp_path, capsys):
     ablation.main(args)
     table = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["epochs"] == 1 and results["settings"]["n_train"] == 64
+    assert results["settings"] == dict(  # the digits ablation's settings, as checkpoints/digits records them
+        preset="digits", epochs=1, n_train=64, evaluation=dict(estimator="series", n_terms=20, n_probes=4)
+    )
     assert sorted((r["label"], r["seed"]) for r in results["runs"]) == [
         ("generative-dot", 3),
         ("generative-dot", 4),
@@ -262,3 +265,146 @@ def test_a_model_with_the_generative_formulation_builds_trains_and_inverts():
     assert error < 1e-4
     with pytest.raises(ValueError, match="not below 1"):  # the caller may still refuse to try
         model.inverse(model.latents(x), tol=1e-6, allow_uncertified=False)
+
+
+# -- the paired differences and the patches ablation ------------------------------------------------------------------
+def _record(label, seed, bpd):
+    return dict(
+        label=label,
+        seed=seed,
+        test_bits_per_dim=bpd,
+        train_curve=[8.0, 7.0],
+        attention_bound=math.nan if label == "none" else 0.9,
+        attention_measured=math.nan if label == "none" else 0.2,
+    )
+
+
+def test_paired_differences_with_no_attention_seed_by_seed():
+    runs = [_record("none", s, v) for s, v in ((1, 5.0), (2, 5.4), (3, 5.2))]
+    runs += [_record("concat", s, v) for s, v in ((1, 4.9), (2, 5.2), (3, 5.4))]  # d = −0.1, −0.2, +0.2
+    runs += [_record("dot", s, v) for s, v in ((1, 5.1), (4, 3.0))]  # seed 4 has no partner: left out of the pairing
+    runs += [_record("l2", s, v) for s, v in ((1, 5.0), (2, math.inf))]
+    rows = {row["label"]: row for row in ablation.summary(dict(settings=dict(epochs=1), runs=runs))}
+    assert rows["none"]["paired"] == 0 and rows["none"]["paired_std"] == 0 and rows["none"]["paired_n"] == 3
+    concat = rows["concat"]
+    assert concat["paired"] == pytest.approx(-0.1 / 3) and concat["paired_n"] == 3
+    assert concat["paired_std"] == pytest.approx(
+        math.sqrt(((-0.1 + 0.1 / 3) ** 2 + (-0.2 + 0.1 / 3) ** 2 + (0.2 + 0.1 / 3) ** 2) / 2)
+    )
+    assert concat["paired_std"] < concat["std"]  # what the seeds share cancels
+    assert concat["vs_none"] == pytest.approx(concat["paired"])  # the same seeds: the means agree
+    dot = rows["dot"]
+    assert dot["paired"] == pytest.approx(0.1) and dot["paired_n"] == 1 and math.isnan(dot["paired_std"])
+    assert dot["vs_none"] == pytest.approx(4.05 - 5.2)  # the unpaired difference of means differs
+    assert math.isnan(rows["l2"]["paired"]) and rows["l2"]["paired_n"] == 2
+    table = ablation.format_summary(dict(settings=dict(epochs=1), runs=runs))
+    assert "per-seed Δ ± std" in table
+    assert "-0.0333 ± 0.2082" in next(line for line in table.splitlines() if line.strip().startswith("concat |"))
+    alone = ablation.summary(dict(settings=dict(epochs=1), runs=runs[3:6]))[0]  # no "none": nothing to pair with
+    assert math.isnan(alone["paired"]) and alone["paired_n"] == 0
+
+
+def test_patches_ablation_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    """A tiny patches ablation: 2 steps per run, the held-out score on 16 patches instead of 512."""
+    from invattn.data import dequantize, photograph_patches
+
+    monkeypatch.setitem(ablation.PATCHES_EVALUATION, "held_out", 16)
+    args = ["--out", str(tmp_path), "--data", "patches", "--seeds", "5", "--epochs", "1", "--n-train", "64"]
+    ablation.main([*args, "--configs", "none", "--keep", "all", "--no-progress"])
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert first["settings"] == dict(
+        data="patches",
+        preset="patches",
+        epochs=1,
+        n_train=64,
+        batch_size=32,
+        evaluation=dict(estimator="series", n_terms=10, n_probes=2, held_out=16, batch=128),
+    )
+    ablation.main([*args, "--configs", "none", "concat", "--keep", "all", "--no-progress"])  # resumes: concat only
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["runs"][0] == first["runs"][0] and [r["label"] for r in results["runs"]] == ["none", "concat"]
+    assert all(len(r["train_curve"]) == 2 for r in results["runs"])  # 64 patches, batch 32
+    assert "per-seed Δ ± std" in capsys.readouterr().out
+    concat = results["runs"][1]
+    model = ablation.load_model(tmp_path / "concat-seed5.pt")
+    assert model.config == ablation.model_config("concat", "patches") and model.config.attention == (
+        "concat",
+        None,
+        None,
+    )
+    assert ablation.held_out_bits_per_dim(model) == pytest.approx(concat["test_bits_per_dim"], abs=1e-9)  # its data
+    assert ablation.saved_record(tmp_path / "concat-seed5.pt") == concat
+    assert concat["attention_bound"] <= 0.9 and ablation.run_is_reliable(concat) == (True, "")
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
+    # the held-out patches are the first ones of the held-out photographs, dequantised with seed 0
+    expected = photograph_patches("test")[:16]
+    assert torch.equal(ablation.held_out_images("patches"), dequantize(expected, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="other settings"):  # digits in a patches folder
+        ablation.run(tmp_path, ["none"], [5], epochs=1, n_train=64, progress_bar=False, plot=False)
+
+
+def test_patches_defaults_and_refusals(tmp_path, capsys):
+    from invattn.data import photograph_patches
+    from invattn.models import PRESETS
+
+    assert ablation.DATA == ("digits", "patches")
+    assert ablation.DEFAULTS["patches"]["n_train"] == len(photograph_patches("train"))
+    assert ablation.DEFAULTS["digits"] == dict(epochs=ablation.DEFAULT_EPOCHS, n_train=ablation.DEFAULT_N_TRAIN)
+    assert ablation.held_out_images("patches").shape == (512, 3, 32, 32)
+    assert ablation.model_config("none", "patches") == replace(PRESETS["patches"], attention=(None, None, None))
+    assert ablation.model_config("dot") == ablation.model_config("dot", "digits")
+    assert ablation.data_of(PRESETS["patches"]) == "patches" and ablation.data_of(PRESETS["digits"]) == "digits"
+    with pytest.raises(ValueError, match="not an ablation's"):
+        ablation.data_of(FlowConfig(image_size=16))
+    with pytest.raises(ValueError, match="data"):
+        ablation.model_config("none", "cifar10")
+    with pytest.raises(ValueError, match="data"):
+        ablation.run(tmp_path, ["none"], data="cifar10")
+    with pytest.raises(ValueError, match="held-out patches"):
+        ablation.run(tmp_path, ["none"], n_train=4161, data="patches")
+    with pytest.raises(SystemExit):
+        ablation.main(["--out", str(tmp_path), "--data", "cifar10"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_run_whose_training_diverges_is_recorded_and_the_ablation_goes_on(tmp_path, monkeypatch, capsys):
+    import invattn.ablation.runner as runner
+    from invattn.train import TrainingDiverged
+
+    real_train = runner.train
+
+    def train(preset, folder, **options):  # generative-dot overflows at its third step; the others train for real
+        if options["model_overrides"]["attention_variant"] != "generative":
+            return real_train(preset, folder, **options)
+        lines = [json.dumps(dict(step=s, bits_per_dim=v)) for s, v in ((1, 9.0), (2, 7.12345))]
+        Path(folder, "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        raise TrainingDiverged("training diverged at step 3", step=3, last_checkpoint_step=0)
+
+    monkeypatch.setattr(runner, "train", train)
+    results = ablation.run(tmp_path, ["generative-dot", "none"], [1], epochs=1, n_train=64, keep="all", plot=False)
+    assert "generative-dot seed 1: training diverged at step 3" in capsys.readouterr().out
+    diverged, none = results["runs"]
+    assert none["label"] == "none" and math.isfinite(none["test_bits_per_dim"])  # the next run trained
+    assert diverged["diverged_at_step"] == 3 and math.isnan(diverged["test_bits_per_dim"])
+    assert diverged["train_curve"][:2] == [9.0, 7.1235] and math.isnan(diverged["train_curve"][2])
+    assert diverged["attention_bound"] == math.inf and math.isnan(diverged["attention_measured"])
+    assert ablation.run_is_reliable(diverged) == (False, "held-out bits/dim not finite")
+    assert {p.name for p in tmp_path.glob("*.pt")} == {"none-seed1.pt"}  # no weights to keep
+    rows = {row["label"]: row for row in ablation.summary(results)}
+    assert rows["generative-dot"]["unreliable"] == 1 and math.isnan(rows["generative-dot"]["paired"])
+    # resuming does not train it again
+    again = ablation.run(tmp_path, ["generative-dot", "none"], [1], epochs=1, n_train=64, plot=False)
+    assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+
+
+def test_a_curve_that_stopped_early_is_drawn_to_its_end_not_cutting_the_others():
+    runs = [dict(_record("none", s, 5.0 + s), train_curve=[8.0, 7.0, 6.5, 6.0]) for s in (1, 2)]
+    runs += [
+        dict(_record("generative-dot", 1, 5.0), train_curve=[8.0, 7.0, 6.0, 5.0]),
+        dict(_record("generative-dot", 2, math.nan), train_curve=[8.0, 7.5, math.nan]),  # diverged at step 3
+    ]
+    figure = ablation.plot_ablation(dict(settings=dict(epochs=4), runs=runs))
+    lines = {line.get_label().split(" ")[0]: line for line in figure.axes[1].get_lines()}
+    assert len(lines["none"].get_xdata()) == 4 and len(lines["generative-dot"].get_xdata()) == 4
+    assert lines["generative-dot"].get_ydata()[:2].tolist() == [8.0, 7.25]
+    assert math.isnan(lines["generative-dot"].get_ydata()[3])

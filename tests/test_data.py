@@ -76,3 +76,101 @@ def test_folder_of_images_loads(tmp_path):
         Image.new("RGB", (40, 30), color=(40 * i, 100, 200)).save(folder / f"{i}.png")
     images = data.load_images("folder", root=str(tmp_path / "pictures"), count=2, size=16)
     assert images.shape == (2, 3, 16, 16)
+
+
+# -- the offline CIFAR-sized data set: patches of photographs ---------------------------------------------------------
+PATCH_COUNTS = {
+    "grace_hopper.jpg": 493,
+    "china.jpg": 664,
+    "flower.jpg": 664,
+    "astronaut.png": 429,
+    "coffee.png": 664,
+    "motorcycle_left.png": 623,
+    "motorcycle_right.png": 623,
+    "chelsea.png": 664,
+    "rocket.jpg": 664,
+}
+
+
+def test_photograph_patches_are_8_bit_32x32_from_disjoint_photographs():
+    data._patches_uint8.cache_clear()
+    state = torch.random.get_rng_state()
+    train, test = data.photograph_patches("train"), data.photograph_patches("test")
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own generator: the global random state is untouched
+    assert train.shape == (4160, 3, 32, 32) and test.shape == (1328, 3, 32, 32)
+    assert train.dtype == test.dtype == torch.float32
+    for patches in (train, test):
+        assert patches.min() >= 0 and patches.max() <= 1
+        assert torch.equal((patches * 255).round() / 255, patches)  # 8-bit levels k/255, as CIFAR-10's
+        assert patches.std(dim=(1, 2, 3)).median() > 0.08  # pictures, not flat fields
+    assert 0.15 <= len(test) / (len(train) + len(test)) <= 0.25
+    # training and held-out patches come from different photographs: no held-out patch is a training one
+    photographs = data.PATCH_PHOTOGRAPHS
+    assert not set(photographs["train"]) & set(photographs["test"])
+    assert {"motorcycle_left.png", "motorcycle_right.png"} <= set(photographs["train"])  # one scene, one split
+    seen = {bytes(p) for p in (train * 255).round().to(torch.uint8).numpy()}
+    assert not any(bytes(p) in seen for p in (test * 255).round().to(torch.uint8).numpy())
+    # deterministic, and what a caller does to the result does not reach the cache
+    train[:] = 0
+    again = data.photograph_patches("train")
+    assert torch.equal(again, data.photograph_patches("train")) and again.abs().sum() > 0
+    assert torch.equal(test, data.photograph_patches("test")) and torch.equal(data.photograph_patches(), again)
+
+
+def test_photograph_patches_counts_are_the_documented_ones():
+    counts = {name: len(data._cut_patches(data._patch_photograph_uint8(name))) for name in PATCH_COUNTS}
+    assert counts == PATCH_COUNTS
+    doc = data.photograph_patches.__doc__
+    for name, count in counts.items():
+        assert f"{name.split('.')[0]} {count}" in doc
+    for split, total in (("train", 4160), ("test", 1328)):
+        assert sum(counts[name] for name in data.PATCH_PHOTOGRAPHS[split]) == total and f"{total}" in doc
+    assert data.PATCH_SCALES == (2, 3, 4, 6, 8)
+
+
+def test_photograph_patches_sizes_loading_and_errors():
+    small = data.photograph_patches("test", size=16)
+    assert small.shape == (1328, 3, 16, 16) and torch.equal((small * 255).round() / 255, small)
+    assert torch.equal(data.load_images("patches", split="test", count=10), data.photograph_patches("test")[:10])
+    assert data.load_images("patches", count=None, size=None).shape == (4160, 3, 32, 32)
+    assert "patches" in data.DATASETS
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        data.photograph_patches("validation")
+    with pytest.raises(ValueError, match="size"):
+        data.photograph_patches("train", size=0)
+    with pytest.raises(TypeError, match="size"):
+        data.photograph_patches("train", size="32")
+
+
+def test_a_missing_scikit_image_photograph_names_the_package(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+
+    from PIL import Image
+
+    find_spec = importlib.util.find_spec
+    location = {"skimage": str(tmp_path)}
+
+    def fake(name, *args):  # scikit-image installed at tmp_path (without its photographs), or not at all
+        if name != "skimage":
+            return find_spec(name, *args)
+        if location["skimage"] is None:
+            return None
+        spec = importlib.machinery.ModuleSpec("skimage", None, is_package=True)
+        spec.submodule_search_locations = [location["skimage"]]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    data._patches_uint8.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="reinstall scikit-image"):
+            data.photograph_patches("test")
+        (tmp_path / "data").mkdir()
+        Image.new("RGBA", (40, 30)).save(tmp_path / "data" / "chelsea.png")
+        with pytest.raises(ValueError, match="not an RGB photograph"):
+            data.photograph_patches("test")
+        location["skimage"] = None
+        with pytest.raises(ImportError, match="scikit-image is not installed"):
+            data.photograph_patches("test")
+    finally:
+        data._patches_uint8.cache_clear()

@@ -324,3 +324,19 @@ def test_a_fresh_run_and_a_resumed_one_draw_the_same_numbers(tmp_path):
     training.train("smoke", tmp_path / "b", steps=3, progress_bar=False)
     resumed = training.train("smoke", tmp_path / "b", resume=True, steps=6, progress_bar=False)["history"]
     assert [h["bits_per_dim"] for h in straight] == [h["bits_per_dim"] for h in resumed]
+
+
+def test_the_patches_preset_trains_on_the_training_patches(tmp_path, capsys):
+    """``python -m invattn.train --preset patches``: the reduced CIFAR-10 layout on the offline photograph patches."""
+    from invattn.data import photograph_patches
+
+    assert PRESETS["patches"].in_channels == 3 and PRESETS["patches"].image_size == 32
+    assert PRESET_TRAINING["patches"]["dataset"] == "patches"
+    training.main(["--preset", "patches", "--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--no-progress"])
+    assert "step 2:" in capsys.readouterr().out
+    state = training.load_checkpoint(tmp_path)
+    assert state["model_config"] == PRESETS["patches"].to_dict() and state["train_config"]["dataset"] == "patches"
+    model, _ = training.load_trained(tmp_path)
+    assert max(model.lipschitz_bounds()) < 1 and model.config.attention == ("concat", None, None)
+    images = training.training_images(training.TRAINING["patches"], PRESETS["patches"])
+    assert torch.equal(images, photograph_patches("train"))  # the training photographs only

@@ -13,11 +13,25 @@ from .experiment import CONFIGURATIONS, run_is_reliable
 __all__ = ["summary", "format_summary", "plot_ablation"]
 
 
+def _paired(runs: list[dict], baseline: list[dict]) -> tuple[float, float, int]:
+    """(mean, sample std, count) over the seeds both lists ran of bits/dim(run, s) − bits/dim(baseline, s)."""
+    reference = {r["seed"]: r["test_bits_per_dim"] for r in baseline}
+    differences = [r["test_bits_per_dim"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
+    if not differences or not all(math.isfinite(d) for d in differences):
+        return math.nan, math.nan, len(differences)
+    spread = statistics.stdev(differences) if len(differences) > 1 else math.nan
+    return statistics.mean(differences), spread, len(differences)
+
+
 def summary(results: dict) -> list[dict]:
-    """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, and mean − mean(none).
+    """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, mean − mean(none), and
+    the paired difference with no attention seed by seed.
 
     Every seed counts: a configuration with a non-finite held-out number has no mean (nan), and unreliable runs
-    (:func:`run_is_reliable`) are counted, not left out.
+    (:func:`run_is_reliable`) are counted, not left out. The paired difference takes, for each seed s that both the
+    configuration and ``none`` ran, d_s = bits/dim(configuration, seed s) − bits/dim(none, seed s): the same seed
+    trains both on the same images in the same order, so what the seeds share cancels and the spread of d_s is the
+    noise of the comparison itself (often smaller than either configuration's own spread).
 
     Arguments:
         results: what :func:`run` returns (or ``results.json``): its ``runs`` are read.
@@ -25,7 +39,9 @@ def summary(results: dict) -> list[dict]:
         one dict per configuration present, in :data:`CONFIGURATIONS` order, with ``label``, ``n`` (seeds),
         ``unreliable`` (how many runs) and ``reasons``, ``mean`` and ``std`` of held-out bits/dim, ``low`` and
         ``high`` (the seeds' range), ``vs_none`` (mean − the ``none`` mean; negative: better; nan without ``none``),
-        ``bound`` and ``measured`` (the largest attention bound and measured Lipschitz constant over seeds).
+        ``bound`` and ``measured`` (the largest attention bound and measured Lipschitz constant over seeds),
+        ``paired`` and ``paired_std`` (the mean and sample standard deviation over seeds of d_s; nan without ``none``,
+        for a non-finite d_s, and the std for fewer than 2 pairs), ``paired_n`` (the number of seeds paired).
     Raises:
         KeyError: when a run record lacks one of its fields.
 
@@ -37,6 +53,8 @@ def summary(results: dict) -> list[dict]:
     ...                     record("concat", 1, 1.9, 0.9, 0.4), record("concat", 2, 2.0, 0.9, 0.5)]}
     >>> [(r["label"], r["n"], round(r["mean"], 2), round(r["vs_none"], 2), r["bound"]) for r in summary(results)]
     [('none', 2, 2.1, 0.0, nan), ('concat', 2, 1.95, -0.15, 0.9)]
+    >>> [(r["label"], round(r["paired"], 2), round(r["paired_std"], 3), r["paired_n"]) for r in summary(results)]
+    [('none', 0.0, 0.0, 2), ('concat', -0.15, 0.071, 2)]
     """
     by_label: dict[str, list[dict]] = {}
     for record in results["runs"]:
@@ -46,6 +64,7 @@ def summary(results: dict) -> list[dict]:
         baseline = statistics.mean(r["test_bits_per_dim"] for r in by_label["none"])
     rows = []
     for label in [name for name in CONFIGURATIONS if name in by_label]:
+        paired, paired_std, paired_n = _paired(by_label[label], by_label.get("none", []))
         values = [r["test_bits_per_dim"] for r in by_label[label]]
         # every seed counts: a run that diverged is not left out (that would flatter its configuration); it is
         # counted in ``unreliable``, and a configuration with any such run has no trustworthy mean
@@ -65,6 +84,9 @@ def summary(results: dict) -> list[dict]:
                 vs_none=mean - baseline,
                 bound=max(r["attention_bound"] for r in by_label[label]),
                 measured=max(r["attention_measured"] for r in by_label[label]),
+                paired=paired,
+                paired_std=paired_std,
+                paired_n=paired_n,
             )
         )
     return rows
@@ -76,14 +98,15 @@ def format_summary(results: dict) -> str:
     Arguments:
         results: what :func:`run` returns (or ``results.json``).
     Returns:
-        the table: configuration, seeds, held-out bits/dim mean ± std (min–max), vs none, the attention's
-        certified Lipschitz bound (``inf`` for an uncertified variant, ``—`` without attention) and its measured
-        constant.
+        the table: configuration, seeds, held-out bits/dim mean ± std (min–max), vs none (mean − mean of none), the
+        paired difference with none seed by seed (mean ± std of d_s, :func:`summary`), the attention's certified
+        Lipschitz bound (``inf`` for an uncertified variant, ``—`` without attention) and its measured constant.
     Raises:
         KeyError: when a run record lacks one of its fields.
     """
     lines = [
-        f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | Lip bound | measured Lip"
+        f"{'attention':>18} | seeds | held-out bits/dim: mean ± std  (min–max)  | vs none | per-seed Δ ± std | "
+        "Lip bound | measured Lip"
     ]
     lines.append("-" * len(lines[0]))
     for row in summary(results):
@@ -91,8 +114,9 @@ def format_summary(results: dict) -> str:
         bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
         measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
         flagged = f"  ({row['unreliable']} of {row['n']} seeds unreliable)" if row["unreliable"] else ""
+        paired = f"{row['paired']:+.4f} ± {row['paired_std']:.4f}"
         lines.append(
-            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {bound:>9} | "
+            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {paired:>16} | {bound:>9} | "
             f"{measured:>12}{flagged}"
         )
     return "\n".join(lines)
@@ -129,7 +153,8 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
     ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=35, ha="right", fontsize=8)
     ax.set(
         ylabel="held-out bits/dim (lower is better)\n◆ mean ± std over seeds, ● each seed",
-        title=f"digits, {results['settings']['epochs']} epochs, {max((r['n'] for r in rows), default=0)} seeds",
+        title=f"{results['settings'].get('data', 'digits')}, {results['settings']['epochs']} epochs, "
+        f"{max((r['n'] for r in rows), default=0)} seeds",
     )
 
 
@@ -138,9 +163,10 @@ def _smoothed_curves(results: dict, rows: list[dict]) -> dict[str, tuple[int, to
     smoothed = {}
     for row in rows:
         runs = [r["train_curve"] for r in results["runs"] if r["label"] == row["label"]]
-        length = min(len(curve) for curve in runs)  # equal for one ablation's settings; cut if a file says otherwise
+        # equal for one ablation's settings, but a run whose training diverged stops early: nan after its end
+        length = max(len(curve) for curve in runs)
         steps_per_epoch = max(1, length // results["settings"]["epochs"])
-        curves = torch.tensor([curve[:length] for curve in runs], dtype=torch.float64)
+        curves = torch.tensor([curve + [math.nan] * (length - len(curve)) for curve in runs], dtype=torch.float64)
         mean = curves.mean(0)  # a seed whose training bits/dim went non-finite makes the curve stop there
         window = max(1, min(steps_per_epoch, len(mean)))
         smoothed[row["label"]] = (window, torch.nn.functional.avg_pool1d(mean[None, None], window, stride=1)[0, 0])

@@ -4,8 +4,9 @@ or :func:`train` from Python (lesson 08); and, through the same loop, the invert
 (lesson 09; ``--coeff`` sets the i-ResNet blocks' Lipschitz coefficient, ``--coeff none`` the unconstrained
 ResNet). Classification logs the batch loss and accuracy, and the held-out accuracy after every epoch.
 
-* presets: ``smoke`` (seconds on a CPU), ``digits`` (scikit-learn's real 8×8 digits, CPU minutes),
-  ``cifar10-paper`` (the paper's configuration; a GPU); the data set can be changed (``--dataset``,
+* presets: ``smoke`` (seconds on a CPU), ``digits`` (scikit-learn's real 8×8 digits, CPU minutes), ``patches``
+  (the paper's layout reduced, on 32×32 offline photograph patches: :func:`invattn.data.photograph_patches`; CPU
+  hours), ``cifar10-paper`` (the paper's configuration; a GPU); the data set can be changed (``--dataset``,
   ``--data-root``), a missing one is reported with how to get it;
 * the density model's log-determinant estimator: ``--logdet series|roulette``, ``--n-terms N``,
   ``--[no-]neumann-gradient`` (lesson 07 compares them; the Neumann gradient is the default);

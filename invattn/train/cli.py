@@ -34,7 +34,7 @@ def _checked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``parser.error`` for flags that do not fit together: no preset, a classifier without a model, another task's
     flags, ``--coeff`` without the i-ResNet."""
     if args.preset is None and not args.resume:
-        parser.error("--preset is required (smoke, digits or cifar10-paper), except with --resume")
+        parser.error("--preset is required (smoke, digits, patches or cifar10-paper), except with --resume")
     if args.task == "classify" and args.model is None and not args.resume:
         parser.error("--task classify needs --model irevnet or --model iresnet")
     for name, task in TASKS.items():

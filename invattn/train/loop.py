@@ -48,7 +48,7 @@ def train(
     ``out/samples_epochN.png``. Under ``torchrun`` each rank trains on a disjoint shard of every batch.
 
     Arguments:
-        preset: "smoke", "digits" or "cifar10-paper".
+        preset: "smoke", "digits", "patches" or "cifar10-paper" (a classifier: its own presets).
         out: the run's folder (created).
         resume: continue from ``out/checkpoint.pt`` exactly where it stopped (task and configs read from it).
         steps: the run's total steps (None: the preset's).
