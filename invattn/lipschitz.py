@@ -109,13 +109,11 @@ class SpectralNorm(nn.Module):
             and torch.equal(cached[0], plain.detach())
         ):
             return cached[1]
-        # warm start from the last weights (the cost only: the value is the same from any start, but for the Lanczos
-        # route of matrices larger than 256)
-        start, index = (cached[1].vector, cached[1].index) if cached is not None else (None, None)
+        start = cached[1].vector if cached is not None else None  # warm start from the last weights
         # Outside torch.func's transforms: inside one, even ops on the unwrapped weights return wrapped tensors, and
         # a cache holding those outlives the transform (copy.deepcopy of the layer then fails).
         with torch._C._DisableFuncTorch():
-            certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start, start_index=index)
+            certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start)
             self._cache = (plain.detach().clone(), certificate)
         return certificate
 

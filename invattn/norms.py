@@ -193,15 +193,12 @@ class NormCertificate:
             σ_max with respect to W (used to differentiate the normalisation); ``None`` until asked for.
         vector: for a matrix certified through Lanczos and Cholesky, the top eigenvector estimate of its Gram
             matrix, to warm-start the next certificate of nearby weights; otherwise ``None``.
-        index: the (group, frequency) of the largest Gram matrix, flattened (0 for a matrix): where the next
-            certificate of nearby weights looks first.
     """
 
     sigma: float
     abs_norm: float
     direction: torch.Tensor | None = None
     vector: torch.Tensor | None = None
-    index: int = 0
 
 
 def _abs_norm(weight64: torch.Tensor, groups: int) -> float:
@@ -359,94 +356,13 @@ def _cholesky_certifies(gram: torch.Tensor, candidate: float) -> float | None:
     return candidate * (1 + u) + gamma * float((factor * factor).sum())
 
 
-# The relative raise of a Gram matrix's exact top eigenvalue at which the other frequencies are proven below it
-_VERIFY_RAISE = 1e-10
-
-
-def _cholesky_bounds_all(grams: torch.Tensor, candidate: float) -> float | None:
-    """An upper bound on the largest eigenvalue of every Hermitian matrix in ``grams`` [k, n, n] (real or complex,
-    float64) near ``candidate``, if the Cholesky factorisation of candidate·I − G completes for each; else ``None``.
-
-    Proof. As :func:`_cholesky_certifies`, per matrix: A = fl(candidate·I − G) differs from candidate·I − G by at most
-    u·|candidate − g_ii| on the diagonal (one rounding; off the diagonal −g_ij is exact). A completed factorisation
-    gives R̂ᴴR̂ = A + ΔA with |ΔA| ≤ γ|R̂ᴴ||R̂| entrywise, so λ_max(G) ≤ candidate + u·max_i|candidate − g_ii| +
-    γ‖R̂‖_F². Real G: γ = γ_{16(n+1)} as in :func:`_cholesky_certifies` (Higham, 2nd ed., Thm 10.3, with the factor
-    16 for blocked implementations). **Complex Hermitian G**: every quantity the real proof bounds is an inner
-    product Σ_k conj(a_k)·b_k of complex numbers (then a real square root, or a division by a real pivot, each
-    exact to one rounding). Its real part Σ_k (Re a_k Re b_k + Im a_k Im b_k) and its imaginary part are real inner
-    products of 2k terms, each computed with an error at most γ_{2k}·Σ_k |a_k||b_k| (whatever the order of the sums;
-    |Re a Re b| + |Im a Im b| ≤ |a||b| by Cauchy–Schwarz), so the complex error is at most √2·γ_{2k}·Σ_k |a_k||b_k|:
-    Higham's proof goes through with γ_{n+1} replaced by √2·γ_{2(n+1)}, and with the factor 16,
-    γ = √2·γ_{32(n+1)}. (``tests/test_certificates.py`` checks the bound against eigenvalues of the real 2n×2n
-    embedding [[Re G, −Im G], [Im G, Re G]], which has G's spectrum twice.)
-    """
-    n = grams.shape[-1]
-    eye = torch.eye(n, dtype=grams.dtype, device=grams.device)
-    shifted = candidate * eye - grams
-    factor, info = torch.linalg.cholesky_ex(shifted)
-    if bool((info != 0).any()):
-        return None
-    u = unit_roundoff(torch.float64)
-    terms = 32 * (n + 1) if grams.is_complex() else 16 * (n + 1)
-    gamma = (math.sqrt(2) if grams.is_complex() else 1.0) * terms * u / (1 - terms * u)
-    diagonal = float((candidate - torch.diagonal(grams, dim1=-2, dim2=-1).real).abs().max())
-    frobenius = float(
-        torch.view_as_real(factor).square().sum((-3, -2, -1)).max()
-        if grams.is_complex()
-        else factor.square().sum((-2, -1)).max()
-    )
-    return candidate + u * max(candidate, diagonal) + gamma * frobenius
-
-
-def _verified_top(grams: torch.Tensor, index: int) -> float | None:
-    """λ_up ≥ the largest eigenvalue of all of ``grams`` [k, n, n], proven from matrix ``index`` alone, or ``None``.
-
-    λ* = the top eigenvalue of grams[index] (``eigvalsh`` of that one matrix), then every matrix is proven
-    below λ*(1 + 10⁻¹⁰) by a Cholesky factorisation (:func:`_cholesky_bounds_all`). It succeeds when ``index`` holds
-    the largest top eigenvalue (or one within 10⁻¹⁰ of it): one small eigendecomposition and k factorisations instead
-    of k eigendecompositions. The value depends on the weights and on ``index`` only, so it is the same whichever
-    earlier certificate suggested the index.
-    """
-    top = float(torch.linalg.eigvalsh(grams[index])[-1])
-    if not top > 0:
-        return None
-    return _cholesky_bounds_all(grams, top * (1 + _VERIFY_RAISE))
-
-
-def _mirror_free(index: int, torus: tuple[int, int]) -> int:
-    """The smaller of a flattened (group, rfft2 frequency) index and its mirror image's.
-
-    (ω_h, ω_w) and (−ω_h mod m, ω_w) are both kept by rfft2 when ω_w is 0 or n/2, and their Gram matrices are
-    complex conjugates (equal spectra, equal up to rounding), so a tie between them is broken the same way every time.
-    """
-    m, n = torus
-    half = n // 2 + 1
-    group, freq = divmod(index, m * half)
-    omega_h, omega_w = divmod(freq, half)
-    if omega_w == 0 or 2 * omega_w == n:
-        omega_h = min(omega_h, (m - omega_h) % m)
-    return group * m * half + omega_h * half + omega_w
-
-
-def _top_eigenvalue(
-    gram: torch.Tensor,
-    start: torch.Tensor | None,
-    need_vector: bool,
-    guess: int | None = None,
-    torus: tuple[int, int] = (1, 1),
-):
+def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector: bool):
     """(λ_up ≥ λ_max of each gram up to the module's margin, index of the largest, top eigenvector or None).
 
-    One large Gram (an n×n matrix, n > 256, e.g. a 512×512 1×1 convolution): a Lanczos candidate certified by a
-    Cholesky factorisation (:func:`_cholesky_certifies`), cheaper than a full symmetric eigendecomposition; if
-    three raises of the candidate fail, the eigendecomposition. One small Gram: its eigendecomposition. Several
-    (the per-frequency c×c matrices of a convolution): :func:`_verified_top` at ``guess`` (the maximising index of an
-    earlier certificate of nearby weights); without a guess, or when the guess is no longer the maximum, ``eigvalsh``
-    of all finds the maximising index and :func:`_verified_top` proves the bound there. So the value does not depend
-    on the guess unless two frequencies' top eigenvalues lie within a relative 10⁻¹⁰ of each other and of the
-    maximum, and then by less than that (a frequency and its mirror image, whose Grams are conjugate, count as one:
-    :func:`_mirror_free` on the ``torus``). Falls back to the largest ``eigvalsh`` value if no factorisation
-    completes.
+    Small Grams (the per-frequency c×c matrices of a convolution): ``eigvalsh``, batched. One large Gram (an
+    n×n matrix, n > 256, e.g. a 512×512 1×1 convolution): a Lanczos candidate certified by a Cholesky
+    factorisation (:func:`_cholesky_certifies`), cheaper than a full symmetric eigendecomposition; if
+    three raises of the candidate fail, the eigendecomposition.
     """
     if gram.shape[0] * gram.shape[1] == 1 and gram.shape[-1] > _LARGE_GRAM and not gram.is_complex():
         matrix = gram[0, 0]
@@ -458,27 +374,14 @@ def _top_eigenvalue(
     if need_vector and gram.shape[0] * gram.shape[1] == 1:
         values, vectors = torch.linalg.eigh(gram)
         return float(values[0, 0, -1]), 0, vectors[0, 0, :, -1]
-    flat = gram.reshape(-1, *gram.shape[-2:])
-    if flat.shape[0] == 1:
-        return float(torch.linalg.eigvalsh(flat)[0, -1]), 0, None
-    if guess is not None and 0 <= guess < flat.shape[0]:
-        guess = _mirror_free(guess, torus)
-        bound = _verified_top(flat, guess)
-        if bound is not None:
-            return bound, guess, None
-    top = torch.linalg.eigvalsh(flat)[..., -1]
-    best = _mirror_free(int(torch.argmax(top)), torus)
-    bound = _verified_top(flat, best)
-    return (float(top[best]) if bound is None else bound), best, None
+    top = torch.linalg.eigvalsh(gram)[..., -1]  # [groups, frequencies]
+    best = int(torch.argmax(top))
+    return float(top.flatten()[best]), best, None
 
 
 @torch.no_grad()
 def certify_operator_norm(
-    weight: torch.Tensor,
-    geometry: ConvGeometry,
-    with_direction: bool = False,
-    start: torch.Tensor | None = None,
-    start_index: int | None = None,
+    weight: torch.Tensor, geometry: ConvGeometry, with_direction: bool = False, start: torch.Tensor | None = None
 ) -> NormCertificate:
     """A certified upper bound σ_up ≥ ‖A(W)‖₂ on the operator norm of the layer with weight W (module doc).
 
@@ -490,8 +393,6 @@ def certify_operator_norm(
         geometry: how the layer applies W, from :func:`layer_geometry`.
         with_direction: also return D with ⟨D, W⟩ = σ_max, the gradient of the top singular value.
         start: the ``vector`` of an earlier certificate of nearby weights (a warm start; never affects validity).
-        start_index: the ``index`` of an earlier certificate of nearby weights: the frequency whose Gram matrix is
-            tried first as the largest (it affects the cost only, neither validity nor the value).
     Returns:
         a :class:`NormCertificate` (``sigma``, ``abs_norm``; ``direction`` with ``with_direction``; ``vector``).
     Raises:
@@ -514,7 +415,7 @@ def certify_operator_norm(
     exponent = math.frexp(largest)[1]
     for part in (exponent // 2, exponent - exponent // 2):  # two exact halves: 2^±1074 itself overflows
         w64 = w64 * math.ldexp(1.0, -part)
-    certificate = _certify_scaled(w64, geometry, with_direction, start, start_index)
+    certificate = _certify_scaled(w64, geometry, with_direction, start)
     # back to the weights' scale, one ulp up: exact in the normal range, and covering a subnormal result's rounding
     certificate.sigma = math.nextafter(math.ldexp(certificate.sigma, exponent), math.inf)
     certificate.abs_norm = math.nextafter(math.ldexp(certificate.abs_norm, exponent), math.inf)
@@ -523,9 +424,7 @@ def certify_operator_norm(
     return certificate
 
 
-def _certify_scaled(
-    w64: torch.Tensor, geometry: ConvGeometry, with_direction: bool, start, start_index: int | None
-) -> NormCertificate:
+def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: bool, start) -> NormCertificate:
     if geometry.torus == (1, 1):
         spectrum, _ = _spectrum(w64, geometry)
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
@@ -537,10 +436,10 @@ def _certify_scaled(
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
         gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
     gram = 0.5 * (gram + gram.mH)
-    lam, best, vector = _top_eigenvalue(gram, start, with_direction, start_index, geometry.torus)
+    lam, best, vector = _top_eigenvalue(gram, start, with_direction)
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
-    certificate = NormCertificate(sigma=sigma, abs_norm=abs_norm, vector=vector, index=best)
+    certificate = NormCertificate(sigma=sigma, abs_norm=abs_norm, vector=vector)
     if with_direction:
         n_freq = gram.shape[1]
         group, freq = divmod(best, n_freq)
