@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
-from .lipschitz import lipschitz_bound
+from .lipschitz import LipSwish, lipschitz_bound
 
 __all__ = [
     "LogdetOptions",
@@ -40,6 +41,7 @@ __all__ = [
     "roulette_variance_is_finite",
     "RouletteVarianceWarning",
     "ESTIMATORS",
+    "chain_jvp",
 ]
 
 ESTIMATORS = ("exact", "series", "roulette")
@@ -284,6 +286,14 @@ def _estimate(g: Callable, x: torch.Tensor, options: LogdetOptions) -> tuple[tor
 
     track = torch.is_grad_enabled()  # differentiate the estimate (training) or only evaluate it
     x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+    if track and o.neumann_gradient and o.probe != "basis" and o.n_probes == 1:
+        v = _probe(x, o.probe, generator)
+        pair = chain_jvp(g, x_in, v)
+        if pair is not None:  # the surrogate from a Jacobian–vector product (no double backward)
+            return pair[0], _neumann_forward(pair[0], x_in, v, pair[1], weights)
+        with torch.enable_grad():
+            gx = g(x_in)
+        return gx, _neumann(gx, x_in, v, weights, track)
     with torch.enable_grad():  # the vector–Jacobian products need g's graph even when evaluating
         gx = g(x_in)
     series = _neumann if o.neumann_gradient else _power_series
@@ -347,6 +357,81 @@ def _neumann(gx, x, v, weights, track: bool) -> torch.Tensor:
     if surrogate is None:
         return value
     return value + surrogate - surrogate.detach()
+
+
+def _neumann_forward(gx, x, v, jv, weights) -> torch.Tensor:
+    """:func:`_neumann` with the surrogate from J v (``jv``, carrying the graph) instead of a product with a graph.
+
+    With w_k = vᵀJ^k (n − 1 products without a graph), the value's terms are t_k = w_k·v for k < n and
+    t_n = w_{n−1}·(Jv); the surrogate wᵀ(Jv), w = Σ_{k<n} c_k w_k, has the gradient of ``_neumann``'s wᵀJv.
+    Back-propagating it is an ordinary backward pass through the forward-mode computation of Jv.
+    """
+    batch = x.shape[0]
+    n = len(weights)
+    coefficients = [((-1) ** k) * weights[k] for k in range(n)]
+    traces = []
+    neumann = coefficients[0] * v
+    w = v
+    with torch.no_grad():
+        for k in range(1, n):
+            w = _vjp(gx, x, w, create_graph=False)
+            traces.append((w * v).reshape(batch, -1).sum(1))
+            neumann = neumann + coefficients[k] * w
+        traces.append((w * jv.detach()).reshape(batch, -1).sum(1))
+    value = x.new_zeros(batch)
+    for k, (weight, trace) in enumerate(zip(weights, traces), start=1):
+        value = value + ((-1) ** (k + 1) / k) * weight * trace
+    surrogate = (neumann * jv).reshape(batch, -1).sum(1)
+    return value + surrogate - surrogate.detach()
+
+
+def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, written with differentiable operations; None for anything else."""
+    if type(layer) is nn.ELU and not layer.inplace:
+        h = F.elu(z, layer.alpha)
+        return h, t * torch.where(z > 0, 1.0, h + layer.alpha)  # ELU'(z) = α·e^z = ELU(z) + α for z ≤ 0
+    if type(layer) is LipSwish:
+        beta = layer.beta
+        s = torch.sigmoid(beta * z)
+        return z * s / 1.1, t * ((s + beta * z * s * (1 - s)) / 1.1)
+    return None
+
+
+def chain_jvp(g: nn.Module, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(g(x), J_g(x)·v)`` by forward-mode differentiation written out layer by layer, both differentiable, or None.
+
+    For an ``nn.Sequential`` of zero-padded ``nn.Conv2d`` layers (spectral-normalised or not) and ELU or LipSwish
+    activations (the i-ResNet's convolutional branch, :func:`invattn.branches.conv_branch`): each convolution is
+    applied to the primal without and the tangent with no bias, each activation multiplies the tangent by its
+    derivative, all in channels-last memory (the faster layout for these convolutions on a CPU). Any other g gives
+    None (callers then use vector–Jacobian products).
+
+    Arguments:
+        g: the residual branch.
+        x: input [B, C, H, W].
+        v: tangent, x's shape.
+    Returns:
+        ``(g(x), J v)`` in x's shape and memory layout, or None.
+    """
+    if not isinstance(g, nn.Sequential) or x.dim() != 4 or len(g) == 0:
+        return None
+    for layer in g:
+        if isinstance(layer, nn.Conv2d):
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                return None
+        elif not ((type(layer) is nn.ELU and not layer.inplace) or type(layer) is LipSwish):
+            return None
+    h = x.contiguous(memory_format=torch.channels_last)
+    t = v.contiguous(memory_format=torch.channels_last)
+    with torch.enable_grad():
+        for layer in g:
+            if isinstance(layer, nn.Conv2d):
+                arguments = (layer.stride, layer.padding, layer.dilation, layer.groups)
+                weight = layer.weight
+                h, t = F.conv2d(h, weight, layer.bias, *arguments), F.conv2d(t, weight, None, *arguments)
+            else:
+                h, t = _activation_jvp(layer, h, t)
+    return h.contiguous(), t.contiguous()
 
 
 def _exact(g, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

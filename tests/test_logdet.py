@@ -180,3 +180,43 @@ def test_logdet_options_are_one_checked_value():
     assert torch.equal(by_value, by_keywords)
     gx, value = residual_logdet(block.g, x, ia.LogdetOptions(estimator="exact"))
     assert torch.equal(gx, block.g(x)) and torch.equal(value, ia.logdet(block, x, "exact"))
+
+
+@pytest.mark.parametrize("activation", ["elu", "lipswish"])
+@pytest.mark.parametrize("n_terms", [1, 2, 5])
+def test_the_forward_mode_surrogate_equals_the_vector_jacobian_one(activation, n_terms, monkeypatch):
+    """A convolutional branch takes its Neumann surrogate from a Jacobian–vector product (no double backward):
+    the same log-det and the same gradients (of x, of every parameter, LipSwish's β included) as the
+    vector–Jacobian route, in float64 to rounding."""
+    import sys
+
+    logdet_module = sys.modules["invattn.logdet"]
+    from invattn.branches import conv_branch
+
+    torch.manual_seed(0)
+    g = conv_branch(4, 16, 6, 0.9, activation, input_nonlinearity=True).double()
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert logdet_module.chain_jvp(g, x, torch.randn_like(x)) is not None
+    results = []
+    for route in ("forward", "reverse"):
+        if route == "reverse":
+            monkeypatch.setattr(logdet_module, "chain_jvp", lambda *a: None)
+        g.zero_grad()
+        x.grad = None
+        options = dict(n_terms=n_terms, neumann_gradient=True, generator=torch.Generator().manual_seed(1))
+        gx, value = residual_logdet(g, x, "series", **options)
+        (value.sum() + gx.square().sum()).backward()
+        results.append([gx.detach(), value.detach(), x.grad.clone(), *[p.grad.clone() for p in g.parameters()]])
+    for forward, reverse in zip(*results):
+        assert torch.allclose(forward, reverse, rtol=1e-12, atol=1e-12 * float(reverse.abs().max()))
+
+
+def test_a_branch_the_forward_mode_does_not_know_uses_vector_jacobian_products():
+    from invattn.logdet import chain_jvp
+
+    x = torch.randn(2, 3, 4, 4)
+    assert chain_jvp(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Tanh()), x, x) is None
+    assert chain_jvp(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular")), x, x) is None
+    assert chain_jvp(nn.Linear(4, 4), x, x) is None
+    y, jv = chain_jvp(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ELU()), x, x)
+    assert y.shape == jv.shape == x.shape and y.is_contiguous()
