@@ -266,24 +266,27 @@ def _tap_grams(w64: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor,
     return gram, tall
 
 
-def _tap_phases(w64: torch.Tensor, geometry: ConvGeometry, freq: int) -> torch.Tensor:
-    """e^{−iθ_t(ω)} for every tap t = (a, b) at one rfft2 frequency index: [kh, kw] complex128 (rfft2's sign)."""
-    m, n = geometry.torus
+@lru_cache(maxsize=1024)
+def _phase_parts(
+    kh: int, kw: int, torus: tuple[int, int], dilation: tuple[int, int], freq: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos θ_t(ω), sin θ_t(ω) [kh, kw] float64 at one rfft2 frequency index (shared: never modified in place)."""
+    m, n = torus
     omega_h, omega_w = divmod(freq, n // 2 + 1)
-    kh, kw = w64.shape[-2:]
-    dh, dw = geometry.dilation
-    a = torch.arange(kh, device=w64.device) * dh
-    b = torch.arange(kw, device=w64.device) * dw
+    a = torch.arange(kh, device=device) * dilation[0]
+    b = torch.arange(kw, device=device) * dilation[1]
     turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
-    return torch.polar(torch.ones_like(turns), -2 * math.pi * turns)
+    angle = 2 * math.pi * turns
+    return torch.cos(angle), torch.sin(angle)
 
 
 def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: int) -> torch.Tensor:
-    """K̂(ω) of one group at one rfft2 frequency index, [out/groups, in/groups] complex (same sign as rfft2)."""
-    phase = _tap_phases(w64, geometry, freq)
+    """K̂(ω) of one group at one rfft2 frequency index, [out/groups, in/groups] complex (same sign as rfft2):
+    Σ_t W_t e^{−iθ_t(ω)}, as two real products with cos θ_t and sin θ_t."""
+    cosines, sines = _phase_parts(*w64.shape[-2:], geometry.torus, geometry.dilation, freq, w64.device)
     rows = w64.shape[0] // geometry.groups
-    block = w64[group * rows : (group + 1) * rows].to(torch.complex128)
-    return (block * phase).sum(dim=(-2, -1))
+    block = w64[group * rows : (group + 1) * rows].flatten(2)  # [out/g, in/g, taps]
+    return torch.complex(block @ cosines.flatten(), -(block @ sines.flatten()))
 
 
 # Lanczos steps for the candidate λ of a large Gram matrix, and the relative raises tried before falling back
@@ -475,7 +478,9 @@ def _direction(w64, k, top, group, freq, geometry, tall) -> torch.Tensor:
         block = outer.real.reshape(outer.shape[0], outer.shape[1], *([1] * (w64.dim() - 2)))
         block = block.expand(-1, -1, *w64.shape[2:]) if w64.dim() > 2 else block.reshape(outer.shape)
     else:
-        block = (outer[:, :, None, None] * _tap_phases(w64, geometry, freq)).real
+        # Re(outer·e^{−iθ_t}) = Re(outer)·cos θ_t + Im(outer)·sin θ_t
+        cosines, sines = _phase_parts(*w64.shape[-2:], geometry.torus, geometry.dilation, freq, w64.device)
+        block = outer.real[:, :, None, None] * cosines + outer.imag[:, :, None, None] * sines
     direction = torch.zeros_like(w64)
     rows = block.shape[0]
     direction[group * rows : (group + 1) * rows] = block

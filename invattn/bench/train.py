@@ -25,7 +25,7 @@ from ..ablation import held_out_bits_per_dim
 from ..attention import KINDS
 from ..data import dequantize
 from ..memory import TensorMemory
-from ..models import PRESETS, ResidualFlow, with_attention
+from ..models import PRESETS, FlowConfig, ResidualFlow, with_attention
 from ..train import train
 from .certify import PowerIterationNormalisation
 
@@ -127,73 +127,102 @@ def throughput(quick: bool, device: torch.device, amp: bool) -> list[dict]:
     return rows
 
 
-ESTIMATOR_OPTIONS = {
-    "series, back-propagated (2019)": dict(neumann_gradient=False),
-    "Neumann gradient (default)": dict(neumann_gradient=True),
-    "series 3 terms + Neumann": dict(n_terms=3, neumann_gradient=True),
+SETTINGS = {
+    "paper: 5 terms, back-propagated": dict(n_terms=5, neumann_gradient=False),
+    "Neumann gradient, 5 terms": dict(n_terms=5, neumann_gradient=True),
+    "Neumann gradient, 2 terms (default)": dict(n_terms=2, neumann_gradient=True),
+    "Neumann gradient, 1 term": dict(n_terms=1, neumann_gradient=True),
     "roulette (2 exact) + Neumann": dict(logdet="roulette", n_terms=2, neumann_gradient=True),
 }
+REFERENCE = "paper: 5 terms, back-propagated"  # the i-ResNet estimator, the rows' speed-up is against it
+DEFAULT = "Neumann gradient, 2 terms (default)"
 
 
-def estimator_options(quick: bool, device: torch.device) -> list[dict]:
-    """The log-determinant's estimator options side by side: seconds per step on one CIFAR-shaped model, alternated
-    A B C D per round (the smallest of the rounds, so a noisy machine slows every option alike); the peak tensor
-    memory of one step (``torch.cuda.max_memory_allocated`` on a GPU, :class:`invattn.memory.TensorMemory` on a CPU);
-    and the held-out bits/dim of the digits preset trained with the same option on the same number of images."""
+def _layouts(quick: bool, gpu: bool) -> list[tuple[str, FlowConfig, int]]:
+    """(column name, model, batch) of the settings table: the paper's model on a GPU; on a CPU its layout reduced
+    to 2 steps per scale and width 128 (64 with ``quick``), without attention at batch 8 and 64 and with concat."""
+    paper = PRESETS["cifar10-paper"]
+    if gpu:
+        return [("none, 64", with_attention(paper, None), 64), ("concat, 64", paper, 64)]
+    reduced = replace(paper, blocks=(2, 2, 2), width=64 if quick else 128)
+    batches = (4, 16) if quick else (8, 64)
+    none = with_attention(reduced, None)
+    return [
+        (f"none, {batches[0]}", none, batches[0]),
+        (f"none, {batches[1]}", none, batches[1]),
+        (f"concat, {batches[1]}", reduced, batches[1]),
+    ]
+
+
+def _seconds_per_step(layouts, rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of every setting on every layout: per layout, the settings alternated A B C … per round and
+    the smallest of the rounds kept (a noisy machine slows every setting alike)."""
+    times = {name: [] for name in SETTINGS}
+    for _, config, batch_size in layouts:
+        batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
+        runs = {}
+        for name, options in SETTINGS.items():
+            torch.manual_seed(0)
+            model = ResidualFlow(replace(config, **options)).to(device)
+            with torch.no_grad():
+                model.bits_per_dim(batch)  # ActNorm initialisation
+            runs[name] = (model, torch.optim.Adamax(model.parameters(), lr=3e-3), [])
+        for _ in range(rounds):
+            for model, optimizer, spent in runs.values():
+                loss = lambda b, model=model: model.bits_per_dim(b).mean()  # noqa: E731
+                spent.append(time_steps(model, optimizer, batch, 1, device, False, loss))
+        for name, (_, _, spent) in runs.items():
+            times[name].append(min(spent))
+    return times
+
+
+def settings_side_by_side(quick: bool, device: torch.device) -> list[dict]:
+    """The project's training settings against each other (:data:`SETTINGS`): seconds per step on each layout of
+    :func:`_layouts` and the speed-up against the paper's estimator (:data:`REFERENCE`); the peak tensor memory of
+    one step on the first layout (``torch.cuda.max_memory_allocated`` on a GPU, :class:`invattn.memory.TensorMemory`
+    on a CPU); the held-out bits/dim of the digits preset trained with the same setting on the same images."""
     gpu = device.type == "cuda"
-    base = (
-        PRESETS["cifar10-paper"]
-        if gpu
-        else replace(PRESETS["cifar10-paper"], blocks=(2, 2, 2), width=64 if quick else 128)
-    )
-    batch_size, rounds = (64, 3) if gpu else (8, 2 if quick else 3)
+    layouts = _layouts(quick, gpu)
+    rounds = 2 if quick else 3
     epochs = 1 if quick else 10
     print(
-        f"\n-- log-determinant options, blocks {base.blocks}, width {base.width}, concat attention, batch "
-        f"{batch_size}, "
-        f"{device}; alternated, best of {rounds}. Bits/dim: the digits preset with the same option, "
-        f"{epochs} epoch(s) of 1500 images, on the 297 held-out digits --"
+        f"\n-- training settings side by side: s/step (speed-up against the paper's estimator), {device}, one process, "
+        f"alternated, best of {rounds}; layout {layouts[0][1].blocks} × width {layouts[0][1].width}; peak memory "
+        f"at {layouts[0][0]}; bits/dim: the digits preset with the same setting, {epochs} epoch(s) of 1500 images, "
+        "on the 297 held-out digits --"
     )
-    batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
-    runs = {}
-    for name, options in ESTIMATOR_OPTIONS.items():
-        torch.manual_seed(0)
-        model = ResidualFlow(replace(base, **options)).to(device)
-        with torch.no_grad():
-            model.bits_per_dim(batch)  # ActNorm initialisation
-        runs[name] = (model, torch.optim.Adamax(model.parameters(), lr=3e-3), [])
-    for _ in range(rounds):
-        for model, optimizer, times in runs.values():
-            times.append(time_steps(model, optimizer, batch, 1, device, False, lambda b: model.bits_per_dim(b).mean()))
-    reference = min(next(iter(runs.values()))[2])
+    times = _seconds_per_step(layouts, rounds, device)
     header = (
-        f"{'option':>32} | {'s/step':>7} {'images/s':>8} {'speed':>6} | {'peak MiB':>8} | "
-        f"{'bits/dim':>8} {'train s':>7}"
+        f"{'setting':>36} | "
+        + " ".join(f"{name:>19}" for name, _, _ in layouts)
+        + f" | {'peak MiB':>8} | {'bits/dim':>8} {'train s':>7}"
     )
     print(header)
     print("-" * len(header))
     rows = []
-    for name, (model, optimizer, times) in runs.items():
-        best = min(times)
-        peak = _peak_step_bytes(model, optimizer, batch, device) / 2**20
-        bpd, seconds, _ = _digits_with(ESTIMATOR_OPTIONS[name], epochs, device)
+    for name, options in SETTINGS.items():
+        _, config, batch_size = layouts[0]
+        batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
+        torch.manual_seed(0)
+        model = ResidualFlow(replace(config, **options)).to(device)
+        with torch.no_grad():
+            model.bits_per_dim(batch)
+        peak = _peak_step_bytes(model, torch.optim.Adamax(model.parameters(), lr=3e-3), batch, device) / 2**20
+        bpd, seconds, _ = _digits_with(options, epochs, device)
+        speedups = [reference / own for reference, own in zip(times[REFERENCE], times[name])]
         rows.append(
             dict(
-                option=name,
-                seconds_per_step=best,
-                images_per_second=batch_size / best,
-                speedup=reference / best,
+                setting=name,
+                seconds_per_step=dict(zip((c for c, _, _ in layouts), times[name])),
+                speedup=dict(zip((c for c, _, _ in layouts), speedups)),
                 peak_mib=peak,
                 bits_per_dim=bpd,
                 train_seconds=seconds,
                 epochs=epochs,
             )
         )
-        print(
-            f"{name:>32} | {best:>7.3f} {batch_size / best:>8.1f} {reference / best:>5.2f}× | {peak:>8.1f} | "
-            f"{bpd:>8.4f} {seconds:>7.0f}",
-            flush=True,
-        )
+        cells = " ".join(f"{t:>10.3f} ({x:>5.2f}×)" for t, x in zip(times[name], speedups))
+        print(f"{name:>36} | {cells} | {peak:>8.1f} | {bpd:>8.4f} {seconds:>7.0f}", flush=True)
     return rows
 
 
@@ -240,7 +269,7 @@ def digits_bits_per_dim(quick: bool, device: torch.device) -> dict:
 
 def run(quick: bool = False) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = dict(throughput=throughput(quick, device, amp=False), estimator_options=estimator_options(quick, device))
+    results = dict(throughput=throughput(quick, device, amp=False), settings=settings_side_by_side(quick, device))
     if device.type == "cuda":
         results["throughput_bf16"] = throughput(quick, device, amp=True)
     results["digits"] = digits_bits_per_dim(quick, device)
