@@ -1,6 +1,6 @@
 """Training throughput of the i-ResNet density model, with and without attention, and a bits/dim run.
 
-Throughput: the ``cifar10-paper`` preset (48 blocks of width 512, 5 series terms, 1 probe) on synthetic
+Throughput: the ``cifar10-paper`` preset (48 blocks of width 512, its series terms, 1 probe) on synthetic
 CIFAR-shaped batches, so no data set is needed to time a step. On a GPU: batch 64, peak memory from
 ``torch.cuda.max_memory_allocated``, optionally bfloat16. On a CPU the same model at a small batch (ratios are
 what carry over). Two shares come from ablations in the same run: the certified spectral normalisation's,
