@@ -109,11 +109,13 @@ class SpectralNorm(nn.Module):
             and torch.equal(cached[0], plain.detach())
         ):
             return cached[1]
-        start = cached[1].vector if cached is not None else None  # warm start from the last weights
+        # No warm start from the last weights' certificate: a Lanczos start changes the candidate it proves, so the
+        # certificate must be a function of the weights alone for a resumed run (which starts without one) to
+        # recompute exactly the certificates of an uninterrupted run.
         # Outside torch.func's transforms: inside one, even ops on the unwrapped weights return wrapped tensors, and
         # a cache holding those outlives the transform (copy.deepcopy of the layer then fails).
         with torch._C._DisableFuncTorch():
-            certificate = certify_operator_norm(plain, self.geometry, with_direction, start=start)
+            certificate = certify_operator_norm(plain, self.geometry, with_direction)
             self._cache = (plain.detach().clone(), certificate)
         return certificate
 
