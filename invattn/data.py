@@ -315,6 +315,7 @@ def photograph_patches(split: str = "train", size: int = 32) -> torch.Tensor:
         ImportError: without scikit-image or scikit-learn.
         FileNotFoundError: when a photograph is missing from its package (the message names the package to
             reinstall).
+        ValueError: when a bundled photograph is not an RGB image (a changed package).
 
     >>> patches = photograph_patches("test")
     >>> patches.shape, patches.dtype, bool(torch.equal((patches * 255).round() / 255, patches))

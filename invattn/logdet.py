@@ -16,8 +16,10 @@ vector–Jacobian products. Estimators (one value per sample):
   converges at rate L; a p that breaks the condition, a g without a certified bound, or a Poisson N (whose
   tail shrinks faster than any L^{2k}, so no L > 0 guarantees it) raise a :class:`RouletteVarianceWarning`.
 
-``neumann_gradient=True`` (series and roulette) back-propagates through one vector–Jacobian product only,
-using d ln det(I+J) = tr((I+J)⁻¹ dJ) with (I+J)⁻¹ = Σ_k (−J)^k, so memory stays flat in the number of terms.
+``neumann_gradient=True`` (series and roulette) back-propagates through one product with J only, using
+d ln det(I+J) = tr((I+J)⁻¹ dJ) with (I+J)⁻¹ = Σ_k (−J)^k, so memory stays flat in the number of terms: a
+vector–Jacobian product, or for a convolutional branch a Jacobian–vector product taken beside g's forward pass
+(:func:`chain_jvp`), whose gradient needs an ordinary backward pass instead of a second-order one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ._validation import check_choice, check_finite, check_positive_float, check_positive_int
 from .lipschitz import LipSwish, lipschitz_bound
@@ -62,7 +65,7 @@ class LogdetOptions:
         p: the geometric p in (0, 1), or None to choose p = min(0.5, 1 − L) from g's certified bound L.
         lam: the Poisson mean.
         probe: "gaussian", "rademacher", or "basis" (all d basis vectors: exact traces, d times the cost).
-        neumann_gradient: back-propagate through one vector–Jacobian product (flat memory in the number of terms).
+        neumann_gradient: back-propagate through one product with J (flat memory in the number of terms).
         generator: the source of the probes and of N (None: torch's global generator).
     Raises:
         ValueError: an unknown estimator, distribution or probe, a non-positive n_terms, n_probes or lam, a negative
@@ -286,12 +289,13 @@ def _estimate(g: Callable, x: torch.Tensor, options: LogdetOptions) -> tuple[tor
 
     track = torch.is_grad_enabled()  # differentiate the estimate (training) or only evaluate it
     x_in = x if x.requires_grad else x.detach().requires_grad_(True)
-    if track and o.neumann_gradient and o.probe != "basis" and o.n_probes == 1:
+    forward_mode = o.neumann_gradient and o.probe != "basis" and o.n_probes == 1
+    if track and forward_mode and _forward_mode_applies(g, x_in):
         v = _probe(x, o.probe, generator)
         pair = chain_jvp(g, x_in, v)
         if pair is not None:  # the surrogate from a Jacobian–vector product (no double backward)
             return pair[0], _neumann_forward(pair[0], x_in, v, pair[1], weights)
-        with torch.enable_grad():
+        with torch.enable_grad():  # a pre-hook replaced an input: the vector–Jacobian route, same probe
             gx = g(x_in)
         return gx, _neumann(gx, x_in, v, weights, track)
     with torch.enable_grad():  # the vector–Jacobian products need g's graph even when evaluating
@@ -397,35 +401,70 @@ def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple
     return None
 
 
+def _forward_mode_applies(g: Callable, x: torch.Tensor) -> bool:
+    """Whether :func:`chain_jvp` can differentiate g forward: a plain ``nn.Sequential`` (not a subclass) of plain
+    zero-padded ``nn.Conv2d`` layers and ELU (not in place) or LipSwish activations on a 4-D input, with no forward
+    hooks anywhere (a convolution's forward pre-hooks, such as :func:`invattn.spectral_norm`'s input check, are run)."""
+    if type(g) is not nn.Sequential or x.dim() != 4 or len(g) == 0 or g._forward_hooks or g._forward_pre_hooks:
+        return False
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return False
+    for layer in g:
+        if _plain_class(layer) is nn.Conv2d:
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str) or layer._forward_hooks:
+                return False
+        elif not ((type(layer) is nn.ELU and not layer.inplace) or type(layer) is LipSwish):
+            return False
+        elif layer._forward_hooks or layer._forward_pre_hooks:
+            return False
+    return True
+
+
+def _plain_class(layer: nn.Module) -> type:
+    """The module's class, or for a parametrized module (:mod:`torch.nn.utils.parametrize` makes it an instance of a
+    generated subclass) the class it was made from."""
+    return type(layer).__bases__[0] if parametrize.is_parametrized(layer) else type(layer)
+
+
+def _run_pre_hooks(layer: nn.Module, h: torch.Tensor) -> bool:
+    """Run ``layer``'s forward pre-hooks on (h,) as its ``__call__`` would; False if one replaces the input."""
+    for key, hook in layer._forward_pre_hooks.items():
+        with_kwargs = key in layer._forward_pre_hooks_with_kwargs
+        if (hook(layer, (h,), {}) if with_kwargs else hook(layer, (h,))) is not None:
+            return False
+    return True
+
+
 def chain_jvp(g: nn.Module, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(g(x), J_g(x)·v)`` by forward-mode differentiation written out layer by layer, both differentiable, or None.
 
-    For an ``nn.Sequential`` of zero-padded ``nn.Conv2d`` layers (spectral-normalised or not) and ELU or LipSwish
-    activations (the i-ResNet's convolutional branch, :func:`invattn.branches.conv_branch`): each convolution is
-    applied to the primal without and the tangent with no bias, each activation multiplies the tangent by its
-    derivative, all in channels-last memory (the faster layout for these convolutions on a CPU). Any other g gives
-    None (callers then use vector–Jacobian products).
+    For a plain ``nn.Sequential`` of zero-padded ``nn.Conv2d`` layers (spectral-normalised or not) and ELU or
+    LipSwish activations, without forward hooks (the i-ResNet's convolutional branch,
+    :func:`invattn.branches.conv_branch`): each convolution is applied to the primal with its bias and to the tangent
+    without, after its forward pre-hooks (a spectral-normalised convolution's check of the input's size and
+    finiteness); each activation multiplies the tangent by its derivative; the convolutions run in channels-last
+    memory. Any other g gives None (callers then use vector–Jacobian products), as does a pre-hook that replaces the
+    input.
 
     Arguments:
         g: the residual branch.
         x: input [B, C, H, W].
         v: tangent, x's shape.
     Returns:
-        ``(g(x), J v)`` in x's shape and memory layout, or None.
+        ``(g(x), J v)``, each of x's shape in contiguous memory, or None.
+    Raises:
+        ValueError: from a convolution's pre-hook (e.g. an input of another size than a certified convolution's).
     """
-    if not isinstance(g, nn.Sequential) or x.dim() != 4 or len(g) == 0:
+    if not _forward_mode_applies(g, x):
         return None
-    for layer in g:
-        if isinstance(layer, nn.Conv2d):
-            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                return None
-        elif not ((type(layer) is nn.ELU and not layer.inplace) or type(layer) is LipSwish):
-            return None
     h = x.contiguous(memory_format=torch.channels_last)
     t = v.contiguous(memory_format=torch.channels_last)
     with torch.enable_grad():
         for layer in g:
-            if isinstance(layer, nn.Conv2d):
+            if _plain_class(layer) is nn.Conv2d:
+                if not _run_pre_hooks(layer, h):
+                    return None
                 arguments = (layer.stride, layer.padding, layer.dilation, layer.groups)
                 weight = layer.weight
                 h, t = F.conv2d(h, weight, layer.bias, *arguments), F.conv2d(t, weight, None, *arguments)

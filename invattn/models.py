@@ -126,11 +126,11 @@ PRESETS: dict[str, FlowConfig] = {
     "digits": FlowConfig(
         in_channels=1, image_size=8, blocks=(4, 4), strides=(1, 2), width=64, attention=("concat", None), n_terms=5
     ),
-    # the paper's CIFAR-10 model (GPU), its log-det series at 2 terms with the Neumann gradient: held-out bits/dim no
-    # worse than the paper's 5 back-propagated terms, in a fraction of the time (python -m invattn.bench train)
+    # the paper's CIFAR-10 model (GPU), its log-det series at 2 terms with the Neumann gradient (the paper
+    # back-propagated through 5 terms; python -m invattn.bench train compares the two, speed and held-out bits/dim)
     "cifar10-paper": FlowConfig(n_terms=2),
     # the paper's CIFAR-10 layout with 2 steps per scale and width 128, for 32×32 photograph patches (offline; as on
-    # CIFAR-10, the first scale's attention sees N = 256 positions): hours on one CPU core
+    # CIFAR-10, the first scale's attention sees N = 256 positions): CPU-sized
     "patches": FlowConfig(blocks=(2, 2, 2), width=128, n_terms=2),
 }
 

@@ -20,6 +20,7 @@ from invattn.logdet import RouletteVarianceWarning, residual_logdet, roulette_va
 from invattn.models import PRESETS, ResidualFlow
 from invattn.norms import (
     NORM_MARGIN,
+    ConvGeometry,
     certified_matrix_norm,
     certify_operator_norm,
     layer_geometry,
@@ -703,3 +704,10 @@ def test_certificates_recomputed_inside_torch_func_leave_a_plain_cache():
             layer.parametrizations.weight.original.add_(0.01)  # new weights: a new certificate next time
     twin = copy.deepcopy(layer)
     assert torch.equal(twin.weight, layer.weight) and ia.lipschitz_bound(twin) <= 0.9
+
+
+def test_a_geometry_given_as_lists_still_certifies():
+    weight = torch.randn(4, 3, 3, 3)
+    listed = certify_operator_norm(weight, ConvGeometry(torus=[6, 6], dilation=[1, 1]), with_direction=True)
+    tupled = certify_operator_norm(weight, ConvGeometry(torus=(6, 6), dilation=(1, 1)), with_direction=True)
+    assert listed.sigma == tupled.sigma and torch.equal(listed.direction, tupled.direction)

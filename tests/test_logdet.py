@@ -220,3 +220,56 @@ def test_a_branch_the_forward_mode_does_not_know_uses_vector_jacobian_products()
     assert chain_jvp(nn.Linear(4, 4), x, x) is None
     y, jv = chain_jvp(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ELU()), x, x)
     assert y.shape == jv.shape == x.shape and y.is_contiguous()
+
+
+def test_the_forward_mode_keeps_a_certified_convolutions_input_check():
+    """A spectral-normalised convolution refuses an input of another size than it was certified for, with gradients
+    on (the forward-mode route runs the layer's pre-hook) as without."""
+    from invattn.branches import conv_branch
+
+    block = ia.InvertibleResidual(conv_branch(3, 8, 6, 0.9))
+    x = torch.randn(2, 3, 9, 9)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="built for inputs of size"):
+            block.forward_and_logdet(x, "series", n_terms=2, neumann_gradient=True)
+
+
+def test_subclasses_and_hooks_take_the_vector_jacobian_route(monkeypatch):
+    """A Sequential or Conv2d subclass with its own forward, or a forward hook, is not replaced by the plain
+    computation: the log-det and the gradients equal the vector–Jacobian route's."""
+    import sys
+
+    logdet_module = sys.modules["invattn.logdet"]
+
+    class Halved(nn.Sequential):
+        def forward(self, x):
+            return 0.5 * super().forward(x)
+
+    class Standardised(nn.Conv2d):
+        def forward(self, x):
+            w = self.weight
+            return self._conv_forward(x, (w - w.mean()) / w.std(), self.bias)
+
+    torch.manual_seed(0)
+    hooked = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ELU()).double()
+    hooked[0].register_forward_hook(lambda module, args, out: out * 0.5)
+    branches = [
+        Halved(nn.Conv2d(3, 3, 3, padding=1), nn.ELU()).double(),
+        nn.Sequential(Standardised(3, 3, 3, padding=1), nn.ELU()).double(),
+        hooked,
+    ]
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    for g in branches:
+        assert logdet_module.chain_jvp(g, x, x) is None
+        values = []
+        for route in ("library", "reverse"):
+            with monkeypatch.context() as patch:
+                if route == "reverse":
+                    patch.setattr(logdet_module, "chain_jvp", lambda *a: None)
+                xs = x.clone().requires_grad_(True)
+                gx, value = residual_logdet(
+                    g, xs, "series", n_terms=2, neumann_gradient=True, generator=torch.Generator().manual_seed(0)
+                )
+                (value.sum() + gx.sum()).backward()
+                values.append((value.detach(), xs.grad))
+        assert torch.equal(values[0][0], values[1][0]) and torch.equal(values[0][1], values[1][1])

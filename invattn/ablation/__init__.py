@@ -15,7 +15,7 @@ steps, data order and initialisation seed for every configuration, and writes
 ``python -m invattn.ablation --data patches --out FOLDER`` does the same with the ``patches`` preset (the paper's
 CIFAR-10 layout with 2 steps per scale and width 128) on :func:`invattn.data.photograph_patches`: 32×32 patches of
 photographs that installed packages ship, the 4160 training patches (7 photographs) for training, 3 epochs at batch
-32 by default, and held-out patches of 2 other photographs for the held-out bits/dim. Hours on one CPU core.
+32 by default, and held-out patches of 2 other photographs for the held-out bits/dim.
 
 Configurations (labels): ``none``; each certified kind of :data:`invattn.KINDS`; ``generative-concat`` and
 ``generative-dot``, the generative repository's uncertified formulation (``variant="generative"`` of
