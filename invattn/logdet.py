@@ -329,6 +329,14 @@ def _power_series(gx, x, v, weights, track: bool) -> torch.Tensor:
     return total
 
 
+def _series_value(zero: torch.Tensor, weights: list[float], traces: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_k (−1)^{k+1}/k · weight_k · t_k from the traces t_k = vᵀJ^k v, summed in order from ``zero`` [B]."""
+    value = zero
+    for k, (weight, trace) in enumerate(zip(weights, traces), start=1):
+        value = value + ((-1) ** (k + 1) / k) * weight * trace
+    return value
+
+
 def _neumann(gx, x, v, weights, track: bool) -> torch.Tensor:
     """Value of the power series without a graph; gradient through wᵀJv with w = Σ_k (−1)^k weight_{k+1} vᵀJ^k.
 
@@ -355,9 +363,7 @@ def _neumann(gx, x, v, weights, track: bool) -> torch.Tensor:
         surrogate = (_vjp(gx, x, neumann.detach(), create_graph=True) * v).reshape(batch, -1).sum(1)
         known = sum((c * t for c, t in zip(coefficients, traces)), torch.zeros_like(surrogate))
         traces.append((surrogate.detach() - known) / coefficients[n - 1])
-    value = x.new_zeros(batch)
-    for k, (weight, trace) in enumerate(zip(weights, traces), start=1):
-        value = value + ((-1) ** (k + 1) / k) * weight * trace
+    value = _series_value(x.new_zeros(batch), weights, traces)
     if surrogate is None:
         return value
     return value + surrogate - surrogate.detach()
@@ -382,9 +388,7 @@ def _neumann_forward(gx, x, v, jv, weights) -> torch.Tensor:
             traces.append((w * v).reshape(batch, -1).sum(1))
             neumann = neumann + coefficients[k] * w
         traces.append((w * jv.detach()).reshape(batch, -1).sum(1))
-    value = x.new_zeros(batch)
-    for k, (weight, trace) in enumerate(zip(weights, traces), start=1):
-        value = value + ((-1) ** (k + 1) / k) * weight * trace
+    value = _series_value(x.new_zeros(batch), weights, traces)
     surrogate = (neumann * jv).reshape(batch, -1).sum(1)
     return value + surrogate - surrogate.detach()
 
