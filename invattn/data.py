@@ -321,7 +321,7 @@ def photograph_patches(split: str = "train", size: int = 32) -> torch.Tensor:
     >>> patches.shape, patches.dtype, bool(torch.equal((patches * 255).round() / 255, patches))
     (torch.Size([1328, 3, 32, 32]), torch.float32, True)
     """
-    if split not in PATCH_PHOTOGRAPHS:
+    if not isinstance(split, str) or split not in PATCH_PHOTOGRAPHS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     check_positive_int(size, "size")
     patches = _patches_uint8(split).float().div_(255.0)
@@ -507,14 +507,19 @@ def load_images(
     Returns:
         images [count, C, size, size], float32, in [0, 1]; C = 1 for mnist, 3 otherwise.
     Raises:
-        ValueError: when ``name`` is not in :data:`DATASETS` or ``split`` is not ``"train"``/``"test"``.
+        ValueError: when ``name`` is not in :data:`DATASETS`, ``split`` is not ``"train"``/``"test"``, or ``count``
+            or ``size`` is below 1.
+        TypeError: when ``count`` or ``size`` is neither None nor an integer.
         DatasetNotFoundError: when the data set is not under ``root``; the message says where it was looked for and
             how to get it.
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}; got {name!r}")
-    if split not in ("train", "test"):
+    if not isinstance(split, str) or split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    for option, value in (("count", count), ("size", size)):
+        if value is not None:
+            check_positive_int(value, option)
     if name == "photos":
         return photograph_crops(count or 1000, size or 32, seed=seed + (0 if split == "train" else 10_000))
     if name == "patches":

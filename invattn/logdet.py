@@ -408,21 +408,38 @@ def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple
 def _forward_mode_applies(g: Callable, x: torch.Tensor) -> bool:
     """Whether :func:`chain_jvp` can differentiate g forward: a plain ``nn.Sequential`` (not a subclass) of plain
     zero-padded ``nn.Conv2d`` layers and ELU (not in place) or LipSwish activations on a 4-D input, with no forward
-    hooks anywhere (a convolution's forward pre-hooks, such as :func:`invattn.spectral_norm`'s input check, are run)."""
-    if type(g) is not nn.Sequential or x.dim() != 4 or len(g) == 0 or g._forward_hooks or g._forward_pre_hooks:
+    or backward hooks anywhere, module or global (a convolution's forward pre-hooks, such as
+    :func:`invattn.spectral_norm`'s input check, are run; the modules themselves are never called, so any other hook
+    would silently not fire)."""
+    if type(g) is not nn.Sequential or x.dim() != 4 or len(g) == 0 or _has_hooks(g, pre=True):
         return False
     hooks = nn.modules.module
-    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+    if (
+        hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    ):
         return False
     for layer in g:
         if _plain_class(layer) is nn.Conv2d:
-            if layer.padding_mode != "zeros" or isinstance(layer.padding, str) or layer._forward_hooks:
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str) or _has_hooks(layer, pre=False):
                 return False
         elif not ((type(layer) is nn.ELU and not layer.inplace) or type(layer) is LipSwish):
             return False
-        elif layer._forward_hooks or layer._forward_pre_hooks:
+        elif _has_hooks(layer, pre=True):
             return False
     return True
+
+
+def _has_hooks(module: nn.Module, pre: bool) -> bool:
+    """Whether ``module`` has forward hooks (and forward pre-hooks if ``pre``) or backward hooks of any kind."""
+    return bool(
+        module._forward_hooks
+        or (pre and module._forward_pre_hooks)
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
 
 
 def _plain_class(layer: nn.Module) -> type:
@@ -444,22 +461,36 @@ def chain_jvp(g: nn.Module, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Ten
     """``(g(x), J_g(x)·v)`` by forward-mode differentiation written out layer by layer, both differentiable, or None.
 
     For a plain ``nn.Sequential`` of zero-padded ``nn.Conv2d`` layers (spectral-normalised or not) and ELU or
-    LipSwish activations, without forward hooks (the i-ResNet's convolutional branch,
+    LipSwish activations, without forward or backward hooks (the i-ResNet's convolutional branch,
     :func:`invattn.branches.conv_branch`): each convolution is applied to the primal with its bias and to the tangent
     without, after its forward pre-hooks (a spectral-normalised convolution's check of the input's size and
     finiteness); each activation multiplies the tangent by its derivative; the convolutions run in channels-last
     memory. Any other g gives None (callers then use vector–Jacobian products), as does a pre-hook that replaces the
-    input.
+    input. The residual log-det's Neumann gradient (Chen et al., 2019, Residual Flows, section 3.2:
+    ∂ ln det(I + J) = tr((I + J)⁻¹ ∂J) ≈ Σ_k (−1)^k vᵀJ^k ∂J v) needs J v as a differentiable function of the
+    parameters; this gives it from one forward pass, without a double backward.
 
     Arguments:
         g: the residual branch.
-        x: input [B, C, H, W].
-        v: tangent, x's shape.
+        x: input [B, C, H, W], a floating-point tensor.
+        v: tangent, x's shape, dtype and device.
     Returns:
-        ``(g(x), J v)``, each of x's shape in contiguous memory, or None.
+        ``(g(x), J v)``, each g's output shape [B, C', H', W'] (x's shape for a residual branch) in contiguous memory,
+        or None.
     Raises:
-        ValueError: from a convolution's pre-hook (e.g. an input of another size than a certified convolution's).
+        TypeError: when x or v is not a tensor.
+        ValueError: when v has another shape, dtype or device than x; from a convolution's pre-hook (e.g. an input of
+            another size than a certified convolution's). Other errors come from ``torch.nn.functional.conv2d`` (an
+            input whose channels do not match the first convolution's).
     """
+    for name, value in (("x", x), ("v", v)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if v.shape != x.shape or v.dtype != x.dtype or v.device != x.device:
+        raise ValueError(
+            f"v must have x's shape, dtype and device: v is {tuple(v.shape)} {v.dtype} on {v.device}, "
+            f"x is {tuple(x.shape)} {x.dtype} on {x.device}"
+        )
     if not _forward_mode_applies(g, x):
         return None
     h = x.contiguous(memory_format=torch.channels_last)

@@ -3,8 +3,9 @@
 Power iteration approaches σ_max from *below*, so it can never certify. This module computes a guaranteed
 **upper** bound from the weights alone:
 
-* **Matrices** (``nn.Linear``, a 1×1 convolution): σ_max itself, as √λ_max(WᵀW) in float64 (above it by at most
-  a relative 10⁻⁶ for matrices larger than 256 on their smaller side, see below).
+* **Matrices** (``nn.Linear``, a 1×1 convolution): σ_max itself, as √λ_max(WᵀW) in float64 (for matrices larger
+  than 256 on their smaller side, above it by at most a relative 10⁻⁶ when Lanczos's candidate is accurate, else by up
+  to 5·10⁻⁵ or 5·10⁻³ of the next raise, see below).
 * **k×k convolutions** at input size H×W (any stride, dilation, zero or circular padding, groups, rectangular
   kernels): the zero-padded convolution reads its input at rows o·s − p + t·d (t = 0..k−1). Embed the input in
   a torus of size m×n with m ≥ H + max(p_left, p_right) (so every padded read lands on a zero of the torus)
@@ -44,6 +45,7 @@ Shared per-sample measures: :func:`per_sample_norm` ‖x_b‖₂ of each sample 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,12 +84,15 @@ class ConvGeometry:
         dilation: the kernel's (row, column) dilation.
         groups: the convolution's groups.
         input_size: (H, W), the input size the bound holds at; None when it holds at every size.
+        kernel_size: (kh, kw) of the convolution it was built from (:func:`layer_geometry` records it), so that
+            :func:`certify_operator_norm` refuses a kernel of another size; None: not checked.
     """
 
     torus: tuple[int, int]
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     input_size: tuple[int, int] | None = None
+    kernel_size: tuple[int, int] | None = None
 
 
 def _pair(value) -> tuple[int, int]:
@@ -125,11 +130,17 @@ def layer_geometry(module: nn.Module, input_size: tuple[int, int] | None = None)
     kernel, dilation, stride = _pair(module.kernel_size), _pair(module.dilation), _pair(module.stride)
     circular = module.padding_mode == "circular"
     if kernel == (1, 1) and not circular:
-        return ConvGeometry(torus=(1, 1), groups=module.groups)
+        return ConvGeometry(torus=(1, 1), groups=module.groups, kernel_size=kernel)
     if input_size is None:
         raise ValueError(
             f"a {kernel[0]}×{kernel[1]} convolution's operator norm depends on the input size: pass input_size=(H, W)"
         )
+    if (
+        isinstance(input_size, str)
+        or len(tuple(input_size)) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_size)
+    ):
+        raise ValueError(f"input_size must be two integers (H, W), got {input_size!r}")
     size = _pair(tuple(input_size))
     if min(size) < 1:
         raise ValueError(f"input_size must be positive, got {tuple(input_size)}")
@@ -154,7 +165,9 @@ def layer_geometry(module: nn.Module, input_size: tuple[int, int] | None = None)
             torus.append(max(size[dim] + max(left, right), (n_out - 1) * stride[dim] + 1))
     if torus[0] * (torus[1] // 2 + 1) * module.groups > _MAX_FREQUENCIES:
         raise ValueError(f"input_size {tuple(size)} needs {torus[0]}×{torus[1]} DFT frequencies: too many to certify")
-    return ConvGeometry(torus=(torus[0], torus[1]), dilation=dilation, groups=module.groups, input_size=size)
+    return ConvGeometry(
+        torus=(torus[0], torus[1]), dilation=dilation, groups=module.groups, input_size=size, kernel_size=kernel
+    )
 
 
 def _spectrum(weight: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -192,8 +205,9 @@ class NormCertificate:
             the effect of rounding each weight).
         direction: a tensor D shaped like W with ⟨D, W⟩ = the computed top singular value, i.e. the gradient of
             σ_max with respect to W (used to differentiate the normalisation); ``None`` until asked for. On the
-            Lanczos route (matrices above 256) the singular value is the Ritz value's, below σ_max by a relative
-            10⁻⁹ or so, and D as accurate as its Ritz vector.
+            Lanczos route (matrices above 256) the singular value is the Ritz value's, typically below σ_max by a
+            relative 10⁻⁶ or less, and D as accurate as its Ritz vector (from a start nearly orthogonal to the top
+            singular vector, that of a smaller singular value).
         vector: the top eigenvector (estimate) of the largest Gram matrix when one was computed (a matrix's
             eigendecomposition, or Lanczos and Cholesky); a warm start that :func:`certify_operator_norm` accepts as
             ``start``; otherwise ``None``.
@@ -220,22 +234,25 @@ def _tap_dft(
     """What :func:`_tap_grams` needs of a kernel size and torus, computed once: the offset index of every tap pair
     (t, t') (row-major, δ = t' − t), and cos θ_δ(ω), sin θ_δ(ω) [frequencies, offsets] at every rfft2 frequency.
     The tensors are shared between calls (never modified in place) and kept for the 32 latest shapes."""
-    a = torch.arange(kh, device=device).repeat_interleave(kw)
-    b = torch.arange(kw, device=device).repeat(kh)
-    offset_index = ((a[None, :] - a[:, None] + kh - 1) * (2 * kw - 1) + (b[None, :] - b[:, None] + kw - 1)).flatten()
-    m, n = torus
-    dh, dw = dilation
-    half = n // 2 + 1
-    freq_h = torch.arange(m, device=device).repeat_interleave(half)
-    freq_w = torch.arange(half, device=device).repeat(m)
-    delta_h = (torch.arange(-(kh - 1), kh, device=device) * dh).repeat_interleave(2 * kw - 1)
-    delta_w = (torch.arange(-(kw - 1), kw, device=device) * dw).repeat(2 * kh - 1)
-    # the phase reduced modulo 2π in integers first, so its float64 rounding does not grow with ω·δ
-    turns = ((freq_h[:, None] * delta_h[None, :]) % m).double() / m + (
-        (freq_w[:, None] * delta_w[None, :]) % n
-    ).double() / n
-    angle = 2 * math.pi * turns  # [frequencies, offsets]
-    return offset_index, torch.cos(angle), torch.sin(angle)
+    with torch._C._DisableFuncTorch():  # plain tensors even inside torch.func: the cache outlives the call
+        a = torch.arange(kh, device=device).repeat_interleave(kw)
+        b = torch.arange(kw, device=device).repeat(kh)
+        offset_index = (
+            (a[None, :] - a[:, None] + kh - 1) * (2 * kw - 1) + (b[None, :] - b[:, None] + kw - 1)
+        ).flatten()
+        m, n = torus
+        dh, dw = dilation
+        half = n // 2 + 1
+        freq_h = torch.arange(m, device=device).repeat_interleave(half)
+        freq_w = torch.arange(half, device=device).repeat(m)
+        delta_h = (torch.arange(-(kh - 1), kh, device=device) * dh).repeat_interleave(2 * kw - 1)
+        delta_w = (torch.arange(-(kw - 1), kw, device=device) * dw).repeat(2 * kh - 1)
+        # the phase reduced modulo 2π in integers first, so its float64 rounding does not grow with ω·δ
+        turns = ((freq_h[:, None] * delta_h[None, :]) % m).double() / m + (
+            (freq_w[:, None] * delta_w[None, :]) % n
+        ).double() / n
+        angle = 2 * math.pi * turns  # [frequencies, offsets]
+        return offset_index, torch.cos(angle), torch.sin(angle)
 
 
 def _tap_grams(w64: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tensor, bool]:
@@ -275,13 +292,14 @@ def _phase_parts(
     kh: int, kw: int, torus: tuple[int, int], dilation: tuple[int, int], freq: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos θ_t(ω), sin θ_t(ω) [kh, kw] float64 at one rfft2 frequency index (shared: never modified in place)."""
-    m, n = torus
-    omega_h, omega_w = divmod(freq, n // 2 + 1)
-    a = torch.arange(kh, device=device) * dilation[0]
-    b = torch.arange(kw, device=device) * dilation[1]
-    turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
-    angle = 2 * math.pi * turns
-    return torch.cos(angle), torch.sin(angle)
+    with torch._C._DisableFuncTorch():  # as in _tap_dft
+        m, n = torus
+        omega_h, omega_w = divmod(freq, n // 2 + 1)
+        a = torch.arange(kh, device=device) * dilation[0]
+        b = torch.arange(kw, device=device) * dilation[1]
+        turns = ((omega_h * a[:, None]) % m).double() / m + ((omega_w * b[None, :]) % n).double() / n
+        angle = 2 * math.pi * turns
+        return torch.cos(angle), torch.sin(angle)
 
 
 def _spectrum_at(w64: torch.Tensor, geometry: ConvGeometry, group: int, freq: int) -> torch.Tensor:
@@ -403,7 +421,10 @@ def certify_operator_norm(
     Returns:
         a :class:`NormCertificate` (``sigma``, ``abs_norm``; ``direction`` with ``with_direction``; ``vector``).
     Raises:
-        ValueError: when ``weight`` has non-finite values.
+        TypeError: when ``weight`` is not a real floating-point tensor or ``geometry`` not a :class:`ConvGeometry`.
+        ValueError: when ``weight`` has non-finite values, is neither 2-D nor 4-D, or does not fit ``geometry``
+            (output channels not divisible by its groups, a 4-D kernel of another size than the one it was built for,
+            or a torus that is not positive).
 
     >>> layer = nn.Linear(3, 2, bias=False)
     >>> _ = layer.weight.data.copy_(torch.tensor([[3.0, 0.0, 0.0], [0.0, -4.0, 0.0]]))
@@ -411,6 +432,7 @@ def certify_operator_norm(
     >>> 4.0 <= sigma <= 4.0 * (1 + 1e-8)
     True
     """
+    _check_weight_fits(weight, geometry)
     if not torch.isfinite(weight).all():
         raise ValueError("the weight has non-finite values; no operator-norm bound exists")
     w64 = weight.detach().to(torch.float64)
@@ -429,6 +451,28 @@ def certify_operator_norm(
     if certificate.direction is not None:
         certificate.direction = certificate.direction.to(weight.device)
     return certificate
+
+
+def _check_weight_fits(weight: torch.Tensor, geometry: ConvGeometry) -> None:
+    """Refuse a weight the geometry cannot describe (certify_operator_norm's Raises)."""
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        kind = weight.dtype if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise TypeError(f"weight must be a real floating-point tensor, got {kind}")
+    if not isinstance(geometry, ConvGeometry):
+        raise TypeError(f"geometry must be a ConvGeometry (from layer_geometry), got {type(geometry).__name__}")
+    if weight.dim() not in (2, 4):
+        raise ValueError(f"weight must be [out, in] or [out, in/groups, kh, kw], got shape {tuple(weight.shape)}")
+    if min(geometry.torus) < 1 or geometry.groups < 1 or weight.shape[0] % geometry.groups:
+        raise ValueError(
+            f"a weight of shape {tuple(weight.shape)} does not fit torus {tuple(geometry.torus)} with "
+            f"{geometry.groups} groups: the torus must be positive and the output channels divisible by the groups"
+        )
+    kernel = geometry.kernel_size
+    if kernel is not None and weight.dim() == 4 and tuple(weight.shape[-2:]) != tuple(kernel):
+        raise ValueError(
+            f"this geometry was built for a {kernel[0]}×{kernel[1]} kernel, got a weight of shape "
+            f"{tuple(weight.shape)}: build the geometry from the layer the weight belongs to (layer_geometry)"
+        )
 
 
 def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: bool, start) -> NormCertificate:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from invattn import ablation
+from invattn import KINDS, ablation
 from invattn.models import FlowConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,13 +232,33 @@ def test_the_ablation_ships_one_model_per_configuration():
     assert {p.name for p in SHIPPED.glob("*.pt")} == {f"{label}-seed1.pt" for label in ablation.CONFIGURATIONS}
 
 
+SHIPPED_PATCHES = ROOT / "checkpoints" / "patches"
+
+
+def test_the_patches_ablation_ships_every_run_and_each_seed_1_model_that_finished():
+    """checkpoints/patches: 9 configurations × seeds 1 2 3 with the patches defaults; a model for each seed-1 run that
+    finished (a diverged run has no model, and its record says where it stopped)."""
+    results = json.loads((SHIPPED_PATCHES / "results.json").read_text())
+    defaults = ablation.DEFAULTS["patches"]
+    assert results["settings"]["data"] == "patches"
+    assert (results["settings"]["epochs"], results["settings"]["n_train"]) == (defaults["epochs"], defaults["n_train"])
+    assert results["settings"]["evaluation"] == ablation.PATCHES_EVALUATION
+    for label in ablation.CONFIGURATIONS:
+        assert sorted(r["seed"] for r in results["runs"] if r["label"] == label) == [1, 2, 3], label
+    first = {r["label"]: r for r in results["runs"] if r["seed"] == 1}
+    finished = {label for label, r in first.items() if "diverged_at_step" not in r}
+    assert {p.name for p in SHIPPED_PATCHES.glob("*.pt")} == {f"{label}-seed1.pt" for label in finished}
+    assert all(math.isnan(first[label]["test_bits_per_dim"]) for label in set(first) - finished)
+    assert {"none", *KINDS} <= finished  # every certified run finished
+
+
 @pytest.mark.parametrize("path", SHIPPED_MODELS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_models_reproduce_their_recorded_bits_per_dim(path):
     label, seed = path.stem.rsplit("-seed", 1)
     runs = json.loads((path.parent / "results.json").read_text())["runs"]
     record = next(r for r in runs if r["label"] == label and r["seed"] == int(seed))
     model = ablation.load_model(path)
-    assert model.config == ablation.model_config(label)
+    assert model.config == ablation.model_config(label, ablation.data_of(model.config))
     assert ablation.held_out_bits_per_dim(model) == pytest.approx(record["test_bits_per_dim"], abs=1e-4)
     bounds = model.lipschitz_bounds()
     if model.config.attention_variant == "certified":
@@ -302,6 +322,29 @@ def test_paired_differences_with_no_attention_seed_by_seed():
     assert "-0.0333 ± 0.2082" in next(line for line in table.splitlines() if line.strip().startswith("concat |"))
     alone = ablation.summary(dict(settings=dict(epochs=1), runs=runs[3:6]))[0]  # no "none": nothing to pair with
     assert math.isnan(alone["paired"]) and alone["paired_n"] == 0
+    dot_line = next(line for line in table.splitlines() if line.strip().startswith("dot |"))
+    assert "+0.1000 ± —" in dot_line  # one pair: no spread to show
+    lines = [line for i, line in enumerate(table.splitlines()) if i != 1]  # the header and every row, not the rule
+    columns = {tuple(i for i in range(len(line)) if line.startswith(" | ", i)) for line in lines}
+    assert len(columns) == 1  # a nan difference (l2) keeps the columns in line
+
+
+def test_a_diverged_seed_does_not_hide_the_others_measured_constant():
+    """A diverged run measures nothing (nan): the largest measured constant is over the runs that have one, whatever
+    their order."""
+    diverged = dict(_record("generative-concat", 1, math.nan), attention_measured=math.nan)
+    finished = dict(_record("generative-concat", 2, 5.1), attention_measured=5.0)
+    for runs in ([diverged, finished], [finished, diverged]):
+        (row,) = ablation.summary(dict(settings=dict(epochs=1), runs=runs))
+        assert row["measured"] == 5.0
+    (row,) = ablation.summary(dict(settings=dict(epochs=1), runs=[diverged]))
+    assert math.isnan(row["measured"])
+
+
+def test_data_of_names_what_it_takes():
+    with pytest.raises(TypeError, match="FlowConfig"):
+        ablation.data_of("digits")
+    assert ablation.data_of(ablation.model_config("none", "patches")) == "patches"
 
 
 def test_patches_ablation_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):

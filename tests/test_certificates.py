@@ -711,3 +711,45 @@ def test_a_geometry_given_as_lists_still_certifies():
     listed = certify_operator_norm(weight, ConvGeometry(torus=[6, 6], dilation=[1, 1]), with_direction=True)
     tupled = certify_operator_norm(weight, ConvGeometry(torus=(6, 6), dilation=(1, 1)), with_direction=True)
     assert listed.sigma == tupled.sigma and torch.equal(listed.direction, tupled.direction)
+
+
+def test_a_weight_that_does_not_fit_its_geometry_is_refused():
+    """A 3×3 kernel with a 1×1 layer's geometry would be certified as another layer (its taps summed): refused, as are
+    weights of the wrong kind or rank and impossible geometries."""
+    conv3, conv1 = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.Conv2d(3, 3, 1, bias=False)
+    cases = [
+        (conv3.weight, layer_geometry(conv1), ValueError, "built for a 1×1 kernel"),
+        (torch.randn(3, 3, 7, 7), layer_geometry(conv3, (5, 5)), ValueError, "built for a 3×3 kernel"),
+        (torch.randn(3, 3, 3), layer_geometry(conv3, (5, 5)), ValueError, r"\[out, in\]"),
+        (torch.randn(3, 3, 3, 3), ConvGeometry(torus=(0, 0)), ValueError, "torus must be positive"),
+        (torch.randn(3, 3, 1, 1), ConvGeometry(torus=(1, 1), groups=2), ValueError, "divisible by the groups"),
+        (torch.ones(3, 3, dtype=torch.int64), ConvGeometry(torus=(1, 1)), TypeError, "real floating-point"),
+        (torch.ones(3, 3, dtype=torch.complex128), ConvGeometry(torus=(1, 1)), TypeError, "real floating-point"),
+        ([[1.0, 0.0]], ConvGeometry(torus=(1, 1)), TypeError, "real floating-point"),
+        (torch.ones(3, 3), None, TypeError, "ConvGeometry"),
+    ]
+    for weight, geometry, error, message in cases:
+        with pytest.raises(error, match=message):
+            certify_operator_norm(weight, geometry)
+    assert certify_operator_norm(conv3.weight, layer_geometry(conv3, (5, 5))).sigma > 0  # its own geometry
+
+
+@pytest.mark.parametrize("size", [(5.5, 5), "55", (5,), (True, 5)])
+def test_an_input_size_that_is_not_two_integers_is_refused(size):
+    with pytest.raises(ValueError, match="two integers"):
+        layer_geometry(nn.Conv2d(3, 3, 3, padding=1), size)
+
+
+def test_the_cached_phase_tables_are_plain_tensors_even_when_first_built_inside_torch_func():
+    from invattn import norms
+
+    norms._tap_dft.cache_clear()
+    norms._phase_parts.cache_clear()
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+    geometry = layer_geometry(conv, (5, 5))
+    torch.func.grad(lambda w: w.sum() * certify_operator_norm(w, geometry, with_direction=True).sigma)(
+        torch.randn(3, 3, 3, 3)
+    )
+    assert norms._tap_dft.cache_info().currsize and norms._phase_parts.cache_info().currsize
+    tables = norms._tap_dft(3, 3, tuple(geometry.torus), tuple(geometry.dilation), torch.device("cpu"))
+    copy.deepcopy(tables)  # a functorch wrapper cannot be copied

@@ -174,3 +174,24 @@ def test_a_missing_scikit_image_photograph_names_the_package(tmp_path, monkeypat
             data.photograph_patches("test")
     finally:
         data._patches_uint8.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(count=-5), ValueError, "count must be an integer >= 1"),
+        (dict(count=0), ValueError, "count must be an integer >= 1"),
+        (dict(size=0), ValueError, "size must be an integer >= 1"),
+        (dict(count=2.5), TypeError, "count must be an integer"),
+        (dict(split=["train"]), ValueError, "split must be 'train' or 'test'"),
+    ],
+)
+def test_load_images_refuses_counts_and_sizes_below_one(options, error, message):
+    for name in ("patches", "photos"):
+        with pytest.raises(error, match=message):
+            data.load_images(name, **{"split": "test", **options})
+
+
+def test_a_split_that_is_not_a_string_is_named():
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        data.photograph_patches(["train"])

@@ -273,3 +273,50 @@ def test_subclasses_and_hooks_take_the_vector_jacobian_route(monkeypatch):
                 (value.sum() + gx.sum()).backward()
                 values.append((value.detach(), xs.grad))
         assert torch.equal(values[0][0], values[1][0]) and torch.equal(values[0][1], values[1][1])
+
+
+def test_backward_hooks_keep_the_modules_called():
+    """The forward-mode route never calls the modules, so a branch with a backward hook (on a layer, on the Sequential
+    or global) takes the vector–Jacobian route, and every hook fires as it would on g(x)."""
+    import sys
+
+    logdet_module = sys.modules["invattn.logdet"]
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    for where in ("layer", "sequential", "global"):
+        g = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ELU(), nn.Conv2d(3, 3, 3, padding=1)).double()
+        calls = []
+        record = lambda module, grad_in, grad_out: calls.append(type(module).__name__)  # noqa: E731
+        if where == "layer":
+            handle = g[0].register_full_backward_hook(record)
+        elif where == "sequential":
+            handle = g.register_full_backward_hook(record)
+        else:
+            handle = nn.modules.module.register_module_full_backward_hook(record)
+        try:
+            assert logdet_module.chain_jvp(g, x, x) is None
+            xs = x.clone().requires_grad_(True)
+            gx, value = residual_logdet(g, xs, "series", n_terms=2, neumann_gradient=True)
+            (value.sum() + gx.sum()).backward()
+        finally:
+            handle.remove()
+        assert calls, where
+
+
+def test_chain_jvp_refuses_a_tangent_unlike_its_input():
+    import sys
+
+    chain_jvp = sys.modules["invattn.logdet"].chain_jvp
+    g = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ELU(), nn.Conv2d(3, 3, 3, padding=1))
+    x = torch.randn(2, 3, 5, 5)
+    for v, message in [
+        (torch.randn(1, 3, 5, 5), "v must have x's shape"),
+        (torch.randn(5, 5), "v must have x's shape"),
+        (torch.randn(2, 3, 5, 5, dtype=torch.float64), "dtype"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            chain_jvp(g, x, v)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        chain_jvp(g, [1, 2], x)
+    h, t = chain_jvp(g, x, x)  # a matching tangent still works
+    assert h.shape == t.shape == x.shape

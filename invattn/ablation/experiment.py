@@ -65,8 +65,14 @@ def data_of(config: FlowConfig) -> str:
     Returns:
         ``"digits"`` or ``"patches"``.
     Raises:
+        TypeError: for anything but a FlowConfig.
         ValueError: for a model of any other image shape.
+
+    The test is the image shape only: a ``cifar10-paper`` model ([3, 32, 32]) is ``"patches"``-shaped, so
+    :func:`held_out_bits_per_dim` scores it on the held-out patches.
     """
+    if not isinstance(config, FlowConfig):
+        raise TypeError(f"config must be a FlowConfig (model.config), got {type(config).__name__}")
     shape = (config.in_channels, config.image_size)
     for data in DATA:
         if (PRESETS[data].in_channels, PRESETS[data].image_size) == shape:

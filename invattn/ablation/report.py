@@ -23,6 +23,12 @@ def _paired(runs: list[dict], baseline: list[dict]) -> tuple[float, float, int]:
     return statistics.mean(differences), spread, len(differences)
 
 
+def _largest(values) -> float:
+    """The largest of the non-nan values (inf counts), nan if every one is nan (a diverged run measures nothing)."""
+    known = [v for v in values if not math.isnan(v)]
+    return max(known) if known else math.nan
+
+
 def summary(results: dict) -> list[dict]:
     """Per configuration: mean and sample standard deviation of held-out bits/dim over seeds, mean − mean(none), and
     the paired difference with no attention seed by seed.
@@ -39,7 +45,8 @@ def summary(results: dict) -> list[dict]:
         one dict per configuration present, in :data:`CONFIGURATIONS` order, with ``label``, ``n`` (seeds),
         ``unreliable`` (how many runs) and ``reasons``, ``mean`` and ``std`` of held-out bits/dim, ``low`` and
         ``high`` (the seeds' range), ``vs_none`` (mean − the ``none`` mean; negative: better; nan without ``none``),
-        ``bound`` and ``measured`` (the largest attention bound and measured Lipschitz constant over seeds),
+        ``bound`` and ``measured`` (the largest attention bound and measured Lipschitz constant over the seeds that
+        have one; nan when none has),
         ``paired`` and ``paired_std`` (the mean and sample standard deviation over seeds of d_s; nan without ``none``,
         for a non-finite d_s, and the std for fewer than 2 pairs), ``paired_n`` (the number of seeds paired).
     Raises:
@@ -82,8 +89,8 @@ def summary(results: dict) -> list[dict]:
                 low=min(values),
                 high=max(values),
                 vs_none=mean - baseline,
-                bound=max(r["attention_bound"] for r in by_label[label]),
-                measured=max(r["attention_measured"] for r in by_label[label]),
+                bound=_largest(r["attention_bound"] for r in by_label[label]),
+                measured=_largest(r["attention_measured"] for r in by_label[label]),
                 paired=paired,
                 paired_std=paired_std,
                 paired_n=paired_n,
@@ -114,10 +121,11 @@ def format_summary(results: dict) -> str:
         bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
         measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
         flagged = f"  ({row['unreliable']} of {row['n']} seeds unreliable)" if row["unreliable"] else ""
-        paired = f"{row['paired']:+.4f} ± {row['paired_std']:.4f}"
+        paired_std = "—" if math.isnan(row["paired_std"]) else f"{row['paired_std']:.4f}"
+        paired = f"{row['paired']:+.4f} ± {paired_std}"
         lines.append(
-            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:+.4f} | {paired:>16} | {bound:>9} | "
-            f"{measured:>12}{flagged}"
+            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:>+7.4f} | {paired:>16} | "
+            f"{bound:>9} | {measured:>12}{flagged}"
         )
     return "\n".join(lines)
 

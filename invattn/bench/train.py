@@ -141,6 +141,7 @@ SETTINGS = {
     "roulette (2 exact) + Neumann": dict(logdet="roulette", n_terms=2, neumann_gradient=True),
 }
 REFERENCE = "paper: 5 terms, back-propagated"  # the i-ResNet estimator, the rows' speed-up is against it
+_NAME_WIDTH = max(map(len, SETTINGS))
 
 
 def _layouts(quick: bool, gpu: bool) -> list[tuple[str, FlowConfig, int]]:
@@ -207,7 +208,7 @@ def settings_side_by_side(quick: bool, device: torch.device) -> list[dict]:
     )
     times = _seconds_per_step(layouts, rounds, device)
     header = (
-        f"{'setting':>36} | "
+        f"{'setting':>{_NAME_WIDTH}} | "
         + " ".join(f"{name:>19}" for name, _, _ in layouts)
         + f" | {'peak MiB':>8} | {'bits/dim':>8} {'train s':>7}"
     )
@@ -216,7 +217,8 @@ def settings_side_by_side(quick: bool, device: torch.device) -> list[dict]:
     rows = []
     for name, options in SETTINGS.items():
         _, config, batch_size = layouts[0]
-        batch = dequantize(torch.rand(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))).to(device)
+        shape = (batch_size, config.in_channels, config.image_size, config.image_size)
+        batch = dequantize(torch.rand(*shape, generator=torch.Generator().manual_seed(0))).to(device)
         torch.manual_seed(0)
         model = ResidualFlow(replace(config, **options)).to(device)
         with torch.no_grad():
@@ -236,7 +238,7 @@ def settings_side_by_side(quick: bool, device: torch.device) -> list[dict]:
             )
         )
         cells = " ".join(f"{t:>10.3f} ({x:>5.2f}×)" for t, x in zip(times[name], speedups))
-        print(f"{name:>36} | {cells} | {peak:>8.1f} | {bpd:>8.4f} {seconds:>7.0f}", flush=True)
+        print(f"{name:>{_NAME_WIDTH}} | {cells} | {peak:>8.1f} | {bpd:>8.4f} {seconds:>7.0f}", flush=True)
     return rows
 
 
