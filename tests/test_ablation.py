@@ -451,3 +451,17 @@ def test_a_curve_that_stopped_early_is_drawn_to_its_end_not_cutting_the_others()
     assert len(lines["none"].get_xdata()) == 4 and len(lines["generative-dot"].get_xdata()) == 4
     assert lines["generative-dot"].get_ydata()[:2].tolist() == [8.0, 7.25]
     assert math.isnan(lines["generative-dot"].get_ydata()[3])
+
+
+def test_a_diverged_number_does_not_squash_the_held_out_panel():
+    """A run whose series diverged can score −10²⁶ bits/dim: the panel keeps the reliable runs' range and marks the
+    number at its edge with its value; numbers within reach keep the panel as it was."""
+    runs = [_record("none", s, 4.46 + s / 100) for s in (1, 2)] + [_record("concat", s, 4.40 + s / 100) for s in (1, 2)]
+    far = [dict(_record("generative-dot", 1, -4.7e26), attention_bound=math.inf, attention_measured=37.0)]
+    figure = ablation.plot_ablation(dict(settings=dict(epochs=3), runs=runs + far))
+    bottom, top = figure.axes[0].get_ylim()
+    assert 4.3 < bottom < 4.41 and 4.48 < top < 4.6
+    assert any(text.get_text() == "-4.7e+26" for text in figure.axes[0].texts)
+    near = [dict(_record("generative-dot", 1, 4.6), attention_bound=math.inf, attention_measured=37.0)]
+    bottom, top = ablation.plot_ablation(dict(settings=dict(epochs=3), runs=runs + near)).axes[0].get_ylim()
+    assert bottom < 4.41 and top > 4.6  # within reach: every point drawn where it is

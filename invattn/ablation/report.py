@@ -99,6 +99,12 @@ def summary(results: dict) -> list[dict]:
     return rows
 
 
+def _bits(value: float, sign: str = "") -> str:
+    """A bits/dim figure for the table: 4 decimals, or 3 significant digits in exponent form from 10⁴ on (a diverged
+    series can reach 10²⁶), so the columns stay readable."""
+    return f"{value:{sign}.4f}" if not math.isfinite(value) or abs(value) < 1e4 else f"{value:{sign}.2e}"
+
+
 def format_summary(results: dict) -> str:
     """The :func:`summary` as a text table, one line per configuration, unreliable seeds flagged.
 
@@ -117,14 +123,14 @@ def format_summary(results: dict) -> str:
     ]
     lines.append("-" * len(lines[0]))
     for row in summary(results):
-        spread = f"{row['mean']:.4f} ± {row['std']:.4f}  ({row['low']:.4f}–{row['high']:.4f})"
+        spread = f"{_bits(row['mean'])} ± {_bits(row['std'])}  ({_bits(row['low'])}–{_bits(row['high'])})"
         bound = "—" if math.isnan(row["bound"]) else ("inf" if math.isinf(row["bound"]) else f"{row['bound']:.3f}")
         measured = "—" if math.isnan(row["measured"]) else f"{row['measured']:.2e}"
         flagged = f"  ({row['unreliable']} of {row['n']} seeds unreliable)" if row["unreliable"] else ""
-        paired_std = "—" if math.isnan(row["paired_std"]) else f"{row['paired_std']:.4f}"
-        paired = f"{row['paired']:+.4f} ± {paired_std}"
+        paired_std = "—" if math.isnan(row["paired_std"]) else _bits(row["paired_std"])
+        paired = f"{_bits(row['paired'], '+')} ± {paired_std}"
         lines.append(
-            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {row['vs_none']:>+7.4f} | {paired:>16} | "
+            f"{row['label']:>18} | {row['n']:>5} | {spread:>41} | {_bits(row['vs_none'], '+'):>7} | {paired:>16} | "
             f"{bound:>9} | {measured:>12}{flagged}"
         )
     return "\n".join(lines)
@@ -133,6 +139,7 @@ def format_summary(results: dict) -> str:
 def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str]) -> None:
     """The left panel: held-out bits/dim per configuration, each seed a dot, the mean a diamond ± the seeds' std."""
     # points with error bars, not bars: the axis does not start at 0, so a bar's length would exaggerate differences
+    limits = _reliable_range(results)
     for i, row in enumerate(rows):
         values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
         finite = [v for v in values if math.isfinite(v)]
@@ -144,7 +151,7 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
         if row["unreliable"]:  # above the configuration's highest value, clear of the neighbours' labels
             ax.annotate(
                 f"{row['unreliable']} of {row['n']}\nunreliable",
-                (i, max(finite, default=row["mean"])),
+                (i, max(finite, default=row["mean"]) if limits is None else limits[1] - 0.25 * (limits[1] - limits[0])),
                 xytext=(0, 5),
                 textcoords="offset points",
                 ha="center",
@@ -152,9 +159,12 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
                 fontsize=7,
                 color="C3",
             )
-    if any(row["unreliable"] for row in rows):
+    if any(row["unreliable"] for row in rows) and limits is None:
         bottom, top = ax.get_ylim()
         ax.set_ylim(bottom, top + 0.12 * (top - bottom))  # room for the labels above the highest points
+    if limits is not None:
+        ax.set_ylim(*limits)
+        _mark_off_scale(ax, results, rows, limits)
     if rows and rows[0]["label"] == "none":
         ax.axhline(rows[0]["mean"], color="0.3", lw=0.8, ls="--", label="no attention (mean)")
         ax.legend(loc="upper left", fontsize=8)
@@ -164,6 +174,39 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
         title=f"{results['settings'].get('data', 'digits')}, {results['settings']['epochs']} epochs, "
         f"{max((r['n'] for r in rows), default=0)} seeds",
     )
+
+
+def _reliable_range(results: dict) -> tuple[float, float] | None:
+    """The held-out panel's y-range when an unreliable run's number lies more than 20 times the reliable runs' range
+    beyond it (a diverged series can reach ±10²⁶ bits/dim): the reliable runs' range with room for the labels; None
+    when every number fits the panel as it is."""
+    reliable = [
+        r["test_bits_per_dim"]
+        for r in results["runs"]
+        if run_is_reliable(r)[0] and math.isfinite(r["test_bits_per_dim"])
+    ]
+    if not reliable:
+        return None
+    low, high = min(reliable), max(reliable)
+    span = max(high - low, 1e-3)
+    values = [r["test_bits_per_dim"] for r in results["runs"] if math.isfinite(r["test_bits_per_dim"])]
+    if all(low - 20 * span <= v <= high + 20 * span for v in values):
+        return None
+    return low - 0.3 * span, high + 0.8 * span
+
+
+def _mark_off_scale(ax, results: dict, rows: list[dict], limits: tuple[float, float]) -> None:
+    """A triangle with its value at the panel's edge for each seed's number beyond ``limits``."""
+    low, high = limits
+    for i, row in enumerate(rows):
+        for r in results["runs"]:
+            value = r["test_bits_per_dim"]
+            if r["label"] == row["label"] and math.isfinite(value) and not low <= value <= high:
+                edge, marker, va = (high, "^", "top") if value > high else (low, "v", "bottom")
+                ax.plot(i + 0.12, edge, marker, color="0.3", ms=6, clip_on=False)
+                ax.annotate(
+                    f"{value:.3g}", (i + 0.12, edge), xytext=(4, 0), textcoords="offset points", fontsize=6, va=va
+                )
 
 
 def _smoothed_curves(results: dict, rows: list[dict]) -> dict[str, tuple[int, torch.Tensor]]:
