@@ -145,7 +145,7 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
         finite = [v for v in values if math.isfinite(v)]
         if finite:
             ax.plot([i + 0.12] * len(finite), finite, "o", color=colours[row["label"]], ms=3.5, alpha=0.6)
-        if finite and math.isfinite(row["mean"]):
+        if finite and math.isfinite(row["mean"]) and (limits is None or limits[0] <= row["mean"] <= limits[1]):
             std = row["std"] if math.isfinite(row["std"]) else None
             ax.errorbar(i - 0.12, row["mean"], yerr=std, fmt="D", color=colours[row["label"]], ms=5, capsize=3, lw=1.2)
         if row["unreliable"]:  # above the configuration's highest value, clear of the neighbours' labels
@@ -177,13 +177,13 @@ def _plot_held_out(ax, results: dict, rows: list[dict], colours: dict[str, str])
 
 
 def _reliable_range(results: dict) -> tuple[float, float] | None:
-    """The held-out panel's y-range when an unreliable run's number lies more than 20 times the reliable runs' range
-    beyond it (a diverged series can reach ±10²⁶ bits/dim): the reliable runs' range with room for the labels; None
-    when every number fits the panel as it is."""
+    """The held-out panel's y-range when a number lies more than 20 times the certified runs' range beyond it (a
+    diverged series can reach ±10²⁶ bits/dim): the reliable runs' range of no attention and the certified kinds (a
+    finite bound), with room for the labels; None when every number fits the panel as it is."""
     reliable = [
         r["test_bits_per_dim"]
         for r in results["runs"]
-        if run_is_reliable(r)[0] and math.isfinite(r["test_bits_per_dim"])
+        if not math.isinf(r["attention_bound"]) and run_is_reliable(r)[0] and math.isfinite(r["test_bits_per_dim"])
     ]
     if not reliable:
         return None
@@ -196,16 +196,20 @@ def _reliable_range(results: dict) -> tuple[float, float] | None:
 
 
 def _mark_off_scale(ax, results: dict, rows: list[dict], limits: tuple[float, float]) -> None:
-    """A triangle with its value at the panel's edge for each seed's number beyond ``limits``."""
+    """A triangle at the panel's edge for each configuration with seeds' numbers beyond ``limits``, labelled with
+    those numbers (its mean and spread, off the panel too, are not drawn)."""
     low, high = limits
     for i, row in enumerate(rows):
-        for r in results["runs"]:
-            value = r["test_bits_per_dim"]
-            if r["label"] == row["label"] and math.isfinite(value) and not low <= value <= high:
-                edge, marker, va = (high, "^", "top") if value > high else (low, "v", "bottom")
+        values = [r["test_bits_per_dim"] for r in results["runs"] if r["label"] == row["label"]]
+        for edge, marker, va, beyond in (
+            (high, "^", "top", [v for v in values if v > high]),
+            (low, "v", "bottom", [v for v in values if v < low]),
+        ):
+            if beyond:
                 ax.plot(i + 0.12, edge, marker, color="0.3", ms=6, clip_on=False)
+                text = "\n".join(f"{v:.3g}" for v in sorted(beyond, reverse=edge == high))
                 ax.annotate(
-                    f"{value:.3g}", (i + 0.12, edge), xytext=(4, 0), textcoords="offset points", fontsize=6, va=va
+                    text, (i + 0.12, edge), xytext=(-4, 0), textcoords="offset points", fontsize=6, va=va, ha="right"
                 )
 
 
