@@ -273,9 +273,11 @@ def _plot_training_curves(ax, results: dict, rows: list[dict], colours: dict[str
 def plot_ablation(results: dict, path: str | Path | None = None, figure=None):
     """Two panels: held-out bits/dim per configuration and the training curves.
 
-    Left: each seed a dot, the mean a diamond with the seeds' standard deviation as error bars (lower is better).
-    Right: the training curves (mean over seeds, smoothed over an epoch); uncertified ones dashed, and one that
-    leaves the certified configurations' range is marked in its legend entry rather than drawn to scale.
+    Left: each seed a dot, the mean a diamond with the seeds' standard deviation as error bars (lower is better);
+    when a number lies far beyond the certified runs (a diverged series: up to ±10²⁶), the panel keeps their range
+    and marks the numbers beyond it at its edge, with their values. Right: the training curves (mean over seeds,
+    smoothed over an epoch); uncertified ones dashed, and one that leaves the certified configurations' range is
+    marked in its legend entry rather than drawn to scale.
 
     Arguments:
         results: what :func:`run` returns (or ``results.json``), with its ``settings``.
