@@ -135,10 +135,8 @@ def layer_geometry(module: nn.Module, input_size: tuple[int, int] | None = None)
         raise ValueError(
             f"a {kernel[0]}×{kernel[1]} convolution's operator norm depends on the input size: pass input_size=(H, W)"
         )
-    if (
-        isinstance(input_size, str)
-        or len(tuple(input_size)) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_size)
+    if len(tuple(input_size)) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_size
     ):
         raise ValueError(f"input_size must be two integers (H, W), got {input_size!r}")
     size = _pair(tuple(input_size))
