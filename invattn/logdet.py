@@ -394,10 +394,22 @@ def _neumann_forward(gx, x, v, jv, weights) -> torch.Tensor:
 
 
 def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, written with differentiable operations; None for anything else."""
+    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, written with differentiable operations; None for anything else.
+
+    The ELU from e = exp(min(z, 0)) (as −relu(−z)): ELU(z) = relu(z) + α(e − 1) and ELU'(z) = α·e + (1 − α)·[z > 0]
+    (= e for the default α = 1). These operations and their backward passes are vectorised kernels on every CPU
+    build of torch; ``F.elu``'s expm1 and ``torch.where`` are not on some (about ten times slower on this project's
+    AMD EPYC machines, which made the ELUs a fifth of a training step). The value differs from ``F.elu``'s by at
+    most about one unit in the last place of α, for z just below 0 where e − 1 cancels: far inside the rounding of
+    the convolutions around it (tested).
+    """
     if type(layer) is nn.ELU and not layer.inplace:
-        h = F.elu(z, layer.alpha)
-        return h, t * torch.where(z > 0, 1.0, h + layer.alpha)  # ELU'(z) = α·e^z = ELU(z) + α for z ≤ 0
+        alpha = layer.alpha
+        e = torch.exp(-F.relu(-z))
+        h = F.relu(z) + alpha * (e - 1)
+        if alpha == 1.0:
+            return h, t * e
+        return h, t * (alpha * e + (1 - alpha) * (z > 0).to(z.dtype))
     if type(layer) is LipSwish:
         beta = layer.beta
         s = torch.sigmoid(beta * z)

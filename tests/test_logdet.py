@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import invattn as ia
@@ -209,6 +210,30 @@ def test_the_forward_mode_surrogate_equals_the_vector_jacobian_one(activation, n
         results.append([gx.detach(), value.detach(), x.grad.clone(), *[p.grad.clone() for p in g.parameters()]])
     for forward, reverse in zip(*results):
         assert torch.allclose(forward, reverse, rtol=1e-12, atol=1e-12 * float(reverse.abs().max()))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 1.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_forward_modes_elu_is_torchs_elu_and_its_derivative(alpha, dtype):
+    """The forward-mode ELU (from exp(min(z, 0)), not expm1) against F.elu and torch.func.jvp of it: values within a
+    few units in the last place of α, derivatives (and their gradients: ELU'' = α·e^z below 0) likewise, zero and
+    both signs included."""
+    import sys
+
+    activation_jvp = sys.modules["invattn.logdet"]._activation_jvp
+    z = torch.cat([torch.linspace(-30, 30, 2001, dtype=dtype), torch.tensor([0.0, -1e-30, 1e-30, -1e-4], dtype=dtype)])
+    z = z.reshape(1, 1, -1, 1).requires_grad_(True)
+    t = torch.linspace(-2, 3, z.numel(), dtype=dtype).reshape(z.shape)
+    h, jt = activation_jvp(nn.ELU(alpha), z, t)
+    h_ref, jt_ref = torch.func.jvp(lambda u: F.elu(u, alpha), (z.detach(),), (t,))
+    ulp = torch.finfo(dtype).eps * max(alpha, 1.0)
+    assert (h - h_ref).abs().max() <= 4 * ulp * torch.clamp(h_ref.abs(), min=1.0).max()
+    assert torch.allclose(jt, jt_ref, rtol=8 * torch.finfo(dtype).eps, atol=4 * ulp)
+    (grad,) = torch.autograd.grad(jt.sum(), z)
+    z0 = z.detach()
+    expected = t * torch.where(z0 > 0, 0.0, alpha * torch.exp(z0))  # d/dz (ELU'(z)·t), away from the kink at 0
+    smooth = z0 != 0
+    assert torch.allclose(grad[smooth], expected[smooth], rtol=8 * torch.finfo(dtype).eps, atol=4 * ulp)
 
 
 def test_a_branch_the_forward_mode_does_not_know_uses_vector_jacobian_products():
