@@ -397,9 +397,10 @@ def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple
     """(σ(z), σ'(z)·t) for an ELU or a LipSwish, written with differentiable operations; None for anything else.
 
     The ELU from e = exp(min(z, 0)) (as −relu(−z)): ELU(z) = relu(z) + α(e − 1) and ELU'(z) = α·e + (1 − α)·[z > 0]
-    (= e for the default α = 1). These operations and their backward passes are vectorised kernels on every CPU
-    build of torch; ``F.elu``'s expm1 and ``torch.where`` are not on some (about ten times slower on this project's
-    AMD EPYC machines, which made the ELUs a fifth of a training step). The value differs from ``F.elu``'s by at
+    (= e for the default α = 1). These operations and their backward passes are fast vectorised kernels wherever
+    torch runs; ``F.elu``'s expm1 and ``torch.where`` are not in every CPU kernel set (torch's AVX-512 kernels on this
+    project's AMD EPYC machines took about ten times as long as with ``ATEN_CPU_CAPABILITY=avx2``: the ELUs were a fifth
+    of a training step). The value differs from ``F.elu``'s by at
     most about one unit in the last place of α, for z just below 0 where e − 1 cancels: far inside the rounding of
     the convolutions around it (tested).
     """

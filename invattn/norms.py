@@ -177,7 +177,8 @@ def _spectrum(weight: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tenso
     m, n = geometry.torus
     out_channels, in_per_group = w.shape[0], w.shape[1]
     if (m, n) == (1, 1):
-        summed = w.reshape(out_channels, in_per_group, -1).sum(-1)  # a 1×1 kernel: the sum is the one tap
+        taps = w.reshape(out_channels, in_per_group, -1)
+        summed = taps[..., 0] if taps.shape[-1] == 1 else taps.sum(-1)  # the 1×1 torus: the taps' sum
         return summed.reshape(groups, 1, out_channels // groups, in_per_group), (1, 1)
     kh, kw = w.shape[-2:]
     dh, dw = geometry.dilation
@@ -370,8 +371,9 @@ def _cholesky_certifies(gram: torch.Tensor, candidate: float) -> float | None:
     λ_max(gram) ≤ candidate + u·candidate + γ_{n+1}‖R̂‖_F².
     """
     n = gram.shape[0]
-    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
-    factor, info = torch.linalg.cholesky_ex(candidate * eye - gram)
+    shifted = -gram  # candidate·I − gram: exact off the diagonal, one rounding on it
+    shifted.diagonal().add_(candidate)
+    factor, info = torch.linalg.cholesky_ex(shifted)
     if int(info) != 0:
         return None
     u = unit_roundoff(torch.float64)
@@ -484,7 +486,11 @@ def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: b
         spectrum, _ = _spectrum(w64, geometry)
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
         gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
-    gram = 0.5 * (gram + gram.mH)
+    if gram.is_complex():
+        gram = 0.5 * (gram + gram.mH)  # a Hermitian diagonal exactly real, as the complex eigensolver assumes
+    # A real G is used as computed: the solvers and the Cholesky factorisation read its lower triangle only, whose every
+    # entry is the float64 dot product of two columns (module doc: the margin covers its rounding), so the symmetric
+    # matrix they see is within that rounding of the true Gram.
     lam, best, vector = _top_eigenvalue(gram, start, with_direction)
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
