@@ -319,7 +319,8 @@ _LARGE_GRAM = 256
 def _lanczos_top(gram: torch.Tensor, start: torch.Tensor | None) -> tuple[float, torch.Tensor]:
     """Largest Ritz value θ ≤ λ_max(gram) and its Ritz vector, from Lanczos with full reorthogonalisation.
 
-    ``gram``: a real symmetric [n, n] float64 matrix. ``start``: a warm start (the previous top eigenvector of
+    ``gram``: a real [n, n] float64 matrix, symmetric up to the rounding of its computation (θ is then a Ritz value of
+    a matrix within that rounding). ``start``: a warm start (the previous top eigenvector of
     nearby weights) or ``None`` (a fixed pseudo-random start). A Ritz value is a Rayleigh quotient, so θ is only
     a candidate: :func:`_cholesky_certifies` proves the bound.
     """
@@ -361,7 +362,8 @@ def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
 
 def _cholesky_certifies(gram: torch.Tensor, candidate: float) -> float | None:
     """An upper bound on λ_max(gram) near ``candidate`` if the Cholesky factorisation of candidate·I − gram
-    completes in floating point; ``None`` if it breaks down.
+    completes in floating point; ``None`` if it breaks down. ``gram`` means the symmetric matrix its lower triangle
+    defines (the triangle the factorisation reads; a computed Gram need not be symmetric to the last bit).
 
     Proof. Let A be the computed candidate·I − gram (A is exact up to one rounding on its diagonal, at most
     u·candidate per entry). If Cholesky runs to completion with the computed factor R̂, then
@@ -488,9 +490,10 @@ def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: b
         gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
     if gram.is_complex():
         gram = 0.5 * (gram + gram.mH)  # a Hermitian diagonal exactly real, as the complex eigensolver assumes
-    # A real G is used as computed: the solvers and the Cholesky factorisation read its lower triangle only, whose every
-    # entry is the float64 dot product of two columns (module doc: the margin covers its rounding), so the symmetric
-    # matrix they see is within that rounding of the true Gram.
+    # A real G is used as computed, not symmetrised: LAPACK's solvers and Cholesky factorisation read its lower triangle
+    # only. Every entry of either triangle is the float64 dot product of two columns (rows, for a wide matrix), within
+    # the rounding the margin covers (module doc), so the symmetric matrix built from the triangle a solver reads is
+    # within that rounding of the true Gram. Lanczos multiplies by all of G: it only proposes the candidate.
     lam, best, vector = _top_eigenvalue(gram, start, with_direction)
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)

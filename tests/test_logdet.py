@@ -196,7 +196,9 @@ def test_the_forward_mode_surrogate_equals_the_vector_jacobian_one(activation, n
 
     torch.manual_seed(0)
     g = conv_branch(4, 16, 6, 0.9, activation, input_nonlinearity=True).double()
-    x = torch.randn(3, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    x[:, :, :2] = 0.0  # exact zeros reach the first activation, at the ELU's kink
+    x.requires_grad_(True)
     assert logdet_module.chain_jvp(g, x, torch.randn_like(x)) is not None
     results = []
     for route in ("forward", "reverse"):
@@ -215,25 +217,30 @@ def test_the_forward_mode_surrogate_equals_the_vector_jacobian_one(activation, n
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 1.7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_forward_modes_elu_is_torchs_elu_and_its_derivative(alpha, dtype):
-    """The forward-mode ELU (from exp(min(z, 0)), not expm1) against F.elu and torch.func.jvp of it: values within a
-    few units in the last place of α, derivatives (and their gradients: ELU'' = α·e^z below 0) likewise, zero and
-    both signs included."""
+    """The forward-mode ELU (from exp(min(z, 0)), not expm1) against F.elu: each value within a few units in the last
+    place of max(α, |ELU(z)|); the tangent ELU'(z)·t against torch.func.jvp's; autograd's derivative of the value
+    against F.elu's (α at the kink z = 0 too, so vector–Jacobian products through it agree with the tangent); and the
+    tangent's derivative ELU''·t against torch's double backward (0 at the kink), zero and both signs included."""
     import sys
 
     activation_jvp = sys.modules["invattn.logdet"]._activation_jvp
     z = torch.cat([torch.linspace(-30, 30, 2001, dtype=dtype), torch.tensor([0.0, -1e-30, 1e-30, -1e-4], dtype=dtype)])
     z = z.reshape(1, 1, -1, 1).requires_grad_(True)
     t = torch.linspace(-2, 3, z.numel(), dtype=dtype).reshape(z.shape)
+    eps = torch.finfo(dtype).eps
     h, jt = activation_jvp(nn.ELU(alpha), z, t)
-    h_ref, jt_ref = torch.func.jvp(lambda u: F.elu(u, alpha), (z.detach(),), (t,))
-    ulp = torch.finfo(dtype).eps * max(alpha, 1.0)
-    assert (h - h_ref).abs().max() <= 4 * ulp * torch.clamp(h_ref.abs(), min=1.0).max()
-    assert torch.allclose(jt, jt_ref, rtol=8 * torch.finfo(dtype).eps, atol=4 * ulp)
+    z0 = z.detach().clone().requires_grad_(True)
+    h_ref, jt_ref = torch.func.jvp(lambda u: F.elu(u, alpha), (z0.detach(),), (t,))
+    assert ((h - h_ref).abs() <= 4 * eps * torch.clamp(h_ref.abs(), min=alpha)).all()
+    assert ((jt - jt_ref).abs() <= 4 * eps * torch.clamp(jt_ref.abs(), min=alpha)).all()
+    (dh,) = torch.autograd.grad(h.sum(), z, retain_graph=True)
+    (dh_ref,) = torch.autograd.grad(F.elu(z0, alpha).sum(), z0)
+    assert ((dh - dh_ref).abs() <= 4 * eps * max(alpha, 1.0)).all()
+    assert float(dh[0, 0, 2001, 0]) == float(dh_ref[0, 0, 2001, 0]) == float(torch.tensor(alpha, dtype=dtype))  # z = 0
     (grad,) = torch.autograd.grad(jt.sum(), z)
-    z0 = z.detach()
-    expected = t * torch.where(z0 > 0, 0.0, alpha * torch.exp(z0))  # d/dz (ELU'(z)·t), away from the kink at 0
-    smooth = z0 != 0
-    assert torch.allclose(grad[smooth], expected[smooth], rtol=8 * torch.finfo(dtype).eps, atol=4 * ulp)
+    (grad_ref,) = torch.autograd.grad(torch.autograd.grad(F.elu(z0, alpha), z0, t, create_graph=True)[0].sum(), z0)
+    assert ((grad - grad_ref).abs() <= 4 * eps * torch.clamp(grad_ref.abs(), min=alpha)).all()  # ELU''·t
+    assert float(grad[0, 0, 2001, 0]) == float(grad_ref[0, 0, 2001, 0]) == 0.0  # at z = 0, as torch's double backward
 
 
 def test_a_branch_the_forward_mode_does_not_know_uses_vector_jacobian_products():
