@@ -156,13 +156,12 @@ class SpectralNorm(nn.Module):
             sigma = torch.tensor(
                 certificate.sigma + 2 * u * certificate.abs_norm, dtype=torch.float64, device=weight.device
             )
-            w64 = weight.to(torch.float64)
             if differentiate:
                 # value: σ_up exactly; gradient: ∂σ_max/∂W = D
-                inner = (w64 * certificate.direction).sum()
+                inner = (weight.to(torch.float64) * certificate.direction).sum()
                 sigma = sigma + (inner - inner.detach())
             scale = self.coeff * (1 - 2 * u) / torch.clamp(sigma, min=self.coeff)
-            return (w64 * scale).to(weight.dtype)  # one rounding of the exact-ish product
+            return (weight.to(torch.float64) * scale).to(weight.dtype)  # one rounding of the exact-ish product
 
     @torch.no_grad()
     def lipschitz_bound(self, weight: torch.Tensor) -> float:

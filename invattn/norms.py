@@ -488,12 +488,13 @@ def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: b
         spectrum, _ = _spectrum(w64, geometry)
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
         gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
-    if gram.is_complex():
-        gram = 0.5 * (gram + gram.mH)  # a Hermitian diagonal exactly real, as the complex eigensolver assumes
-    # A real G is used as computed, not symmetrised: LAPACK's solvers and Cholesky factorisation read its lower triangle
-    # only. Every entry of either triangle is the float64 dot product of two columns (rows, for a wide matrix), within
-    # the rounding the margin covers (module doc), so the symmetric matrix built from the triangle a solver reads is
-    # within that rounding of the true Gram. Lanczos multiplies by all of G: it only proposes the candidate.
+    if gram.is_complex() or gram.shape[-1] <= _LARGE_GRAM:
+        gram = 0.5 * (gram + gram.mH)  # Hermitian to the last bit (a complex diagonal exactly real): eigensolvers
+    # A large real G (the Lanczos and Cholesky route) is used as computed: symmetrising it would cost a third of its
+    # product. The Cholesky factorisation and the eigensolvers read the lower triangle only; every entry of either
+    # triangle is the float64 dot product of two columns (rows, for a wide matrix), within the rounding the margin
+    # covers (module doc), so the symmetric matrix built from the triangle a solver reads is within that rounding of
+    # the true Gram. Lanczos multiplies by all of G: it only proposes the candidate.
     lam, best, vector = _top_eigenvalue(gram, start, with_direction)
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
