@@ -394,10 +394,11 @@ def _neumann_forward(gx, x, v, jv, weights) -> torch.Tensor:
 
 
 class _EluJvp(torch.autograd.Function):
-    """(ELU(z), ELU'(z)·t) in one node that keeps z and t for its backward pass and recomputes e = exp(min(z, 0))
-    there: ELU(z) = relu(z) + α(e − 1), ELU'(z) = α·e + (1 − α)·[z > 0], ELU''(z) = α·e·[z < 0], with torch's
-    conventions at the kink z = 0 (ELU'(0) = α, ELU''(0) = 0: its F.elu and double backward). The backward pass is
-    written with differentiable operations (a second derivative through it works)."""
+    """(ELU(z), ELU'(z)·t) in one node that keeps z and t and recomputes e = exp(min(z, 0)) when differentiated:
+    ELU(z) = relu(z) + α(e − 1), ELU'(z) = α·e below 0 and 1 above, ELU''(z) = α·e·[z < 0], with torch's conventions
+    at the kink z = 0 (ELU'(0) = α, ELU''(0) = 0: its F.elu and double backward). Reverse mode (its backward pass is
+    written with differentiable operations, so a second derivative through it works too) and forward mode (``jvp``);
+    z and t may broadcast against each other."""
 
     generate_vmap_rule = True
 
@@ -411,25 +412,38 @@ class _EluJvp(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         z, t, alpha = inputs
         ctx.save_for_backward(z, t)
+        ctx.save_for_forward(z, t)
         ctx.alpha = alpha
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor, grad_jt: torch.Tensor):
         z, t = ctx.saved_tensors
-        alpha = ctx.alpha
-        e = torch.exp(z.clamp(max=0))
-        slope = _elu_slope(z, e, alpha)
-        grad_z = grad_h * slope + grad_jt * t * (alpha * e * (z < 0).to(z.dtype))
-        return grad_z, grad_jt * slope, None
+        slope, curvature = _elu_derivatives(z, ctx.alpha)
+        # h has z's shape; jt may be broadcast wider: sum its part back before adding h's
+        grad_z = grad_h * slope + (grad_jt * t * curvature).sum_to_size(z.shape)
+        return grad_z, (grad_jt * slope).sum_to_size(t.shape), None
+
+    @staticmethod
+    def jvp(ctx, z_dot: torch.Tensor, t_dot: torch.Tensor, _) -> tuple[torch.Tensor, torch.Tensor]:
+        z, t = ctx.saved_tensors
+        slope, curvature = _elu_derivatives(z, ctx.alpha)
+        return slope * z_dot, slope * t_dot + t * curvature * z_dot
 
 
 def _elu_slope(z: torch.Tensor, e: torch.Tensor, alpha: float) -> torch.Tensor:
-    """ELU'(z) = α·e + (1 − α)·[z > 0] from e = exp(min(z, 0)) (e itself for α = 1)."""
-    return e if alpha == 1.0 else alpha * e + (1 - alpha) * (z > 0).to(z.dtype)
+    """ELU'(z) from e = exp(min(z, 0)): e itself for α = 1, else α·e with exactly 1 above 0."""
+    return e if alpha == 1.0 else (alpha * e).masked_fill(z > 0, 1.0)
+
+
+def _elu_derivatives(z: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELU'(z), ELU''(z)) with torch's conventions at 0 (α and 0)."""
+    e = torch.exp(z.clamp(max=0))
+    return _elu_slope(z, e, alpha), (alpha * e).masked_fill(z >= 0, 0.0)
 
 
 def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, differentiable (in z, t and LipSwish's β); None for anything else.
+    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, differentiable (in z, t and LipSwish's β; in reverse and forward
+    mode); None for anything else.
 
     The ELU is one autograd node (:class:`_EluJvp`) built from exp and relu, with F.elu's derivatives, its kink
     included (tested against torch's ELU, its jvp and its double backward). It keeps only z and t for the backward

@@ -243,6 +243,53 @@ def test_the_forward_modes_elu_is_torchs_elu_and_its_derivative(alpha, dtype):
     assert float(grad[0, 0, 2001, 0]) == float(grad_ref[0, 0, 2001, 0]) == 0.0  # at z = 0, as torch's double backward
 
 
+def _elu_pair_reference(z, t, alpha):
+    """(ELU(z), ELU'(z)·t) from F.elu and torch.where: autograd's own derivatives (torch's conventions at 0)."""
+    return F.elu(z, alpha), t * torch.where(z > 0, 1.0, alpha * torch.exp(z))
+
+
+def test_the_forward_modes_elu_differentiates_in_both_modes_and_broadcasts():
+    """The ELU node's gradients (both outputs used, or only one) and its forward-mode derivative against autograd's
+    through F.elu, with z and t broadcast against each other either way; gradcheck and gradgradcheck (reverse and
+    forward mode) in float64 away from the kink; and for α > 1 in float32 a slope of exactly 1 above 0."""
+    import sys
+
+    activation_jvp = sys.modules["invattn.logdet"]._activation_jvp
+    torch.manual_seed(0)
+    for alpha in (1.0, 0.3, 2.5):
+        layer = nn.ELU(alpha)
+        for z_shape, t_shape in (((2, 3), (2, 3)), ((2, 1), (2, 4)), ((2, 4), (1, 4))):
+            z = torch.randn(z_shape, dtype=torch.float64, requires_grad=True)
+            t = torch.randn(t_shape, dtype=torch.float64, requires_grad=True)
+            ours, reference = activation_jvp(layer, z, t), _elu_pair_reference(z, t, alpha)
+            for pick in ((0,), (1,), (0, 1)):
+                got = torch.autograd.grad(
+                    sum(ours[i].sum() * (i + 1) for i in pick), (z, t), allow_unused=True, retain_graph=True
+                )
+                want = torch.autograd.grad(
+                    sum(reference[i].sum() * (i + 1) for i in pick), (z, t), allow_unused=True, retain_graph=True
+                )
+                for a, b, x in zip(got, want, (z, t)):  # an unused input: None or zeros
+                    a, b = (torch.zeros_like(x) if g is None else g for g in (a, b))
+                    assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+            tangents = (torch.randn(z_shape, dtype=torch.float64), torch.randn(t_shape, dtype=torch.float64))
+            primals = (z.detach(), t.detach())
+            _, ours_dot = torch.func.jvp(lambda a, b: activation_jvp(layer, a, b), primals, tangents)
+            _, ref_dot = torch.func.jvp(lambda a, b: _elu_pair_reference(a, b, alpha), primals, tangents)
+            for a, b in zip(ours_dot, ref_dot):
+                assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+        z = (torch.rand(3, 4, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(2).double()  # not 0
+        t = torch.randn(3, 4, dtype=torch.float64)
+        inputs = (z.requires_grad_(True), t.requires_grad_(True))
+        assert torch.autograd.gradcheck(lambda a, b: activation_jvp(layer, a, b), inputs, check_forward_ad=True)
+        assert torch.autograd.gradgradcheck(lambda a, b: activation_jvp(layer, a, b), inputs)
+    z = torch.linspace(1e-3, 30, 997).requires_grad_(True)
+    for alpha in (2.2969, 2.9067, 1.7):
+        h, slope = activation_jvp(nn.ELU(alpha), z, torch.ones_like(z))
+        (dh,) = torch.autograd.grad(h.sum(), z)
+        assert torch.equal(slope, torch.ones_like(z)) and torch.equal(dh, torch.ones_like(z))
+
+
 def test_a_branch_the_forward_mode_does_not_know_uses_vector_jacobian_products():
     from invattn.logdet import chain_jvp
 
