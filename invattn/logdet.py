@@ -393,68 +393,29 @@ def _neumann_forward(gx, x, v, jv, weights) -> torch.Tensor:
     return value + surrogate - surrogate.detach()
 
 
-class _EluJvp(torch.autograd.Function):
-    """(ELU(z), ELU'(z)·t) in one node that keeps z and t and recomputes e = exp(min(z, 0)) when differentiated:
-    ELU(z) = relu(z) + α(e − 1), ELU'(z) = α·e below 0 and 1 above, ELU''(z) = α·e·[z < 0], with torch's conventions
-    at the kink z = 0 (ELU'(0) = α, ELU''(0) = 0: its F.elu and double backward). Reverse mode (its backward pass is
-    written with differentiable operations, so a second derivative through it works too) and forward mode (``jvp``);
-    z and t may broadcast against each other."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z: torch.Tensor, t: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-        e = torch.exp(z.clamp(max=0))
-        h = F.relu(z) + alpha * (e - 1)
-        return h, t * _elu_slope(z, e, alpha)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        z, t, alpha = inputs
-        ctx.save_for_backward(z, t)
-        ctx.save_for_forward(z, t)
-        ctx.alpha = alpha
-
-    @staticmethod
-    def backward(ctx, grad_h: torch.Tensor, grad_jt: torch.Tensor):
-        z, t = ctx.saved_tensors
-        slope, curvature = _elu_derivatives(z, ctx.alpha)
-        # h has z's shape; jt may be broadcast wider: sum its part back before adding h's
-        grad_z = grad_h * slope + (grad_jt * t * curvature).sum_to_size(z.shape)
-        return grad_z, (grad_jt * slope).sum_to_size(t.shape), None
-
-    @staticmethod
-    def jvp(ctx, z_dot: torch.Tensor, t_dot: torch.Tensor, _) -> tuple[torch.Tensor, torch.Tensor]:
-        z, t = ctx.saved_tensors
-        slope, curvature = _elu_derivatives(z, ctx.alpha)
-        return slope * z_dot, slope * t_dot + t * curvature * z_dot
-
-
-def _elu_slope(z: torch.Tensor, e: torch.Tensor, alpha: float) -> torch.Tensor:
-    """ELU'(z) from e = exp(min(z, 0)): e itself for α = 1, else α·e with exactly 1 above 0."""
-    return e if alpha == 1.0 else (alpha * e).masked_fill(z > 0, 1.0)
-
-
-def _elu_derivatives(z: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ELU'(z), ELU''(z)) with torch's conventions at 0 (α and 0)."""
-    e = torch.exp(z.clamp(max=0))
-    return _elu_slope(z, e, alpha), (alpha * e).masked_fill(z >= 0, 0.0)
-
-
 def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, differentiable (in z, t and LipSwish's β; in reverse and forward
-    mode); None for anything else.
+    """(σ(z), σ'(z)·t) for an ELU or a LipSwish, written with differentiable operations (reverse and forward mode, in
+    z, t and LipSwish's β; z and t may broadcast); None for anything else.
 
-    The ELU is one autograd node (:class:`_EluJvp`) built from exp and relu, with F.elu's derivatives, its kink
-    included (tested against torch's ELU, its jvp and its double backward). It keeps only z and t for the backward
-    pass, and takes about a third of the time of ``F.elu`` (expm1) and ``torch.where`` under torch's AVX-512
-    kernels, two thirds under AVX2 (value and derivative with their backward pass, one thread of this project's AMD
-    EPYC machines, where the ELUs had been a fifth of a training step). Its value differs from ``F.elu``'s by at most
-    about one unit in the last place of α, for z just below 0 where e − 1 cancels: far inside the rounding of the
-    convolutions around it.
+    The ELU from e = exp(min(z, 0)), min(z, 0) written as z − relu(z): ELU(z) = relu(z) + α(e − 1) and ELU'(z) = α·e
+    below 0, exactly 1 above. Autograd then differentiates ELU(z) as F.elu, its kink included (ELU'(0) = α), so the
+    vector–Jacobian products taken through σ(z) agree with the tangent; the tangent's own derivative at z = 0 is
+    α·e = α where torch's double backward of F.elu takes the other side's 0 (both one-sided values of ELU''), so
+    gradients of the log-det's surrogate differ from the vector–Jacobian route's only where a pre-activation is
+    exactly 0. It keeps relu(z), e and t for the backward pass, and takes about a third of the time of ``F.elu``
+    (expm1) and ``torch.where`` under torch's AVX-512 kernels, two thirds under AVX2 (value and derivative with their
+    backward pass, one thread of this project's AMD EPYC machines, where the ELUs had been a fifth of a training
+    step). Its value differs from ``F.elu``'s by at most about one unit in the last place of α, for z just below 0
+    where e − 1 cancels: far inside the rounding of the convolutions around it. An infinite z (only after an overflow
+    upstream) gives NaN at +∞.
     """
     if type(layer) is nn.ELU and not layer.inplace:
-        return _EluJvp.apply(z, t, float(layer.alpha))
+        alpha = layer.alpha
+        positive = F.relu(z)
+        e = torch.exp(z - positive)
+        h = positive + alpha * (e - 1)
+        slope = e if alpha == 1.0 else (alpha * e).masked_fill(z > 0, 1.0)
+        return h, t * slope
     if type(layer) is LipSwish:
         beta = layer.beta
         s = torch.sigmoid(beta * z)
