@@ -402,12 +402,12 @@ def _activation_jvp(layer: nn.Module, z: torch.Tensor, t: torch.Tensor) -> tuple
     vector–Jacobian products taken through σ(z) agree with the tangent; the tangent's own derivative at z = 0 is
     α·e = α where torch's double backward of F.elu takes the other side's 0 (both one-sided values of ELU''), so
     gradients of the log-det's surrogate differ from the vector–Jacobian route's only where a pre-activation is
-    exactly 0. It keeps relu(z), e and t for the backward pass, and takes about a third of the time of ``F.elu``
-    (expm1) and ``torch.where`` under torch's AVX-512 kernels, two thirds under AVX2 (value and derivative with their
-    backward pass, one thread of this project's AMD EPYC machines, where the ELUs had been a fifth of a training
-    step). Its value differs from ``F.elu``'s by at most about one unit in the last place of α, for z just below 0
-    where e − 1 cancels: far inside the rounding of the convolutions around it. An infinite z (only after an overflow
-    upstream) gives NaN at +∞.
+    exactly 0. It keeps relu(z), e and t for the backward pass (and ELU'(z) for α ≠ 1). Value and derivative with
+    their backward pass run several times faster than with ``F.elu`` (expm1) and ``torch.where`` under torch's AVX-512
+    kernels, about twice as fast under AVX2 (one thread of this project's AMD EPYC machines, where those ELUs had been
+    a fifth of a training step). Its value differs from ``F.elu``'s by at most about one unit in the last place of α,
+    for z just below 0 where e − 1 cancels: far inside the rounding of the convolutions around it. An infinite z (only
+    after an overflow upstream) gives NaN at +∞.
     """
     if type(layer) is nn.ELU and not layer.inplace:
         alpha = layer.alpha

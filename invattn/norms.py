@@ -320,9 +320,9 @@ def _lanczos_top(gram: torch.Tensor, start: torch.Tensor | None) -> tuple[float,
     """Largest Ritz value θ ≤ λ_max(gram) and its Ritz vector, from Lanczos with full reorthogonalisation.
 
     ``gram``: a real [n, n] float64 matrix, symmetric up to the rounding of its computation (θ is then a Ritz value of
-    a matrix within that rounding). ``start``: a warm start (the previous top eigenvector of
-    nearby weights) or ``None`` (a fixed pseudo-random start). A Ritz value is a Rayleigh quotient, so θ is only
-    a candidate: :func:`_cholesky_certifies` proves the bound.
+    a matrix within that rounding). ``start``: a warm start (the previous top eigenvector of nearby weights) or
+    ``None`` (a fixed pseudo-random start). A Ritz value is a Rayleigh quotient, so θ is only a candidate:
+    :func:`_cholesky_certifies` proves the bound.
     """
     n = gram.shape[0]
     steps = min(n, _LANCZOS_STEPS)
