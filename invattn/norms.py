@@ -177,8 +177,7 @@ def _spectrum(weight: torch.Tensor, geometry: ConvGeometry) -> tuple[torch.Tenso
     m, n = geometry.torus
     out_channels, in_per_group = w.shape[0], w.shape[1]
     if (m, n) == (1, 1):
-        taps = w.reshape(out_channels, in_per_group, -1)
-        summed = taps[..., 0] if taps.shape[-1] == 1 else taps.sum(-1)  # the 1×1 torus: the taps' sum
+        summed = w.reshape(out_channels, in_per_group, -1).sum(-1)  # a 1×1 kernel: the sum is the one tap
         return summed.reshape(groups, 1, out_channels // groups, in_per_group), (1, 1)
     kh, kw = w.shape[-2:]
     dh, dw = geometry.dilation
@@ -390,6 +389,12 @@ def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector:
     n×n matrix, n > 256, e.g. a 512×512 1×1 convolution): a Lanczos candidate certified by a Cholesky
     factorisation (:func:`_cholesky_certifies`), cheaper than a full symmetric eigendecomposition; if
     three raises of the candidate fail, the eigendecomposition.
+
+    ``gram`` as computed, Hermitian up to rounding. The Lanczos route uses it so (symmetrising would cost a third of
+    its product): the Cholesky factorisation reads the lower triangle only, every entry of either triangle is a
+    float64 dot product within the rounding the margin covers (module doc), so the symmetric matrix built from it is
+    within that rounding of the true Gram; Lanczos, which multiplies by all of it, only proposes the candidate. The
+    eigensolvers get it symmetrised to the last bit (a complex diagonal exactly real).
     """
     if gram.shape[0] * gram.shape[1] == 1 and gram.shape[-1] > _LARGE_GRAM and not gram.is_complex():
         matrix = gram[0, 0]
@@ -398,6 +403,7 @@ def _top_eigenvalue(gram: torch.Tensor, start: torch.Tensor | None, need_vector:
             bound = _cholesky_certifies(matrix, theta * (1 + raise_) + raise_ * 1e-300)
             if bound is not None:
                 return bound, 0, ritz
+    gram = 0.5 * (gram + gram.mH)
     if need_vector and gram.shape[0] * gram.shape[1] == 1:
         values, vectors = torch.linalg.eigh(gram)
         return float(values[0, 0, -1]), 0, vectors[0, 0, :, -1]
@@ -488,13 +494,6 @@ def _certify_scaled(w64: torch.Tensor, geometry: ConvGeometry, with_direction: b
         spectrum, _ = _spectrum(w64, geometry)
         tall = spectrum.shape[-2] >= spectrum.shape[-1]
         gram = spectrum.mH @ spectrum if tall else spectrum @ spectrum.mH
-    if gram.is_complex() or gram.shape[-1] <= _LARGE_GRAM:
-        gram = 0.5 * (gram + gram.mH)  # Hermitian to the last bit (a complex diagonal exactly real): eigensolvers
-    # A large real G (the Lanczos and Cholesky route) is used as computed: symmetrising it would cost a third of its
-    # product. The Cholesky factorisation and the eigensolvers read the lower triangle only; every entry of either
-    # triangle is the float64 dot product of two columns (rows, for a wide matrix), within the rounding the margin
-    # covers (module doc), so the symmetric matrix built from the triangle a solver reads is within that rounding of
-    # the true Gram. Lanczos multiplies by all of G: it only proposes the candidate.
     lam, best, vector = _top_eigenvalue(gram, start, with_direction)
     abs_norm = _abs_norm(w64, geometry.groups)
     sigma = math.sqrt(max(lam, 0.0) * (1 + LAMBDA_MARGIN) + LAMBDA_MARGIN * abs_norm**2)
